@@ -1,0 +1,124 @@
+//! The audit event: one per request.
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+/// The current time, RFC 3339 in UTC with sub-second precision.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// One request, as the SIEM sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// Unique id of this event.
+    pub event_id: String,
+    /// Position in the audit file: 1, 2, 3… with no gaps; set when the event is written.
+    pub seq: u64,
+    /// When the request was received (RFC 3339, UTC).
+    pub time: String,
+    /// The request id, also sent to the client and the upstream as `x-request-id`.
+    pub request_id: String,
+    /// Who called; absent when the caller could not be authenticated.
+    pub actor: Option<Actor>,
+    /// Where the call came from.
+    pub source: Source,
+    /// What was asked.
+    pub request: RequestRecord,
+    /// The Cedar action, when a route matched.
+    pub action: Option<String>,
+    /// The Cedar resource, when a route matched.
+    pub resource: Option<ResourceRecord>,
+    /// What was decided and why.
+    pub decision: DecisionRecord,
+    /// How the request ended.
+    pub outcome: Outcome,
+    /// `info` (allowed and answered), `warning` (denied or refused), `error` (the gateway or the
+    /// upstream failed).
+    pub severity: &'static str,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct Actor {
+    /// `user` or `service_account`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The token's subject.
+    pub id: String,
+    /// Roles (users) from the IdP.
+    pub roles: Vec<String>,
+    /// Scopes of the token.
+    pub scopes: Vec<String>,
+    /// The OAuth client the token was issued to.
+    pub client_id: Option<String>,
+    /// How the caller authenticated to the gateway, e.g. `bearer_jwt`.
+    pub auth_method: &'static str,
+    /// The IdP's authentication methods (`amr`).
+    pub amr: Vec<String>,
+    /// Whether the login was multi-factor.
+    pub mfa: bool,
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    /// The client's address.
+    pub ip: String,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<String>,
+}
+
+/// The HTTP request as the gateway authorized it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    /// The HTTP method.
+    pub method: String,
+    /// The normalized path (the one authorized and forwarded), without the query.
+    pub path: String,
+    /// The matched route template, e.g. `/invoices/{id}/approve`.
+    pub route: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: String,
+}
+
+/// A Cedar resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceRecord {
+    /// Entity type, e.g. `Invoice`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Entity id, e.g. `INV-1`; `*` for a collection.
+    pub id: String,
+}
+
+/// The access decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRecord {
+    /// `allow` or `deny`.
+    pub effect: &'static str,
+    /// Why: `policy` (Cedar decided), `no_route`, `unauthenticated`, `bad_request`,
+    /// `unavailable`.
+    pub reason: &'static str,
+    /// The `@id`s of the deciding policies.
+    pub policies: Vec<String>,
+    /// The policy-set version that decided.
+    pub policy_version: String,
+    /// More detail for a refusal, e.g. the authentication failure (`expired`, `bad_signature`).
+    pub detail: Option<String>,
+}
+
+/// How the request ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The status sent to the client.
+    pub status: u16,
+    /// The upstream's status, when the request was forwarded and answered.
+    pub upstream_status: Option<u16>,
+    /// Time from receiving the request to the response head, in milliseconds.
+    pub duration_ms: f64,
+    /// Which side failed, for errors: `client`, `upstream` or `internal`.
+    pub error_side: Option<&'static str>,
+}

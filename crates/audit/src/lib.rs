@@ -1,0 +1,14 @@
+//! Audit for invoiceguard: one event per request, allowed or denied — who did what, when, from
+//! where, on which resource, what was decided and by which policies, and how it ended. Events are
+//! JSON lines with a sequence number, appended to a file and optionally echoed to stdout. Audit
+//! events are not logs: they are never sampled or dropped, and they never hold a token.
+
+mod config;
+mod event;
+mod log;
+
+pub use config::AuditConfig;
+pub use event::{
+    Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, Source, now_rfc3339,
+};
+pub use log::{AuditError, AuditLog};

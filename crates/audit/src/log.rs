@@ -1,0 +1,196 @@
+//! The audit log: events appended to a JSON-lines file (and optionally stdout) in sequence.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::config::AuditConfig;
+use crate::event::AuditEvent;
+
+/// How much of an existing file's end is read to find the last sequence number.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// Writing an audit event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The audit file could not be opened or read.
+    #[error("cannot open audit file `{path}`: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An event could not be written.
+    #[error("cannot write audit event to `{path}`: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An event could not be encoded.
+    #[error("cannot encode audit event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+struct Writer {
+    file: File,
+    next_seq: u64,
+}
+
+/// Appends events, numbered without gaps, to the audit file.
+pub struct AuditLog {
+    path: PathBuf,
+    stdout: bool,
+    writer: Mutex<Writer>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the audit file; sequence numbers continue from its last event.
+    pub fn open(config: &AuditConfig) -> Result<Self, AuditError> {
+        let path = config.file.clone();
+        let open_error = |source| AuditError::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(open_error)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(open_error)?;
+        let next_seq = last_seq(&mut file).map_err(open_error)? + 1;
+        Ok(Self {
+            path,
+            stdout: config.stdout,
+            writer: Mutex::new(Writer { file, next_seq }),
+        })
+    }
+
+    /// The audit file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Numbers the event and appends it as one line, in one write. Returns its sequence number.
+    pub fn record(&self, mut event: AuditEvent) -> Result<u64, AuditError> {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        event.seq = writer.next_seq;
+        let mut line = serde_json::to_vec(&event)?;
+        line.push(b'\n');
+        writer
+            .file
+            .write_all(&line)
+            .map_err(|source| AuditError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        writer.next_seq += 1;
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            // stdout is a convenience copy; the file is the record.
+            let _ = out.write_all(&line).and_then(|()| out.flush());
+        }
+        Ok(event.seq)
+    }
+}
+
+/// The `seq` of the file's last complete event, or 0 for an empty file.
+fn last_seq(file: &mut File) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = String::new();
+    file.take(TAIL_BYTES).read_to_string(&mut tail)?;
+    let seq = tail
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|event| event.get("seq").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0);
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::*;
+
+    fn event(request_id: &str) -> AuditEvent {
+        AuditEvent {
+            event_id: format!("ev-{request_id}"),
+            seq: 0,
+            time: now_rfc3339(),
+            request_id: request_id.to_owned(),
+            actor: None,
+            source: Source {
+                ip: "127.0.0.1".to_owned(),
+                user_agent: None,
+            },
+            request: RequestRecord {
+                method: "GET".to_owned(),
+                path: "/invoices".to_owned(),
+                route: Some("/invoices".to_owned()),
+                protocol: "HTTP/1.1".to_owned(),
+            },
+            action: Some("invoice:list".to_owned()),
+            resource: None,
+            decision: DecisionRecord {
+                effect: "deny",
+                reason: "unauthenticated",
+                policies: vec![],
+                policy_version: "v".to_owned(),
+                detail: Some("missing_token".to_owned()),
+            },
+            outcome: Outcome {
+                status: 401,
+                upstream_status: None,
+                duration_ms: 0.1,
+                error_side: Some("client"),
+            },
+            severity: "warning",
+        }
+    }
+
+    #[test]
+    fn sequence_continues_after_reopen() {
+        let dir = std::env::temp_dir().join(format!("invoiceguard-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = AuditConfig {
+            file: dir.join("nested/audit.jsonl"),
+            stdout: false,
+        };
+        let log = AuditLog::open(&config).unwrap();
+        assert_eq!(log.record(event("a")).unwrap(), 1);
+        assert_eq!(log.record(event("b")).unwrap(), 2);
+        drop(log);
+        let log = AuditLog::open(&config).unwrap();
+        assert_eq!(log.record(event("c")).unwrap(), 3);
+        let text = std::fs::read_to_string(&config.file).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["request_id"], "c");
+        assert_eq!(lines[2]["seq"], 3);
+        assert_eq!(lines[0]["decision"]["effect"], "deny");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config.file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

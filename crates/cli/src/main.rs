@@ -1,0 +1,132 @@
+//! `invoiceguard`: the access gateway for e-invoicing APIs.
+//!
+//! - `invoiceguard serve --config FILE` runs the gateway.
+//! - `invoiceguard check --config FILE` validates the configuration, the routes and the policies
+//!   and prints every problem with its file and position.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use invoiceguard_gateway::{Config, ConfigError};
+use invoiceguard_policy::{LoadError, PolicyEngine};
+use tracing_subscriber::EnvFilter;
+
+/// The access gateway in front of an e-invoicing API: OIDC authentication, Cedar policies,
+/// and an audit event for every request.
+#[derive(Parser)]
+#[command(name = "invoiceguard", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "invoiceguard.toml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration, routes and policies; exit non-zero on any problem.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = "invoiceguard.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("INVOICEGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("invoiceguard: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(invoiceguard_gateway::serve(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the gateway");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(ConfigError::Invalid { path, problems }) => {
+            for problem in &problems {
+                println!("{}: {problem}", path.display());
+            }
+            println!("{} problem(s)", problems.len());
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            println!("{error}");
+            println!("1 problem(s)");
+            return ExitCode::FAILURE;
+        }
+    };
+    match PolicyEngine::load(&config.policy) {
+        Ok(engine) => {
+            println!(
+                "ok: {} policies, {} routes, policy set version {}",
+                engine.policy_count(),
+                engine.routes().routes().len(),
+                engine.version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LoadError(problems)) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            println!("{} problem(s)", problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}

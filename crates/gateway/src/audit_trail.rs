@@ -1,0 +1,173 @@
+//! The audit phase: what each phase learned about a request, gathered into its one audit event.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::{Method, Version, header};
+use invoiceguard_audit::{
+    Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, Source, now_rfc3339,
+};
+use invoiceguard_authn::{Principal, PrincipalKind};
+use invoiceguard_policy::{Decision, RouteMatch};
+
+use crate::error::GatewayError;
+
+/// Raw paths of refused requests are cut to this length in the event.
+const MAX_RECORDED_PATH: usize = 1024;
+
+/// The facts of one request, filled in phase by phase.
+pub(crate) struct Trail {
+    pub(crate) request_id: String,
+    started: Instant,
+    time: String,
+    source: Source,
+    method: String,
+    path: String,
+    protocol: String,
+    route: Option<String>,
+    action: Option<String>,
+    resource: Option<ResourceRecord>,
+    actor: Option<Actor>,
+    decision: Option<Decision>,
+}
+
+impl Trail {
+    /// Starts the trail when the request arrives.
+    pub(crate) fn start(
+        method: &Method,
+        raw_path: &str,
+        version: Version,
+        headers: &http::HeaderMap,
+        peer: SocketAddr,
+    ) -> Self {
+        let mut path = raw_path.to_owned();
+        if path.len() > MAX_RECORDED_PATH {
+            let mut end = MAX_RECORDED_PATH;
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            path.truncate(end);
+        }
+        Self {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            time: now_rfc3339(),
+            source: Source {
+                ip: peer.ip().to_string(),
+                user_agent: headers.get(header::USER_AGENT).map(|ua| {
+                    String::from_utf8_lossy(ua.as_bytes())
+                        .chars()
+                        .take(256)
+                        .collect()
+                }),
+            },
+            method: method.to_string(),
+            path,
+            protocol: format!("{version:?}"),
+            route: None,
+            action: None,
+            resource: None,
+            actor: None,
+            decision: None,
+        }
+    }
+
+    /// The normalize phase's canonical path replaces the raw one.
+    pub(crate) fn normalized(&mut self, path: &str) {
+        path.clone_into(&mut self.path);
+    }
+
+    /// The route phase's match.
+    pub(crate) fn routed(&mut self, matched: &RouteMatch<'_>) {
+        self.route = Some(matched.route.template.clone());
+        self.action = Some(matched.route.action.clone());
+        self.resource = Some(ResourceRecord {
+            kind: matched.route.resource_type.clone(),
+            id: matched.resource_id.clone(),
+        });
+    }
+
+    /// The authenticate phase's principal.
+    pub(crate) fn authenticated(&mut self, principal: &Principal) {
+        self.actor = Some(Actor {
+            kind: match principal.kind {
+                PrincipalKind::User => "user",
+                PrincipalKind::ServiceAccount => "service_account",
+            },
+            id: principal.id.clone(),
+            roles: principal.roles.clone(),
+            scopes: principal.scopes.clone(),
+            client_id: principal.client_id.clone(),
+            auth_method: "bearer_jwt",
+            amr: principal.amr.clone(),
+            mfa: principal.mfa,
+        });
+    }
+
+    /// The authorize phase's decision.
+    pub(crate) fn decided(&mut self, decision: Decision) {
+        self.decision = Some(decision);
+    }
+
+    /// The finished event: the status sent, and the error if the request was refused or failed.
+    pub(crate) fn finish(
+        self,
+        status: u16,
+        upstream_status: Option<u16>,
+        error: Option<&GatewayError>,
+        policy_version: &str,
+    ) -> AuditEvent {
+        let allowed = self.decision.as_ref().is_some_and(Decision::is_allowed);
+        let (policies, mut detail) = match self.decision {
+            Some(decision) => {
+                let detail = (!decision.errors.is_empty()).then(|| decision.errors.join("; "));
+                (decision.policies, detail)
+            }
+            None => (Vec::new(), None),
+        };
+        let reason = match error {
+            Some(error) if !allowed => error.reason(),
+            _ => "policy",
+        };
+        if let Some(error) = error {
+            detail = error.audit_detail().or(detail);
+        }
+        let error_side = error.map(|e| e.side().as_str());
+        let severity = match error {
+            None => "info",
+            Some(e) if e.side() == crate::error::Side::Client => "warning",
+            Some(_) => "error",
+        };
+        AuditEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            seq: 0,
+            time: self.time,
+            request_id: self.request_id,
+            actor: self.actor,
+            source: self.source,
+            request: RequestRecord {
+                method: self.method,
+                path: self.path,
+                route: self.route,
+                protocol: self.protocol,
+            },
+            action: self.action,
+            resource: self.resource,
+            decision: DecisionRecord {
+                effect: if allowed { "allow" } else { "deny" },
+                reason,
+                policies,
+                policy_version: policy_version.to_owned(),
+                detail,
+            },
+            outcome: Outcome {
+                status,
+                upstream_status,
+                duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round()
+                    / 1000.0,
+                error_side,
+            },
+            severity,
+        }
+    }
+}

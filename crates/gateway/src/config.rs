@@ -1,0 +1,301 @@
+//! The configuration file: one TOML file whose sections belong to the crates that read them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use invoiceguard_audit::AuditConfig;
+use invoiceguard_authn::AuthnConfig;
+use invoiceguard_policy::PolicyConfig;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// The invoicing API behind the gateway.
+    pub upstream: UpstreamConfig,
+    /// The IdP and what its tokens must say.
+    pub authn: AuthnConfig,
+    /// The policy folder.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Where audit events go.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The public listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address and port, e.g. `0.0.0.0:8443`.
+    #[serde(default = "default_listen")]
+    pub address: SocketAddr,
+    /// Serve TLS with this certificate and key; plain HTTP when absent.
+    pub tls: Option<TlsFiles>,
+    /// Time allowed for a client to send a request's headers, in milliseconds.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// The invoicing API the gateway protects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Its base URL, `http://` or `https://`; a path here is prefixed to every forwarded path.
+    pub url: String,
+    /// Time allowed for the upstream's response head, in milliseconds (then 504).
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+    /// CA certificates (PEM) that sign an `https` upstream's certificate; the system's roots
+    /// when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Pass the caller's `Authorization` header on to the upstream. Off by default: the upstream
+    /// learns the caller from the verified `x-invoiceguard-*` headers instead.
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            address: default_listen(),
+            tls: None,
+            header_timeout_ms: default_header_timeout_ms(),
+        }
+    }
+}
+
+/// The configuration could not be used; every problem is listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values that parse but cannot work, each named by its key.
+    #[error("{}", .problems.iter().map(|p| format!("{}: {p}", .path.display())).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// `key: problem` lines.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file. Relative paths in it are taken from the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_column(&text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: error.message().to_owned(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.policy.dir);
+        resolve(&mut self.audit.file);
+        if let Some(tls) = &mut self.listen.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+        }
+        if let Some(ca) = &mut self.upstream.ca_file {
+            resolve(ca);
+        }
+    }
+
+    /// Every problem of every section, as `key: problem`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.upstream.url.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some() =>
+            {
+                if uri.query().is_some() {
+                    problems.push(format!(
+                        "upstream.url: `{}` must not have a query",
+                        self.upstream.url
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "upstream.url: `{}` is not an http(s) URL",
+                self.upstream.url
+            )),
+        }
+        if self.upstream.timeout_ms == 0 {
+            problems.push("upstream.timeout_ms: must be at least 1".to_owned());
+        }
+        if self.listen.header_timeout_ms == 0 {
+            problems.push("listen.header_timeout_ms: must be at least 1".to_owned());
+        }
+        let files = self
+            .listen
+            .tls
+            .iter()
+            .flat_map(|tls| {
+                [
+                    ("listen.tls.cert_file", &tls.cert_file),
+                    ("listen.tls.key_file", &tls.key_file),
+                ]
+            })
+            .chain(
+                self.upstream
+                    .ca_file
+                    .iter()
+                    .map(|ca| ("upstream.ca_file", ca)),
+            );
+        for (key, file) in files {
+            if !file.is_file() {
+                problems.push(format!(
+                    "{key}: `{}` is not a readable file",
+                    file.display()
+                ));
+            }
+        }
+        if !self.policy.dir.is_dir() {
+            problems.push(format!(
+                "policy.dir: `{}` is not a folder",
+                self.policy.dir.display()
+            ));
+        }
+        problems.extend(self.authn.validate());
+        problems.extend(self.audit.validate());
+        problems
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("invoiceguard-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        let path = dir.join("invoiceguard.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:9500\"\n\n[authn]\nissuer = \"http://127.0.0.1:9400\"\naudience = [\"urn:api\"]\n";
+
+    #[test]
+    fn minimal_config_takes_safe_defaults_and_resolves_paths() {
+        let path = write("minimal", MINIMAL);
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.listen.address.to_string(), "127.0.0.1:8080");
+        assert!(config.listen.tls.is_none());
+        assert!(!config.upstream.forward_authorization);
+        assert_eq!(config.policy.dir, path.parent().unwrap().join("policies"));
+        assert_eq!(
+            config.audit.file,
+            path.parent().unwrap().join("audit.jsonl")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let path = write("unknown", &format!("{MINIMAL}upstrem_timeout = 3\n"));
+        let error = Config::load(&path).unwrap_err().to_string();
+        assert!(error.contains("invoiceguard.toml:7:1:"), "{error}");
+        assert!(error.contains("upstrem_timeout"), "{error}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_named_by_its_key() {
+        let text = MINIMAL
+            .replace("http://127.0.0.1:9500", "ftp://x")
+            .replace("http://127.0.0.1:9400", "nope")
+            + "[listen]\ntls = { cert_file = \"missing.pem\", key_file = \"missing.key\" }\n";
+        let error = Config::load(&write("invalid", &text))
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "upstream.url",
+            "authn.issuer",
+            "listen.tls.cert_file",
+            "listen.tls.key_file",
+        ] {
+            assert!(error.contains(key), "{key} missing from {error}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The forward phase: the allowed request goes to the upstream over a pooled connection, with the
+//! verified identity added and every client-sent copy of it removed.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use invoiceguard_authn::{Principal, PrincipalKind};
+
+use crate::config::UpstreamConfig;
+use crate::error::GatewayError;
+use crate::tls;
+
+/// Every header with this prefix is the gateway's to set; client-sent ones are removed.
+pub(crate) const IDENTITY_PREFIX: &str = "x-invoiceguard-";
+/// The verified subject (`sub`).
+pub(crate) const SUBJECT: &str = "x-invoiceguard-subject";
+/// `user` or `service_account`.
+pub(crate) const PRINCIPAL_TYPE: &str = "x-invoiceguard-principal-type";
+/// Comma-separated roles.
+pub(crate) const ROLES: &str = "x-invoiceguard-roles";
+/// Space-separated scopes.
+pub(crate) const SCOPES: &str = "x-invoiceguard-scopes";
+/// The OAuth client id.
+pub(crate) const CLIENT_ID: &str = "x-invoiceguard-client-id";
+/// `true` when the login was multi-factor.
+pub(crate) const MFA: &str = "x-invoiceguard-mfa";
+/// The request id, on the upstream request and on the response.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Forwarding headers a client could forge; the gateway writes its own.
+const FORWARDING: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// What the gateway knows about the request that it passes on.
+pub(crate) struct ForwardContext<'a> {
+    pub(crate) principal: &'a Principal,
+    pub(crate) request_id: &'a str,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) tls: bool,
+}
+
+/// The upstream and its connection pool.
+pub(crate) struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    base_path: String,
+    timeout: Duration,
+    forward_authorization: bool,
+}
+
+impl Upstream {
+    pub(crate) fn new(config: &UpstreamConfig) -> Result<Self, String> {
+        let uri: Uri = config
+            .url
+            .parse()
+            .map_err(|_| format!("upstream.url: `{}` is not a URL", config.url))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err(format!(
+                "upstream.url: `{}` needs a scheme and a host",
+                config.url
+            ));
+        };
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls::client_config(config.ca_file.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            forward_authorization: config.forward_authorization,
+        })
+    }
+
+    /// Sends the request to the upstream at `path` (canonical, authorized) and the original query.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        context: &ForwardContext<'_>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{}{path}?{query}", self.base_path),
+            None => format!("{}{path}", self.base_path),
+        };
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| GatewayError::Internal(format!("cannot build the upstream URI: {e}")))?;
+        let original_host = original_host(&parts);
+        parts.version = Version::HTTP_11;
+        upstream_headers(
+            &mut parts.headers,
+            context,
+            original_host,
+            self.forward_authorization,
+        )?;
+        let host = HeaderValue::from_str(self.authority.as_str())
+            .map_err(|e| GatewayError::Internal(format!("bad upstream authority: {e}")))?;
+        parts.headers.insert(header::HOST, host);
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let mut response = match tokio::time::timeout(self.timeout, sent).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(error)) => return Err(GatewayError::UpstreamUnreachable(error_chain(&error))),
+            Ok(Ok(response)) => response,
+        };
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// The host the client asked for: `Host` (HTTP/1.1) or the `:authority` (HTTP/2).
+fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// Rewrites the client's headers for the upstream: hop-by-hop and forgeable headers out, the
+/// verified identity and forwarding facts in.
+pub(crate) fn upstream_headers(
+    headers: &mut HeaderMap,
+    context: &ForwardContext<'_>,
+    original_host: Option<HeaderValue>,
+    forward_authorization: bool,
+) -> Result<(), GatewayError> {
+    strip_hop_by_hop(headers);
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with(IDENTITY_PREFIX) || name == REQUEST_ID || FORWARDING.contains(&name)
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    if !forward_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let principal = context.principal;
+    let kind = match principal.kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::ServiceAccount => "service_account",
+    };
+    let mut set = |name: &'static str, value: &str| -> Result<(), GatewayError> {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| GatewayError::Internal(format!("`{name}` cannot carry its value")))?;
+        headers.insert(HeaderName::from_static(name), value);
+        Ok(())
+    };
+    set(SUBJECT, &principal.id)?;
+    set(PRINCIPAL_TYPE, kind)?;
+    set(ROLES, &principal.roles.join(","))?;
+    set(SCOPES, &principal.scopes.join(" "))?;
+    if let Some(client) = &principal.client_id {
+        set(CLIENT_ID, client)?;
+    }
+    set(MFA, if principal.mfa { "true" } else { "false" })?;
+    set(REQUEST_ID, context.request_id)?;
+    set("x-forwarded-for", &context.client_ip.to_string())?;
+    set(
+        "x-forwarded-proto",
+        if context.tls { "https" } else { "http" },
+    )?;
+    if let Some(host) = original_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    Ok(())
+}
+
+/// Removes the hop-by-hop headers, and every header the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The error and its causes, for the audit detail.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Principal {
+        Principal {
+            kind: PrincipalKind::User,
+            id: "alice".into(),
+            client_id: Some("web".into()),
+            roles: vec!["invoicing".into(), "approver".into()],
+            scopes: vec!["openid".into()],
+            amr: vec!["pwd".into(), "otp".into()],
+            mfa: true,
+        }
+    }
+
+    #[test]
+    fn identity_is_set_by_the_gateway_only() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-invoiceguard-subject", "mallory"),
+            ("X-Invoiceguard-Roles", "admin"),
+            ("x-invoiceguard-extra", "1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-request-id", "client-chosen"),
+            ("authorization", "Bearer secret"),
+            ("connection", "keep-alive, x-audit-me"),
+            ("x-audit-me", "1"),
+            ("te", "trailers"),
+            ("content-type", "application/json"),
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let principal = alice();
+        let context = ForwardContext {
+            principal: &principal,
+            request_id: "req-1",
+            client_ip: "192.0.2.7".parse().unwrap(),
+            tls: true,
+        };
+        upstream_headers(
+            &mut headers,
+            &context,
+            Some(HeaderValue::from_static("gw.example")),
+            false,
+        )
+        .unwrap();
+        assert_eq!(headers[SUBJECT], "alice");
+        assert_eq!(headers[ROLES], "invoicing,approver");
+        assert_eq!(headers[MFA], "true");
+        assert_eq!(headers[REQUEST_ID], "req-1");
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "gw.example");
+        assert_eq!(headers.get_all(SUBJECT).iter().count(), 1);
+        for gone in [
+            "x-invoiceguard-extra",
+            "forwarded",
+            "authorization",
+            "connection",
+            "x-audit-me",
+            "te",
+        ] {
+            assert!(!headers.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(headers["content-type"], "application/json");
+    }
+
+    #[test]
+    fn connection_cannot_remove_the_identity() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            "x-invoiceguard-subject, x-request-id".parse().unwrap(),
+        );
+        let principal = alice();
+        let context = ForwardContext {
+            principal: &principal,
+            request_id: "req-2",
+            client_ip: "127.0.0.1".parse().unwrap(),
+            tls: false,
+        };
+        upstream_headers(&mut headers, &context, None, true).unwrap();
+        assert_eq!(headers[SUBJECT], "alice");
+        assert_eq!(headers[REQUEST_ID], "req-2");
+    }
+}

@@ -1,0 +1,22 @@
+//! The invoiceguard server: accepts HTTP/1.1 and HTTP/2 (plain or TLS), runs every request through
+//! the phases — normalize, route, authenticate, authorize, forward — writes its audit event, and
+//! turns every refusal into one standard answer (`application/problem+json` with the request id).
+//! It also gathers each crate's configuration section into the one configuration file.
+//!
+//! Where things happen: `normalize.rs` (the canonical path), `pipeline.rs` (the phases in order),
+//! `forward.rs` (the upstream call and its headers), `audit_trail.rs` (the event of each request),
+//! `error.rs` (classification and the problem answer), `server.rs` (listeners and connections).
+
+mod audit_trail;
+mod config;
+mod error;
+mod forward;
+mod normalize;
+mod pipeline;
+mod server;
+mod tls;
+
+pub use config::{Config, ConfigError, ListenConfig, TlsFiles, UpstreamConfig};
+pub use error::GatewayError;
+pub use pipeline::{Gateway, StartError};
+pub use server::{ServeError, serve};

@@ -1,0 +1,140 @@
+//! The accept phase: the public listener (plain TCP or TLS), HTTP/1.1 and HTTP/2 connections, and
+//! graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::pipeline::{Gateway, StartError};
+use crate::tls;
+
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get to finish after shutdown is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A part of the gateway could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The listener's TLS material is unusable.
+    #[error("listen.tls: {0}")]
+    Tls(String),
+    /// The address cannot be listened on.
+    #[error("cannot listen on `{address}`: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the gateway until `shutdown` completes, then stops accepting and lets in-flight requests
+/// finish (up to a limit).
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let acceptor = match &config.listen.tls {
+        Some(files) => Some(TlsAcceptor::from(Arc::new(
+            tls::server_config(&files.cert_file, &files.key_file).map_err(ServeError::Tls)?,
+        ))),
+        None => None,
+    };
+    let gateway = Arc::new(Gateway::start(&config).await?);
+    let address = config.listen.address;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, "listening");
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(config.listen.header_timeout_ms))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let (gateway, builder, acceptor) = (gateway.clone(), builder.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
+            });
+            match acceptor {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                }
+                Some(acceptor) => {
+                    let Some(tls) = handshake(&acceptor, stream, peer).await else {
+                        return;
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(tls), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+
+    tracing::info!("shutting down: draining connections");
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
+    }
+    Ok(())
+}
+
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The policy folder loaded as one checked unit, and the authorize phase.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
+use invoiceguard_authn::Principal;
+
+use crate::config::PolicyConfig;
+use crate::decision::{Decision, Effect};
+use crate::problem::{LoadError, Problem};
+use crate::request::{self, RequestFacts};
+use crate::routes::{RouteMatch, RouteTable};
+
+/// The schema file's name in the policy folder.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+/// The routes file's name in the policy folder.
+pub const ROUTES_FILE: &str = "routes.toml";
+
+/// A loaded, validated policy folder.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    routes: RouteTable,
+    version: String,
+    authorizer: Authorizer,
+}
+
+impl PolicyEngine {
+    /// Loads the policy folder: the schema, every `*.cedar` file (each policy with a unique
+    /// `@id`, validated strictly against the schema) and the routes (each naming an action and a
+    /// resource type the schema knows, and that the action applies to). Every problem found is
+    /// returned, with its file and position.
+    pub fn load(config: &PolicyConfig) -> Result<Self, LoadError> {
+        let dir = &config.dir;
+        let mut problems = Vec::new();
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+
+        let schema_path = dir.join(SCHEMA_FILE);
+        let schema = read(&schema_path, &mut problems).and_then(|text| {
+            digest.update(text.as_bytes());
+            match Schema::from_cedarschema_str(&text) {
+                Ok((schema, _warnings)) => Some(schema),
+                Err(error) => {
+                    problems.push(Problem::from_diagnostic(&schema_path, &text, &error));
+                    None
+                }
+            }
+        });
+
+        let mut sources: HashMap<String, (PathBuf, String)> = HashMap::new();
+        let mut policies = PolicySet::new();
+        for path in cedar_files(dir, &mut problems) {
+            let Some(text) = read(&path, &mut problems) else {
+                continue;
+            };
+            digest.update(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            digest.update(text.as_bytes());
+            add_policies(&path, &text, &mut policies, &mut sources, &mut problems);
+        }
+        if sources.is_empty() && problems.is_empty() {
+            problems.push(Problem::in_file(
+                dir,
+                "no policy: every request would be denied",
+            ));
+        }
+
+        let routes_path = dir.join(ROUTES_FILE);
+        let routes_text = read(&routes_path, &mut problems).unwrap_or_default();
+        digest.update(routes_text.as_bytes());
+        let routes = RouteTable::parse(&routes_path, &routes_text, &mut problems);
+
+        let Some(schema) = schema else {
+            return Err(LoadError(problems));
+        };
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        for error in validation.validation_errors() {
+            let (path, text) = sources
+                .get(&error.policy_id().to_string())
+                .map(|(p, t)| (p.as_path(), t.as_str()))
+                .unwrap_or((dir.as_path(), ""));
+            problems.push(Problem::from_diagnostic(path, text, error));
+        }
+        check_routes(&schema, &routes, &routes_path, &routes_text, &mut problems);
+
+        if !problems.is_empty() {
+            return Err(LoadError(problems));
+        }
+        let version = digest
+            .finish()
+            .as_ref()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            schema,
+            policies,
+            routes,
+            version,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// A short content hash of the schema, policies and routes: the policy-set version recorded in
+    /// audit events.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// How many policies are loaded.
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// Decides whether `principal` may perform the route's action on its resource.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        route: &RouteMatch<'_>,
+        facts: &RequestFacts,
+    ) -> Decision {
+        let cedar = match request::build(&self.schema, principal, route, facts) {
+            Ok(cedar) => cedar,
+            Err(error) => {
+                return Decision {
+                    effect: Effect::Deny,
+                    policies: Vec::new(),
+                    errors: vec![format!("request does not fit the schema: {error}")],
+                };
+            }
+        };
+        let response =
+            self.authorizer
+                .is_authorized(&cedar.request, &self.policies, &cedar.entities);
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        policies.sort();
+        Decision {
+            effect: match response.decision() {
+                CedarDecision::Allow => Effect::Allow,
+                CedarDecision::Deny => Effect::Deny,
+            },
+            policies,
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+}
+
+fn read(path: &Path, problems: &mut Vec<Problem>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) => {
+            problems.push(Problem::in_file(path, format!("cannot read: {error}")));
+            None
+        }
+    }
+}
+
+/// The folder's `*.cedar` files, sorted by name.
+fn cedar_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            problems.push(Problem::in_file(
+                dir,
+                format!("cannot read the policy folder: {error}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cedar") && path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parses one policy file and adds its policies under their `@id`s.
+fn add_policies(
+    path: &Path,
+    text: &str,
+    policies: &mut PolicySet,
+    sources: &mut HashMap<String, (PathBuf, String)>,
+    problems: &mut Vec<Problem>,
+) {
+    let parsed = match PolicySet::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for error in errors.iter() {
+                problems.push(Problem::from_diagnostic(path, text, error));
+            }
+            return;
+        }
+    };
+    if parsed.templates().next().is_some() {
+        problems.push(Problem::in_file(
+            path,
+            "policy templates are not supported; write static policies",
+        ));
+    }
+    // Cedar names a file's policies policy0, policy1… in order; sort so the messages follow the file.
+    let ordered: BTreeMap<usize, _> = parsed
+        .policies()
+        .map(|p| {
+            let index = p
+                .id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse()
+                .unwrap_or(usize::MAX);
+            (index, p)
+        })
+        .collect();
+    for (index, policy) in ordered {
+        let Some(id) = policy.annotation("id") else {
+            problems.push(Problem::in_file(
+                path,
+                format!("policy number {} has no `@id(\"…\")` annotation", index + 1),
+            ));
+            continue;
+        };
+        if let Some((other, _)) = sources.get(id) {
+            problems.push(Problem::in_file(
+                path,
+                format!("policy id `{id}` is also used in `{}`", other.display()),
+            ));
+            continue;
+        }
+        if let Err(error) = policies.add(policy.new_id(PolicyId::new(id))) {
+            problems.push(Problem::in_file(path, error.to_string()));
+            continue;
+        }
+        sources.insert(id.to_owned(), (path.to_owned(), text.to_owned()));
+    }
+}
+
+/// Every route must name an action of the schema that applies to the route's resource type.
+fn check_routes(
+    schema: &Schema,
+    routes: &RouteTable,
+    path: &Path,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for route in routes.routes() {
+        let Ok(action) = request::uid("Action", &route.action) else {
+            problems.push(Problem::at(
+                path,
+                text,
+                route.action_at,
+                format!("`{}` is not a valid action id", route.action),
+            ));
+            continue;
+        };
+        let Some(mut resource_types) = schema.resources_for_action(&action) else {
+            problems.push(Problem::at(
+                path,
+                text,
+                route.action_at,
+                format!("action `{}` is not in the schema", route.action),
+            ));
+            continue;
+        };
+        if !resource_types.any(|t| t.to_string() == route.resource_type) {
+            problems.push(Problem::at(
+                path,
+                text,
+                route.resource_at,
+                format!(
+                    "action `{}` does not apply to resource type `{}`",
+                    route.action, route.resource_type
+                ),
+            ));
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `routes.toml`: how the invoicing API's HTTP surface maps to Cedar actions and resources.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::problem::Problem;
+
+/// The id of the resource a collection route acts on (`GET /invoices`, `POST /invoices`).
+pub const COLLECTION_ID: &str = "*";
+
+/// The routes file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    #[serde(default)]
+    route: Vec<Spanned<RouteSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    method: Spanned<String>,
+    path: Spanned<String>,
+    action: Spanned<String>,
+    resource: Spanned<ResourceSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceSpec {
+    #[serde(rename = "type")]
+    entity_type: String,
+    id: Option<String>,
+}
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// Where a route's resource id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ResourceId {
+    Fixed(String),
+    Param(usize),
+}
+
+/// One route: method and path template to Cedar action and resource.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The HTTP method (a GET route also answers HEAD).
+    pub method: String,
+    /// The path template as written, e.g. `/invoices/{id}/approve`; also the route's name in audit
+    /// events and metrics.
+    pub template: String,
+    /// The Cedar action id, e.g. `invoice:approve`.
+    pub action: String,
+    /// The Cedar entity type of the resource, e.g. `Invoice`.
+    pub resource_type: String,
+    segments: Vec<Segment>,
+    resource_id: ResourceId,
+    /// Byte offsets of the route's `action` and `resource` in `routes.toml` (for problems).
+    pub(crate) action_at: usize,
+    pub(crate) resource_at: usize,
+}
+
+/// A request's route and the resource it names.
+#[derive(Debug, Clone)]
+pub struct RouteMatch<'a> {
+    /// The matched route.
+    pub route: &'a Route,
+    /// The resource id, from the path or fixed by the route.
+    pub resource_id: String,
+}
+
+/// All routes of `routes.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Parses `routes.toml`. Problems with single routes are collected (with their positions) and
+    /// the routes that are well formed are kept, so that every problem is reported at once.
+    pub(crate) fn parse(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Self {
+        let parsed: RoutesFile = match toml::from_str(text) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                let message = error.message().to_owned();
+                problems.push(match error.span() {
+                    Some(span) => Problem::at(file, text, span.start, message),
+                    None => Problem::in_file(file, message),
+                });
+                return Self::default();
+            }
+        };
+        if parsed.route.is_empty() {
+            problems.push(Problem::in_file(
+                file,
+                "no `[[route]]` is defined: every request would be denied",
+            ));
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for spec in parsed.route {
+            let at = spec.span().start;
+            let spec = spec.into_inner();
+            let Some(route) = Route::build(&spec, file, text, problems) else {
+                continue;
+            };
+            if let Some(other) = routes
+                .iter()
+                .find(|r| r.method == route.method && r.shape() == route.shape())
+            {
+                problems.push(Problem::at(
+                    file,
+                    text,
+                    at,
+                    format!(
+                        "route `{} {}` overlaps `{} {}`",
+                        route.method, route.template, other.method, other.template
+                    ),
+                ));
+                continue;
+            }
+            routes.push(route);
+        }
+        Self { routes }
+    }
+
+    /// All routes, in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route for a method and a normalized, decoded path. Literal segments win over
+    /// parameters (`/invoices/export` over `/invoices/{id}`), left to right.
+    pub fn find(&self, method: &str, segments: &[String]) -> Option<RouteMatch<'_>> {
+        let method = if method == "HEAD" { "GET" } else { method };
+        self.routes
+            .iter()
+            .filter(|route| route.method == method && route.matches(segments))
+            .max_by(|a, b| a.shape().cmp(&b.shape()))
+            .map(|route| RouteMatch {
+                route,
+                resource_id: route.resource_id(segments),
+            })
+    }
+}
+
+impl Route {
+    fn build(
+        spec: &RouteSpec,
+        file: &Path,
+        text: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Self> {
+        let before = problems.len();
+        let method = spec.method.get_ref();
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            problems.push(Problem::at(
+                file,
+                text,
+                spec.method.span().start,
+                format!("`{method}` is not an HTTP method in capitals"),
+            ));
+        }
+        let template = spec.path.get_ref();
+        let segments = parse_template(template).unwrap_or_else(|message| {
+            problems.push(Problem::at(file, text, spec.path.span().start, message));
+            Vec::new()
+        });
+        let resource = spec.resource.get_ref();
+        let resource_id = match resource.id.as_deref() {
+            None => ResourceId::Fixed(COLLECTION_ID.to_owned()),
+            Some(id) => {
+                match id.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    Some(name) => match segments
+                        .iter()
+                        .position(|s| *s == Segment::Param(name.to_owned()))
+                    {
+                        Some(index) => ResourceId::Param(index),
+                        None => {
+                            problems.push(Problem::at(
+                                file,
+                                text,
+                                spec.resource.span().start,
+                                format!("resource id `{id}` names no parameter of `{template}`"),
+                            ));
+                            ResourceId::Fixed(String::new())
+                        }
+                    },
+                    None if id.contains(['{', '}']) || id.is_empty() => {
+                        problems.push(Problem::at(file, text, spec.resource.span().start, format!("resource id `{id}` must be a literal or exactly one `{{parameter}}`")));
+                        ResourceId::Fixed(String::new())
+                    }
+                    None => ResourceId::Fixed(id.to_owned()),
+                }
+            }
+        };
+        if problems.len() > before {
+            return None;
+        }
+        Some(Self {
+            method: method.clone(),
+            template: template.clone(),
+            action: spec.action.get_ref().clone(),
+            resource_type: resource.entity_type.clone(),
+            segments,
+            resource_id,
+            action_at: spec.action.span().start,
+            resource_at: spec.resource.span().start,
+        })
+    }
+
+    /// Literal segments as `true`, parameters as `false`: compared to rank matches.
+    fn shape(&self) -> Vec<(bool, &str)> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(text) => (true, text.as_str()),
+                Segment::Param(_) => (false, ""),
+            })
+            .collect()
+    }
+
+    fn matches(&self, segments: &[String]) -> bool {
+        self.segments.len() == segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(segments)
+                .all(|(template, actual)| match template {
+                    Segment::Literal(text) => text == actual,
+                    Segment::Param(_) => !actual.is_empty(),
+                })
+    }
+
+    fn resource_id(&self, segments: &[String]) -> String {
+        match &self.resource_id {
+            ResourceId::Fixed(id) => id.clone(),
+            ResourceId::Param(index) => segments.get(*index).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Splits `/a/{b}/c` into segments; parameters are whole segments with distinct names.
+fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
+    let rest = template
+        .strip_prefix('/')
+        .ok_or_else(|| format!("path `{template}` must start with `/`"))?;
+    let mut segments = Vec::new();
+    if rest.is_empty() {
+        return Ok(segments);
+    }
+    for part in rest.split('/') {
+        let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name)
+                if !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                if segments.contains(&Segment::Param(name.to_owned())) {
+                    return Err(format!("path `{template}` names parameter `{name}` twice"));
+                }
+                Segment::Param(name.to_owned())
+            }
+            Some(_) => {
+                return Err(format!(
+                    "path `{template}` has a badly named parameter `{part}`"
+                ));
+            }
+            None if part.is_empty() => {
+                return Err(format!("path `{template}` has an empty segment"));
+            }
+            None if part == "." || part == ".." || part.contains(['{', '}', '%', '?', '#']) => {
+                return Err(format!(
+                    "path `{template}` has a segment `{part}` that no normalized request path can have"
+                ));
+            }
+            None => Segment::Literal(part.to_owned()),
+        };
+        segments.push(segment);
+    }
+    Ok(segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> (RouteTable, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let table = RouteTable::parse(Path::new("routes.toml"), text, &mut problems);
+        (table, problems)
+    }
+
+    fn segs(path: &str) -> Vec<String> {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    const ROUTES: &str = r#"
+[[route]]
+method = "GET"
+path = "/invoices/{id}"
+action = "invoice:read"
+resource = { type = "Invoice", id = "{id}" }
+
+[[route]]
+method = "GET"
+path = "/invoices/summary"
+action = "report:read"
+resource = { type = "Report", id = "summary" }
+
+[[route]]
+method = "POST"
+path = "/invoices"
+action = "invoice:create"
+resource = { type = "Invoice" }
+"#;
+
+    #[test]
+    fn matches_params_literals_and_collections() {
+        let (table, problems) = table(ROUTES);
+        assert!(problems.is_empty(), "{problems:?}");
+        let m = table.find("GET", &segs("/invoices/INV-7")).unwrap();
+        assert_eq!(
+            (m.route.action.as_str(), m.resource_id.as_str()),
+            ("invoice:read", "INV-7")
+        );
+        let m = table.find("GET", &segs("/invoices/summary")).unwrap();
+        assert_eq!(
+            m.route.action, "report:read",
+            "a literal segment wins over a parameter"
+        );
+        let m = table.find("HEAD", &segs("/invoices/INV-7")).unwrap();
+        assert_eq!(m.route.action, "invoice:read");
+        let m = table.find("POST", &segs("/invoices")).unwrap();
+        assert_eq!(m.resource_id, COLLECTION_ID);
+        assert!(table.find("DELETE", &segs("/invoices/INV-7")).is_none());
+        assert!(table.find("GET", &segs("/invoices/INV-7/extra")).is_none());
+        assert!(table.find("GET", &segs("/")).is_none());
+    }
+
+    #[test]
+    fn problems_name_their_line() {
+        let (_, problems) = table(
+            "[[route]]\nmethod = \"GET\"\npath = \"invoices\"\naction = \"a\"\nresource = { type = \"Invoice\" }\n",
+        );
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(3));
+        assert!(problems[0].message.contains("must start with `/`"));
+
+        let (_, problems) = table(
+            "[[route]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"a\"\nresource = { type = \"Invoice\", id = \"{nope}\" }\n",
+        );
+        assert_eq!(problems[0].line, Some(5));
+
+        let (_, problems) = table("[[route]]\nmethod = \"GET\"\npth = \"/x\"\n");
+        assert_eq!(problems[0].line, Some(3), "{problems:?}");
+        assert!(problems[0].message.contains("pth"));
+    }
+
+    #[test]
+    fn overlapping_routes_are_refused() {
+        let text = format!(
+            "{ROUTES}\n[[route]]\nmethod = \"GET\"\npath = \"/invoices/{{other}}\"\naction = \"invoice:read\"\nresource = {{ type = \"Invoice\" }}\n"
+        );
+        let (table, problems) = table(&text);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("overlaps"));
+        assert_eq!(table.routes().len(), 3);
+    }
+}
