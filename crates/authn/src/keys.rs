@@ -24,6 +24,9 @@ pub(crate) struct SigningKey {
     pub(crate) algorithm: Algorithm,
 }
 
+/// A loaded key set: key id to key.
+type KeySet = HashMap<String, Arc<SigningKey>>;
+
 /// The subset of the OpenID discovery document the gateway reads.
 #[derive(Deserialize)]
 struct Discovery {
@@ -35,7 +38,7 @@ struct Discovery {
 pub(crate) struct KeyStore {
     issuer: String,
     client: IdpClient,
-    keys: RwLock<Option<Arc<HashMap<String, Arc<SigningKey>>>>>,
+    keys: RwLock<Option<Arc<KeySet>>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 

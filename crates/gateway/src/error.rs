@@ -168,10 +168,10 @@ impl GatewayError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Self::Unauthenticated(error) = self {
-            if let Some(challenge) = challenge(error) {
-                headers.insert(header::WWW_AUTHENTICATE, challenge);
-            }
+        if let Self::Unauthenticated(error) = self
+            && let Some(challenge) = challenge(error)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

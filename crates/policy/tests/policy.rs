@@ -1,5 +1,10 @@
 //! The baseline in `policies/` as golden data: every baseline policy decides at least one case
 //! here, and a broken policy folder is reported with files and positions.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test at the first broken step"
+)]
 
 use std::path::{Path, PathBuf};
 

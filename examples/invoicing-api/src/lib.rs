@@ -63,6 +63,8 @@ async fn handle(
     let mut store = store
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    store.journal(&parts);
+    if parts.uri.path() != "/__journal" {
+        store.journal(&parts);
+    }
     Ok(handlers::route(&mut store, &parts, &body))
 }

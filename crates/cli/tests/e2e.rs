@@ -1,0 +1,806 @@
+//! End to end through the real parts: the IdP (oidc-provider under node), the example invoicing
+//! API, and the `invoiceguard` binary. Each test asserts what a user sees — status, problem body,
+//! headers — and the audit event the request produced.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test at the first broken step"
+)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use invoiceguard_testkit::{
+    GatewayProcess, Idp, Reply, TempDir, TlsClient, TokenRequest, Upstream, free_port, get, send,
+    send_h2,
+};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_invoiceguard");
+
+/// The IdP, the example API and a gateway in front of it.
+struct World {
+    idp: Idp,
+    upstream: Upstream,
+    gateway: GatewayProcess,
+}
+
+impl World {
+    async fn start() -> Self {
+        let idp = Idp::start().await.unwrap();
+        let upstream = Upstream::start().unwrap();
+        let gateway = GatewayProcess::start(
+            Path::new(BINARY),
+            &sections(&idp.issuer, &upstream.url(), ""),
+            false,
+        )
+        .await
+        .unwrap();
+        Self {
+            idp,
+            upstream,
+            gateway,
+        }
+    }
+
+    async fn token(&self, user: &str) -> String {
+        self.idp
+            .user_token(user, TokenRequest::default())
+            .await
+            .unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.url)
+    }
+}
+
+/// The configuration sections for a gateway trusting `issuer` in front of `upstream`.
+fn sections(issuer: &str, upstream: &str, listen_extra: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:{{port}}\"\n{listen_extra}\n\n[upstream]\nurl = \"{upstream}\"\ntimeout_ms = 5000\n\n\
+         [authn]\nissuer = \"{issuer}\"\naudience = [\"urn:invoiceguard:invoicing-api\"]\nleeway_s = 0\n"
+    )
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    match body {
+        Some(body) => builder
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+        None => builder.body(Full::default()).unwrap(),
+    }
+}
+
+/// A refusal as the client sees it: problem JSON carrying the response's request id.
+fn assert_problem(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "{:?}", reply.body);
+    assert_eq!(reply.header("content-type"), "application/problem+json");
+    let problem = reply.json();
+    assert_eq!(problem["status"], status);
+    let request_id = reply.header("x-request-id");
+    assert!(!request_id.is_empty());
+    assert_eq!(problem["request_id"], request_id);
+    problem
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
+    let world = World::start().await;
+    let alice = world.token("alice").await;
+
+    // An invoicing user creates an invoice: allowed, forwarded, answered by the upstream.
+    let created = send(request(
+        "POST",
+        &world.url("/invoices"),
+        Some(&alice),
+        Some(json!({"partner_id": "P-1", "amount": 250.0})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(
+        created.json()["created_by"],
+        "alice",
+        "the upstream learned the verified caller"
+    );
+    let event = world.gateway.audit_event(created.header("x-request-id"));
+    assert_eq!(event["decision"]["effect"], "allow");
+    assert_eq!(event["decision"]["policies"], json!(["role.invoicing"]));
+    assert_eq!(event["actor"]["id"], "alice");
+    assert_eq!(event["actor"]["type"], "user");
+    assert_eq!(event["actor"]["roles"], json!(["invoicing"]));
+    assert_eq!(event["actor"]["mfa"], true);
+    assert_eq!(event["action"], "invoice:create");
+    assert_eq!(event["request"]["route"], "/invoices");
+    assert_eq!(event["outcome"]["status"], 201);
+    assert_eq!(event["outcome"]["upstream_status"], 201);
+    assert_eq!(event["source"]["ip"], "127.0.0.1");
+    assert_eq!(event["severity"], "info");
+
+    // The same user changes settings: denied by the prohibition, never forwarded.
+    let settings = send(request(
+        "PUT",
+        &world.url("/settings"),
+        Some(&alice),
+        Some(json!({"company": "Evil"})),
+    ))
+    .await
+    .unwrap();
+    let problem = assert_problem(&settings, 403);
+    assert!(
+        !settings.body.windows(4).any(|w| w == b"rbac"),
+        "no policy internals in the answer: {problem}"
+    );
+    let event = world.gateway.audit_event(settings.header("x-request-id"));
+    assert_eq!(event["decision"]["effect"], "deny");
+    assert_eq!(event["decision"]["reason"], "policy");
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["rbac.invoicing-no-administration"])
+    );
+    assert_eq!(
+        event["resource"],
+        json!({"type": "Settings", "id": "global"})
+    );
+    assert_eq!(event["outcome"]["upstream_status"], Value::Null);
+
+    // No token: 401 with a bare RFC 6750 challenge.
+    let anonymous = get(&world.url("/invoices"), None).await.unwrap();
+    assert_problem(&anonymous, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        "Bearer realm=\"invoiceguard\""
+    );
+    let event = world.gateway.audit_event(anonymous.header("x-request-id"));
+    assert_eq!(event["decision"]["reason"], "unauthenticated");
+    assert_eq!(event["decision"]["detail"], "missing_token");
+    assert_eq!(event["actor"], Value::Null);
+
+    // A route the table does not know: denied by default, the caller still recorded.
+    let unknown = get(&world.url("/admin/debug"), Some(&alice)).await.unwrap();
+    assert_problem(&unknown, 403);
+    let event = world.gateway.audit_event(unknown.header("x-request-id"));
+    assert_eq!(event["decision"]["reason"], "no_route");
+    assert_eq!(event["actor"]["id"], "alice");
+    assert_eq!(event["request"]["route"], Value::Null);
+
+    // The upstream saw only the allowed request.
+    let journal = world.upstream.journal().await.unwrap();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+
+    // One event per request, numbered without gaps, and never a token.
+    let events = world.gateway.audit_events();
+    assert_eq!(events.len(), 4);
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["seq"], i as u64 + 1);
+    }
+    let audit_text = std::fs::read_to_string(&world.gateway.audit_file).unwrap();
+    assert!(
+        !audit_text.contains(&alice) && !audit_text.contains("eyJ"),
+        "a token reached the audit file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let world = World::start().await;
+    let alice = world.token("alice").await;
+    let forged = Request::post(world.url("/invoices"))
+        .header("authorization", format!("Bearer {alice}"))
+        .header("content-type", "application/json")
+        .header("x-invoiceguard-subject", "mallory")
+        .header("X-Invoiceguard-Roles", "admin")
+        .header("x-invoiceguard-mfa", "true")
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("forwarded", "for=10.9.9.9")
+        .header("x-request-id", "forged-id")
+        .header("connection", "x-invoiceguard-subject, x-custom-hop")
+        .header("x-custom-hop", "1")
+        .body(Full::new(Bytes::from(
+            json!({"partner_id": "P-2", "amount": 10.0}).to_string(),
+        )))
+        .unwrap();
+    let reply = send(forged).await.unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.json()["created_by"], "alice");
+    assert_ne!(reply.header("x-request-id"), "forged-id");
+
+    let journal = world.upstream.journal().await.unwrap();
+    assert_eq!(journal.len(), 1);
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(journal[0]["headers"].clone()).unwrap();
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("x-invoiceguard-subject"), ["alice"]);
+    assert_eq!(values("x-invoiceguard-roles"), ["invoicing"]);
+    assert_eq!(values("x-invoiceguard-principal-type"), ["user"]);
+    assert_eq!(values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(values("x-forwarded-proto"), ["http"]);
+    assert_eq!(values("x-request-id"), [reply.header("x-request-id")]);
+    for gone in ["forwarded", "authorization", "x-custom-hop", "connection"] {
+        assert!(
+            values(gone).is_empty(),
+            "`{gone}` reached the upstream: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_with_401() {
+    let world = World::start().await;
+    let good = world.token("alice").await;
+    let accepted = get(&world.url("/invoices"), Some(&good)).await.unwrap();
+    assert_eq!(accepted.status, 200);
+
+    // Tampered: the payload now claims the admin role; the signature no longer verifies.
+    let parts: Vec<&str> = good.split('.').collect();
+    let payload = parts[1];
+    let middle = payload.len() / 2;
+    let flipped = if &payload[middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let tampered = format!(
+        "{}.{}{flipped}{}.{}",
+        parts[0],
+        &payload[..middle],
+        &payload[middle + 1..],
+        parts[2]
+    );
+
+    // Expired: issued with a 1 s lifetime, used after it ended (the gateway allows no leeway here).
+    let expired = world
+        .idp
+        .user_token(
+            "alice",
+            TokenRequest {
+                ttl: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Wrong audience: issued for another API.
+    let other_api = world
+        .idp
+        .user_token(
+            "alice",
+            TokenRequest {
+                resource: Some("urn:other:api"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Wrong issuer: a second IdP signing with the very same keys under another issuer name.
+    let impostor = Idp::start_with_keys(world.idp.keys_file(), free_port().unwrap())
+        .await
+        .unwrap();
+    let foreign = impostor
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    // Unsigned: `alg: none`.
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.{}.", parts[1]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    for (name, token, detail) in [
+        ("tampered", tampered.as_str(), "bad_signature"),
+        ("expired", expired.as_str(), "expired"),
+        ("wrong audience", other_api.as_str(), "wrong_audience"),
+        ("wrong issuer", foreign.as_str(), "wrong_issuer"),
+        ("alg none", unsigned.as_str(), "malformed_token"),
+        ("garbage", "not-a-jwt", "malformed_token"),
+    ] {
+        let reply = get(&world.url("/invoices"), Some(token)).await.unwrap();
+        assert_problem(&reply, 401);
+        let challenge = reply.header("www-authenticate");
+        assert!(
+            challenge.starts_with("Bearer realm=\"invoiceguard\", error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        let event = world.gateway.audit_event(reply.header("x-request-id"));
+        assert_eq!(event["decision"]["detail"], detail, "{name}");
+        assert_eq!(event["actor"], Value::Null, "{name}");
+    }
+    assert_eq!(
+        world.upstream.journal().await.unwrap().len(),
+        1,
+        "no refused request was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_without_mfa_and_integration_accounts_are_held_to_the_baseline() {
+    let world = World::start().await;
+    let no_mfa = world
+        .idp
+        .user_token(
+            "alice",
+            TokenRequest {
+                amr: Some("pwd"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let reply = get(&world.url("/invoices"), Some(&no_mfa)).await.unwrap();
+    assert_problem(&reply, 403);
+    let event = world.gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["mfa.required-for-users"])
+    );
+    assert_eq!(event["actor"]["mfa"], false);
+
+    let erp = world
+        .idp
+        .service_token(
+            "erp-sync",
+            "erp-sync-secret",
+            "invoices:read invoices:write",
+        )
+        .await
+        .unwrap();
+    let listed = get(&world.url("/invoices"), Some(&erp)).await.unwrap();
+    assert_eq!(listed.status, 200);
+    let event = world.gateway.audit_event(listed.header("x-request-id"));
+    assert_eq!(event["actor"]["type"], "service_account");
+    assert_eq!(event["actor"]["id"], "erp-sync");
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["integration.invoices-read"])
+    );
+
+    let approve = send(request(
+        "POST",
+        &world.url("/invoices/INV-1/approve"),
+        Some(&erp),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_problem(&approve, 403);
+    let event = world.gateway.audit_event(approve.header("x-request-id"));
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["integration.no-interactive-actions"])
+    );
+
+    // The admin configures but never approves; the approver approves.
+    let dave = world.token("dave").await;
+    assert_eq!(
+        send(request(
+            "PUT",
+            &world.url("/settings"),
+            Some(&dave),
+            Some(json!({"company": "Example"}))
+        ))
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    let alice = world.token("alice").await;
+    assert_eq!(
+        send(request(
+            "POST",
+            &world.url("/invoices/INV-1/submit"),
+            Some(&alice),
+            None
+        ))
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    let bob = world.token("bob").await;
+    let approved = send(request(
+        "POST",
+        &world.url("/invoices/INV-1/approve"),
+        Some(&bob),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    assert_eq!(approved.json()["approved_by"], "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_receives_exactly_the_path_that_was_authorized() {
+    let world = World::start().await;
+    let alice = world.token("alice").await;
+    let reply = get(&world.url("//invoices/./INV-1/"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let reply = get(&world.url("/%69nvoices/INV-1?fields=id"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let journal = world.upstream.journal().await.unwrap();
+    let targets: Vec<&str> = journal
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["/invoices/INV-1", "/invoices/INV-1?fields=id"]);
+
+    // Dot segments are resolved before routing: this is `PUT /settings`, and it is denied.
+    let sneaky = send(request(
+        "PUT",
+        &world.url("/invoices/../settings"),
+        Some(&alice),
+        Some(json!({})),
+    ))
+    .await
+    .unwrap();
+    assert_problem(&sneaky, 403);
+    let event = world.gateway.audit_event(sneaky.header("x-request-id"));
+    assert_eq!(event["request"]["path"], "/settings");
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["rbac.invoicing-no-administration"])
+    );
+
+    for path in [
+        "/invoices%2fINV-1",
+        "/invoices/INV-1%5c..",
+        "/invoices/INV-1;jsessionid=x",
+        "/../invoices",
+    ] {
+        let reply = get(&world.url(path), Some(&alice)).await.unwrap();
+        assert_problem(&reply, 400);
+        let event = world.gateway.audit_event(reply.header("x-request-id"));
+        assert_eq!(event["decision"]["reason"], "bad_request", "{path}");
+    }
+    let override_header = Request::post(world.url("/invoices"))
+        .header("authorization", format!("Bearer {alice}"))
+        .header("x-http-method-override", "DELETE")
+        .body(Full::default())
+        .unwrap();
+    assert_problem(&send(override_header).await.unwrap(), 400);
+    assert_eq!(
+        world.upstream.journal().await.unwrap().len(),
+        2,
+        "refused requests were not forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways_over_http2() {
+    let world = World::start().await;
+    let alice = world.token("alice").await;
+    let lines: Vec<Value> = (0..5000)
+        .map(|i| json!({"description": format!("line {i}"), "quantity": i}))
+        .collect();
+    let body = json!({"partner_id": "P-1", "amount": 1.0, "lines": lines});
+    let reply = send_h2(request(
+        "POST",
+        &world.url("/invoices"),
+        Some(&alice),
+        Some(body),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.json()["lines"].as_array().unwrap().len(), 5000);
+    let event = world.gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(event["request"]["protocol"], "HTTP/2.0");
+    let journal = world.upstream.journal().await.unwrap();
+    assert_eq!(
+        journal[0]["version"], "HTTP/1.1",
+        "HTTP/2 in, pooled HTTP/1.1 to the upstream"
+    );
+}
+
+/// A test CA and a certificate for `localhost` signed by it, made with the openssl command.
+/// Returns (CA certificate, leaf certificate, leaf key).
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let file = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=invoiceguard test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        file("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (file("ca.pem"), file("cert.pem"), file("key.pem"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_http2_and_http1() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let dir = TempDir::new("tls").unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let tls = format!("tls = {{ cert_file = {cert:?}, key_file = {key:?} }}");
+    let gateway = GatewayProcess::start(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), &tls),
+        true,
+    )
+    .await
+    .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let client = TlsClient::new(&ca).unwrap();
+    let reply = client
+        .send(request(
+            "GET",
+            &format!("{}/invoices", gateway.url),
+            Some(&alice),
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.version, http::Version::HTTP_2, "ALPN picked HTTP/2");
+    let journal = upstream.journal().await.unwrap();
+    let proto = journal[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-forwarded-proto")
+        .unwrap()[1]
+        .clone();
+    assert_eq!(proto, "https");
+    let anonymous = client
+        .send(request(
+            "GET",
+            &format!("{}/invoices", gateway.url),
+            None,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_problem(&anonymous, 401);
+
+    // An https upstream checked against a custom CA: a front gateway forwards (with the caller's
+    // token, by configuration) to the TLS gateway above, which forwards to the API.
+    let front_sections = sections(&idp.issuer, &gateway.url, "").replace(
+        "timeout_ms = 5000",
+        &format!("timeout_ms = 5000\nca_file = {ca:?}\nforward_authorization = true"),
+    );
+    let front = GatewayProcess::start(Path::new(BINARY), &front_sections, false)
+        .await
+        .unwrap();
+    let reply = get(&format!("{}/invoices/INV-1", front.url), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        front.audit_event(reply.header("x-request-id"))["outcome"]["upstream_status"],
+        200
+    );
+    assert_eq!(upstream.journal().await.unwrap().len(), 2);
+
+    // Without the CA the upstream's certificate is refused: 502, never a silent downgrade.
+    let untrusting = GatewayProcess::start(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &gateway.url, ""),
+        false,
+    )
+    .await
+    .unwrap();
+    let reply = get(&format!("{}/invoices/INV-1", untrusting.url), Some(&alice))
+        .await
+        .unwrap();
+    assert_problem(&reply, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_and_idp_outages_answer_502_and_503() {
+    let idp = Idp::start().await.unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let gateway = GatewayProcess::start(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &closed, ""),
+        false,
+    )
+    .await
+    .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let reply = get(&format!("{}/invoices", gateway.url), Some(&alice))
+        .await
+        .unwrap();
+    assert_problem(&reply, 502);
+    let event = gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(event["decision"]["effect"], "allow");
+    assert_eq!(event["outcome"]["error_side"], "upstream");
+    assert_eq!(event["severity"], "error");
+
+    // The IdP is down when the gateway starts: authenticated routes answer 503 (fail closed),
+    // and the gateway recovers by itself once the IdP is up.
+    let upstream = Upstream::start().unwrap();
+    let idp_port = free_port().unwrap();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let gateway = GatewayProcess::start(
+        Path::new(BINARY),
+        &sections(&issuer, &upstream.url(), ""),
+        false,
+    )
+    .await
+    .unwrap();
+    let reply = get(&format!("{}/invoices", gateway.url), Some(&alice))
+        .await
+        .unwrap();
+    let problem = assert_problem(&reply, 503);
+    assert_eq!(
+        problem["type"],
+        "urn:invoiceguard:problem:authentication-unavailable"
+    );
+    let late_idp = Idp::start_with_keys(idp.keys_file(), idp_port)
+        .await
+        .unwrap();
+    let token = late_idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let mut status = 0;
+    for _ in 0..40 {
+        status = get(&format!("{}/invoices", gateway.url), Some(&token))
+            .await
+            .unwrap()
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the gateway did not recover after the IdP came up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_gateway_cleanly() {
+    let world = World::start().await;
+    let mut gateway = world.gateway;
+    assert!(
+        gateway.terminate().unwrap(),
+        "the gateway exited with a failure status"
+    );
+}
+
+#[test]
+fn check_reports_problems_with_file_and_line() {
+    let dir = TempDir::new("check").unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let baseline = invoiceguard_testkit::repo_root().join("policies");
+    for entry in std::fs::read_dir(&baseline).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = dir.path().join("invoiceguard.toml");
+    std::fs::write(
+        &config,
+        sections("http://127.0.0.1:1", "http://127.0.0.1:2", "").replace("{port}", "3"),
+    )
+    .unwrap();
+
+    let run = || {
+        std::process::Command::new(BINARY)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: "));
+
+    let roles = policies.join("roles.cedar");
+    let text = std::fs::read_to_string(&roles).unwrap();
+    std::fs::write(
+        &roles,
+        text.replacen("Action::\"invoice:list\"", "Action::\"invoice:lst\"", 1),
+    )
+    .unwrap();
+    let bad = run();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("roles.cedar:9:"), "{out}");
+    assert!(out.contains("invoice:lst"), "{out}");
+
+    std::fs::write(&config, "[upstream]\nurl = \"http://x\"\nbogus = 1\n").unwrap();
+    let bad = run();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        out.contains("invoiceguard.toml:3:1") && out.contains("bogus"),
+        "{out}"
+    );
+}

@@ -1,0 +1,132 @@
+//! The gateway binary (`invoiceguard serve`) as a child process on a free port.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::dirs::{TempDir, free_port, repo_root};
+
+/// A running gateway, stopped (by its pid) when dropped.
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
+    pub url: String,
+    /// Its audit file.
+    pub audit_file: PathBuf,
+    dir: TempDir,
+}
+
+impl GatewayProcess {
+    /// Writes a configuration (the baseline policies, an audit file in a fresh folder, a free
+    /// port; `sections` are appended and may hold `[upstream]`, `[authn]`, `[listen]` extras) and
+    /// starts `binary serve` with it. `https` selects the URL scheme when `sections` set up TLS.
+    pub async fn start(binary: &Path, sections: &str, https: bool) -> anyhow::Result<Self> {
+        let dir = TempDir::new("gateway")?;
+        let port = free_port()?;
+        let policies = repo_root().join("policies");
+        let audit_file = dir.path().join("audit.jsonl");
+        let config = format!(
+            "[policy]\ndir = {policies:?}\n\n[audit]\nfile = {audit_file:?}\n\n{}\n",
+            sections.replace("{port}", &port.to_string())
+        );
+        if !config.contains("[listen]") {
+            bail!("the sections must hold a [listen] with address = \"127.0.0.1:{{port}}\"");
+        }
+        let config_path = dir.path().join("invoiceguard.toml");
+        std::fs::write(&config_path, config)?;
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("INVOICEGUARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let url = if https {
+            format!("https://localhost:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
+        let mut gateway = Self {
+            child,
+            url,
+            audit_file,
+            dir,
+        };
+        gateway.wait_ready(port).await?;
+        Ok(gateway)
+    }
+
+    async fn wait_ready(&mut self, port: u16) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                bail!("the gateway exited at start ({status}): {stderr}");
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the gateway did not listen on port {port} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The gateway's folder (its configuration and audit file live there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every audit event written so far, in file order.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The one audit event of `request_id` (panics in tests when there is not exactly one).
+    pub fn audit_event(&self, request_id: &str) -> serde_json::Value {
+        let matching: Vec<_> = self
+            .audit_events()
+            .into_iter()
+            .filter(|event| event["request_id"] == request_id)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "audit events for request {request_id}: {matching:?}"
+        );
+        matching.into_iter().next().unwrap_or_default()
+    }
+
+    /// Asks the gateway to stop (SIGTERM) and waits for it; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> anyhow::Result<bool> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill failed");
+        }
+        Ok(self.child.wait()?.success())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
