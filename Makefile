@@ -1,0 +1,33 @@
+# invoiceguard — the two commands a newcomer runs are `make demo` and `make test`.
+
+CARGO ?= cargo
+
+.PHONY: help demo test check deps build fmt clean
+
+help:
+	@echo "make demo   run the gateway on embedded defaults with the real IdP and the example API"
+	@echo "make test   the whole test suite (installs Node.js, openssl and the IdP when missing)"
+	@echo "make check  cargo fmt --check and cargo clippy -D warnings"
+
+deps:
+	@bash tests/deps.sh
+
+build:
+	$(CARGO) build --locked -p invoiceguard-cli -p invoicing-api
+
+demo: deps build
+	@bash examples/demo/run.sh
+
+test: deps
+	$(CARGO) test --locked --workspace
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf .demo tests/idp/node_modules

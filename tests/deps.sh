@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, when it is missing: Node.js and npm (the IdP runs on
+# them), openssl (test certificates), curl and jq (the demo), then the IdP's npm packages with
+# `npm ci` from tests/idp/package-lock.json. Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]} (apt)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "deps: the test IdP (oidc-provider 9) needs Node.js 20 or later; this machine has $(node --version)" >&2
+  exit 1
+fi
+
+# npm ci writes node_modules/.package-lock.json; a lock file newer than it means a changed IdP.
+installed=tests/idp/node_modules/.package-lock.json
+if [ ! -f "$installed" ] || [ tests/idp/package-lock.json -nt "$installed" ]; then
+  echo "deps: installing the test IdP (npm ci in tests/idp)"
+  (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
+fi
