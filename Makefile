@@ -1,6 +1,7 @@
 # invoiceguard — the two commands a newcomer runs are `make demo` and `make test`.
 
 CARGO ?= cargo
+SHELL := /bin/bash
 
 .PHONY: help demo test check deps build fmt clean
 
@@ -18,8 +19,12 @@ build:
 demo: deps build
 	@bash examples/demo/run.sh
 
+# Every test target of the workspace, then one closing line that sums cargo's "test result" lines.
 test: deps
-	$(CARGO) test --locked --workspace
+	@set -o pipefail; mkdir -p target; status=0; \
+	$(CARGO) test --locked --workspace --all-targets 2>&1 | tee target/test.log || status=$$?; \
+	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log; \
+	exit $$status
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -189,6 +189,11 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
         assert_eq!(event["seq"], i as u64 + 1);
     }
     let audit_text = std::fs::read_to_string(&world.gateway.audit_file).unwrap();
+    let stdout_text = std::fs::read_to_string(&world.gateway.stdout_file).unwrap();
+    assert_eq!(
+        stdout_text, audit_text,
+        "[audit] stdout prints every event, and only events"
+    );
     assert!(
         !audit_text.contains(&alice) && !audit_text.contains("eyJ"),
         "a token reached the audit file"

@@ -34,7 +34,8 @@ pub(crate) const MFA: &str = "x-invoiceguard-mfa";
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 8] = [
+/// `Transfer-Encoding` is among them: each hop frames the body itself (and HTTP/2 forbids it).
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -42,6 +43,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
     "te",
     "trailer",
+    "transfer-encoding",
     "upgrade",
 ];
 
@@ -270,6 +272,7 @@ mod tests {
             ("connection", "keep-alive, x-audit-me"),
             ("x-audit-me", "1"),
             ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
             ("content-type", "application/json"),
         ] {
             headers.append(
@@ -306,6 +309,7 @@ mod tests {
             "connection",
             "x-audit-me",
             "te",
+            "transfer-encoding",
         ] {
             assert!(!headers.contains_key(gone), "{gone} was forwarded");
         }

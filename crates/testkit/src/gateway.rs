@@ -16,12 +16,14 @@ pub struct GatewayProcess {
     pub url: String,
     /// Its audit file.
     pub audit_file: PathBuf,
+    /// Where its standard output goes (the audit events again: `[audit] stdout = true`).
+    pub stdout_file: PathBuf,
     dir: TempDir,
 }
 
 impl GatewayProcess {
-    /// Writes a configuration (the baseline policies, an audit file in a fresh folder, a free
-    /// port; `sections` are appended and may hold `[upstream]`, `[authn]`, `[listen]` extras) and
+    /// Writes a configuration (the baseline policies, an audit file in a fresh folder and a copy
+    /// of every event on standard output, a free port; `sections` are appended and may hold `[upstream]`, `[authn]`, `[listen]` extras) and
     /// starts `binary serve` with it. `https` selects the URL scheme when `sections` set up TLS.
     pub async fn start(binary: &Path, sections: &str, https: bool) -> anyhow::Result<Self> {
         let dir = TempDir::new("gateway")?;
@@ -29,7 +31,7 @@ impl GatewayProcess {
         let policies = repo_root().join("policies");
         let audit_file = dir.path().join("audit.jsonl");
         let config = format!(
-            "[policy]\ndir = {policies:?}\n\n[audit]\nfile = {audit_file:?}\n\n{}\n",
+            "[policy]\ndir = {policies:?}\n\n[audit]\nfile = {audit_file:?}\nstdout = true\n\n{}\n",
             sections.replace("{port}", &port.to_string())
         );
         if !config.contains("[listen]") {
@@ -37,11 +39,12 @@ impl GatewayProcess {
         }
         let config_path = dir.path().join("invoiceguard.toml");
         std::fs::write(&config_path, config)?;
+        let stdout_file = dir.path().join("stdout.jsonl");
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("INVOICEGUARD_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_file)?)
             .stderr(Stdio::piped())
             .spawn()?;
         let url = if https {
@@ -53,6 +56,7 @@ impl GatewayProcess {
             child,
             url,
             audit_file,
+            stdout_file,
             dir,
         };
         gateway.wait_ready(port).await?;
