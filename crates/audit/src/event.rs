@@ -54,10 +54,13 @@ pub struct Actor {
     pub scopes: Vec<String>,
     /// The OAuth client the token was issued to.
     pub client_id: Option<String>,
-    /// How the caller authenticated to the gateway, e.g. `bearer_jwt`.
+    /// How the caller authenticated to the gateway: `bearer_jwt`, `bearer_introspected`,
+    /// `api_key` or `client_certificate`.
     pub auth_method: &'static str,
     /// The IdP's authentication methods (`amr`).
     pub amr: Vec<String>,
+    /// The IdP's authentication context class (`acr`).
+    pub acr: Option<String>,
     /// Whether the login was multi-factor.
     pub mfa: bool,
 }
@@ -99,8 +102,8 @@ pub struct ResourceRecord {
 pub struct DecisionRecord {
     /// `allow` or `deny`.
     pub effect: &'static str,
-    /// Why: `policy` (Cedar decided), `no_route`, `unauthenticated`, `bad_request`,
-    /// `unavailable`.
+    /// Why: `policy` (Cedar decided), `step_up` (Cedar decided; a stronger or fresher login
+    /// would change it), `no_route`, `unauthenticated`, `bad_request`, `unavailable`.
     pub reason: &'static str,
     /// The `@id`s of the deciding policies.
     pub policies: Vec<String>,

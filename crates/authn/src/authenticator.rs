@@ -1,90 +1,268 @@
-//! The authenticate phase: from an `Authorization` header to a [`Principal`].
+//! The authenticate phase: from a request's credentials to a [`Principal`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
+use rustls::pki_types::CertificateDer;
+use serde_json::Value;
 
-use crate::config::AuthnConfig;
+use crate::cache::{Cached, TokenCache, token_hash};
+use crate::config::{AuthnConfig, IssuerConfig, Secret};
+use crate::credentials::IntegrationAccounts;
 use crate::error::AuthnError;
 use crate::idp_client::IdpClient;
+use crate::introspection::Introspector;
 use crate::keys::KeyStore;
-use crate::principal::Principal;
-use crate::token;
+use crate::principal::{AuthMethod, Principal};
+use crate::roles::RoleMap;
+use crate::token::{self, Expectations};
 
 /// While no key set has been loaded, discovery is retried this often.
 const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(2);
 
-/// Validates bearer tokens from the configured IdP.
+/// What a request offers to prove who sent it.
+#[derive(Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header.
+    pub authorization: Option<&'a HeaderValue>,
+    /// The API key header.
+    pub api_key: Option<&'a HeaderValue>,
+    /// The TLS client certificate (already verified against the listener's client CA).
+    pub client_certificate: Option<&'a CertificateDer<'static>>,
+}
+
+/// Validates credentials: tokens from the trusted IdPs, API keys and client certificates.
 pub struct Authenticator {
     config: AuthnConfig,
-    keys: KeyStore,
+    issuers: Vec<(IssuerConfig, KeyStore)>,
+    roles: Option<RoleMap>,
+    cache: TokenCache,
+    introspector: Option<Introspector>,
+    integration: IntegrationAccounts,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Authenticator {
-    /// Creates the authenticator and tries once to load the IdP's keys. When the IdP cannot be
-    /// reached the authenticator still starts (every token is refused as unavailable) and
+    /// Creates the authenticator and tries once to load each issuer's keys. When an IdP cannot be
+    /// reached the authenticator still starts (its tokens are refused as unavailable) and
     /// [`Authenticator::spawn_refresh`] keeps trying.
     pub async fn start(config: AuthnConfig) -> Result<Arc<Self>, AuthnError> {
         let client = IdpClient::new(Duration::from_millis(config.idp_timeout_ms))
-            .map_err(AuthnError::KeysUnavailable)?;
-        let keys = KeyStore::new(config.issuer.clone(), client);
-        if let Err(error) = keys.refresh().await {
-            tracing::warn!(issuer = %config.issuer, %error, "identity provider not reachable yet; retrying");
-        }
-        Ok(Arc::new(Self { config, keys }))
-    }
-
-    /// Refreshes the key set in the background, every `jwks_refresh_s`, or every few seconds
-    /// while none is loaded. The task ends when the authenticator is dropped.
-    pub fn spawn_refresh(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let wait = match weak.upgrade() {
-                    Some(me) if me.keys.is_loaded() => {
-                        Duration::from_secs(me.config.jwks_refresh_s)
-                    }
-                    Some(_) => RETRY_WITHOUT_KEYS,
-                    None => return,
-                };
-                tokio::time::sleep(wait).await;
-                let Some(me) = weak.upgrade() else { return };
-                if let Err(error) = me.keys.refresh().await {
-                    tracing::warn!(issuer = %me.config.issuer, %error, "signing key refresh failed");
-                }
+            .map_err(AuthnError::Setup)?;
+        let roles = match &config.roles_file {
+            Some(file) => Some(RoleMap::load(file).map_err(AuthnError::Setup)?),
+            None => None,
+        };
+        let introspector = match &config.introspection {
+            Some(introspection) => Some(Introspector::new(
+                client.clone(),
+                introspection.client_id.clone(),
+                Secret::from_file(&introspection.client_secret_file).map_err(AuthnError::Setup)?,
+                introspection.endpoint.clone(),
+            )),
+            None => None,
+        };
+        let mut issuers = Vec::new();
+        for issuer in config.issuers() {
+            let keys = KeyStore::new(
+                issuer.issuer.clone(),
+                client.clone(),
+                Duration::from_secs(config.jwks_min_refresh_s),
+                Duration::from_secs(config.jwks_refresh_s),
+            );
+            if let Err(error) = keys.refresh().await {
+                tracing::warn!(issuer = %issuer.issuer, %error, "identity provider not reachable yet; retrying");
             }
-        });
+            issuers.push((issuer, keys));
+        }
+        Ok(Arc::new(Self {
+            cache: TokenCache::new(config.token_cache_entries),
+            integration: IntegrationAccounts::new(&config.api_keys, &config.mtls_accounts),
+            config,
+            issuers,
+            roles,
+            introspector,
+        }))
     }
 
-    /// Whether the IdP's signing keys are loaded (for readiness).
+    /// Refreshes each issuer's key set in the background: before the IdP's `max-age` runs out
+    /// (at most every `jwks_refresh_s`), or every few seconds while none is loaded. The tasks end
+    /// when the authenticator is dropped.
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        for index in 0..self.issuers.len() {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let wait = match weak.upgrade() {
+                        Some(me) => match me.issuers.get(index) {
+                            Some((_, keys)) if keys.is_loaded() => {
+                                keys.refresh_in().max(Duration::from_secs(1))
+                            }
+                            Some(_) => RETRY_WITHOUT_KEYS,
+                            None => return,
+                        },
+                        None => return,
+                    };
+                    tokio::time::sleep(wait).await;
+                    let Some(me) = weak.upgrade() else { return };
+                    if let Some((_, keys)) = me.issuers.get(index)
+                        && let Err(error) = keys.refresh().await
+                    {
+                        tracing::warn!(issuer = %keys.issuer(), %error, "signing key refresh failed");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Whether every trusted IdP's signing keys are loaded (for readiness).
     pub fn is_ready(&self) -> bool {
-        self.keys.is_loaded()
+        self.issuers.iter().all(|(_, keys)| keys.is_loaded())
     }
 
-    /// Authenticates the caller from the request's `Authorization` header.
+    /// The configuration this authenticator runs with.
+    pub fn config(&self) -> &AuthnConfig {
+        &self.config
+    }
+
+    /// Authenticates the caller: a bearer token when one is sent; otherwise a client certificate
+    /// or an API key of an integration account.
     pub async fn authenticate(
         &self,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<Principal, AuthnError> {
-        let token = bearer_token(authorization)?;
+        credentials: Credentials<'_>,
+    ) -> Result<Arc<Principal>, AuthnError> {
+        if let Some(authorization) = credentials.authorization {
+            let token = bearer_token(authorization)?;
+            return self.bearer(token).await;
+        }
+        if let Some(certificate) = credentials.client_certificate {
+            match self.integration.by_certificate(certificate) {
+                Ok(principal) => return Ok(Arc::new(principal)),
+                Err(error) if credentials.api_key.is_none() => return Err(error),
+                Err(_) => {}
+            }
+        }
+        if let Some(key) = credentials.api_key {
+            return self.integration.by_api_key(key.as_bytes()).map(Arc::new);
+        }
+        Err(AuthnError::MissingToken)
+    }
+
+    async fn bearer(&self, token: &str) -> Result<Arc<Principal>, AuthnError> {
+        if token.len() > self.config.max_token_bytes {
+            return Err(AuthnError::TooLarge);
+        }
+        let now = now_unix();
+        let hash = token_hash(token);
+        if let Some(cached) = self.cache.get(&hash, now) {
+            let key_still_published = cached.verified_by.as_ref().is_none_or(|(issuer, kid)| {
+                self.issuers
+                    .get(*issuer)
+                    .is_some_and(|(_, keys)| matches!(keys.get(kid), Ok(Some(_))))
+            });
+            if key_still_published {
+                return Ok(cached.principal);
+            }
+            self.cache.remove(&hash);
+        }
+        let cached = if token.bytes().filter(|b| *b == b'.').count() == 2 {
+            self.verify_jwt(token, now).await?
+        } else {
+            self.introspect(token, now).await?
+        };
+        let principal = cached.principal.clone();
+        self.cache.insert(hash, cached, now);
+        Ok(principal)
+    }
+
+    async fn verify_jwt(&self, token: &str, now: u64) -> Result<Cached, AuthnError> {
         let header = token::header(token)?;
-        let kid = header.kid.as_deref().ok_or(AuthnError::UnknownSigningKey)?;
-        let key = match self.keys.get(kid)? {
+        token::check_type(&header, self.config.require_typ.as_deref())?;
+        let claimed = token::claimed_issuer(token)?;
+        let (index, (issuer, keys)) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, (issuer, _))| issuer.issuer == claimed)
+            .ok_or(AuthnError::WrongIssuer)?;
+        let kid = header.kid.clone().ok_or(AuthnError::UnknownSigningKey)?;
+        let key = match keys.get(&kid)? {
             Some(key) => key,
             None => {
-                self.keys.refresh_for_unknown_kid().await;
-                self.keys.get(kid)?.ok_or(AuthnError::UnknownSigningKey)?
+                keys.refresh_for_unknown_kid().await;
+                keys.get(&kid)?.ok_or(AuthnError::UnknownSigningKey)?
             }
         };
-        let claims = token::verify(token, &header, &key, &self.config)?;
-        Principal::from_claims(&claims, &self.config)
+        let expect = Expectations {
+            issuer: &issuer.issuer,
+            audience: &issuer.audience,
+            leeway_s: self.config.leeway_s,
+        };
+        let claims = token::verify(token, &header, &key, &expect, now)?;
+        let until = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        let principal =
+            Principal::from_claims(&claims, &self.config, self.roles.as_ref(), AuthMethod::Jwt)?;
+        Ok(Cached {
+            principal: Arc::new(principal),
+            until,
+            verified_by: Some((index, kid)),
+        })
+    }
+
+    async fn introspect(&self, token: &str, now: u64) -> Result<Cached, AuthnError> {
+        let introspector = self.introspector.as_ref().ok_or(AuthnError::Malformed)?;
+        let (primary, keys) = self.issuers.first().ok_or(AuthnError::WrongIssuer)?;
+        let claims = introspector
+            .introspect(token, keys.introspection_endpoint())
+            .await?;
+        if let Some(iss) = claims.get("iss")
+            && iss.as_str() != Some(primary.issuer.as_str())
+        {
+            return Err(AuthnError::WrongIssuer);
+        }
+        if let Some(aud) = claims.get("aud") {
+            let audiences: Vec<&str> = match aud {
+                Value::String(one) => vec![one.as_str()],
+                Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !audiences
+                .iter()
+                .any(|a| primary.audience.iter().any(|want| want == a))
+            {
+                return Err(AuthnError::WrongAudience);
+            }
+        }
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| AuthnError::BadClaim("exp".to_owned()))?;
+        if exp + self.config.leeway_s <= now {
+            return Err(AuthnError::Expired);
+        }
+        let cache_s = self.config.introspection.as_ref().map_or(0, |i| i.cache_s);
+        let principal = Principal::from_claims(
+            &claims,
+            &self.config,
+            self.roles.as_ref(),
+            AuthMethod::Introspection,
+        )?;
+        Ok(Cached {
+            principal: Arc::new(principal),
+            until: exp.min(now + cache_s),
+            verified_by: None,
+        })
     }
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 6750).
-fn bearer_token(authorization: Option<&HeaderValue>) -> Result<&str, AuthnError> {
-    let value = authorization.ok_or(AuthnError::MissingToken)?;
+fn bearer_token(value: &HeaderValue) -> Result<&str, AuthnError> {
     let value = value.to_str().map_err(|_| AuthnError::NotBearer)?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthnError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -104,15 +282,14 @@ mod tests {
     #[test]
     fn bearer_header_forms() {
         let header = |v: &'static str| HeaderValue::from_static(v);
-        assert_eq!(bearer_token(Some(&header("Bearer abc"))).unwrap(), "abc");
-        assert_eq!(bearer_token(Some(&header("bearer abc"))).unwrap(), "abc");
-        assert!(matches!(bearer_token(None), Err(AuthnError::MissingToken)));
+        assert_eq!(bearer_token(&header("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(&header("bearer abc")).unwrap(), "abc");
         assert!(matches!(
-            bearer_token(Some(&header("Basic abc"))),
+            bearer_token(&header("Basic abc")),
             Err(AuthnError::NotBearer)
         ));
         assert!(matches!(
-            bearer_token(Some(&header("Bearer "))),
+            bearer_token(&header("Bearer ")),
             Err(AuthnError::Malformed)
         ));
     }

@@ -1,23 +1,29 @@
 //! Why a caller could not be authenticated.
 
-/// A failed authentication. Every variant but [`AuthnError::KeysUnavailable`] is the caller's fault
-/// (401); that one means the IdP's keys could not be had, so nobody can be authenticated (503).
+/// A failed authentication. The `*Unavailable` variants mean the IdP could not be asked, so
+/// nobody can be authenticated (503); every other variant is the caller's (401).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {
-    /// No `Authorization` header.
+    /// No credentials at all.
     #[error("no bearer token")]
     MissingToken,
     /// An `Authorization` header that is not `Bearer <token>`.
     #[error("authorization header is not a bearer token")]
     NotBearer,
-    /// The token is not a well-formed JWT.
-    #[error("token is not a well-formed JWT")]
+    /// The token is not a well-formed JWT (nor an opaque token this gateway can introspect).
+    #[error("token is not well formed")]
     Malformed,
+    /// The token is longer than allowed.
+    #[error("token is too large")]
+    TooLarge,
+    /// The token's `typ` header is not the one required.
+    #[error("token is not an access token")]
+    WrongType,
     /// The token names no key id, or one the IdP does not publish.
     #[error("token is signed with an unknown key")]
     UnknownSigningKey,
     /// The token's `alg` is not the algorithm of the key it names.
-    #[error("token algorithm `{0}` does not match its signing key")]
+    #[error("token algorithm does not match its signing key")]
     AlgorithmMismatch(String),
     /// The signature does not verify.
     #[error("token signature is invalid")]
@@ -25,27 +31,50 @@ pub enum AuthnError {
     /// `exp` has passed.
     #[error("token has expired")]
     Expired,
-    /// `nbf` is in the future.
+    /// `nbf` or `iat` is in the future.
     #[error("token is not valid yet")]
     NotYetValid,
-    /// `iss` is not the configured issuer.
+    /// `iss` is not a trusted issuer.
     #[error("token issuer is not trusted")]
     WrongIssuer,
     /// `aud` names none of the configured audiences.
     #[error("token audience is not this API")]
     WrongAudience,
     /// A claim the gateway requires is missing or has the wrong type.
-    #[error("token claim `{0}` is missing or invalid")]
+    #[error("token claim is missing or invalid")]
     BadClaim(String),
+    /// Introspection says the opaque token is not active.
+    #[error("token is not active")]
+    Inactive,
+    /// The API key matches no integration account.
+    #[error("api key is not valid")]
+    BadApiKey,
+    /// A client certificate chained to the client CA but matches no integration account.
+    #[error("client certificate is not an integration account")]
+    UnknownClientCertificate,
     /// The IdP's signing keys are not available (discovery or JWKS failed and none are cached).
     #[error("identity provider keys are unavailable: {0}")]
     KeysUnavailable(String),
+    /// The introspection endpoint could not be asked.
+    #[error("token introspection is unavailable: {0}")]
+    IntrospectionUnavailable(String),
+    /// The authenticator could not be set up.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl AuthnError {
     /// Whether the failure is the IdP's side rather than the caller's.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::KeysUnavailable(_))
+        matches!(
+            self,
+            Self::KeysUnavailable(_) | Self::IntrospectionUnavailable(_) | Self::Setup(_)
+        )
+    }
+
+    /// Whether the caller offered no credentials (the challenge then carries no error code).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::MissingToken | Self::NotBearer)
     }
 
     /// A short, stable reason code for audit events and metrics.
@@ -54,6 +83,8 @@ impl AuthnError {
             Self::MissingToken => "missing_token",
             Self::NotBearer => "not_bearer",
             Self::Malformed => "malformed_token",
+            Self::TooLarge => "token_too_large",
+            Self::WrongType => "wrong_token_type",
             Self::UnknownSigningKey => "unknown_key",
             Self::AlgorithmMismatch(_) => "algorithm_mismatch",
             Self::BadSignature => "bad_signature",
@@ -62,7 +93,12 @@ impl AuthnError {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::BadClaim(_) => "bad_claim",
+            Self::Inactive => "inactive_token",
+            Self::BadApiKey => "bad_api_key",
+            Self::UnknownClientCertificate => "unknown_client_certificate",
             Self::KeysUnavailable(_) => "keys_unavailable",
+            Self::IntrospectionUnavailable(_) => "introspection_unavailable",
+            Self::Setup(_) => "setup_failed",
         }
     }
 }

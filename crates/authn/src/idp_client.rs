@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
@@ -15,6 +15,7 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 #[derive(Clone)]
 pub(crate) struct IdpClient {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    form_client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -26,8 +27,13 @@ impl IdpClient {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { client, timeout })
+        let client = Client::builder(TokioExecutor::new()).build(connector.clone());
+        let form_client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            client,
+            form_client,
+            timeout,
+        })
     }
 
     /// GETs `url` and parses the body as JSON of type `T`.
@@ -35,6 +41,16 @@ impl IdpClient {
         &self,
         url: &str,
     ) -> Result<T, String> {
+        self.get_json_with_max_age(url)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// GETs `url`, parses the body as JSON of type `T`, and reads `Cache-Control: max-age`.
+    pub(crate) async fn get_json_with_max_age<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<(T, Option<Duration>), String> {
         let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
         let request = http::Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
@@ -43,6 +59,64 @@ impl IdpClient {
         let fetch = async {
             let response = self
                 .client
+                .request(request)
+                .await
+                .map_err(|e| format!("`{url}` did not answer: {e}"))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("`{url}` answered {status}"));
+            }
+            let max_age = response
+                .headers()
+                .get_all(http::header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(max_age);
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read `{url}`: {e}"))?
+                .to_bytes();
+            let value = serde_json::from_slice(&body)
+                .map_err(|e| format!("`{url}` is not valid JSON: {e}"))?;
+            Ok((value, max_age))
+        };
+        tokio::time::timeout(self.timeout, fetch)
+            .await
+            .map_err(|_| format!("`{url}` did not answer within {:?}", self.timeout))?
+    }
+
+    /// POSTs a form with HTTP Basic client authentication and parses the JSON answer.
+    pub(crate) async fn post_form_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        basic: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Result<T, String> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        // RFC 6749 section 2.3.1: client id and secret are form-encoded before Basic encoding.
+        let credentials = base64_encode(&format!(
+            "{}:{}",
+            form_encode(basic.0),
+            form_encode(basic.1)
+        ));
+        let request = http::Request::post(uri)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::AUTHORIZATION, format!("Basic {credentials}"))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("cannot build a request for `{url}`: {e}"))?;
+        let fetch = async {
+            let response = self
+                .form_client
                 .request(request)
                 .await
                 .map_err(|e| format!("`{url}` did not answer: {e}"))?;
@@ -60,5 +134,71 @@ impl IdpClient {
         tokio::time::timeout(self.timeout, fetch)
             .await
             .map_err(|_| format!("`{url}` did not answer within {:?}", self.timeout))?
+    }
+}
+
+/// `max-age=N` of one `Cache-Control` value.
+fn max_age(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|directive| {
+        let (name, seconds) = directive.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("max-age")
+            .then(|| seconds.trim().parse().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(char::from(byte))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding.
+fn base64_encode(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_and_encodings() {
+        assert_eq!(
+            max_age("public, max-age=120"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(max_age("no-store"), None);
+        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+        assert_eq!(base64_encode("a:b"), "YTpi");
+        assert_eq!(base64_encode("fo"), "Zm8=");
     }
 }

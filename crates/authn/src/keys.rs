@@ -14,9 +14,8 @@ use serde::Deserialize;
 use crate::error::AuthnError;
 use crate::idp_client::IdpClient;
 
-/// Unknown key ids trigger a refresh at most this often, so a flood of bogus `kid`s cannot hammer
-/// the IdP.
-const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// The shortest time a key set is kept, whatever the IdP's `Cache-Control` says.
+const MIN_KEEP: Duration = Duration::from_secs(30);
 
 /// One verification key and the only algorithm it may be used with.
 pub(crate) struct SigningKey {
@@ -32,6 +31,7 @@ type KeySet = HashMap<String, Arc<SigningKey>>;
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    introspection_endpoint: Option<String>,
 }
 
 /// The cached key set of one issuer.
@@ -39,17 +39,57 @@ pub(crate) struct KeyStore {
     issuer: String,
     client: IdpClient,
     keys: RwLock<Option<Arc<KeySet>>>,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Serializes fetches, and holds when a fetch was last caused by an unknown key id.
+    last_unknown_kid_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Unknown key ids refresh the set at most this often, so a flood of bogus `kid`s cannot
+    /// hammer the IdP.
+    min_refresh: Duration,
+    /// The longest a set is kept.
+    max_keep: Duration,
+    /// When the current set should be fetched again (from `Cache-Control: max-age`).
+    refresh_due: RwLock<Option<Instant>>,
+    /// The discovery document's introspection endpoint, if it names one.
+    introspection_endpoint: RwLock<Option<String>>,
 }
 
 impl KeyStore {
-    pub(crate) fn new(issuer: String, client: IdpClient) -> Self {
+    pub(crate) fn new(
+        issuer: String,
+        client: IdpClient,
+        min_refresh: Duration,
+        max_keep: Duration,
+    ) -> Self {
         Self {
             issuer,
             client,
             keys: RwLock::new(None),
-            last_fetch: tokio::sync::Mutex::new(None),
+            last_unknown_kid_fetch: tokio::sync::Mutex::new(None),
+            min_refresh,
+            max_keep,
+            refresh_due: RwLock::new(None),
+            introspection_endpoint: RwLock::new(None),
         }
+    }
+
+    /// The issuer these keys belong to.
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// How long until the set should be fetched again.
+    pub(crate) fn refresh_in(&self) -> Duration {
+        match self.refresh_due.read().ok().and_then(|due| *due) {
+            Some(due) => due.saturating_duration_since(Instant::now()),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The introspection endpoint named by discovery.
+    pub(crate) fn introspection_endpoint(&self) -> Option<String> {
+        self.introspection_endpoint
+            .read()
+            .ok()
+            .and_then(|e| e.clone())
     }
 
     /// Whether a key set has been loaded.
@@ -71,11 +111,12 @@ impl KeyStore {
         }
     }
 
-    /// Fetches the key set again because a token named a key id not in it, unless that was done
-    /// less than [`UNKNOWN_KID_REFRESH_INTERVAL`] ago. Concurrent callers share one fetch.
+    /// Fetches the key set again because a token named a key id not in it, unless an unknown key
+    /// id caused a fetch less than `min_refresh` ago (scheduled refreshes do not count, so a key
+    /// rotated in right after one is still picked up). Concurrent callers share one fetch.
     pub(crate) async fn refresh_for_unknown_kid(&self) {
-        let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL) {
+        let mut last = self.last_unknown_kid_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
             return;
         }
         *last = Some(Instant::now());
@@ -86,8 +127,7 @@ impl KeyStore {
 
     /// Fetches discovery and the key set now; on failure the previous set stays in use.
     pub(crate) async fn refresh(&self) -> Result<usize, String> {
-        let mut last = self.last_fetch.lock().await;
-        *last = Some(Instant::now());
+        let _serialized = self.last_unknown_kid_fetch.lock().await;
         self.fetch().await
     }
 
@@ -103,7 +143,13 @@ impl KeyStore {
                 discovery.issuer, self.issuer
             ));
         }
-        let set: JwkSet = self.client.get_json(&discovery.jwks_uri).await?;
+        if let Ok(mut endpoint) = self.introspection_endpoint.write() {
+            endpoint.clone_from(&discovery.introspection_endpoint);
+        }
+        let (set, max_age): (JwkSet, _) = self
+            .client
+            .get_json_with_max_age(&discovery.jwks_uri)
+            .await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {
@@ -129,7 +175,14 @@ impl KeyStore {
             .write()
             .map_err(|_| "key cache is poisoned".to_owned())?;
         *current = Some(Arc::new(keys));
-        tracing::info!(issuer = %self.issuer, keys = count, "signing keys loaded");
+        // Refresh before the IdP's max-age runs out (at 80% of it), within [MIN_KEEP, max_keep].
+        let keep = max_age
+            .map_or(self.max_keep, |age| age.mul_f32(0.8))
+            .clamp(MIN_KEEP, self.max_keep.max(MIN_KEEP));
+        if let Ok(mut due) = self.refresh_due.write() {
+            *due = Some(Instant::now() + keep);
+        }
+        tracing::info!(issuer = %self.issuer, keys = count, keep_s = keep.as_secs(), "signing keys loaded");
         Ok(count)
     }
 }

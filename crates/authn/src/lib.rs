@@ -1,17 +1,27 @@
-//! Authentication for invoiceguard: finds the company IdP by OpenID discovery, keeps its signing
-//! keys (JWKS), validates bearer JWT access tokens (signature with the algorithm the key names,
-//! `iss`, `aud`, `exp`, `nbf`) and turns a valid token into a [`Principal`]: an interactive user with
-//! roles and MFA facts, or an integration account with scopes.
+//! Authentication for invoiceguard: finds each trusted IdP by OpenID discovery, keeps its signing
+//! keys (JWKS, refreshed by `Cache-Control` and on unknown key ids), validates bearer JWT access
+//! tokens (signature with the algorithm the key names; `iss`, `aud`, `exp`, `nbf`, `iat`, `typ`),
+//! introspects opaque tokens (RFC 7662), accepts integration accounts' API keys and client
+//! certificates, remembers verified tokens until they expire, and turns a caller into a
+//! [`Principal`]: an interactive user with roles and MFA facts, or an integration account with
+//! scopes.
 
 mod authenticator;
+mod cache;
 mod config;
+mod credentials;
 mod error;
 mod idp_client;
+mod introspection;
 mod keys;
 mod principal;
+mod roles;
 mod token;
 
-pub use authenticator::Authenticator;
-pub use config::AuthnConfig;
+pub use authenticator::{Authenticator, Credentials};
+pub use config::{
+    ApiKeyAccount, AuthnConfig, IntrospectionConfig, IssuerConfig, MtlsAccount, Secret,
+};
+pub use credentials::api_key_hash;
 pub use error::AuthnError;
-pub use principal::{Principal, PrincipalKind};
+pub use principal::{AuthMethod, Principal, PrincipalKind};

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::config::AuthnConfig;
 use crate::error::AuthnError;
+use crate::roles::RoleMap;
 
 /// The longest subject, client id, role or scope accepted.
 const MAX_NAME_BYTES: usize = 256;
@@ -16,6 +17,31 @@ pub enum PrincipalKind {
     /// An integration account: a client-credentials token, whose subject is its own client id
     /// (RFC 9068 section 2.2).
     ServiceAccount,
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A JWT access token verified with the IdP's keys.
+    Jwt,
+    /// An opaque token the IdP confirmed by introspection.
+    Introspection,
+    /// An API key.
+    ApiKey,
+    /// A TLS client certificate.
+    ClientCertificate,
+}
+
+impl AuthMethod {
+    /// The name used in audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "bearer_jwt",
+            Self::Introspection => "bearer_introspected",
+            Self::ApiKey => "api_key",
+            Self::ClientCertificate => "client_certificate",
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -33,8 +59,14 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Authentication methods (`amr`).
     pub amr: Vec<String>,
-    /// Whether the login was multi-factor, by the configured `amr` values.
+    /// The authentication context class (`acr`).
+    pub acr: Option<String>,
+    /// When the user logged in (`auth_time`, Unix seconds).
+    pub auth_time: Option<u64>,
+    /// Whether the login was multi-factor, by the configured `amr` and `acr` values.
     pub mfa: bool,
+    /// How the caller authenticated to the gateway.
+    pub method: AuthMethod,
 }
 
 impl Principal {
@@ -43,6 +75,8 @@ impl Principal {
     pub(crate) fn from_claims(
         claims: &Map<String, Value>,
         config: &AuthnConfig,
+        role_map: Option<&RoleMap>,
+        method: AuthMethod,
     ) -> Result<Self, AuthnError> {
         let id = claims
             .get("sub")
@@ -61,12 +95,39 @@ impl Principal {
             PrincipalKind::User
         };
         let roles = match kind {
-            PrincipalKind::User => names(claims, &config.roles_claim)?,
+            PrincipalKind::User => {
+                let mut names = Vec::new();
+                for claim in &config.roles_claims {
+                    names.extend(list(claims, claim, role_map.is_none())?);
+                }
+                match role_map {
+                    Some(map) => map.map(names.iter().map(String::as_str)),
+                    None => {
+                        names.sort();
+                        names.dedup();
+                        names
+                    }
+                }
+            }
             PrincipalKind::ServiceAccount => Vec::new(),
         };
-        let scopes = names(claims, "scope")?;
-        let amr = names(claims, "amr")?;
-        let mfa = amr.iter().any(|method| config.mfa_amr.contains(method));
+        let scopes = list(claims, "scope", true)?;
+        let amr = list(claims, "amr", true)?;
+        let acr = match claims.get("acr") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(acr)) if is_safe_name(acr, false) => Some(acr.clone()),
+            Some(_) => return Err(AuthnError::BadClaim("acr".to_owned())),
+        };
+        let auth_time = match claims.get("auth_time") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .ok_or_else(|| AuthnError::BadClaim("auth_time".to_owned()))?,
+            ),
+        };
+        let mfa = amr.iter().any(|method| config.mfa_amr.contains(method))
+            || acr.as_ref().is_some_and(|acr| config.mfa_acr.contains(acr));
         Ok(Self {
             kind,
             id,
@@ -74,13 +135,39 @@ impl Principal {
             roles,
             scopes,
             amr,
+            acr,
+            auth_time,
             mfa,
+            method,
         })
+    }
+
+    /// An integration account authenticated by an API key or a client certificate.
+    pub(crate) fn integration(account: &str, scopes: &[String], method: AuthMethod) -> Self {
+        Self {
+            kind: PrincipalKind::ServiceAccount,
+            id: account.to_owned(),
+            client_id: None,
+            roles: Vec::new(),
+            scopes: scopes.to_vec(),
+            amr: Vec::new(),
+            acr: None,
+            auth_time: None,
+            mfa: false,
+            method,
+        }
+    }
+
+    /// Seconds since the login, when the token says when it was.
+    pub fn auth_age_s(&self, now_unix: u64) -> Option<u64> {
+        self.auth_time.map(|at| now_unix.saturating_sub(at))
     }
 }
 
 /// A claim that is a list of names, or one space-separated string of them; absent means empty.
-fn names(claims: &Map<String, Value>, claim: &str) -> Result<Vec<String>, AuthnError> {
+/// With `strict`, every item must be a safe name (it becomes a header value or a Cedar id); role
+/// and group names that go through the roles file are only looked up, so any string is allowed.
+fn list(claims: &Map<String, Value>, claim: &str, strict: bool) -> Result<Vec<String>, AuthnError> {
     let bad = || AuthnError::BadClaim(claim.to_owned());
     let values: Vec<&str> = match claims.get(claim) {
         None | Some(Value::Null) => Vec::new(),
@@ -91,15 +178,14 @@ fn names(claims: &Map<String, Value>, claim: &str) -> Result<Vec<String>, AuthnE
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad()),
     };
-    if values.iter().all(|name| is_safe_name(name, true)) {
-        Ok(values.into_iter().map(str::to_owned).collect())
-    } else {
-        Err(bad())
+    if strict && !values.iter().all(|name| is_safe_name(name, true)) {
+        return Err(bad());
     }
+    Ok(values.into_iter().map(str::to_owned).collect())
 }
 
 /// Printable ASCII, not empty, bounded; list items also without spaces or commas.
-fn is_safe_name(name: &str, list_item: bool) -> bool {
+pub(crate) fn is_safe_name(name: &str, list_item: bool) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && name
@@ -118,7 +204,12 @@ mod tests {
     }
 
     fn principal(claims: Value) -> Result<Principal, AuthnError> {
-        Principal::from_claims(claims.as_object().unwrap(), &config())
+        Principal::from_claims(
+            claims.as_object().unwrap(),
+            &config(),
+            None,
+            AuthMethod::Jwt,
+        )
     }
 
     #[test]
@@ -131,8 +222,15 @@ mod tests {
 
     #[test]
     fn password_only_is_not_mfa() {
-        let p = principal(json!({"sub": "alice", "amr": ["pwd"]})).unwrap();
+        let p = principal(json!({"sub": "alice", "amr": ["pwd"], "auth_time": 1000})).unwrap();
         assert!(!p.mfa);
+        assert_eq!(p.auth_age_s(1600), Some(600));
+        let mut config = config();
+        config.mfa_acr = vec!["urn:acr:mfa".into()];
+        let claims = json!({"sub": "alice", "amr": ["pwd"], "acr": "urn:acr:mfa"});
+        let p = Principal::from_claims(claims.as_object().unwrap(), &config, None, AuthMethod::Jwt)
+            .unwrap();
+        assert!(p.mfa, "an acr listed in mfa_acr counts as multi-factor");
     }
 
     #[test]

@@ -2,42 +2,79 @@
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::AuthnConfig;
 use crate::error::AuthnError;
 use crate::keys::SigningKey;
 
-/// Tokens longer than this are refused before any parsing.
-pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// What a token must say, for one trusted issuer.
+pub(crate) struct Expectations<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) audience: &'a [String],
+    pub(crate) leeway_s: u64,
+}
 
 /// Reads the token's header without trusting it: the key id it names, and its `alg`.
 pub(crate) fn header(token: &str) -> Result<Header, AuthnError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(AuthnError::Malformed);
-    }
     jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)
 }
 
+/// The `iss` the token claims, read before verification only to pick the issuer's keys.
+pub(crate) fn claimed_issuer(token: &str) -> Result<String, AuthnError> {
+    #[derive(Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    let claims: Issuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|_| AuthnError::Malformed)?;
+    claims
+        .iss
+        .ok_or_else(|| AuthnError::BadClaim("iss".to_owned()))
+}
+
+/// Checks the `typ` header when one is required (RFC 9068: `at+jwt`).
+pub(crate) fn check_type(header: &Header, required: Option<&str>) -> Result<(), AuthnError> {
+    let Some(required) = required else {
+        return Ok(());
+    };
+    let typ = header.typ.as_deref().unwrap_or_default();
+    let typ = typ.strip_prefix("application/").unwrap_or(typ);
+    if typ.eq_ignore_ascii_case(required) {
+        Ok(())
+    } else {
+        Err(AuthnError::WrongType)
+    }
+}
+
 /// Verifies the signature with `key` (and only with the algorithm the key is bound to) and checks
-/// `iss`, `aud`, `exp` and `nbf`. Returns the token's claims.
+/// `iss`, `aud`, `exp`, `nbf` and `iat`. Returns the token's claims.
 pub(crate) fn verify(
     token: &str,
     header: &Header,
     key: &SigningKey,
-    config: &AuthnConfig,
+    expect: &Expectations<'_>,
+    now: u64,
 ) -> Result<Map<String, Value>, AuthnError> {
     if header.alg != key.algorithm {
         return Err(AuthnError::AlgorithmMismatch(format!("{:?}", header.alg)));
     }
     let mut validation = Validation::new(key.algorithm);
-    validation.set_issuer(&[&config.issuer]);
-    validation.set_audience(&config.audience);
+    validation.set_issuer(&[expect.issuer]);
+    validation.set_audience(expect.audience);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
-    validation.leeway = config.leeway_s;
+    validation.leeway = expect.leeway_s;
     let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
         .map_err(|e| classify(e.kind()))?;
+    match data.claims.get("iat") {
+        None => {}
+        Some(iat) => match iat.as_u64() {
+            Some(iat) if iat <= now + expect.leeway_s => {}
+            Some(_) => return Err(AuthnError::NotYetValid),
+            None => return Err(AuthnError::BadClaim("iat".to_owned())),
+        },
+    }
     Ok(data.claims)
 }
 

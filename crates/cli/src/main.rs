@@ -3,6 +3,8 @@
 //! - `invoiceguard serve --config FILE` runs the gateway.
 //! - `invoiceguard check --config FILE` validates the configuration, the routes and the policies
 //!   and prints every problem with its file and position.
+//! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
+//!   that `[[authn.api_keys]]` holds in its place.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +37,17 @@ enum Command {
         #[arg(long, short, default_value = "invoiceguard.toml")]
         config: PathBuf,
     },
+    /// API keys of integration accounts.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Read one API key on standard input; print the hash to put in `[[authn.api_keys]] sha256`.
+    Hash,
 }
 
 fn main() -> ExitCode {
@@ -42,7 +55,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
+        Command::Apikey {
+            command: ApikeyCommand::Hash,
+        } => apikey_hash(),
     }
+}
+
+fn apikey_hash() -> ExitCode {
+    let mut key = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut key) {
+        eprintln!("invoiceguard: cannot read the key from standard input: {error}");
+        return ExitCode::FAILURE;
+    }
+    let key = key.trim_end_matches(['\r', '\n']);
+    if key.len() < 16 {
+        eprintln!("invoiceguard: an API key must be at least 16 characters long");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", invoiceguard_authn::api_key_hash(key));
+    ExitCode::SUCCESS
 }
 
 fn serve(path: &Path) -> ExitCode {

@@ -98,8 +98,9 @@ impl Trail {
             roles: principal.roles.clone(),
             scopes: principal.scopes.clone(),
             client_id: principal.client_id.clone(),
-            auth_method: "bearer_jwt",
+            auth_method: principal.method.as_str(),
             amr: principal.amr.clone(),
+            acr: principal.acr.clone(),
             mfa: principal.mfa,
         });
     }

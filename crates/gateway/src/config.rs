@@ -36,6 +36,9 @@ pub struct ListenConfig {
     pub address: SocketAddr,
     /// Serve TLS with this certificate and key; plain HTTP when absent.
     pub tls: Option<TlsFiles>,
+    /// With TLS: CA certificates (PEM) that sign integration accounts' client certificates. A
+    /// client certificate is then asked for, but not required (users come with tokens).
+    pub client_ca_file: Option<PathBuf>,
     /// Time allowed for a client to send a request's headers, in milliseconds.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
@@ -86,6 +89,7 @@ impl Default for ListenConfig {
         Self {
             address: default_listen(),
             tls: None,
+            client_ca_file: None,
             header_timeout_ms: default_header_timeout_ms(),
         }
     }
@@ -172,6 +176,10 @@ impl Config {
         if let Some(ca) = &mut self.upstream.ca_file {
             resolve(ca);
         }
+        if let Some(ca) = &mut self.listen.client_ca_file {
+            resolve(ca);
+        }
+        self.authn.resolve_paths(base);
     }
 
     /// Every problem of every section, as `key: problem`.
@@ -223,6 +231,13 @@ impl Config {
                     file.display()
                 ));
             }
+        }
+        if self.listen.client_ca_file.is_some() && self.listen.tls.is_none() {
+            problems
+                .push("listen.client_ca_file: client certificates need `listen.tls`".to_owned());
+        }
+        if !self.authn.mtls_accounts.is_empty() && self.listen.client_ca_file.is_none() {
+            problems.push("authn.mtls_accounts: needs `listen.client_ca_file`".to_owned());
         }
         if !self.policy.dir.is_dir() {
             problems.push(format!(

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use invoiceguard_authn::AuthnError;
+use invoiceguard_policy::StepUp;
 
 /// The body of every response the gateway sends: the upstream's stream, or a problem document.
 pub(crate) type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -45,6 +46,10 @@ pub enum GatewayError {
     /// The policies deny the request.
     #[error("denied by policy")]
     Forbidden,
+    /// The policies deny the request until the user logs in again, more strongly or more
+    /// recently (RFC 9470).
+    #[error("stronger or fresher authentication required")]
+    StepUpRequired(StepUp),
     /// The upstream could not be reached or broke the connection.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
@@ -62,6 +67,7 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -73,7 +79,9 @@ impl GatewayError {
     /// Which side is at fault.
     pub(crate) fn side(&self) -> Side {
         match self {
-            Self::BadRequest(_) | Self::NoRoute | Self::Forbidden => Side::Client,
+            Self::BadRequest(_) | Self::NoRoute | Self::Forbidden | Self::StepUpRequired(_) => {
+                Side::Client
+            }
             Self::Unauthenticated(e) if e.is_unavailable() => Side::Upstream,
             Self::Unauthenticated(_) => Side::Client,
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => Side::Upstream,
@@ -89,6 +97,7 @@ impl GatewayError {
             Self::Unauthenticated(e) if e.is_unavailable() => "unavailable",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden => "policy",
+            Self::StepUpRequired(_) => "step_up",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
             Self::Internal(_) => "internal",
         }
@@ -102,6 +111,12 @@ impl GatewayError {
             Self::UpstreamUnreachable(why) | Self::Internal(why) => Some(why.clone()),
             Self::UpstreamTimeout => Some("timeout".to_owned()),
             Self::NoRoute | Self::Forbidden => None,
+            Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
+                (true, Some(age)) => format!("mfa and a login within {age}s required"),
+                (true, None) => "mfa required".to_owned(),
+                (false, Some(age)) => format!("a login within {age}s required"),
+                (false, None) => "stronger authentication required".to_owned(),
+            }),
         }
     }
 
@@ -125,7 +140,21 @@ impl GatewayError {
                 "Service unavailable",
                 "authentication is temporarily unavailable".to_owned(),
             ),
-            Self::Unauthenticated(e) => ("unauthenticated", "Unauthorized", e.to_string()),
+            Self::Unauthenticated(e) if e.is_missing() => (
+                "unauthenticated",
+                "Unauthorized",
+                "authentication is required".to_owned(),
+            ),
+            Self::Unauthenticated(_) => (
+                "unauthenticated",
+                "Unauthorized",
+                INVALID_CREDENTIALS.to_owned(),
+            ),
+            Self::StepUpRequired(_) => (
+                "step-up-required",
+                "Unauthorized",
+                "log in again with stronger or more recent authentication".to_owned(),
+            ),
             Self::UpstreamUnreachable(_) => (
                 "upstream-unavailable",
                 "Bad gateway",
@@ -145,8 +174,12 @@ impl GatewayError {
     }
 
     /// The response for this error: RFC 9457 problem JSON carrying the request id, plus
-    /// `WWW-Authenticate` (RFC 6750) for a 401.
-    pub(crate) fn to_response(&self, request_id: &str) -> Response<ResponseBody> {
+    /// `WWW-Authenticate` for a 401 (RFC 6750; RFC 9470 for step-up, asking for `mfa_acr`).
+    pub(crate) fn to_response(
+        &self,
+        request_id: &str,
+        mfa_acr: &[String],
+    ) -> Response<ResponseBody> {
         let status = self.status();
         let (kind, title, detail) = self.problem();
         let body = serde_json::json!({
@@ -168,26 +201,47 @@ impl GatewayError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Self::Unauthenticated(error) = self
-            && let Some(challenge) = challenge(error)
-        {
+        let challenge = match self {
+            Self::Unauthenticated(error) => challenge(error),
+            Self::StepUpRequired(step_up) => step_up_challenge(step_up, mfa_acr),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
 }
 
-/// The RFC 6750 challenge: bare when no token was offered, `invalid_token` when one was.
+/// What a client is told about any bad credential; the audit event has the precise reason.
+const INVALID_CREDENTIALS: &str = "the access token is not valid";
+
+/// The RFC 6750 challenge: bare when no credentials were offered, `invalid_token` when some were.
 fn challenge(error: &AuthnError) -> Option<HeaderValue> {
-    let value = match error {
-        AuthnError::KeysUnavailable(_) => return None,
-        AuthnError::MissingToken | AuthnError::NotBearer => {
-            "Bearer realm=\"invoiceguard\"".to_owned()
-        }
-        other => format!(
-            "Bearer realm=\"invoiceguard\", error=\"invalid_token\", error_description=\"{other}\""
-        ),
+    let value = if error.is_unavailable() {
+        return None;
+    } else if error.is_missing() {
+        "Bearer realm=\"invoiceguard\"".to_owned()
+    } else {
+        format!(
+            "Bearer realm=\"invoiceguard\", error=\"invalid_token\", error_description=\"{INVALID_CREDENTIALS}\""
+        )
     };
+    HeaderValue::from_str(&value).ok()
+}
+
+/// The RFC 9470 challenge: `insufficient_user_authentication`, with the `acr_values` that count
+/// as multi-factor and the `max_age` the login must not exceed.
+fn step_up_challenge(step_up: &StepUp, mfa_acr: &[String]) -> Option<HeaderValue> {
+    let mut value = "Bearer realm=\"invoiceguard\", error=\"insufficient_user_authentication\", \
+                     error_description=\"a stronger or more recent login is required\""
+        .to_owned();
+    if step_up.mfa && !mfa_acr.is_empty() {
+        value.push_str(&format!(", acr_values=\"{}\"", mfa_acr.join(" ")));
+    }
+    if let Some(age) = step_up.max_age_s {
+        value.push_str(&format!(", max_age=\"{age}\""));
+    }
     HeaderValue::from_str(&value).ok()
 }
 
@@ -226,22 +280,44 @@ mod tests {
     }
 
     #[test]
-    fn challenges_follow_rfc_6750() {
-        let bare = GatewayError::Unauthenticated(AuthnError::MissingToken).to_response("r1");
+    fn challenges_follow_rfc_6750_and_9470() {
+        let bare = GatewayError::Unauthenticated(AuthnError::MissingToken).to_response("r1", &[]);
         assert_eq!(
             bare.headers()[header::WWW_AUTHENTICATE],
             "Bearer realm=\"invoiceguard\""
         );
-        let expired = GatewayError::Unauthenticated(AuthnError::Expired).to_response("r1");
+        let expired = GatewayError::Unauthenticated(AuthnError::Expired).to_response("r1", &[]);
         let value = expired.headers()[header::WWW_AUTHENTICATE]
             .to_str()
             .unwrap();
         assert!(value.contains("error=\"invalid_token\""), "{value}");
+        assert!(
+            !value.contains("expired"),
+            "the client is not told why: {value}"
+        );
         assert_eq!(
             expired.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
-        let forbidden = GatewayError::Forbidden.to_response("r1");
+        let forbidden = GatewayError::Forbidden.to_response("r1", &[]);
         assert!(forbidden.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let step_up = GatewayError::StepUpRequired(StepUp {
+            mfa: true,
+            max_age_s: Some(900),
+        })
+        .to_response("r1", &["urn:acr:mfa".to_owned(), "urn:acr:hw".to_owned()]);
+        assert_eq!(step_up.status(), StatusCode::UNAUTHORIZED);
+        let value = step_up.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(
+            value.contains("error=\"insufficient_user_authentication\""),
+            "{value}"
+        );
+        assert!(
+            value.contains("acr_values=\"urn:acr:mfa urn:acr:hw\""),
+            "{value}"
+        );
+        assert!(value.ends_with("max_age=\"900\""), "{value}");
     }
 }

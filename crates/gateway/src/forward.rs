@@ -73,10 +73,12 @@ pub(crate) struct Upstream {
     base_path: String,
     timeout: Duration,
     forward_authorization: bool,
+    /// The API key header: a credential, never forwarded.
+    api_key_header: HeaderName,
 }
 
 impl Upstream {
-    pub(crate) fn new(config: &UpstreamConfig) -> Result<Self, String> {
+    pub(crate) fn new(config: &UpstreamConfig, api_key_header: HeaderName) -> Result<Self, String> {
         let uri: Uri = config
             .url
             .parse()
@@ -106,6 +108,7 @@ impl Upstream {
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(config.timeout_ms),
             forward_authorization: config.forward_authorization,
+            api_key_header,
         })
     }
 
@@ -129,6 +132,7 @@ impl Upstream {
             .map_err(|e| GatewayError::Internal(format!("cannot build the upstream URI: {e}")))?;
         let original_host = original_host(&parts);
         parts.version = Version::HTTP_11;
+        parts.headers.remove(&self.api_key_header);
         upstream_headers(
             &mut parts.headers,
             context,
@@ -254,7 +258,10 @@ mod tests {
             roles: vec!["invoicing".into(), "approver".into()],
             scopes: vec!["openid".into()],
             amr: vec!["pwd".into(), "otp".into()],
+            acr: None,
+            auth_time: None,
             mfa: true,
+            method: invoiceguard_authn::AuthMethod::Jwt,
         }
     }
 

@@ -18,5 +18,5 @@ mod tls;
 
 pub use config::{Config, ConfigError, ListenConfig, TlsFiles, UpstreamConfig};
 pub use error::GatewayError;
-pub use pipeline::{Gateway, StartError};
+pub use pipeline::{Connection, Gateway, StartError};
 pub use server::{ServeError, serve};

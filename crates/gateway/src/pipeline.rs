@@ -3,13 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use invoiceguard_audit::AuditLog;
-use invoiceguard_authn::Authenticator;
+use invoiceguard_authn::{Authenticator, Credentials, PrincipalKind};
 use invoiceguard_policy::{PolicyEngine, RequestFacts};
+use rustls::pki_types::CertificateDer;
 
 use crate::audit_trail::Trail;
 use crate::config::Config;
@@ -23,7 +25,17 @@ pub struct Gateway {
     policy: Arc<PolicyEngine>,
     upstream: Upstream,
     audit: AuditLog,
-    tls: bool,
+    api_key_header: http::HeaderName,
+}
+
+/// What the accept phase knows about a connection.
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client's certificate, verified against the listener's client CA.
+    pub client_certificate: Option<CertificateDer<'static>>,
 }
 
 /// The gateway could not start.
@@ -55,7 +67,12 @@ impl Gateway {
             routes = policy.routes().routes().len(),
             "policies loaded"
         );
-        let upstream = Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
+        let api_key_header = http::HeaderName::from_bytes(config.authn.api_key_header.as_bytes())
+            .map_err(|_| {
+            StartError::Upstream("authn.api_key_header is not a header name".to_owned())
+        })?;
+        let upstream = Upstream::new(&config.upstream, api_key_header.clone())
+            .map_err(StartError::Upstream)?;
         let authn = Authenticator::start(config.authn.clone()).await?;
         authn.spawn_refresh();
         Ok(Self {
@@ -63,7 +80,7 @@ impl Gateway {
             policy,
             upstream,
             audit,
-            tls: config.listen.tls.is_some(),
+            api_key_header,
         })
     }
 
@@ -72,18 +89,18 @@ impl Gateway {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        connection: &Connection,
     ) -> Response<ResponseBody> {
         let mut trail = Trail::start(
             request.method(),
             request.uri().path(),
             request.version(),
             request.headers(),
-            peer,
+            connection.peer,
         );
         let request_id = trail.request_id.clone();
         let (mut response, upstream_status, error) =
-            match self.phases(request, peer, &mut trail).await {
+            match self.phases(request, connection, &mut trail).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     (response.map(|body| body.boxed()), Some(status), None)
@@ -94,7 +111,11 @@ impl Gateway {
                     } else {
                         tracing::warn!(%request_id, %error, "request failed");
                     }
-                    (error.to_response(&request_id), None, Some(error))
+                    (
+                        error.to_response(&request_id, &self.authn.config().mfa_acr),
+                        None,
+                        Some(error),
+                    )
                 }
             };
         let event = trail.finish(
@@ -115,7 +136,7 @@ impl Gateway {
     async fn phases(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        connection: &Connection,
         trail: &mut Trail,
     ) -> Result<Response<Incoming>, GatewayError> {
         // normalize
@@ -124,14 +145,18 @@ impl Gateway {
         trail.normalized(&path.path);
 
         // route
-        let authorization = request.headers().get(header::AUTHORIZATION);
+        let credentials = || Credentials {
+            authorization: request.headers().get(header::AUTHORIZATION),
+            api_key: request.headers().get(&self.api_key_header),
+            client_certificate: connection.client_certificate.as_ref(),
+        };
         let Some(route) = self
             .policy
             .routes()
             .find(request.method().as_str(), &path.segments)
         else {
-            // Default deny; the caller is still recorded when a valid token names them.
-            if let Ok(principal) = self.authn.authenticate(authorization).await {
+            // Default deny; the caller is still recorded when valid credentials name them.
+            if let Ok(principal) = self.authn.authenticate(credentials()).await {
                 trail.authenticated(&principal);
             }
             return Err(GatewayError::NoRoute);
@@ -139,16 +164,26 @@ impl Gateway {
         trail.routed(&route);
 
         // authenticate
-        let principal = self.authn.authenticate(authorization).await?;
+        let principal = self.authn.authenticate(credentials()).await?;
         trail.authenticated(&principal);
 
         // authorize
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let facts = RequestFacts {
-            source_ip: peer.ip(),
+            source_ip: connection.peer.ip(),
+            now_unix,
         };
         let decision = self.policy.authorize(&principal, &route, &facts);
         let allowed = decision.is_allowed();
+        let step_up = decision
+            .step_up
+            .filter(|_| principal.kind == PrincipalKind::User);
         trail.decided(decision);
+        if let Some(step_up) = step_up {
+            return Err(GatewayError::StepUpRequired(step_up));
+        }
         if !allowed {
             return Err(GatewayError::Forbidden);
         }
@@ -157,8 +192,8 @@ impl Gateway {
         let context = ForwardContext {
             principal: &principal,
             request_id: &trail.request_id,
-            client_ip: peer.ip(),
-            tls: self.tls,
+            client_ip: connection.peer.ip(),
+            tls: connection.tls,
         };
         self.upstream.send(request, &path.path, &context).await
     }

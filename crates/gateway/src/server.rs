@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::pipeline::{Gateway, StartError};
+use crate::pipeline::{Connection, Gateway, StartError};
 use crate::tls;
 
 /// Time allowed for a TLS handshake.
@@ -46,7 +46,12 @@ pub enum ServeError {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let acceptor = match &config.listen.tls {
         Some(files) => Some(TlsAcceptor::from(Arc::new(
-            tls::server_config(&files.cert_file, &files.key_file).map_err(ServeError::Tls)?,
+            tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+                config.listen.client_ca_file.as_deref(),
+            )
+            .map_err(ServeError::Tls)?,
         ))),
         None => None,
     };
@@ -88,13 +93,24 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let watcher = graceful.watcher();
         let (gateway, builder, acceptor) = (gateway.clone(), builder.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
-            });
+            let service = |connection: Arc<Connection>| {
+                service_fn(move |request| {
+                    let (gateway, connection) = (gateway.clone(), connection.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            gateway.handle(request, &connection).await,
+                        )
+                    }
+                })
+            };
             match acceptor {
                 None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let info = Arc::new(Connection {
+                        peer,
+                        tls: false,
+                        client_certificate: None,
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service(info));
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
@@ -103,7 +119,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                     let Some(tls) = handshake(&acceptor, stream, peer).await else {
                         return;
                     };
-                    let connection = builder.serve_connection(TokioIo::new(tls), service);
+                    let client_certificate = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .cloned();
+                    let info = Arc::new(Connection {
+                        peer,
+                        tls: true,
+                        client_certificate,
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(tls), service(info));
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }

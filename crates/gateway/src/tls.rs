@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -22,8 +23,13 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// The listener's TLS configuration, offering HTTP/2 and HTTP/1.1 by ALPN.
-pub(crate) fn server_config(cert_file: &Path, key_file: &Path) -> Result<ServerConfig, String> {
+/// The listener's TLS configuration, offering HTTP/2 and HTTP/1.1 by ALPN. With a client CA, a
+/// client certificate is asked for and verified when sent, but not required.
+pub(crate) fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, String> {
     let certs = certificates(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
         format!(
@@ -31,18 +37,32 @@ pub(crate) fn server_config(cert_file: &Path, key_file: &Path) -> Result<ServerC
             key_file.display()
         )
     })?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "certificate `{}` and key `{}` do not fit: {e}",
-                cert_file.display(),
-                key_file.display()
-            )
-        })?;
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad CA certificate in `{}`: {e}", path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("client CA `{}`: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "certificate `{}` and key `{}` do not fit: {e}",
+            cert_file.display(),
+            key_file.display()
+        )
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

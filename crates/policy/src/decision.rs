@@ -19,6 +19,31 @@ pub struct Decision {
     pub policies: Vec<String>,
     /// Policies that failed to evaluate (they are skipped, which can only deny more).
     pub errors: Vec<String>,
+    /// Set when every policy that denied asks for stronger or fresher authentication: logging in
+    /// again as asked would change the answer (RFC 9470).
+    pub step_up: Option<StepUp>,
+}
+
+/// What a fresh login must bring, from the deciding forbids' `@step_up` annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepUp {
+    /// A multi-factor login (`@step_up("mfa")`).
+    pub mfa: bool,
+    /// A login at most this many seconds old (`@step_up_max_age("N")`).
+    pub max_age_s: Option<u64>,
+}
+
+impl StepUp {
+    /// The demand of several policies at once: MFA if any asks, the shortest age.
+    pub(crate) fn combine(self, other: Self) -> Self {
+        Self {
+            mfa: self.mfa || other.mfa,
+            max_age_s: match (self.max_age_s, other.max_age_s) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
 }
 
 impl Decision {

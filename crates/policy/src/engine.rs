@@ -10,7 +10,7 @@ use cedar_policy::{
 use invoiceguard_authn::Principal;
 
 use crate::config::PolicyConfig;
-use crate::decision::{Decision, Effect};
+use crate::decision::{Decision, Effect, StepUp};
 use crate::problem::{LoadError, Problem};
 use crate::request::{self, RequestFacts};
 use crate::routes::{RouteMatch, RouteTable};
@@ -24,6 +24,8 @@ pub const ROUTES_FILE: &str = "routes.toml";
 pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
+    /// The step-up demand of each forbid that carries `@step_up` / `@step_up_max_age`.
+    step_ups: HashMap<String, StepUp>,
     routes: RouteTable,
     version: String,
     authorizer: Authorizer,
@@ -52,6 +54,7 @@ impl PolicyEngine {
         });
 
         let mut sources: HashMap<String, (PathBuf, String)> = HashMap::new();
+        let mut step_ups = HashMap::new();
         let mut policies = PolicySet::new();
         for path in cedar_files(dir, &mut problems) {
             let Some(text) = read(&path, &mut problems) else {
@@ -63,7 +66,14 @@ impl PolicyEngine {
                     .unwrap_or_default(),
             );
             digest.update(text.as_bytes());
-            add_policies(&path, &text, &mut policies, &mut sources, &mut problems);
+            add_policies(
+                &path,
+                &text,
+                &mut policies,
+                &mut sources,
+                &mut step_ups,
+                &mut problems,
+            );
         }
         if sources.is_empty() && problems.is_empty() {
             problems.push(Problem::in_file(
@@ -103,6 +113,7 @@ impl PolicyEngine {
         Ok(Self {
             schema,
             policies,
+            step_ups,
             routes,
             version,
             authorizer: Authorizer::new(),
@@ -139,6 +150,7 @@ impl PolicyEngine {
                     effect: Effect::Deny,
                     policies: Vec::new(),
                     errors: vec![format!("request does not fit the schema: {error}")],
+                    step_up: None,
                 };
             }
         };
@@ -151,11 +163,21 @@ impl PolicyEngine {
             .map(ToString::to_string)
             .collect();
         policies.sort();
+        let effect = match response.decision() {
+            CedarDecision::Allow => Effect::Allow,
+            CedarDecision::Deny => Effect::Deny,
+        };
+        let step_up = match effect {
+            Effect::Deny if !policies.is_empty() => {
+                policies.iter().try_fold(StepUp::default(), |demand, id| {
+                    self.step_ups.get(id).map(|more| demand.combine(*more))
+                })
+            }
+            _ => None,
+        };
         Decision {
-            effect: match response.decision() {
-                CedarDecision::Allow => Effect::Allow,
-                CedarDecision::Deny => Effect::Deny,
-            },
+            effect,
+            step_up,
             policies,
             errors: response
                 .diagnostics()
@@ -203,6 +225,7 @@ fn add_policies(
     text: &str,
     policies: &mut PolicySet,
     sources: &mut HashMap<String, (PathBuf, String)>,
+    step_ups: &mut HashMap<String, StepUp>,
     problems: &mut Vec<Problem>,
 ) {
     let parsed = match PolicySet::from_str(text) {
@@ -248,12 +271,49 @@ fn add_policies(
             ));
             continue;
         }
+        match step_up(policy) {
+            Ok(Some(demand)) => {
+                step_ups.insert(id.to_owned(), demand);
+            }
+            Ok(None) => {}
+            Err(message) => {
+                problems.push(Problem::in_file(path, format!("policy `{id}`: {message}")));
+                continue;
+            }
+        }
         if let Err(error) = policies.add(policy.new_id(PolicyId::new(id))) {
             problems.push(Problem::in_file(path, error.to_string()));
             continue;
         }
         sources.insert(id.to_owned(), (path.to_owned(), text.to_owned()));
     }
+}
+
+/// A forbid's step-up annotations: `@step_up("mfa")` and `@step_up_max_age("seconds")`.
+fn step_up(policy: &cedar_policy::Policy) -> Result<Option<StepUp>, String> {
+    let mfa = match policy.annotation("step_up") {
+        None => false,
+        Some("mfa") => true,
+        Some(other) => {
+            return Err(format!(
+                "`@step_up(\"{other}\")` is not understood; write `@step_up(\"mfa\")`"
+            ));
+        }
+    };
+    let max_age_s =
+        match policy.annotation("step_up_max_age") {
+            None => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                format!("`@step_up_max_age(\"{text}\")` must be a number of seconds")
+            })?),
+        };
+    if !mfa && max_age_s.is_none() {
+        return Ok(None);
+    }
+    if policy.effect() != cedar_policy::Effect::Forbid {
+        return Err("step-up annotations belong on forbid policies".to_owned());
+    }
+    Ok(Some(StepUp { mfa, max_age_s }))
 }
 
 /// Every route must name an action of the schema that applies to the route's resource type.

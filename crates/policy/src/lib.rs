@@ -11,7 +11,7 @@ mod request;
 mod routes;
 
 pub use config::PolicyConfig;
-pub use decision::{Decision, Effect};
+pub use decision::{Decision, Effect, StepUp};
 pub use engine::{PolicyEngine, ROUTES_FILE, SCHEMA_FILE};
 pub use problem::{LoadError, Problem};
 pub use request::RequestFacts;

@@ -13,11 +13,13 @@ use invoiceguard_authn::{Principal, PrincipalKind};
 
 use crate::routes::RouteMatch;
 
-/// Facts about the request that come from the connection rather than the token.
+/// Facts about the request that come from the connection and the clock rather than the token.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
     /// The client's address.
     pub source_ip: IpAddr,
+    /// The time of the request, Unix seconds.
+    pub now_unix: u64,
 }
 
 /// A Cedar request and the entities it is evaluated against.
@@ -54,6 +56,19 @@ pub(crate) fn build(
         (
             "source_ip".to_owned(),
             RestrictedExpression::new_ip(facts.source_ip.to_string()),
+        ),
+        (
+            "acr".to_owned(),
+            RestrictedExpression::new_string(principal.acr.clone().unwrap_or_default()),
+        ),
+        (
+            "auth_age_s".to_owned(),
+            RestrictedExpression::new_long(
+                principal
+                    .auth_age_s(facts.now_unix)
+                    .and_then(|age| i64::try_from(age).ok())
+                    .unwrap_or(i64::MAX),
+            ),
         ),
     ])
     .map_err(|e| e.to_string())?;

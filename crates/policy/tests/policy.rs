@@ -8,8 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-use invoiceguard_authn::{Principal, PrincipalKind};
-use invoiceguard_policy::{Effect, LoadError, PolicyConfig, PolicyEngine, RequestFacts};
+use invoiceguard_authn::{AuthMethod, Principal, PrincipalKind};
+use invoiceguard_policy::{Effect, LoadError, PolicyConfig, PolicyEngine, RequestFacts, StepUp};
+
+/// The clock of every decision here.
+const NOW: u64 = 1_800_000_000;
 
 fn baseline_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
@@ -30,7 +33,10 @@ fn user(id: &str, roles: &[&str], mfa: bool) -> Principal {
         roles: roles.iter().map(|r| r.to_string()).collect(),
         scopes: vec![],
         amr: vec![],
+        acr: None,
+        auth_time: Some(NOW - 60),
         mfa,
+        method: AuthMethod::Jwt,
     }
 }
 
@@ -42,7 +48,10 @@ fn service(id: &str, scopes: &[&str]) -> Principal {
         roles: vec![],
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         amr: vec![],
+        acr: None,
+        auth_time: None,
         mfa: false,
+        method: AuthMethod::Jwt,
     }
 }
 
@@ -53,6 +62,17 @@ fn decide(
     method: &str,
     path: &str,
 ) -> (Effect, Vec<String>) {
+    let decision = decision(engine, who, method, path);
+    (decision.effect, decision.policies)
+}
+
+/// The whole decision for `METHOD /path`.
+fn decision(
+    engine: &PolicyEngine,
+    who: &Principal,
+    method: &str,
+    path: &str,
+) -> invoiceguard_policy::Decision {
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -64,10 +84,11 @@ fn decide(
         .unwrap_or_else(|| panic!("no route for {method} {path}"));
     let facts = RequestFacts {
         source_ip: "192.0.2.10".parse().unwrap(),
+        now_unix: NOW,
     };
     let decision = engine.authorize(who, &route, &facts);
     assert!(decision.errors.is_empty(), "{:?}", decision.errors);
-    (decision.effect, decision.policies)
+    decision
 }
 
 fn allowed(engine: &PolicyEngine, who: &Principal, method: &str, path: &str, by: &str) {
@@ -212,6 +233,81 @@ fn every_interactive_user_needs_mfa() {
 }
 
 #[test]
+fn a_missing_or_stale_login_asks_for_step_up() {
+    let e = baseline();
+    let no_mfa = decision(
+        &e,
+        &user("alice", &["invoicing"], false),
+        "GET",
+        "/invoices",
+    );
+    assert_eq!(
+        no_mfa.step_up,
+        Some(StepUp {
+            mfa: true,
+            max_age_s: None
+        })
+    );
+
+    let mut bob = user("bob", &["approver"], true);
+    bob.auth_time = Some(NOW - 3600);
+    let stale = decision(&e, &bob, "POST", "/invoices/INV-1/approve");
+    assert_eq!(stale.policies, ["mfa.fresh-login-for-sensitive-actions"]);
+    assert_eq!(
+        stale.step_up,
+        Some(StepUp {
+            mfa: false,
+            max_age_s: Some(900)
+        })
+    );
+    allowed(&e, &bob, "GET", "/invoices", "role.approver");
+    bob.auth_time = None;
+    assert_eq!(
+        decision(&e, &bob, "POST", "/invoices/INV-1/approve").step_up,
+        Some(StepUp {
+            mfa: false,
+            max_age_s: Some(900)
+        })
+    );
+    bob.auth_time = Some(NOW - 60);
+    allowed(&e, &bob, "POST", "/invoices/INV-1/approve", "role.approver");
+
+    let mut both = user("bob", &["approver"], false);
+    both.auth_time = Some(NOW - 3600);
+    let demand = decision(&e, &both, "POST", "/invoices/INV-1/approve").step_up;
+    assert_eq!(
+        demand,
+        Some(StepUp {
+            mfa: true,
+            max_age_s: Some(900)
+        }),
+        "the demands combine"
+    );
+
+    // Logging in again would not help: a plain refusal, no step-up.
+    let alice = user("alice", &["invoicing"], true);
+    assert_eq!(decision(&e, &alice, "PUT", "/settings").step_up, None);
+    let mut stale_alice = alice.clone();
+    stale_alice.mfa = false;
+    stale_alice.auth_time = Some(NOW - 3600);
+    let mixed = decision(&e, &stale_alice, "PUT", "/settings");
+    assert!(
+        mixed
+            .policies
+            .contains(&"rbac.invoicing-no-administration".to_owned())
+    );
+    assert_eq!(
+        mixed.step_up, None,
+        "a forbid without step-up among the deciders means no step-up"
+    );
+    assert_eq!(
+        decision(&e, &alice, "POST", "/exports").step_up,
+        None,
+        "default deny has no step-up"
+    );
+}
+
+#[test]
 fn integration_accounts_keep_to_their_scopes() {
     let e = baseline();
     let erp = service(
@@ -340,6 +436,24 @@ fn route_naming_an_unknown_action_or_wrong_type_is_refused() {
     );
     assert!(
         found[1].contains("does not apply to resource type `Invoice`"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn step_up_annotations_are_checked() {
+    let dir = broken_copy("stepup", "prohibitions.cedar", |t| {
+        t.replacen("@step_up(\"mfa\")", "@step_up(\"otp\")", 1)
+            .replacen("@step_up_max_age(\"900\")", "@step_up_max_age(\"15m\")", 1)
+    });
+    let found = problems(dir);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains("`@step_up(\"otp\")` is not understood"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("must be a number of seconds"),
         "{found:?}"
     );
 }

@@ -84,7 +84,20 @@ pub struct TlsClient(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<By
 impl TlsClient {
     /// Trusts the PEM certificates in `ca_file`.
     pub fn new(ca_file: &Path) -> anyhow::Result<Self> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        Self::build(ca_file, None)
+    }
+
+    /// Trusts `ca_file` and presents the client certificate `cert_file` with its key.
+    pub fn with_client_certificate(
+        ca_file: &Path,
+        cert_file: &Path,
+        key_file: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::build(ca_file, Some((cert_file, key_file)))
+    }
+
+    fn build(ca_file: &Path, client: Option<(&Path, &Path)>) -> anyhow::Result<Self> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca_file)? {
             roots.add(cert?)?;
@@ -93,8 +106,15 @@ impl TlsClient {
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let config = match client {
+            None => config.with_no_client_auth(),
+            Some((cert_file, key_file)) => {
+                let chain =
+                    CertificateDer::pem_file_iter(cert_file)?.collect::<Result<Vec<_>, _>>()?;
+                config.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key_file)?)?
+            }
+        };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()

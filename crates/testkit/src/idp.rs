@@ -33,6 +33,12 @@ pub struct TokenRequest<'a> {
     pub ttl: Option<u32>,
     /// The resource (audience) instead of the invoicing API.
     pub resource: Option<&'a str>,
+    /// The signing algorithm: `ES256` (default), `ES384`, `EdDSA`, `RS256` or `PS256`.
+    pub alg: Option<&'a str>,
+    /// Seconds since the login (`auth_time` in the past).
+    pub auth_age: Option<u32>,
+    /// An opaque token (for introspection) instead of a JWT.
+    pub opaque: bool,
 }
 
 impl Idp {
@@ -54,7 +60,7 @@ impl Idp {
         }
         let child = Command::new("node")
             .arg(idp_dir.join("server.mjs"))
-            .args(["--port", &port.to_string(), "--keys"])
+            .args(["--port", &port.to_string(), "--test-endpoints", "--keys"])
             .arg(keys)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -109,7 +115,7 @@ impl Idp {
             .header("content-type", "application/x-www-form-urlencoded")
             .header(
                 "authorization",
-                format!("Basic {}", base64(&format!("{client}:{secret}"))),
+                format!("Basic {}", base64(format!("{client}:{secret}").as_bytes())),
             )
             .body(Full::new(Bytes::from(body)))?;
         let reply = send(request).await?;
@@ -128,6 +134,7 @@ impl Idp {
     ) -> anyhow::Result<String> {
         let password = format!("{user}-password");
         let ttl = options.ttl.map(|t| t.to_string());
+        let auth_age = options.auth_age.map(|t| t.to_string());
         let mut form = vec![
             ("grant_type", "urn:invoiceguard:params:grant-type:password"),
             ("username", user),
@@ -139,6 +146,15 @@ impl Idp {
         }
         if let Some(ttl) = &ttl {
             form.push(("ttl", ttl));
+        }
+        if let Some(auth_age) = &auth_age {
+            form.push(("auth_age", auth_age));
+        }
+        if let Some(alg) = options.alg {
+            form.push(("alg", alg));
+        }
+        if options.opaque {
+            form.push(("format", "opaque"));
         }
         self.token("invoiceguard-demo", "demo-client-secret", &form)
             .await
@@ -164,6 +180,123 @@ impl Idp {
     }
 }
 
+impl Idp {
+    async fn test_endpoint(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}/__test/{path}", self.issuer))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        let reply = send(request).await?;
+        if reply.status != 200 {
+            bail!(
+                "test endpoint {path} answered {}: {:?}",
+                reply.status,
+                reply.body
+            );
+        }
+        Ok(reply.json())
+    }
+
+    /// A token with any header and payload, signed with the IdP's key `kid` (its first key when
+    /// `None`); `alg` and `kid` are set from the key unless `header` overrides them.
+    pub async fn sign(
+        &self,
+        header: serde_json::Value,
+        payload: serde_json::Value,
+        kid: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let answer = self
+            .test_endpoint(
+                "POST",
+                "sign",
+                serde_json::json!({"header": header, "payload": payload, "kid": kid}),
+            )
+            .await?;
+        Ok(answer["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// A token signed with HMAC-SHA256 keyed by the public key `kid` (algorithm confusion).
+    pub async fn sign_hmac_with_public_key(
+        &self,
+        kid: &str,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let answer = self
+            .test_endpoint("POST", "sign", serde_json::json!({"header": {"typ": "at+jwt"}, "payload": payload, "hmac_with_public_key_of": kid}))
+            .await?;
+        Ok(answer["token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Puts new keys in front of the old ones; returns the new key ids.
+    pub async fn rotate_keys(&self) -> anyhow::Result<Vec<String>> {
+        let answer = self
+            .test_endpoint("POST", "rotate", serde_json::json!({}))
+            .await?;
+        Ok(serde_json::from_value(answer["kids"].clone())?)
+    }
+
+    /// How many times the JWKS has been fetched.
+    pub async fn jwks_fetches(&self) -> anyhow::Result<u64> {
+        let answer = self
+            .test_endpoint("GET", "stats", serde_json::Value::Null)
+            .await?;
+        Ok(answer["jwks_fetches"].as_u64().unwrap_or_default())
+    }
+
+    /// The key ids of the IdP's keys, with their algorithms.
+    pub fn keys(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.keys)?)?;
+        Ok(jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap_or_default().to_owned(),
+                    k["alg"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+}
+
+/// base64url without padding (JWT segments).
+pub fn b64url_encode(bytes: &[u8]) -> String {
+    base64(bytes)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// Decodes base64url without padding (JWT segments).
+pub fn b64url_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' | b'+' => 62,
+            _ => 63,
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | (value(*c) << (18 - 6 * i)));
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
 impl Drop for Idp {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -172,9 +305,8 @@ impl Drop for Idp {
 }
 
 /// Standard base64 with padding, for the Basic header.
-fn base64(text: &str) -> String {
+fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let b = [
@@ -197,10 +329,20 @@ fn base64(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn base64url_round_trips() {
+        let text = r#"{"sub":"alice","roles":["admin"]}"#;
+        assert_eq!(
+            super::b64url_decode(&super::b64url_encode(text.as_bytes())),
+            text.as_bytes()
+        );
+        assert_eq!(super::b64url_encode(b"fo"), "Zm8");
+    }
+
+    #[test]
     fn base64_matches_rfc_4648() {
-        assert_eq!(super::base64("f"), "Zg==");
-        assert_eq!(super::base64("fo"), "Zm8=");
-        assert_eq!(super::base64("foo"), "Zm9v");
-        assert_eq!(super::base64("a:b"), "YTpi");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"a:b"), "YTpi");
     }
 }

@@ -11,5 +11,5 @@ mod upstream;
 pub use client::{Reply, TlsClient, get, send, send_h2};
 pub use dirs::{TempDir, free_port, repo_root};
 pub use gateway::GatewayProcess;
-pub use idp::{AUDIENCE, Idp, TokenRequest};
+pub use idp::{AUDIENCE, Idp, TokenRequest, b64url_decode, b64url_encode};
 pub use upstream::Upstream;
