@@ -3,12 +3,13 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help demo test check deps build fmt clean
+.PHONY: help demo test check deps build fmt clean bench
 
 help:
 	@echo "make demo   run the gateway on embedded defaults with the real IdP and the example API"
 	@echo "make test   the whole test suite (installs Node.js, openssl and the IdP when missing)"
 	@echo "make check  cargo fmt --check and cargo clippy -D warnings"
+	@echo "make bench  criterion benches of the hot path"
 
 deps:
 	@bash tests/deps.sh
@@ -36,3 +37,7 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf .demo tests/idp/node_modules
+
+# Criterion benches of the hot path (needs the test IdP: installs it when missing).
+bench: deps
+	$(CARGO) bench --locked --workspace

@@ -69,7 +69,7 @@ call "5. Alice submits the invoice; Bob (approver) approves it — allowed:" "$A
 BOB=$(token bob)
 call "   Bob approves:" "$BOB" POST /invoices/INV-2/approve
 call "6. Dave (admin) tries to approve an invoice — denied (sod.admin-never-approves):" "$(token dave)" POST /invoices/INV-1/approve
-call "7. Alice logged in with a password only — denied (mfa.required-for-users):" "$(token alice pwd)" GET /invoices
+call "7. Alice logged in with a password only — asked to log in again with MFA (RFC 9470 step-up):" "$(token alice pwd)" GET /invoices
 ERP=$(curl -fs -u erp-sync:erp-sync-secret -d grant_type=client_credentials -d 'scope=invoices:read' "$IDP/token" | jq -r .access_token)
 call "8. The ERP integration account lists invoices — allowed within its scope:" "$ERP" GET /invoices
 call "   …and tries to approve one — denied (integration.no-interactive-actions):" "$ERP" POST /invoices/INV-1/approve
