@@ -647,3 +647,71 @@ async fn several_issuers_can_be_trusted() {
         .unwrap();
     assert_refused(&gateway, &reply, "wrong_issuer", "an issuer nobody trusts");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_outage_keeps_the_last_good_keys_serving() {
+    let World {
+        idp,
+        upstream: _upstream,
+        gateway,
+    } = World::start().await;
+    let before = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let during = idp
+        .user_token("bob", TokenRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&format!("{}/invoices", gateway.url), Some(&before))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    drop(idp);
+    // `during` was never seen (not cached): it verifies against the keys fetched before the outage.
+    let reply = get(&format!("{}/invoices", gateway.url), Some(&during))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        gateway.audit_event(reply.header("x-request-id"))["actor"]["id"],
+        "bob"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_tokens_stay_within_their_scope() {
+    let world = World::start().await;
+    let reader = world
+        .idp
+        .service_token("erp-sync", "erp-sync-secret", "invoices:read")
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&world.url("/invoices"), Some(&reader))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let create = request(
+        "POST",
+        &world.url("/invoices"),
+        Some(&reader),
+        Some(json!({"partner_id": "P-1", "amount": 3.0})),
+    );
+    let reply = send(create).await.unwrap();
+    assert_problem(&reply, 403);
+    let event = world.gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(event["actor"]["scopes"], json!(["invoices:read"]));
+    assert_eq!(
+        event["decision"]["policies"],
+        json!([]),
+        "no permit matched: default deny"
+    );
+    let partners = get(&world.url("/partners"), Some(&reader)).await.unwrap();
+    assert_problem(&partners, 403);
+}
