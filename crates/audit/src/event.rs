@@ -124,4 +124,6 @@ pub struct Outcome {
     pub duration_ms: f64,
     /// Which side failed, for errors: `client`, `upstream` or `internal`.
     pub error_side: Option<&'static str>,
+    /// For an export: the rows the answer held (what the quota was charged).
+    pub export_rows: Option<u64>,
 }

@@ -157,6 +157,7 @@ mod tests {
                 upstream_status: None,
                 duration_ms: 0.1,
                 error_side: Some("client"),
+                export_rows: None,
             },
             severity: "warning",
         }

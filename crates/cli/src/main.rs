@@ -3,6 +3,8 @@
 //! - `invoiceguard serve --config FILE` runs the gateway.
 //! - `invoiceguard check --config FILE` validates the configuration, the routes and the policies
 //!   and prints every problem with its file and position.
+//! - `invoiceguard policy validate DIR` / `policy test DIR` load a policy folder and run its
+//!   decision cases (`DIR/tests/*.toml`).
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
@@ -37,10 +39,31 @@ enum Command {
         #[arg(long, short, default_value = "invoiceguard.toml")]
         config: PathBuf,
     },
+    /// The security team's tools for a policy folder.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// API keys of integration accounts.
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Load a policy folder (schema, policies, routes, entities) and print every problem.
+    Validate {
+        /// The policy folder.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run the decision cases in DIR/tests/*.toml; exit non-zero on any mismatch.
+    Test {
+        /// The policy folder.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
     },
 }
 
@@ -58,6 +81,62 @@ fn main() -> ExitCode {
         Command::Apikey {
             command: ApikeyCommand::Hash,
         } => apikey_hash(),
+        Command::Policy {
+            command: PolicyCommand::Validate { dir },
+        } => match policy_validate(&dir) {
+            Some(_) => ExitCode::SUCCESS,
+            None => ExitCode::FAILURE,
+        },
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => policy_test(&dir),
+    }
+}
+
+/// Loads the folder, printing its summary or every problem.
+fn policy_validate(dir: &Path) -> Option<PolicyEngine> {
+    match PolicyEngine::load(&invoiceguard_policy::PolicyConfig {
+        dir: dir.to_owned(),
+    }) {
+        Ok(engine) => {
+            println!(
+                "ok: {} policies, {} routes, policy set version {}",
+                engine.policy_count(),
+                engine.routes().routes().len(),
+                engine.version()
+            );
+            Some(engine)
+        }
+        Err(LoadError(problems)) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            println!("{} problem(s)", problems.len());
+            None
+        }
+    }
+}
+
+fn policy_test(dir: &Path) -> ExitCode {
+    let Some(engine) = policy_validate(dir) else {
+        return ExitCode::FAILURE;
+    };
+    let outcomes = invoiceguard_policy::run_cases(&engine, &dir.join("tests"));
+    let mut failed = 0;
+    for outcome in &outcomes {
+        match &outcome.failure {
+            None => println!("ok     {}", outcome.name),
+            Some(why) => {
+                failed += 1;
+                println!("FAILED {}: {why}", outcome.name);
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", outcomes.len() - failed);
+    if failed == 0 && !outcomes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -142,22 +221,8 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match PolicyEngine::load(&config.policy) {
-        Ok(engine) => {
-            println!(
-                "ok: {} policies, {} routes, policy set version {}",
-                engine.policy_count(),
-                engine.routes().routes().len(),
-                engine.version()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(LoadError(problems)) => {
-            for problem in &problems {
-                println!("{problem}");
-            }
-            println!("{} problem(s)", problems.len());
-            ExitCode::FAILURE
-        }
+    match policy_validate(&config.policy.dir) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
     }
 }

@@ -29,6 +29,7 @@ pub(crate) struct Trail {
     resource: Option<ResourceRecord>,
     actor: Option<Actor>,
     decision: Option<Decision>,
+    export_rows: Option<u64>,
 }
 
 impl Trail {
@@ -69,6 +70,7 @@ impl Trail {
             resource: None,
             actor: None,
             decision: None,
+            export_rows: None,
         }
     }
 
@@ -108,6 +110,11 @@ impl Trail {
     /// The authorize phase's decision.
     pub(crate) fn decided(&mut self, decision: Decision) {
         self.decision = Some(decision);
+    }
+
+    /// The settle phase's count of exported rows.
+    pub(crate) fn settled(&mut self, export_rows: Option<u64>) {
+        self.export_rows = export_rows;
     }
 
     /// The finished event: the status sent, and the error if the request was refused or failed.
@@ -167,6 +174,7 @@ impl Trail {
                 duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round()
                     / 1000.0,
                 error_side,
+                export_rows: self.export_rows,
             },
             severity,
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use invoiceguard_audit::AuditConfig;
 use invoiceguard_authn::AuthnConfig;
 use invoiceguard_policy::PolicyConfig;
+use invoiceguard_state::StateConfig;
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -25,6 +26,9 @@ pub struct Config {
     /// Where audit events go.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where facts that outlive a request are kept.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// The public listener.
@@ -247,6 +251,7 @@ impl Config {
         }
         problems.extend(self.authn.validate());
         problems.extend(self.audit.validate());
+        problems.extend(self.state.validate());
         problems
     }
 }

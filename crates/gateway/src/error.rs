@@ -50,6 +50,13 @@ pub enum GatewayError {
     /// recently (RFC 9470).
     #[error("stronger or fresher authentication required")]
     StepUpRequired(StepUp),
+    /// A fact the decision needs (who created the invoice, its amount, the export quota) could
+    /// not be had: the route fails closed.
+    #[error("fact unavailable: {0}")]
+    FactUnavailable(String),
+    /// The resource does not exist (the upstream's lookup said so).
+    #[error("resource not found")]
+    NotFound,
     /// The upstream could not be reached or broke the connection.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
@@ -68,6 +75,8 @@ impl GatewayError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
+            Self::FactUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -84,7 +93,10 @@ impl GatewayError {
             }
             Self::Unauthenticated(e) if e.is_unavailable() => Side::Upstream,
             Self::Unauthenticated(_) => Side::Client,
-            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => Side::Upstream,
+            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout | Self::FactUnavailable(_) => {
+                Side::Upstream
+            }
+            Self::NotFound => Side::Client,
             Self::Internal(_) => Side::Internal,
         }
     }
@@ -98,6 +110,8 @@ impl GatewayError {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden => "policy",
             Self::StepUpRequired(_) => "step_up",
+            Self::FactUnavailable(_) => "unavailable",
+            Self::NotFound => "not_found",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
             Self::Internal(_) => "internal",
         }
@@ -108,7 +122,10 @@ impl GatewayError {
         match self {
             Self::BadRequest(why) => Some(why.clone()),
             Self::Unauthenticated(e) => Some(e.reason().to_owned()),
-            Self::UpstreamUnreachable(why) | Self::Internal(why) => Some(why.clone()),
+            Self::UpstreamUnreachable(why) | Self::Internal(why) | Self::FactUnavailable(why) => {
+                Some(why.clone())
+            }
+            Self::NotFound => None,
             Self::UpstreamTimeout => Some("timeout".to_owned()),
             Self::NoRoute | Self::Forbidden => None,
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
@@ -155,6 +172,12 @@ impl GatewayError {
                 "Unauthorized",
                 "log in again with stronger or more recent authentication".to_owned(),
             ),
+            Self::FactUnavailable(_) => (
+                "decision-unavailable",
+                "Service unavailable",
+                "the facts this decision needs are temporarily unavailable".to_owned(),
+            ),
+            Self::NotFound => ("not-found", "Not found", "no such resource".to_owned()),
             Self::UpstreamUnreachable(_) => (
                 "upstream-unavailable",
                 "Bad gateway",

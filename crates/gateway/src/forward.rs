@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use invoiceguard_authn::{Principal, PrincipalKind};
 
 use crate::config::UpstreamConfig;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, ResponseBody};
 use crate::tls;
 
 /// Every header with this prefix is the gateway's to set; client-sent ones are removed.
@@ -67,7 +67,7 @@ pub(crate) struct ForwardContext<'a> {
 
 /// The upstream and its connection pool.
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, ResponseBody>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     base_path: String,
@@ -115,7 +115,7 @@ impl Upstream {
     /// Sends the request to the upstream at `path` (canonical, authorized) and the original query.
     pub(crate) async fn send(
         &self,
-        request: Request<Incoming>,
+        request: Request<ResponseBody>,
         path: &str,
         context: &ForwardContext<'_>,
     ) -> Result<Response<Incoming>, GatewayError> {
@@ -150,6 +150,57 @@ impl Upstream {
         };
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+}
+
+impl Upstream {
+    /// Asks the upstream about one resource (the enrich phase's lookup): `GET path` as the gateway
+    /// itself. `Ok(None)` when the upstream says it does not exist.
+    pub(crate) async fn lookup(
+        &self,
+        path: &str,
+        request_id: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        use http_body_util::{BodyExt, Empty, Limited};
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path}", self.base_path))
+            .build()
+            .map_err(|e| format!("cannot build the lookup URI: {e}"))?;
+        let request = Request::get(uri)
+            .header(header::HOST, self.authority.as_str())
+            .header(header::ACCEPT, "application/json")
+            .header(SUBJECT, "invoiceguard")
+            .header(PRINCIPAL_TYPE, "gateway")
+            .header(REQUEST_ID, request_id)
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .map_err(|e| format!("cannot build the lookup request: {e}"))?;
+        let fetch = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let status = response.status();
+            if status == http::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(format!("the upstream answered {status}"));
+            }
+            let body = Limited::new(response.into_body(), 1024 * 1024)
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read the answer: {e}"))?
+                .to_bytes();
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("the answer is not JSON: {e}"))
+        };
+        tokio::time::timeout(self.timeout, fetch)
+            .await
+            .map_err(|_| "the upstream did not answer in time".to_owned())?
     }
 }
 

@@ -4,16 +4,20 @@
 //! It also gathers each crate's configuration section into the one configuration file.
 //!
 //! Where things happen: `normalize.rs` (the canonical path), `pipeline.rs` (the phases in order),
-//! `forward.rs` (the upstream call and its headers), `audit_trail.rs` (the event of each request),
-//! `error.rs` (classification and the problem answer), `server.rs` (listeners and connections).
+//! `enrich.rs` (facts for the decision: invoice creator and amount, export quota), `forward.rs`
+//! (the upstream call and its headers), `settle.rs` (what the answer proves), `audit_trail.rs`
+//! (the event of each request), `error.rs` (classification and the problem answer), `server.rs`
+//! (listeners and connections).
 
 mod audit_trail;
 mod config;
+mod enrich;
 mod error;
 mod forward;
 mod normalize;
 mod pipeline;
 mod server;
+mod settle;
 mod tls;
 
 pub use config::{Config, ConfigError, ListenConfig, TlsFiles, UpstreamConfig};

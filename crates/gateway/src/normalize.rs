@@ -104,6 +104,11 @@ pub(crate) fn canonical_path(raw: &str) -> Result<CanonicalPath, String> {
     Ok(CanonicalPath { segments, path })
 }
 
+/// One decoded segment in the canonical encoding (what the upstream receives).
+pub(crate) fn encode_segment(segment: &str) -> String {
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
 fn decode_segment(raw: &str) -> Result<String, String> {
     if raw.contains(['\\', ';']) {
         return Err("`\\` and `;` are not allowed in the path".to_owned());

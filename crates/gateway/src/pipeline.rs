@@ -6,18 +6,22 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, header};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use invoiceguard_audit::AuditLog;
 use invoiceguard_authn::{Authenticator, Credentials, PrincipalKind};
-use invoiceguard_policy::{PolicyEngine, RequestFacts};
+use invoiceguard_policy::{ExportFacts, PolicyEngine, RequestFacts};
+use invoiceguard_state::StateStore;
 use rustls::pki_types::CertificateDer;
 
 use crate::audit_trail::Trail;
 use crate::config::Config;
 use crate::error::{GatewayError, ResponseBody};
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
-use crate::normalize;
+use crate::{enrich, normalize, settle};
+
+/// The largest export request body read (to find the rows it asks for).
+const MAX_EXPORT_REQUEST_BYTES: usize = 64 * 1024;
 
 /// The gateway's parts, shared by every connection.
 pub struct Gateway {
@@ -25,6 +29,7 @@ pub struct Gateway {
     policy: Arc<PolicyEngine>,
     upstream: Upstream,
     audit: AuditLog,
+    state: StateStore,
     api_key_header: http::HeaderName,
 }
 
@@ -53,6 +58,9 @@ pub enum StartError {
     /// The authenticator cannot be built.
     #[error(transparent)]
     Authn(#[from] invoiceguard_authn::AuthnError),
+    /// The state store cannot be opened.
+    #[error(transparent)]
+    State(#[from] invoiceguard_state::StateError),
 }
 
 impl Gateway {
@@ -73,6 +81,7 @@ impl Gateway {
         })?;
         let upstream = Upstream::new(&config.upstream, api_key_header.clone())
             .map_err(StartError::Upstream)?;
+        let state = StateStore::open(&config.state)?;
         let authn = Authenticator::start(config.authn.clone()).await?;
         authn.spawn_refresh();
         Ok(Self {
@@ -80,6 +89,7 @@ impl Gateway {
             policy,
             upstream,
             audit,
+            state,
             api_key_header,
         })
     }
@@ -103,7 +113,7 @@ impl Gateway {
             match self.phases(request, connection, &mut trail).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    (response.map(|body| body.boxed()), Some(status), None)
+                    (response, Some(status), None)
                 }
                 Err(error) => {
                     if error.side() == crate::error::Side::Client {
@@ -138,20 +148,20 @@ impl Gateway {
         request: Request<Incoming>,
         connection: &Connection,
         trail: &mut Trail,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         // normalize
         let path = normalize::request(request.method(), request.uri().path(), request.headers())
             .map_err(GatewayError::BadRequest)?;
         trail.normalized(&path.path);
 
         // route
+        let policy = self.policy.clone();
         let credentials = || Credentials {
             authorization: request.headers().get(header::AUTHORIZATION),
             api_key: request.headers().get(&self.api_key_header),
             client_certificate: connection.client_certificate.as_ref(),
         };
-        let Some(route) = self
-            .policy
+        let Some(route) = policy
             .routes()
             .find(request.method().as_str(), &path.segments)
         else {
@@ -167,6 +177,36 @@ impl Gateway {
         let principal = self.authn.authenticate(credentials()).await?;
         trail.authenticated(&principal);
 
+        // enrich: resource facts, and the export quota reserved before the decision
+        let resource = enrich::resource_facts(
+            &route,
+            policy.routes(),
+            &self.state,
+            &self.upstream,
+            &trail.request_id,
+        )
+        .await?;
+        let (parts, body) = request.into_parts();
+        let (body, export, reservation) = match &route.route.export {
+            None => (body.boxed(), ExportFacts::default(), None),
+            Some(spec) => {
+                let bytes = Limited::new(body, MAX_EXPORT_REQUEST_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| GatewayError::BadRequest(format!("export request body: {e}")))?
+                    .to_bytes();
+                let requested = enrich::requested_rows(spec, &bytes);
+                let limits = policy.limits(&principal);
+                let (facts, reservation) =
+                    enrich::reserve_export(&self.state, &principal, limits, requested).await?;
+                (
+                    Full::new(bytes).map_err(|never| match never {}).boxed(),
+                    facts,
+                    reservation,
+                )
+            }
+        };
+
         // authorize
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -174,18 +214,27 @@ impl Gateway {
         let facts = RequestFacts {
             source_ip: connection.peer.ip(),
             now_unix,
+            resource,
+            export,
         };
-        let decision = self.policy.authorize(&principal, &route, &facts);
+        let decision = policy.authorize(&principal, &route, &facts);
         let allowed = decision.is_allowed();
         let step_up = decision
             .step_up
             .filter(|_| principal.kind == PrincipalKind::User);
         trail.decided(decision);
-        if let Some(step_up) = step_up {
-            return Err(GatewayError::StepUpRequired(step_up));
-        }
-        if !allowed {
-            return Err(GatewayError::Forbidden);
+        let refusal = match (step_up, allowed) {
+            (Some(step_up), _) => Some(GatewayError::StepUpRequired(step_up)),
+            (None, false) => Some(GatewayError::Forbidden),
+            (None, true) => None,
+        };
+        if let Some(refusal) = refusal {
+            if let Some(reservation) = &reservation
+                && let Err(error) = self.state.release_export(reservation).await
+            {
+                tracing::warn!(%error, "export reservation not released");
+            }
+            return Err(refusal);
         }
 
         // forward
@@ -195,6 +244,30 @@ impl Gateway {
             client_ip: connection.peer.ip(),
             tls: connection.tls,
         };
-        self.upstream.send(request, &path.path, &context).await
+        let sent = self
+            .upstream
+            .send(Request::from_parts(parts, body), &path.path, &context)
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                if let Some(reservation) = &reservation {
+                    let _ = self.state.release_export(reservation).await;
+                }
+                return Err(error);
+            }
+        };
+
+        // settle
+        let (response, settled) = settle::settle(
+            response,
+            route.route,
+            &principal.id,
+            reservation,
+            &self.state,
+        )
+        .await;
+        trail.settled(settled.export_rows);
+        Ok(response)
     }
 }

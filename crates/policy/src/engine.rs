@@ -11,6 +11,7 @@ use invoiceguard_authn::Principal;
 
 use crate::config::PolicyConfig;
 use crate::decision::{Decision, Effect, StepUp};
+use crate::entities::{ENTITIES_FILE, Entities, Limits};
 use crate::problem::{LoadError, Problem};
 use crate::request::{self, RequestFacts};
 use crate::routes::{RouteMatch, RouteTable};
@@ -27,6 +28,7 @@ pub struct PolicyEngine {
     /// The step-up demand of each forbid that carries `@step_up` / `@step_up_max_age`.
     step_ups: HashMap<String, StepUp>,
     routes: RouteTable,
+    entities: Entities,
     version: String,
     authorizer: Authorizer,
 }
@@ -87,6 +89,12 @@ impl PolicyEngine {
         digest.update(routes_text.as_bytes());
         let routes = RouteTable::parse(&routes_path, &routes_text, &mut problems);
 
+        let entities_path = dir.join(ENTITIES_FILE);
+        if let Ok(text) = std::fs::read(&entities_path) {
+            digest.update(&text);
+        }
+        let entities = Entities::load(&entities_path, &mut problems);
+
         let Some(schema) = schema else {
             return Err(LoadError(problems));
         };
@@ -115,6 +123,7 @@ impl PolicyEngine {
             policies,
             step_ups,
             routes,
+            entities,
             version,
             authorizer: Authorizer::new(),
         })
@@ -131,6 +140,11 @@ impl PolicyEngine {
         &self.version
     }
 
+    /// The principal's approval limit and export quota, from `entities.toml`.
+    pub fn limits(&self, principal: &Principal) -> Limits {
+        self.entities.limits(principal)
+    }
+
     /// How many policies are loaded.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
@@ -143,7 +157,8 @@ impl PolicyEngine {
         route: &RouteMatch<'_>,
         facts: &RequestFacts,
     ) -> Decision {
-        let cedar = match request::build(&self.schema, principal, route, facts) {
+        let limits = self.entities.limits(principal);
+        let cedar = match request::build(&self.schema, principal, route, facts, limits) {
             Ok(cedar) => cedar,
             Err(error) => {
                 return Decision {

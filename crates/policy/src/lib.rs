@@ -3,16 +3,22 @@
 //! a Cedar action and resource, and the decision — allow or deny, with the ids of the policies
 //! that decided it.
 
+mod cases;
 mod config;
 mod decision;
 mod engine;
+mod entities;
 mod problem;
 mod request;
 mod routes;
 
+pub use cases::{CaseOutcome, run_cases};
 pub use config::PolicyConfig;
 pub use decision::{Decision, Effect, StepUp};
 pub use engine::{PolicyEngine, ROUTES_FILE, SCHEMA_FILE};
+pub use entities::{ENTITIES_FILE, Limits};
 pub use problem::{LoadError, Problem};
-pub use request::RequestFacts;
-pub use routes::{COLLECTION_ID, Route, RouteMatch, RouteTable};
+pub use request::{ExportFacts, RequestFacts, ResourceFacts};
+pub use routes::{
+    COLLECTION_ID, ExportSpec, Fact, Lookup, Route, RouteMatch, RouteTable, RowCount,
+};

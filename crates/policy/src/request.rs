@@ -11,15 +11,48 @@ use cedar_policy::{
 };
 use invoiceguard_authn::{Principal, PrincipalKind};
 
+use crate::entities::Limits;
 use crate::routes::RouteMatch;
 
-/// Facts about the request that come from the connection and the clock rather than the token.
+/// Facts about the request that come from the connection, the clock, the gateway's records and
+/// the upstream rather than the token.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
     /// The client's address.
     pub source_ip: IpAddr,
     /// The time of the request, Unix seconds.
     pub now_unix: u64,
+    /// What is known about the resource.
+    pub resource: ResourceFacts,
+    /// For an export: what it asks and whether the quota holds it.
+    pub export: ExportFacts,
+}
+
+/// Facts about the resource, from the enrich phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceFacts {
+    /// The subject that created it.
+    pub creator: Option<String>,
+    /// Its amount, rounded up to whole currency units.
+    pub amount: Option<i64>,
+}
+
+/// Facts about an export request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportFacts {
+    /// Rows asked for (0 when the route is no export).
+    pub rows_requested: u64,
+    /// Whether the principal's daily quota holds them (true when the route is no export).
+    pub within_limits: bool,
+}
+
+impl Default for ExportFacts {
+    fn default() -> Self {
+        Self {
+            rows_requested: 0,
+            within_limits: true,
+        }
+    }
 }
 
 /// A Cedar request and the entities it is evaluated against.
@@ -40,8 +73,9 @@ pub(crate) fn build(
     principal: &Principal,
     route: &RouteMatch<'_>,
     facts: &RequestFacts,
+    limits: Limits,
 ) -> Result<CedarRequest, String> {
-    let (principal_uid, principal_entity, roles) = principal_entity(principal)?;
+    let (principal_uid, principal_entity, roles) = principal_entity(principal, limits)?;
     let action = uid("Action", &route.route.action)?;
     let resource = uid(&route.route.resource_type, &route.resource_id)?;
     let context = Context::from_pairs([
@@ -70,6 +104,16 @@ pub(crate) fn build(
                     .unwrap_or(i64::MAX),
             ),
         ),
+        (
+            "export_rows_requested".to_owned(),
+            RestrictedExpression::new_long(
+                i64::try_from(facts.export.rows_requested).unwrap_or(i64::MAX),
+            ),
+        ),
+        (
+            "export_within_limits".to_owned(),
+            RestrictedExpression::new_bool(facts.export.within_limits),
+        ),
     ])
     .map_err(|e| e.to_string())?;
     let request = Request::new(
@@ -80,7 +124,18 @@ pub(crate) fn build(
         Some(schema),
     )
     .map_err(|e| e.to_string())?;
-    let resource_entity = Entity::new_no_attrs(resource, HashSet::new());
+    let mut resource_attrs = HashMap::new();
+    if let Some(creator) = &facts.resource.creator {
+        resource_attrs.insert(
+            "creator".to_owned(),
+            RestrictedExpression::new_entity_uid(uid("User", creator)?),
+        );
+    }
+    if let Some(amount) = facts.resource.amount {
+        resource_attrs.insert("amount".to_owned(), RestrictedExpression::new_long(amount));
+    }
+    let resource_entity =
+        Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;
     let entities = Entities::from_entities(
         roles.into_iter().chain([principal_entity, resource_entity]),
         Some(schema),
@@ -90,7 +145,10 @@ pub(crate) fn build(
 }
 
 /// The principal's entity, and the role entities it is a member of.
-fn principal_entity(principal: &Principal) -> Result<(EntityUid, Entity, Vec<Entity>), String> {
+fn principal_entity(
+    principal: &Principal,
+    limits: Limits,
+) -> Result<(EntityUid, Entity, Vec<Entity>), String> {
     match principal.kind {
         PrincipalKind::User => {
             let me = uid("User", &principal.id)?;
@@ -103,7 +161,16 @@ fn principal_entity(principal: &Principal) -> Result<(EntityUid, Entity, Vec<Ent
                 .iter()
                 .map(|role| Entity::new_no_attrs(role.clone(), HashSet::new()))
                 .collect();
-            Ok((me.clone(), Entity::new_no_attrs(me, roles), role_entities))
+            let approval_limit = RestrictedExpression::new_long(
+                i64::try_from(limits.approval_limit).unwrap_or(i64::MAX),
+            );
+            let entity = Entity::new(
+                me.clone(),
+                HashMap::from([("approval_limit".to_owned(), approval_limit)]),
+                roles,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((me, entity, role_entities))
         }
         PrincipalKind::ServiceAccount => {
             let me = uid("ServiceAccount", &principal.id)?;

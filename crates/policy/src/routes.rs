@@ -16,6 +16,9 @@ pub const COLLECTION_ID: &str = "*";
 struct RoutesFile {
     #[serde(default)]
     route: Vec<Spanned<RouteSpec>>,
+    /// How to ask the upstream about a resource the gateway has not seen: by entity type.
+    #[serde(default)]
+    lookup: std::collections::HashMap<String, Lookup>,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +28,72 @@ struct RouteSpec {
     path: Spanned<String>,
     action: Spanned<String>,
     resource: Spanned<ResourceSpec>,
+    facts: Option<Spanned<Vec<Fact>>>,
+    record_creator: Option<Spanned<String>>,
+    export: Option<ExportSpec>,
+}
+
+/// A fact about the resource that a route's decision needs; without it the route fails closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    /// Who created it (recorded at creation, or looked up).
+    Creator,
+    /// Its amount (looked up).
+    Amount,
+}
+
+/// A request to the upstream that answers facts about one resource.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// The path to GET, with `{id}` for the resource id.
+    pub path: String,
+    /// JSON pointer to the creator's subject in the answer.
+    pub creator: Option<String>,
+    /// JSON pointer to the amount in the answer.
+    pub amount: Option<String>,
+}
+
+/// How an export route counts rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    /// JSON pointer into the request body to the rows asked for; when the request does not say,
+    /// the whole remaining daily quota is reserved.
+    pub requested: Option<String>,
+    /// How the response says how many rows it holds: `header:<name>`, `json:<pointer to an
+    /// array>` or `csv` (lines after the header line).
+    pub rows: RowCount,
+}
+
+/// Where the rows of an export response are counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowCount {
+    /// A header holding the count, e.g. `X-Total-Count`.
+    Header(String),
+    /// The length of a JSON array at a pointer.
+    JsonArray(String),
+    /// CSV lines after the header line.
+    Csv,
+}
+
+impl<'de> Deserialize<'de> for RowCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Some(name) = text.strip_prefix("header:") {
+            return Ok(Self::Header(name.to_ascii_lowercase()));
+        }
+        if let Some(pointer) = text.strip_prefix("json:") {
+            return Ok(Self::JsonArray(pointer.to_owned()));
+        }
+        if text == "csv" {
+            return Ok(Self::Csv);
+        }
+        Err(serde::de::Error::custom(format!(
+            "`{text}` is not `header:<name>`, `json:<pointer>` or `csv`"
+        )))
+    }
 }
 
 #[derive(Deserialize)]
@@ -61,6 +130,13 @@ pub struct Route {
     pub action: String,
     /// The Cedar entity type of the resource, e.g. `Invoice`.
     pub resource_type: String,
+    /// Resource facts the decision needs (fail closed without them).
+    pub facts: Vec<Fact>,
+    /// On a 2xx JSON answer, the JSON pointer to the created resource's id: its creator is
+    /// recorded.
+    pub record_creator: Option<String>,
+    /// Export counting, for export routes.
+    pub export: Option<ExportSpec>,
     segments: Vec<Segment>,
     resource_id: ResourceId,
     /// Byte offsets of the route's `action` and `resource` in `routes.toml` (for problems).
@@ -81,6 +157,7 @@ pub struct RouteMatch<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    lookups: std::collections::HashMap<String, Lookup>,
 }
 
 impl RouteTable {
@@ -126,9 +203,46 @@ impl RouteTable {
                 ));
                 continue;
             }
+            if !route.facts.is_empty()
+                && !parsed.lookup.contains_key(&route.resource_type)
+                && route.facts.contains(&Fact::Amount)
+            {
+                problems.push(Problem::at(file, text, at, format!(
+                    "route `{} {}` needs the amount of a `{}` but no `[lookup.{}]` says how to ask the upstream",
+                    route.method, route.template, route.resource_type, route.resource_type
+                )));
+                continue;
+            }
             routes.push(route);
         }
-        Self { routes }
+        for (kind, lookup) in &parsed.lookup {
+            for pointer in [&lookup.creator, &lookup.amount].into_iter().flatten() {
+                if !pointer.is_empty() && !pointer.starts_with('/') {
+                    problems.push(Problem::in_file(
+                        file,
+                        format!("[lookup.{kind}]: `{pointer}` is not a JSON pointer"),
+                    ));
+                }
+            }
+            if !lookup.path.starts_with('/') || !lookup.path.contains("{id}") {
+                problems.push(Problem::in_file(
+                    file,
+                    format!(
+                        "[lookup.{kind}]: path `{}` must start with `/` and hold `{{id}}`",
+                        lookup.path
+                    ),
+                ));
+            }
+        }
+        Self {
+            routes,
+            lookups: parsed.lookup,
+        }
+    }
+
+    /// How to look up facts about a resource type at the upstream.
+    pub fn lookup(&self, resource_type: &str) -> Option<&Lookup> {
+        self.lookups.get(resource_type)
     }
 
     /// All routes, in file order.
@@ -201,6 +315,37 @@ impl Route {
                 }
             }
         };
+        if let Some(facts) = &spec.facts
+            && !facts.get_ref().is_empty()
+            && matches!(resource_id, ResourceId::Fixed(_))
+        {
+            problems.push(Problem::at(
+                file,
+                text,
+                facts.span().start,
+                "facts need a resource id from the path".to_owned(),
+            ));
+        }
+        if let Some(pointer) = &spec.record_creator
+            && !pointer.get_ref().starts_with('/')
+        {
+            problems.push(Problem::at(
+                file,
+                text,
+                pointer.span().start,
+                format!("`{}` is not a JSON pointer", pointer.get_ref()),
+            ));
+        }
+        if let Some(requested) = spec.export.as_ref().and_then(|e| e.requested.as_ref())
+            && !requested.starts_with('/')
+        {
+            problems.push(Problem::at(
+                file,
+                text,
+                spec.action.span().start,
+                format!("export.requested `{requested}` is not a JSON pointer"),
+            ));
+        }
         if problems.len() > before {
             return None;
         }
@@ -213,6 +358,13 @@ impl Route {
             resource_id,
             action_at: spec.action.span().start,
             resource_at: spec.resource.span().start,
+            facts: spec
+                .facts
+                .as_ref()
+                .map(|f| f.get_ref().clone())
+                .unwrap_or_default(),
+            record_creator: spec.record_creator.as_ref().map(|p| p.get_ref().clone()),
+            export: spec.export.clone(),
         })
     }
 

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use invoiceguard_authn::{AuthMethod, Principal, PrincipalKind};
-use invoiceguard_policy::{Effect, LoadError, PolicyConfig, PolicyEngine, RequestFacts, StepUp};
+use invoiceguard_policy::{
+    Effect, ExportFacts, LoadError, PolicyConfig, PolicyEngine, RequestFacts, ResourceFacts, StepUp,
+};
 
 /// The clock of every decision here.
 const NOW: u64 = 1_800_000_000;
@@ -85,6 +87,8 @@ fn decision(
     let facts = RequestFacts {
         source_ip: "192.0.2.10".parse().unwrap(),
         now_unix: NOW,
+        resource: ResourceFacts::default(),
+        export: ExportFacts::default(),
     };
     let decision = engine.authorize(who, &route, &facts);
     assert!(decision.errors.is_empty(), "{:?}", decision.errors);
@@ -431,7 +435,7 @@ fn route_naming_an_unknown_action_or_wrong_type_is_refused() {
     let found = problems(dir);
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(
-        found[0].contains("routes.toml:12:") && found[0].contains("invoice:lsit"),
+        found[0].contains("routes.toml:30:") && found[0].contains("invoice:lsit"),
         "{found:?}"
     );
     assert!(
@@ -482,4 +486,17 @@ fn missing_and_duplicate_ids_are_refused() {
             .any(|p| p.contains("`role.admin` is also used")),
         "{found:?}"
     );
+}
+
+/// The security team's decision cases in `policies/tests/`, as `invoiceguard policy test` runs
+/// them.
+#[test]
+fn the_decision_cases_in_policies_tests_pass() {
+    let outcomes = invoiceguard_policy::run_cases(&baseline(), &baseline_dir().join("tests"));
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.failure.as_ref().map(|f| format!("{}: {f}", o.name)))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(outcomes.len() >= 40, "{} cases", outcomes.len());
 }

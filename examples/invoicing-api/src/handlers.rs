@@ -236,17 +236,26 @@ fn update_partner(
 
 fn create_export(store: &mut Store, actor: &str, body: &Value) -> Response<Full<Bytes>> {
     let status = body.get("status").and_then(Value::as_str);
+    let limit = body
+        .get("limit")
+        .and_then(Value::as_u64)
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let rows: Vec<Value> = store
         .invoices
         .values()
         .filter(|invoice| status.is_none_or(|s| invoice.status == s))
+        .take(limit)
         .map(|invoice| json!(invoice))
         .collect();
     let id = store.new_id("EXP");
     let export = json!({"id": id, "created_by": actor, "row_count": rows.len(), "rows": rows});
     store.exports.insert(id.clone(), export.clone());
     store.event(actor, "export.created", &id);
-    json(201, &export)
+    let mut response = json(201, &export);
+    if let Ok(count) = header::HeaderValue::from_str(&rows.len().to_string()) {
+        response.headers_mut().insert("x-total-count", count);
+    }
+    response
 }
 
 fn summary(store: &Store) -> Response<Full<Bytes>> {

@@ -20,6 +20,7 @@ use invoiceguard_testkit::{
 use serde_json::{Value, json};
 
 mod identity;
+mod policy;
 mod walk;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_invoiceguard");

@@ -1,0 +1,289 @@
+//! Policy end to end: segregation of duties with history (the creator recorded at creation, or
+//! looked up from the upstream), approval limits, failing closed, and export quotas reserved
+//! before the decision under concurrency.
+
+use super::*;
+
+/// Creates an invoice through the gateway as `user` and submits it; returns its id.
+async fn submitted_invoice(world: &World, user: &str, amount: f64) -> String {
+    let token = world.token(user).await;
+    let created = send(request(
+        "POST",
+        &world.url("/invoices"),
+        Some(&token),
+        Some(json!({"partner_id": "P-1", "amount": amount})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let submitted = send(request(
+        "POST",
+        &world.url(&format!("/invoices/{id}/submit")),
+        Some(&token),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(submitted.status, 200, "{:?}", submitted.body);
+    id
+}
+
+async fn approve(world: &World, user: &str, id: &str) -> Reply {
+    let token = world.token(user).await;
+    send(request(
+        "POST",
+        &world.url(&format!("/invoices/{id}/approve")),
+        Some(&token),
+        None,
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_creator_of_an_invoice_never_approves_it() {
+    let world = World::start().await;
+    // Grace issues and approves invoices; she cannot approve her own.
+    let id = submitted_invoice(&world, "grace", 120.0).await;
+    let own = approve(&world, "grace", &id).await;
+    assert_problem(&own, 403);
+    let event = world.gateway.audit_event(own.header("x-request-id"));
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["sod.creator-never-approves"])
+    );
+    // Another approver can.
+    let other = approve(&world, "frank", &id).await;
+    assert_eq!(other.status, 200, "{:?}", other.body);
+    assert_eq!(other.json()["approved_by"], "frank");
+    // An admin who also holds the approver role cannot.
+    let id = submitted_invoice(&world, "alice", 50.0).await;
+    let admin = approve(&world, "henry", &id).await;
+    assert_problem(&admin, 403);
+    assert_eq!(
+        world.gateway.audit_event(admin.header("x-request-id"))["decision"]["policies"],
+        json!(["sod.admin-never-approves"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoices_created_before_the_gateway_are_looked_up() {
+    let world = World::start().await;
+    // Created at the upstream directly (before the gateway was deployed): the gateway has no record.
+    let direct = Request::post(format!("{}/invoices", world.upstream.url()))
+        .header("content-type", "application/json")
+        .header("x-invoiceguard-subject", "grace")
+        .body(Full::new(Bytes::from(
+            json!({"partner_id": "P-2", "amount": 80.0}).to_string(),
+        )))
+        .unwrap();
+    let id = send(direct).await.unwrap().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let submit = Request::post(format!("{}/invoices/{id}/submit", world.upstream.url()))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(submit).await.unwrap().status, 200);
+    let own = approve(&world, "grace", &id).await;
+    assert_problem(&own, 403);
+    assert_eq!(
+        world.gateway.audit_event(own.header("x-request-id"))["decision"]["policies"],
+        json!(["sod.creator-never-approves"])
+    );
+    // The lookup went to the upstream as the gateway itself.
+    let journal = world.upstream.journal().await.unwrap();
+    let lookup = journal
+        .iter()
+        .find(|e| e["method"] == "GET" && e["target"] == format!("/invoices/{id}"))
+        .unwrap();
+    assert!(
+        lookup["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "x-invoiceguard-principal-type" && h[1] == "gateway")
+    );
+    // Approving an invoice that does not exist is a plain 404.
+    assert_problem(&approve(&world, "frank", "INV-999").await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_never_approve_above_their_limit() {
+    let world = World::start().await;
+    let id = submitted_invoice(&world, "alice", 20000.0).await;
+    let frank = approve(&world, "frank", &id).await;
+    assert_problem(&frank, 403);
+    assert_eq!(
+        world.gateway.audit_event(frank.header("x-request-id"))["decision"]["policies"],
+        json!(["limits.approval-limit"])
+    );
+    // Bob's own limit (50000) is higher than the approver role's (10000).
+    assert_eq!(approve(&world, "bob", &id).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_fail_closed_when_the_facts_cannot_be_had() {
+    let idp = Idp::start().await.unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let gateway = GatewayProcess::start(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &closed, ""),
+        false,
+    )
+    .await
+    .unwrap();
+    let bob = idp
+        .user_token("bob", TokenRequest::default())
+        .await
+        .unwrap();
+    let reply = send(request(
+        "POST",
+        &format!("{}/invoices/INV-1/approve", gateway.url),
+        Some(&bob),
+        None,
+    ))
+    .await
+    .unwrap();
+    let problem = assert_problem(&reply, 503);
+    assert_eq!(
+        problem["type"],
+        "urn:invoiceguard:problem:decision-unavailable"
+    );
+    let event = gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(event["decision"]["effect"], "deny");
+    assert_eq!(event["decision"]["reason"], "unavailable");
+    // A route that needs no facts is simply not answered by the upstream.
+    assert_problem(
+        &get(&format!("{}/invoices", gateway.url), Some(&bob))
+            .await
+            .unwrap(),
+        502,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_exports_never_pass_the_daily_quota() {
+    let world = World::start().await;
+    let carol = world.token("carol").await;
+    // Carol's quota is 1000 rows a day; three exports of 400 rows at once.
+    let exports: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, token) = (world.url("/exports"), carol.clone());
+            tokio::spawn(async move {
+                send(request(
+                    "POST",
+                    &url,
+                    Some(&token),
+                    Some(json!({"limit": 400})),
+                ))
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut served = 0;
+    for export in exports {
+        let reply = export.await.unwrap();
+        let event = world.gateway.audit_event(reply.header("x-request-id"));
+        if reply.status == 201 {
+            served += 1;
+            // Settled to the rows actually returned (the example API holds one invoice).
+            assert_eq!(event["outcome"]["export_rows"], 1);
+        } else {
+            assert_problem(&reply, 403);
+            assert_eq!(
+                event["decision"]["policies"],
+                json!(["limits.export-daily-quota"])
+            );
+        }
+    }
+    assert_eq!(
+        served, 2,
+        "two reservations of 400 fit in 1000, a third does not"
+    );
+    // Settled to 1 row each, the quota has room again.
+    let again = send(request(
+        "POST",
+        &world.url("/exports"),
+        Some(&carol),
+        Some(json!({"limit": 400})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        again.status,
+        201,
+        "{:?} {}",
+        again.body,
+        world.gateway.audit_event(again.header("x-request-id"))
+    );
+    // Without a limit the request reserves everything left (997 rows): that is a bulk export.
+    let unbounded = send(request(
+        "POST",
+        &world.url("/exports"),
+        Some(&carol),
+        Some(json!({})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(unbounded.status, 201, "{:?}", unbounded.body);
+    let event = world.gateway.audit_event(unbounded.header("x-request-id"));
+    assert_eq!(event["outcome"]["export_rows"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_export_needs_a_fresh_multi_factor_login() {
+    let world = World::start().await;
+    let stale = world
+        .idp
+        .user_token(
+            "carol",
+            TokenRequest {
+                auth_age: Some(3600),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let reply = send(request(
+        "POST",
+        &world.url("/exports"),
+        Some(&stale),
+        Some(json!({"limit": 800})),
+    ))
+    .await
+    .unwrap();
+    assert_problem(&reply, 401);
+    let challenge = reply.header("www-authenticate");
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("acr_values=\"urn:invoiceguard:acr:mfa\"")
+            && challenge.ends_with("max_age=\"300\""),
+        "{challenge}"
+    );
+    // A small export needs no fresh login; a fresh login may export in bulk.
+    let small = send(request(
+        "POST",
+        &world.url("/exports"),
+        Some(&stale),
+        Some(json!({"limit": 100})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(small.status, 201);
+    let fresh = world.token("carol").await;
+    let bulk = send(request(
+        "POST",
+        &world.url("/exports"),
+        Some(&fresh),
+        Some(json!({"limit": 800})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bulk.status, 201, "{:?}", bulk.body);
+}

@@ -1,0 +1,124 @@
+//! The enrich phase: facts one request cannot carry — who created the invoice and its amount
+//! (segregation of duties, approval limits), and the export quota (reserved before the decision).
+//! A fact that a route needs and cannot be had fails the route closed (503).
+
+use bytes::Bytes;
+use invoiceguard_authn::Principal;
+use invoiceguard_policy::{
+    ExportFacts, ExportSpec, Fact, Limits, ResourceFacts, RouteMatch, RouteTable,
+};
+use invoiceguard_state::{ExportLimits, Reservation, ReserveOutcome, StateStore};
+use serde_json::Value;
+
+use crate::error::GatewayError;
+use crate::forward::Upstream;
+
+/// The facts about the route's resource that its decision needs.
+pub(crate) async fn resource_facts(
+    route: &RouteMatch<'_>,
+    routes: &RouteTable,
+    state: &StateStore,
+    upstream: &Upstream,
+    request_id: &str,
+) -> Result<ResourceFacts, GatewayError> {
+    let needed = &route.route.facts;
+    if needed.is_empty() {
+        return Ok(ResourceFacts::default());
+    }
+    let id = &route.resource_id;
+    let mut facts = ResourceFacts {
+        creator: state
+            .owner(id)
+            .await
+            .map_err(|e| GatewayError::FactUnavailable(e.to_string()))?,
+        amount: None,
+    };
+    let missing_creator = needed.contains(&Fact::Creator) && facts.creator.is_none();
+    if !missing_creator && !needed.contains(&Fact::Amount) {
+        return Ok(facts);
+    }
+    let kind = &route.route.resource_type;
+    let lookup = routes
+        .lookup(kind)
+        .ok_or_else(|| GatewayError::FactUnavailable(format!("no lookup for `{kind}`")))?;
+    let path = lookup
+        .path
+        .replace("{id}", &crate::normalize::encode_segment(id));
+    let answer = upstream
+        .lookup(&path, request_id)
+        .await
+        .map_err(|e| GatewayError::FactUnavailable(format!("lookup of `{kind}` `{id}`: {e}")))?
+        .ok_or(GatewayError::NotFound)?;
+    if missing_creator {
+        facts.creator = lookup
+            .creator
+            .as_deref()
+            .and_then(|pointer| answer.pointer(pointer))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    if needed.contains(&Fact::Amount) {
+        facts.amount = lookup
+            .amount
+            .as_deref()
+            .and_then(|pointer| answer.pointer(pointer))
+            .and_then(Value::as_f64)
+            .filter(|amount| amount.is_finite())
+            .map(|amount| amount.ceil() as i64);
+    }
+    for (fact, known) in [
+        (Fact::Creator, facts.creator.is_some()),
+        (Fact::Amount, facts.amount.is_some()),
+    ] {
+        if needed.contains(&fact) && !known {
+            return Err(GatewayError::FactUnavailable(format!(
+                "the upstream's `{kind}` `{id}` does not say its {fact:?}"
+            )));
+        }
+    }
+    Ok(facts)
+}
+
+/// Rows an export asks for: the number at the route's JSON pointer in the request body, if any.
+pub(crate) fn requested_rows(spec: &ExportSpec, body: &Bytes) -> Option<u64> {
+    let pointer = spec.requested.as_deref()?;
+    let json: Value = serde_json::from_slice(body).ok()?;
+    json.pointer(pointer)?.as_u64()
+}
+
+/// Reserves the export's rows in the principal's daily quota. A request that does not say how
+/// many rows it wants reserves everything left.
+pub(crate) async fn reserve_export(
+    state: &StateStore,
+    principal: &Principal,
+    limits: Limits,
+    requested: Option<u64>,
+) -> Result<(ExportFacts, Option<Reservation>), GatewayError> {
+    let quota = ExportLimits {
+        rows_per_day: limits.export_rows_per_day,
+        exports_per_day: limits.exports_per_day,
+    };
+    let outcome = state
+        .reserve_export(&principal.id, requested, quota)
+        .await
+        .map_err(|e| GatewayError::FactUnavailable(e.to_string()))?;
+    Ok(match outcome {
+        ReserveOutcome::Reserved(reservation) => (
+            ExportFacts {
+                rows_requested: reservation.rows,
+                within_limits: true,
+            },
+            Some(reservation),
+        ),
+        ReserveOutcome::OverLimit { rows_used, .. } => {
+            let rows = requested.unwrap_or_else(|| quota.rows_per_day.saturating_sub(rows_used));
+            (
+                ExportFacts {
+                    rows_requested: rows,
+                    within_limits: false,
+                },
+                None,
+            )
+        }
+    })
+}

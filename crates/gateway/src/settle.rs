@@ -1,0 +1,159 @@
+//! The settle phase: what the upstream's answer proves — the id of a created invoice (its
+//! creator is recorded) and the rows an export actually returned (the reservation is settled to
+//! them). It never changes the answer the client gets.
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use invoiceguard_policy::{Route, RowCount};
+use invoiceguard_state::{Reservation, StateStore};
+use serde_json::Value;
+
+use crate::error::ResponseBody;
+
+/// The largest answer read whole to find a created id or count rows.
+const MAX_SETTLE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What settling found, for the audit event.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// Rows the export returned.
+    pub(crate) export_rows: Option<u64>,
+}
+
+/// Settles the answer; returns it (read whole when it had to be) and what was found.
+pub(crate) async fn settle(
+    response: Response<Incoming>,
+    route: &Route,
+    creator: &str,
+    reservation: Option<Reservation>,
+    state: &StateStore,
+) -> (Response<ResponseBody>, Settled) {
+    let success = response.status().is_success();
+    let header_rows = match route.export.as_ref().map(|e| &e.rows) {
+        Some(RowCount::Header(name)) => response
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok()),
+        _ => None,
+    };
+    let needs_body = success
+        && (route.record_creator.is_some()
+            || matches!(
+                route.export.as_ref().map(|e| &e.rows),
+                Some(RowCount::JsonArray(_) | RowCount::Csv)
+            ));
+    let (response, body) = if needs_body {
+        let (parts, body) = response.into_parts();
+        match Limited::new(body, MAX_SETTLE_BYTES).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let rebuilt = Response::from_parts(
+                    parts,
+                    Full::new(bytes.clone())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                (rebuilt, Some(bytes))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "answer too large or broken to settle; passing an empty body");
+                let rebuilt = Response::from_parts(
+                    parts,
+                    Full::new(Bytes::new())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                (rebuilt, None)
+            }
+        }
+    } else {
+        (response.map(|body| body.boxed()), None)
+    };
+
+    if let (Some(pointer), Some(body)) = (route.record_creator.as_deref(), body.as_ref()) {
+        match created_id(body, pointer) {
+            Some(id) => {
+                if let Err(error) = state.record_owner(&id, creator).await {
+                    tracing::warn!(%error, invoice = %id, "creator not recorded; it will be looked up");
+                }
+            }
+            None => tracing::warn!(route = %route.template, "created id not found in the answer"),
+        }
+    }
+
+    let mut settled = Settled::default();
+    if let Some(reservation) = reservation {
+        let rows = match route.export.as_ref().map(|e| &e.rows) {
+            _ if !success => Some(0),
+            Some(RowCount::Header(_)) => header_rows,
+            Some(RowCount::JsonArray(pointer)) => body.as_ref().and_then(|b| json_rows(b, pointer)),
+            Some(RowCount::Csv) => body.as_ref().map(csv_rows),
+            None => None,
+        };
+        // An answer that does not say how many rows it holds keeps the whole reservation.
+        let rows = rows.unwrap_or(reservation.rows);
+        let result = if rows == 0 && !success {
+            state.release_export(&reservation).await
+        } else {
+            state.settle_export(&reservation, rows).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "export reservation not settled; it counts as reserved");
+        }
+        if success {
+            settled.export_rows = Some(rows);
+        }
+    }
+    (response, settled)
+}
+
+fn created_id(body: &Bytes, pointer: &str) -> Option<String> {
+    let json: Value = serde_json::from_slice(body).ok()?;
+    match json.pointer(pointer)? {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+fn json_rows(body: &Bytes, pointer: &str) -> Option<u64> {
+    let json: Value = serde_json::from_slice(body).ok()?;
+    json.pointer(pointer)?
+        .as_array()
+        .map(|rows| rows.len() as u64)
+}
+
+/// Non-empty lines after the header line.
+fn csv_rows(body: &Bytes) -> u64 {
+    body.split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .count()
+        .saturating_sub(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting() {
+        assert_eq!(csv_rows(&Bytes::from_static(b"id,amount\n1,2\n3,4\n\n")), 2);
+        assert_eq!(csv_rows(&Bytes::from_static(b"")), 0);
+        assert_eq!(
+            json_rows(&Bytes::from_static(br#"{"rows":[1,2,3]}"#), "/rows"),
+            Some(3)
+        );
+        assert_eq!(json_rows(&Bytes::from_static(br#"[1,2]"#), ""), Some(2));
+        assert_eq!(
+            created_id(&Bytes::from_static(br#"{"id":"INV-9"}"#), "/id").as_deref(),
+            Some("INV-9")
+        );
+        assert_eq!(
+            created_id(&Bytes::from_static(br#"{"id":42}"#), "/id").as_deref(),
+            Some("42")
+        );
+    }
+}

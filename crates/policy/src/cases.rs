@@ -1,0 +1,209 @@
+//! Decision cases: the security team's tests for its policies, in `tests/*.toml` beside them.
+//! Each case is a hypothetical request and the decision it must get, with the deciding policies.
+//!
+//! ```toml
+//! [[case]]
+//! name = "the creator of an invoice never approves it"
+//! principal = { user = "grace", roles = ["invoicing", "approver"] }  # or { service_account = "erp", scopes = [...] }
+//! mfa = true                      # default true
+//! auth_age_s = 60                 # seconds since the login, default 60
+//! request = "POST /invoices/INV-1/approve"
+//! resource = { creator = "grace", amount = 900 }   # facts, optional
+//! export = { rows = 100, within_limits = true }   # optional
+//! expect = "deny"                 # allow, deny or step_up
+//! policies = ["sod.creator-never-approves"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use invoiceguard_authn::{AuthMethod, Principal, PrincipalKind};
+use serde::Deserialize;
+
+use crate::decision::Effect;
+use crate::engine::PolicyEngine;
+use crate::request::{ExportFacts, RequestFacts, ResourceFacts};
+
+/// The clock of every case.
+const NOW: u64 = 1_800_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    principal: CasePrincipal,
+    #[serde(default = "yes")]
+    mfa: bool,
+    #[serde(default = "minute")]
+    auth_age_s: u64,
+    request: String,
+    #[serde(default)]
+    resource: CaseResource,
+    export: Option<CaseExport>,
+    expect: Expect,
+    #[serde(default)]
+    policies: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasePrincipal {
+    user: Option<String>,
+    service_account: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CaseResource {
+    creator: Option<String>,
+    amount: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseExport {
+    rows: u64,
+    #[serde(default = "yes")]
+    within_limits: bool,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Expect {
+    Allow,
+    Deny,
+    StepUp,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn minute() -> u64 {
+    60
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    /// The file and the case's name.
+    pub name: String,
+    /// `None` when the case passed; what differed otherwise.
+    pub failure: Option<String>,
+}
+
+/// Runs every case in the `*.toml` files of `dir` against `engine`. A file that cannot be read
+/// or parsed is one failed outcome.
+pub fn run_cases(engine: &PolicyEngine, dir: &Path) -> Vec<CaseOutcome> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    files.sort();
+    let mut outcomes = Vec::new();
+    for file in files {
+        let label = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parsed: Result<CasesFile, String> = std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()));
+        match parsed {
+            Err(error) => outcomes.push(CaseOutcome {
+                name: label,
+                failure: Some(error),
+            }),
+            Ok(cases) => {
+                for case in cases.case {
+                    let failure = run(engine, &case).err();
+                    outcomes.push(CaseOutcome {
+                        name: format!("{label}: {}", case.name),
+                        failure,
+                    });
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+fn run(engine: &PolicyEngine, case: &Case) -> Result<(), String> {
+    let (kind, id) = match (&case.principal.user, &case.principal.service_account) {
+        (Some(user), None) => (PrincipalKind::User, user.clone()),
+        (None, Some(account)) => (PrincipalKind::ServiceAccount, account.clone()),
+        _ => return Err("principal needs exactly one of `user` or `service_account`".to_owned()),
+    };
+    let principal = Principal {
+        kind,
+        id,
+        client_id: None,
+        roles: case.principal.roles.clone(),
+        scopes: case.principal.scopes.clone(),
+        amr: Vec::new(),
+        acr: None,
+        auth_time: Some(NOW - case.auth_age_s),
+        mfa: case.mfa && kind == PrincipalKind::User,
+        method: AuthMethod::Jwt,
+    };
+    let (method, path) = case
+        .request
+        .split_once(' ')
+        .ok_or_else(|| format!("request `{}` is not `METHOD /path`", case.request))?;
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let route = engine
+        .routes()
+        .find(method, &segments)
+        .ok_or_else(|| format!("no route matches `{}`", case.request))?;
+    let facts = RequestFacts {
+        source_ip: std::net::IpAddr::from([192, 0, 2, 10]),
+        now_unix: NOW,
+        resource: ResourceFacts {
+            creator: case.resource.creator.clone(),
+            amount: case.resource.amount,
+        },
+        export: case
+            .export
+            .as_ref()
+            .map(|e| ExportFacts {
+                rows_requested: e.rows,
+                within_limits: e.within_limits,
+            })
+            .unwrap_or_default(),
+    };
+    let decision = engine.authorize(&principal, &route, &facts);
+    let got = match (decision.effect, decision.step_up) {
+        (Effect::Allow, _) => Expect::Allow,
+        (Effect::Deny, Some(_)) if principal.kind == PrincipalKind::User => Expect::StepUp,
+        (Effect::Deny, _) => Expect::Deny,
+    };
+    let mut expected = case.policies.clone();
+    expected.sort();
+    if got != case.expect || decision.policies != expected || !decision.errors.is_empty() {
+        return Err(format!(
+            "expected {:?} by {:?}, got {got:?} by {:?}{}",
+            case.expect,
+            expected,
+            decision.policies,
+            if decision.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" (errors: {:?})", decision.errors)
+            }
+        ));
+    }
+    Ok(())
+}

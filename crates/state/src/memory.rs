@@ -1,0 +1,197 @@
+//! The in-process store: one mutex per kind of fact, so every operation is atomic.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::{ExportLimits, Reservation, ReserveOutcome};
+
+/// The rolling window of export quotas.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// One export counted against a quota: reserved, then settled to what was exported.
+#[derive(Debug, Clone)]
+struct ExportEntry {
+    id: u64,
+    at: Instant,
+    rows: u64,
+}
+
+#[derive(Default)]
+struct Exports {
+    next_id: u64,
+    by_principal: HashMap<String, VecDeque<ExportEntry>>,
+}
+
+/// Facts in this process's memory.
+pub struct MemoryStore {
+    retention: Duration,
+    owners: Mutex<HashMap<String, (String, Instant)>>,
+    exports: Mutex<Exports>,
+}
+
+impl MemoryStore {
+    /// An empty store keeping ownership records for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            retention,
+            owners: Mutex::new(HashMap::new()),
+            exports: Mutex::new(Exports::default()),
+        }
+    }
+
+    pub(crate) fn record_owner(&self, invoice: &str, creator: &str) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let retention = self.retention;
+        owners.retain(|_, (_, at)| at.elapsed() < retention);
+        owners.insert(invoice.to_owned(), (creator.to_owned(), Instant::now()));
+    }
+
+    pub(crate) fn owner(&self, invoice: &str) -> Option<String> {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners
+            .get(invoice)
+            .filter(|(_, at)| at.elapsed() < self.retention)
+            .map(|(creator, _)| creator.clone())
+    }
+
+    pub(crate) fn reserve_export(
+        &self,
+        principal: &str,
+        rows: Option<u64>,
+        limits: ExportLimits,
+    ) -> ReserveOutcome {
+        let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let entries = exports
+            .by_principal
+            .entry(principal.to_owned())
+            .or_default();
+        while entries
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) >= DAY)
+        {
+            entries.pop_front();
+        }
+        let rows_used: u64 = entries.iter().map(|e| e.rows).sum();
+        let exports_used = entries.len() as u64;
+        let left = limits.rows_per_day.saturating_sub(rows_used);
+        let rows = rows.unwrap_or(left);
+        if exports_used + 1 > limits.exports_per_day || rows > left || (rows == 0 && left == 0) {
+            return ReserveOutcome::OverLimit {
+                rows_used,
+                exports_used,
+            };
+        }
+        exports.next_id += 1;
+        let id = exports.next_id;
+        exports
+            .by_principal
+            .entry(principal.to_owned())
+            .or_default()
+            .push_back(ExportEntry { id, at: now, rows });
+        ReserveOutcome::Reserved(Reservation {
+            principal: principal.to_owned(),
+            id,
+            rows,
+        })
+    }
+
+    pub(crate) fn settle_export(&self, reservation: &Reservation, rows: u64) {
+        let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = exports
+            .by_principal
+            .get_mut(&reservation.principal)
+            .and_then(|entries| entries.iter_mut().find(|e| e.id == reservation.id))
+        {
+            entry.rows = rows;
+        }
+    }
+
+    pub(crate) fn release_export(&self, reservation: &Reservation) {
+        let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entries) = exports.by_principal.get_mut(&reservation.principal) {
+            entries.retain(|e| e.id != reservation.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ExportLimits = ExportLimits {
+        rows_per_day: 1000,
+        exports_per_day: 3,
+    };
+
+    fn reserve(store: &MemoryStore, rows: u64) -> Option<Reservation> {
+        match store.reserve_export("carol", Some(rows), LIMITS) {
+            ReserveOutcome::Reserved(r) => Some(r),
+            ReserveOutcome::OverLimit { .. } => None,
+        }
+    }
+
+    #[test]
+    fn reservations_never_pass_the_limits() {
+        let store = MemoryStore::new(DAY);
+        let a = reserve(&store, 600).unwrap();
+        assert!(reserve(&store, 600).is_none(), "600 + 600 > 1000");
+        store.settle_export(&a, 100);
+        let b = reserve(&store, 600).unwrap();
+        assert!(reserve(&store, 301).is_none());
+        store.release_export(&b);
+        let _c = reserve(&store, 800).unwrap();
+        assert!(reserve(&store, 101).is_none(), "100 + 800 + 101 > 1000");
+        let _d = reserve(&store, 100).unwrap();
+        assert!(reserve(&store, 0).is_none(), "three exports a day at most");
+    }
+
+    #[test]
+    fn an_unbounded_request_reserves_what_is_left() {
+        let store = MemoryStore::new(DAY);
+        let _a = reserve(&store, 300).unwrap();
+        let ReserveOutcome::Reserved(rest) = store.reserve_export("carol", None, LIMITS) else {
+            panic!("refused")
+        };
+        assert_eq!(rest.rows, 700);
+        assert!(matches!(
+            store.reserve_export(
+                "dave",
+                None,
+                ExportLimits {
+                    rows_per_day: 0,
+                    exports_per_day: 5
+                }
+            ),
+            ReserveOutcome::OverLimit { .. }
+        ));
+    }
+
+    #[test]
+    fn concurrent_reservations_are_atomic() {
+        let store = std::sync::Arc::new(MemoryStore::new(DAY));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || reserve(&store, 400).is_some())
+            })
+            .collect();
+        let granted = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|granted| *granted)
+            .count();
+        assert_eq!(granted, 2, "1000 rows hold two reservations of 400");
+    }
+
+    #[test]
+    fn owners_are_remembered_for_the_retention() {
+        let store = MemoryStore::new(Duration::from_millis(50));
+        store.record_owner("INV-1", "alice");
+        assert_eq!(store.owner("INV-1").as_deref(), Some("alice"));
+        assert_eq!(store.owner("INV-2"), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(store.owner("INV-1"), None);
+    }
+}
