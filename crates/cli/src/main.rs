@@ -97,6 +97,7 @@ fn main() -> ExitCode {
 fn policy_validate(dir: &Path) -> Option<PolicyEngine> {
     match PolicyEngine::load(&invoiceguard_policy::PolicyConfig {
         dir: dir.to_owned(),
+        ..Default::default()
     }) {
         Ok(engine) => {
             println!(

@@ -7,7 +7,7 @@
 //! `enrich.rs` (facts for the decision: invoice creator and amount, export quota), `forward.rs`
 //! (the upstream call and its headers), `settle.rs` (what the answer proves), `audit_trail.rs`
 //! (the event of each request), `error.rs` (classification and the problem answer), `server.rs`
-//! (listeners and connections).
+//! (listeners and connections), `reload.rs` (the running policy set and its hot reload).
 
 mod audit_trail;
 mod config;
@@ -16,6 +16,7 @@ mod error;
 mod forward;
 mod normalize;
 mod pipeline;
+mod reload;
 mod server;
 mod settle;
 mod tls;

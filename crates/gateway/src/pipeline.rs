@@ -18,6 +18,7 @@ use crate::audit_trail::Trail;
 use crate::config::Config;
 use crate::error::{GatewayError, ResponseBody};
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
+use crate::reload::Policies;
 use crate::{enrich, normalize, settle};
 
 /// The largest export request body read (to find the rows it asks for).
@@ -26,7 +27,7 @@ const MAX_EXPORT_REQUEST_BYTES: usize = 64 * 1024;
 /// The gateway's parts, shared by every connection.
 pub struct Gateway {
     authn: Arc<Authenticator>,
-    policy: Arc<PolicyEngine>,
+    policies: Arc<Policies>,
     upstream: Upstream,
     audit: AuditLog,
     state: StateStore,
@@ -68,13 +69,8 @@ impl Gateway {
     /// without them); the IdP may still be down (its keys are fetched in the background).
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let audit = AuditLog::open(&config.audit)?;
-        let policy = Arc::new(PolicyEngine::load(&config.policy)?);
-        tracing::info!(
-            version = policy.version(),
-            policies = policy.policy_count(),
-            routes = policy.routes().routes().len(),
-            "policies loaded"
-        );
+        let policies = Arc::new(Policies::load(&config.policy)?);
+        policies.spawn_watch();
         let api_key_header = http::HeaderName::from_bytes(config.authn.api_key_header.as_bytes())
             .map_err(|_| {
             StartError::Upstream("authn.api_key_header is not a header name".to_owned())
@@ -86,7 +82,7 @@ impl Gateway {
         authn.spawn_refresh();
         Ok(Self {
             authn,
-            policy,
+            policies,
             upstream,
             audit,
             state,
@@ -109,8 +105,9 @@ impl Gateway {
             connection.peer,
         );
         let request_id = trail.request_id.clone();
+        let policy = self.policies.current();
         let (mut response, upstream_status, error) =
-            match self.phases(request, connection, &mut trail).await {
+            match self.phases(request, connection, &policy, &mut trail).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     (response, Some(status), None)
@@ -132,7 +129,7 @@ impl Gateway {
             response.status().as_u16(),
             upstream_status,
             error.as_ref(),
-            self.policy.version(),
+            policy.version(),
         );
         if let Err(error) = self.audit.record(event) {
             tracing::error!(%request_id, %error, "audit event not written");
@@ -147,6 +144,7 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         connection: &Connection,
+        policy: &PolicyEngine,
         trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         // normalize
@@ -155,7 +153,6 @@ impl Gateway {
         trail.normalized(&path.path);
 
         // route
-        let policy = self.policy.clone();
         let credentials = || Credentials {
             authorization: request.headers().get(header::AUTHORIZATION),
             api_key: request.headers().get(&self.api_key_header),

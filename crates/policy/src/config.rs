@@ -12,12 +12,24 @@ pub struct PolicyConfig {
     /// paths are taken from the configuration file's folder.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
+    /// How often the folder is checked for changes, in milliseconds (0: only on SIGHUP). A
+    /// changed folder is loaded and checked as a whole, and replaces the running set only when it
+    /// has no problem.
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { dir: default_dir() }
+        Self {
+            dir: default_dir(),
+            watch_ms: default_watch_ms(),
+        }
     }
+}
+
+fn default_watch_ms() -> u64 {
+    1000
 }
 
 fn default_dir() -> PathBuf {

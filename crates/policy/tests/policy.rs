@@ -23,6 +23,7 @@ fn baseline_dir() -> PathBuf {
 fn baseline() -> PolicyEngine {
     PolicyEngine::load(&PolicyConfig {
         dir: baseline_dir(),
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("baseline does not load: {:#?}", e.0))
 }
@@ -390,7 +391,10 @@ fn broken_copy(name: &str, file: &str, edit: impl Fn(String) -> String) -> PathB
 }
 
 fn problems(dir: PathBuf) -> Vec<String> {
-    let result = PolicyEngine::load(&PolicyConfig { dir: dir.clone() });
+    let result = PolicyEngine::load(&PolicyConfig {
+        dir: dir.clone(),
+        ..Default::default()
+    });
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(_) => panic!("a broken folder loaded"),

@@ -26,12 +26,22 @@ impl GatewayProcess {
     /// of every event on standard output, a free port; `sections` are appended and may hold `[upstream]`, `[authn]`, `[listen]` extras) and
     /// starts `binary serve` with it. `https` selects the URL scheme when `sections` set up TLS.
     pub async fn start(binary: &Path, sections: &str, https: bool) -> anyhow::Result<Self> {
+        Self::start_with_policies(binary, sections, https, &repo_root().join("policies"), "").await
+    }
+
+    /// Like [`GatewayProcess::start`], with another policy folder and more `[policy]` lines.
+    pub async fn start_with_policies(
+        binary: &Path,
+        sections: &str,
+        https: bool,
+        policies: &Path,
+        policy_extra: &str,
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new("gateway")?;
         let port = free_port()?;
-        let policies = repo_root().join("policies");
         let audit_file = dir.path().join("audit.jsonl");
         let config = format!(
-            "[policy]\ndir = {policies:?}\n\n[audit]\nfile = {audit_file:?}\nstdout = true\n\n{}\n",
+            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nfile = {audit_file:?}\nstdout = true\n\n{}\n",
             sections.replace("{port}", &port.to_string())
         );
         if !config.contains("[listen]") {
@@ -113,6 +123,23 @@ impl GatewayProcess {
             "audit events for request {request_id}: {matching:?}"
         );
         matching.into_iter().next().unwrap_or_default()
+    }
+
+    /// Sends SIGHUP (reload the policies).
+    pub fn hangup(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -HUP failed");
+        }
+        Ok(())
+    }
+
+    /// The configuration file it runs with.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("invoiceguard.toml")
     }
 
     /// Asks the gateway to stop (SIGTERM) and waits for it; returns whether it exited cleanly.

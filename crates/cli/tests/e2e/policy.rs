@@ -287,3 +287,169 @@ async fn a_bulk_export_needs_a_fresh_multi_factor_login() {
     .unwrap();
     assert_eq!(bulk.status, 201, "{:?}", bulk.body);
 }
+
+/// A copy of the baseline policy folder (without its tests) in `dir`.
+fn policy_copy(dir: &Path) -> std::path::PathBuf {
+    let copy = dir.join("policies");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(invoiceguard_testkit::repo_root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    copy
+}
+
+/// Replaces a file the way deployment tools do: write beside it, then rename over it.
+fn replace(path: &Path, text: &str) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// The baseline's roles.cedar with the invoicing role also reading reports.
+fn roles_with_reports_for_invoicing(policies: &Path) -> String {
+    std::fs::read_to_string(policies.join("roles.cedar"))
+        .unwrap()
+        .replacen(
+            "Action::\"partner:list\", Action::\"partner:read\"\n  ],",
+            "Action::\"partner:list\", Action::\"partner:read\", Action::\"report:read\"\n  ],",
+            1,
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reload_while_requests_flow_and_a_broken_set_is_refused() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let dir = TempDir::new("reload").unwrap();
+    let policies = policy_copy(dir.path());
+    let gateway = GatewayProcess::start_with_policies(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), ""),
+        false,
+        &policies,
+        "watch_ms = 200",
+    )
+    .await
+    .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let url = format!("{}/reports/summary", gateway.url);
+    assert_eq!(get(&url, Some(&alice)).await.unwrap().status, 403);
+
+    // Requests flow without pause while the policy file is replaced.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let (url, alice, stop) = (url.clone(), alice.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && statuses.len() < 20_000 {
+                statuses.push(get(&url, Some(&alice)).await.map(|r| r.status).unwrap_or(0));
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = gateway.audit_events().last().unwrap()["decision"]["policy_version"].clone();
+    replace(
+        &policies.join("roles.cedar"),
+        &roles_with_reports_for_invoicing(&policies),
+    );
+    let mut allowed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if get(&url, Some(&alice)).await.unwrap().status == 200 {
+            allowed = true;
+            break;
+        }
+    }
+    assert!(allowed, "the new decision never applied");
+
+    // A broken set is refused: the last good one keeps serving, and `check` names the problem.
+    let good = std::fs::read_to_string(policies.join("roles.cedar")).unwrap();
+    replace(
+        &policies.join("roles.cedar"),
+        &good.replacen("permit (", "permit (\n  principal ==,", 1),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = flow.await.unwrap();
+    assert_eq!(
+        get(&url, Some(&alice)).await.unwrap().status,
+        200,
+        "the last good set keeps serving"
+    );
+    let first_allowed = statuses
+        .iter()
+        .position(|s| *s == 200)
+        .expect("the flow saw the new set");
+    assert!(statuses.len() > 20, "{} requests flowed", statuses.len());
+    assert!(
+        statuses[..first_allowed].iter().all(|s| *s == 403),
+        "before: {:?}",
+        &statuses[..first_allowed]
+    );
+    assert!(
+        statuses[first_allowed..].iter().all(|s| *s == 200),
+        "no request failed during the swap"
+    );
+    let after = gateway.audit_events().last().unwrap()["decision"]["policy_version"].clone();
+    assert_ne!(before, after, "audit events name the set that decided");
+    let check = std::process::Command::new(BINARY)
+        .args(["check", "--config"])
+        .arg(gateway.config_file())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("roles.cedar:7:15: unexpected token `,`"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policies() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let dir = TempDir::new("sighup").unwrap();
+    let policies = policy_copy(dir.path());
+    let gateway = GatewayProcess::start_with_policies(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), ""),
+        false,
+        &policies,
+        "watch_ms = 0",
+    )
+    .await
+    .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let url = format!("{}/reports/summary", gateway.url);
+    replace(
+        &policies.join("roles.cedar"),
+        &roles_with_reports_for_invoicing(&policies),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(&url, Some(&alice)).await.unwrap().status,
+        403,
+        "not watching: nothing changes by itself"
+    );
+    gateway.hangup().unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get(&url, Some(&alice)).await.unwrap().status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "SIGHUP reloaded the policies");
+}
