@@ -111,6 +111,19 @@ pub struct DecisionRecord {
     pub policy_version: String,
     /// More detail for a refusal, e.g. the authentication failure (`expired`, `bad_signature`).
     pub detail: Option<String>,
+    /// Shadow mode: what the candidate policy set would have decided, only where it differs.
+    pub shadow: Option<ShadowRecord>,
+}
+
+/// A shadow policy set's different decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowRecord {
+    /// `allow` or `deny`.
+    pub effect: &'static str,
+    /// Its deciding policies.
+    pub policies: Vec<String>,
+    /// The candidate set's version.
+    pub policy_version: String,
 }
 
 /// How the request ended.

@@ -9,6 +9,7 @@ mod log;
 
 pub use config::AuditConfig;
 pub use event::{
-    Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, Source, now_rfc3339,
+    Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, ShadowRecord,
+    Source, now_rfc3339,
 };
 pub use log::{AuditError, AuditLog};

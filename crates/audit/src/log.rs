@@ -151,6 +151,7 @@ mod tests {
                 policies: vec![],
                 policy_version: "v".to_owned(),
                 detail: Some("missing_token".to_owned()),
+                shadow: None,
             },
             outcome: Outcome {
                 status: 401,

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use http::{Method, Version, header};
 use invoiceguard_audit::{
-    Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, Source, now_rfc3339,
+    Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, ShadowRecord,
+    Source, now_rfc3339,
 };
 use invoiceguard_authn::{Principal, PrincipalKind};
 use invoiceguard_policy::{Decision, RouteMatch};
@@ -29,6 +30,7 @@ pub(crate) struct Trail {
     resource: Option<ResourceRecord>,
     actor: Option<Actor>,
     decision: Option<Decision>,
+    shadow: Option<ShadowRecord>,
     export_rows: Option<u64>,
 }
 
@@ -70,6 +72,7 @@ impl Trail {
             resource: None,
             actor: None,
             decision: None,
+            shadow: None,
             export_rows: None,
         }
     }
@@ -110,6 +113,20 @@ impl Trail {
     /// The authorize phase's decision.
     pub(crate) fn decided(&mut self, decision: Decision) {
         self.decision = Some(decision);
+    }
+
+    /// Shadow mode: the candidate set's decision, kept only when it differs from the enforced one.
+    pub(crate) fn shadowed(&mut self, shadow: &Decision, version: &str) {
+        let differs = self.decision.as_ref().is_none_or(|enforced| {
+            enforced.effect != shadow.effect || enforced.policies != shadow.policies
+        });
+        if differs {
+            self.shadow = Some(ShadowRecord {
+                effect: if shadow.is_allowed() { "allow" } else { "deny" },
+                policies: shadow.policies.clone(),
+                policy_version: version.to_owned(),
+            });
+        }
     }
 
     /// The settle phase's count of exported rows.
@@ -167,6 +184,7 @@ impl Trail {
                 policies,
                 policy_version: policy_version.to_owned(),
                 detail,
+                shadow: self.shadow,
             },
             outcome: Outcome {
                 status,

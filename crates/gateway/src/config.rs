@@ -172,6 +172,9 @@ impl Config {
             }
         };
         resolve(&mut self.policy.dir);
+        if let Some(shadow) = &mut self.policy.shadow_dir {
+            resolve(shadow);
+        }
         resolve(&mut self.audit.file);
         if let Some(tls) = &mut self.listen.tls {
             resolve(&mut tls.cert_file);

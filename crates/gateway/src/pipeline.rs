@@ -215,11 +215,27 @@ impl Gateway {
             export,
         };
         let decision = policy.authorize(&principal, &route, &facts);
+        let shadow = self.policies.shadow().map(|shadow| {
+            let method = route.route.method.as_str();
+            let decision = match shadow.routes().find(method, &path.segments) {
+                Some(shadow_route) => shadow.authorize(&principal, &shadow_route, &facts),
+                None => invoiceguard_policy::Decision {
+                    effect: invoiceguard_policy::Effect::Deny,
+                    policies: Vec::new(),
+                    errors: vec!["no route".to_owned()],
+                    step_up: None,
+                },
+            };
+            (decision, shadow.version().to_owned())
+        });
         let allowed = decision.is_allowed();
         let step_up = decision
             .step_up
             .filter(|_| principal.kind == PrincipalKind::User);
         trail.decided(decision);
+        if let Some((shadow, version)) = &shadow {
+            trail.shadowed(shadow, version);
+        }
         let refusal = match (step_up, allowed) {
             (Some(step_up), _) => Some(GatewayError::StepUpRequired(step_up)),
             (None, false) => Some(GatewayError::Forbidden),

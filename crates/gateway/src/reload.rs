@@ -13,6 +13,8 @@ use invoiceguard_policy::{LoadError, PolicyConfig, PolicyEngine};
 pub(crate) struct Policies {
     config: PolicyConfig,
     current: RwLock<Arc<PolicyEngine>>,
+    /// The candidate set of shadow mode, when one is configured and loads.
+    shadow: RwLock<Option<Arc<PolicyEngine>>>,
     fingerprint: AtomicU64,
     /// Reloads refused because the new set had problems.
     pub(crate) refused: AtomicU64,
@@ -25,6 +27,7 @@ impl Policies {
         let engine = PolicyEngine::load(config)?;
         log_loaded(&engine, "policies loaded");
         Ok(Self {
+            shadow: RwLock::new(load_shadow(config)),
             config: config.clone(),
             current: RwLock::new(Arc::new(engine)),
             fingerprint: AtomicU64::new(fingerprint),
@@ -39,10 +42,24 @@ impl Policies {
             .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
     }
 
+    /// The shadow set, if any.
+    pub(crate) fn shadow(&self) -> Option<Arc<PolicyEngine>> {
+        self.shadow
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+    }
+
     /// Loads the folder again and swaps it in when it has no problem. Returns whether it did.
     pub(crate) fn reload(&self) -> bool {
         self.fingerprint
             .store(fingerprint(&self.config), Ordering::SeqCst);
+        if self.config.shadow_dir.is_some() {
+            let shadow = load_shadow(&self.config);
+            match self.shadow.write() {
+                Ok(mut current) => *current = shadow,
+                Err(poisoned) => *poisoned.into_inner() = shadow,
+            }
+        }
         match PolicyEngine::load(&self.config) {
             Ok(engine) => {
                 log_loaded(&engine, "policies reloaded");
@@ -112,6 +129,26 @@ impl Policies {
     }
 }
 
+/// The shadow folder's set; one with problems is logged and skipped (it never decides anything).
+fn load_shadow(config: &PolicyConfig) -> Option<Arc<PolicyEngine>> {
+    let dir = config.shadow_dir.clone()?;
+    match PolicyEngine::load(&PolicyConfig {
+        dir: dir.clone(),
+        ..config.clone()
+    }) {
+        Ok(engine) => {
+            log_loaded(&engine, "shadow policies loaded");
+            Some(Arc::new(engine))
+        }
+        Err(LoadError(problems)) => {
+            for problem in &problems {
+                tracing::warn!(%problem, "shadow policies not loaded");
+            }
+            None
+        }
+    }
+}
+
 fn log_loaded(engine: &PolicyEngine, message: &'static str) {
     tracing::info!(
         version = engine.version(),
@@ -121,15 +158,21 @@ fn log_loaded(engine: &PolicyEngine, message: &'static str) {
     );
 }
 
-/// Names, sizes and modification times of the folder's files: a cheap "has anything changed".
+/// Names, sizes and modification times of the folders' files: a cheap "has anything changed".
 fn fingerprint(config: &PolicyConfig) -> u64 {
     let mut hasher = DefaultHasher::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&config.dir)
-        .map(|entries| entries.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    entries.sort_by_key(|e| e.file_name());
+    let mut entries: Vec<_> = std::iter::once(&config.dir)
+        .chain(config.shadow_dir.as_ref())
+        .flat_map(|dir| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+        })
+        .collect();
+    entries.sort_by_key(|e| e.path());
     for entry in entries {
-        entry.file_name().hash(&mut hasher);
+        entry.path().hash(&mut hasher);
         if let Ok(meta) = entry.metadata() {
             meta.len().hash(&mut hasher);
             if let Ok(modified) = meta.modified() {

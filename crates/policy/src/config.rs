@@ -17,6 +17,10 @@ pub struct PolicyConfig {
     /// has no problem.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
+    /// A candidate policy folder evaluated beside the enforced one on live traffic (shadow
+    /// mode): it never decides, and only where it would decide differently is that recorded in
+    /// the audit event. Reloaded with the enforced folder.
+    pub shadow_dir: Option<PathBuf>,
 }
 
 impl Default for PolicyConfig {
@@ -24,6 +28,7 @@ impl Default for PolicyConfig {
         Self {
             dir: default_dir(),
             watch_ms: default_watch_ms(),
+            shadow_dir: None,
         }
     }
 }

@@ -453,3 +453,59 @@ async fn sighup_reloads_the_policies() {
     }
     assert_eq!(status, 200, "SIGHUP reloaded the policies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_policy_set_is_evaluated_but_never_decides() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let dir = TempDir::new("shadow").unwrap();
+    let candidate = policy_copy(dir.path());
+    replace(
+        &candidate.join("roles.cedar"),
+        &roles_with_reports_for_invoicing(&candidate),
+    );
+    let baseline = invoiceguard_testkit::repo_root().join("policies");
+    let extra = format!("shadow_dir = {candidate:?}");
+    let gateway = GatewayProcess::start_with_policies(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), ""),
+        false,
+        &baseline,
+        &extra,
+    )
+    .await
+    .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+
+    let reply = get(&format!("{}/reports/summary", gateway.url), Some(&alice))
+        .await
+        .unwrap();
+    assert_problem(&reply, 403);
+    let event = gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(
+        event["decision"]["effect"], "deny",
+        "the enforced set decides"
+    );
+    assert_eq!(event["decision"]["shadow"]["effect"], "allow");
+    assert_eq!(
+        event["decision"]["shadow"]["policies"],
+        json!(["role.invoicing"])
+    );
+    assert_ne!(
+        event["decision"]["shadow"]["policy_version"],
+        event["decision"]["policy_version"]
+    );
+
+    let same = get(&format!("{}/invoices", gateway.url), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(same.status, 200);
+    assert_eq!(
+        gateway.audit_event(same.header("x-request-id"))["decision"]["shadow"],
+        Value::Null,
+        "only differences are recorded"
+    );
+}
