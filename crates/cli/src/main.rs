@@ -4,7 +4,8 @@
 //! - `invoiceguard check --config FILE` validates the configuration, the routes and the policies
 //!   and prints every problem with its file and position.
 //! - `invoiceguard policy validate DIR` / `policy test DIR` load a policy folder and run its
-//!   decision cases (`DIR/tests/*.toml`).
+//!   decision cases (`DIR/tests/*.toml`); `policy explain METHOD PATH --user … --roles …` shows
+//!   the decision for a hypothetical request and the policies that make it.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
@@ -65,6 +66,50 @@ enum PolicyCommand {
         #[arg(default_value = "policies")]
         dir: PathBuf,
     },
+    /// What the policies decide for a hypothetical request, and which policies decide it.
+    Explain(ExplainArgs),
+}
+
+/// A hypothetical request for `policy explain`.
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The HTTP method, e.g. POST.
+    method: String,
+    /// The path, e.g. /invoices/INV-1/approve.
+    path: String,
+    /// The policy folder.
+    #[arg(long, default_value = "policies")]
+    dir: PathBuf,
+    /// A user's id.
+    #[arg(long, conflicts_with = "service_account")]
+    user: Option<String>,
+    /// An integration account's id.
+    #[arg(long)]
+    service_account: Option<String>,
+    /// The user's roles, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// The account's scopes, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
+    /// The login was not multi-factor.
+    #[arg(long)]
+    no_mfa: bool,
+    /// Seconds since the login.
+    #[arg(long, default_value_t = 60)]
+    auth_age: u64,
+    /// The invoice's creator.
+    #[arg(long)]
+    creator: Option<String>,
+    /// The invoice's amount.
+    #[arg(long)]
+    amount: Option<i64>,
+    /// Rows an export asks for.
+    #[arg(long)]
+    export_rows: Option<u64>,
+    /// The export quota does not hold them.
+    #[arg(long)]
+    over_quota: bool,
 }
 
 #[derive(Subcommand)]
@@ -90,6 +135,9 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { dir },
         } => policy_test(&dir),
+        Command::Policy {
+            command: PolicyCommand::Explain(args),
+        } => policy_explain(args),
     }
 }
 
@@ -138,6 +186,42 @@ fn policy_test(dir: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn policy_explain(args: ExplainArgs) -> ExitCode {
+    let Some(engine) = policy_validate(&args.dir) else {
+        return ExitCode::FAILURE;
+    };
+    let user = match (&args.user, &args.service_account) {
+        (None, None) => {
+            eprintln!("invoiceguard: say who asks: --user ID or --service-account ID");
+            return ExitCode::from(2);
+        }
+        (user, _) => user.clone(),
+    };
+    let hypothetical = invoiceguard_policy::Hypothetical {
+        user,
+        service_account: args.service_account,
+        roles: args.roles,
+        scopes: args.scopes,
+        mfa: !args.no_mfa,
+        auth_age_s: args.auth_age,
+        request: format!("{} {}", args.method.to_ascii_uppercase(), args.path),
+        creator: args.creator,
+        amount: args.amount,
+        export_rows: args.export_rows,
+        export_within_limits: !args.over_quota,
+    };
+    match invoiceguard_policy::explain(&engine, &hypothetical) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -137,7 +137,112 @@ pub fn run_cases(engine: &PolicyEngine, dir: &Path) -> Vec<CaseOutcome> {
     outcomes
 }
 
+/// A hypothetical request, for `invoiceguard policy explain`.
+#[derive(Debug, Clone, Default)]
+pub struct Hypothetical {
+    /// A user's id (or set `service_account`).
+    pub user: Option<String>,
+    /// An integration account's id.
+    pub service_account: Option<String>,
+    /// The user's Cedar roles.
+    pub roles: Vec<String>,
+    /// The account's scopes.
+    pub scopes: Vec<String>,
+    /// Whether the login was multi-factor.
+    pub mfa: bool,
+    /// Seconds since the login.
+    pub auth_age_s: u64,
+    /// `METHOD /path`.
+    pub request: String,
+    /// The invoice's creator.
+    pub creator: Option<String>,
+    /// The invoice's amount.
+    pub amount: Option<i64>,
+    /// Rows an export asks for.
+    pub export_rows: Option<u64>,
+    /// Whether the export quota holds them.
+    pub export_within_limits: bool,
+}
+
+/// What the policies decide for a hypothetical request, in words.
+pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<String, String> {
+    let case = Case {
+        name: String::new(),
+        principal: CasePrincipal {
+            user: hypothetical.user.clone(),
+            service_account: hypothetical.service_account.clone(),
+            roles: hypothetical.roles.clone(),
+            scopes: hypothetical.scopes.clone(),
+        },
+        mfa: hypothetical.mfa,
+        auth_age_s: hypothetical.auth_age_s,
+        request: hypothetical.request.clone(),
+        resource: CaseResource {
+            creator: hypothetical.creator.clone(),
+            amount: hypothetical.amount,
+        },
+        export: hypothetical.export_rows.map(|rows| CaseExport {
+            rows,
+            within_limits: hypothetical.export_within_limits,
+        }),
+        expect: Expect::Allow,
+        policies: Vec::new(),
+    };
+    let (decision, got, route, resource) = decide(engine, &case)?;
+    let verdict = match got {
+        Expect::Allow => "allow",
+        Expect::Deny => "deny",
+        Expect::StepUp => {
+            "deny, with a step-up challenge (a stronger or fresher login would lift it)"
+        }
+    };
+    let by = if decision.policies.is_empty() {
+        if got == Expect::Allow {
+            "-".to_owned()
+        } else {
+            "no permit applies (default deny)".to_owned()
+        }
+    } else {
+        decision.policies.join(", ")
+    };
+    let mut text = format!(
+        "route:    {} {} -> action `{}` on {resource}\ndecision: {verdict}\npolicies: {by}\nversion:  {}",
+        route.0,
+        route.1,
+        route.2,
+        engine.version()
+    );
+    if !decision.errors.is_empty() {
+        text.push_str(&format!("\nerrors:   {}", decision.errors.join("; ")));
+    }
+    Ok(text)
+}
+
 fn run(engine: &PolicyEngine, case: &Case) -> Result<(), String> {
+    let (decision, got, _, _) = decide(engine, case)?;
+    let mut expected = case.policies.clone();
+    expected.sort();
+    if got != case.expect || decision.policies != expected || !decision.errors.is_empty() {
+        return Err(format!(
+            "expected {:?} by {:?}, got {got:?} by {:?}{}",
+            case.expect,
+            expected,
+            decision.policies,
+            if decision.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" (errors: {:?})", decision.errors)
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// The decision for a case: the decision, its kind, (method, template, action) and the resource.
+fn decide(
+    engine: &PolicyEngine,
+    case: &Case,
+) -> Result<(crate::Decision, Expect, (String, String, String), String), String> {
     let (kind, id) = match (&case.principal.user, &case.principal.service_account) {
         (Some(user), None) => (PrincipalKind::User, user.clone()),
         (None, Some(account)) => (PrincipalKind::ServiceAccount, account.clone()),
@@ -190,20 +295,11 @@ fn run(engine: &PolicyEngine, case: &Case) -> Result<(), String> {
         (Effect::Deny, Some(_)) if principal.kind == PrincipalKind::User => Expect::StepUp,
         (Effect::Deny, _) => Expect::Deny,
     };
-    let mut expected = case.policies.clone();
-    expected.sort();
-    if got != case.expect || decision.policies != expected || !decision.errors.is_empty() {
-        return Err(format!(
-            "expected {:?} by {:?}, got {got:?} by {:?}{}",
-            case.expect,
-            expected,
-            decision.policies,
-            if decision.errors.is_empty() {
-                String::new()
-            } else {
-                format!(" (errors: {:?})", decision.errors)
-            }
-        ));
-    }
-    Ok(())
+    let described = (
+        route.route.method.clone(),
+        route.route.template.clone(),
+        route.route.action.clone(),
+    );
+    let resource = format!("{}::\"{}\"", route.route.resource_type, route.resource_id);
+    Ok((decision, got, described, resource))
 }

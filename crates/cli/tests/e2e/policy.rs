@@ -509,3 +509,57 @@ async fn a_shadow_policy_set_is_evaluated_but_never_decides() {
         "only differences are recorded"
     );
 }
+
+#[test]
+fn policy_test_and_explain_serve_the_security_team() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(BINARY)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let baseline = invoiceguard_testkit::repo_root().join("policies");
+    let baseline = baseline.to_str().unwrap();
+    let passed = run(&["policy", "test", baseline]);
+    let out = String::from_utf8_lossy(&passed.stdout);
+    assert!(passed.status.success(), "{out}");
+    assert!(out.trim_end().ends_with(" passed, 0 failed"), "{out}");
+
+    // A case that no longer holds fails the command, naming the case and what differed.
+    let dir = TempDir::new("cases").unwrap();
+    let copy = policy_copy(dir.path());
+    std::fs::create_dir_all(copy.join("tests")).unwrap();
+    std::fs::write(
+        copy.join("tests/wrong.toml"),
+        "[[case]]\nname = \"admins approve\"\nprincipal = { user = \"dave\", roles = [\"admin\", \"approver\"] }\n\
+         request = \"POST /invoices/INV-1/approve\"\nresource = { creator = \"alice\", amount = 5 }\nexpect = \"allow\"\n",
+    )
+    .unwrap();
+    let failed = run(&["policy", "test", copy.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED wrong.toml: admins approve: expected Allow by [], got Deny by [\"sod.admin-never-approves\"]"), "{out}");
+
+    let explained = run(&[
+        "policy",
+        "explain",
+        "POST",
+        "/invoices/INV-7/approve",
+        "--dir",
+        baseline,
+        "--user",
+        "grace",
+        "--roles",
+        "invoicing,approver",
+        "--creator",
+        "grace",
+        "--amount",
+        "100",
+    ]);
+    let out = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.status.success(), "{out}");
+    assert!(
+        out.contains("decision: deny\npolicies: sod.creator-never-approves"),
+        "{out}"
+    );
+}
