@@ -188,7 +188,12 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
         expect: Expect::Allow,
         policies: Vec::new(),
     };
-    let (decision, got, route, resource) = decide(engine, &case)?;
+    let Decided {
+        decision,
+        got,
+        route,
+        resource,
+    } = decide(engine, &case)?;
     let verdict = match got {
         Expect::Allow => "allow",
         Expect::Deny => "deny",
@@ -206,10 +211,7 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
         decision.policies.join(", ")
     };
     let mut text = format!(
-        "route:    {} {} -> action `{}` on {resource}\ndecision: {verdict}\npolicies: {by}\nversion:  {}",
-        route.0,
-        route.1,
-        route.2,
+        "route:    {route} on {resource}\ndecision: {verdict}\npolicies: {by}\nversion:  {}",
         engine.version()
     );
     if !decision.errors.is_empty() {
@@ -219,7 +221,7 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
 }
 
 fn run(engine: &PolicyEngine, case: &Case) -> Result<(), String> {
-    let (decision, got, _, _) = decide(engine, case)?;
+    let Decided { decision, got, .. } = decide(engine, case)?;
     let mut expected = case.policies.clone();
     expected.sort();
     if got != case.expect || decision.policies != expected || !decision.errors.is_empty() {
@@ -238,11 +240,18 @@ fn run(engine: &PolicyEngine, case: &Case) -> Result<(), String> {
     Ok(())
 }
 
-/// The decision for a case: the decision, its kind, (method, template, action) and the resource.
-fn decide(
-    engine: &PolicyEngine,
-    case: &Case,
-) -> Result<(crate::Decision, Expect, (String, String, String), String), String> {
+/// A case's decision, and what it was about.
+struct Decided {
+    decision: crate::Decision,
+    got: Expect,
+    /// `METHOD template -> action`.
+    route: String,
+    /// `Type::"id"`.
+    resource: String,
+}
+
+/// The decision for a case.
+fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
     let (kind, id) = match (&case.principal.user, &case.principal.service_account) {
         (Some(user), None) => (PrincipalKind::User, user.clone()),
         (None, Some(account)) => (PrincipalKind::ServiceAccount, account.clone()),
@@ -295,11 +304,13 @@ fn decide(
         (Effect::Deny, Some(_)) if principal.kind == PrincipalKind::User => Expect::StepUp,
         (Effect::Deny, _) => Expect::Deny,
     };
-    let described = (
-        route.route.method.clone(),
-        route.route.template.clone(),
-        route.route.action.clone(),
-    );
-    let resource = format!("{}::\"{}\"", route.route.resource_type, route.resource_id);
-    Ok((decision, got, described, resource))
+    Ok(Decided {
+        decision,
+        got,
+        route: format!(
+            "{} {} -> action `{}`",
+            route.route.method, route.route.template, route.route.action
+        ),
+        resource: format!("{}::\"{}\"", route.route.resource_type, route.resource_id),
+    })
 }
