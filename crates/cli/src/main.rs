@@ -67,7 +67,7 @@ enum PolicyCommand {
         dir: PathBuf,
     },
     /// What the policies decide for a hypothetical request, and which policies decide it.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 /// A hypothetical request for `policy explain`.
@@ -137,7 +137,7 @@ fn main() -> ExitCode {
         } => policy_test(&dir),
         Command::Policy {
             command: PolicyCommand::Explain(args),
-        } => policy_explain(args),
+        } => policy_explain(*args),
     }
 }
 
