@@ -69,6 +69,10 @@ call "5. Alice submits the invoice; Bob (approver) approves it — allowed:" "$A
 BOB=$(token bob)
 call "   Bob approves:" "$BOB" POST /invoices/INV-2/approve
 call "6. Dave (admin) tries to approve an invoice — denied (sod.admin-never-approves):" "$(token dave)" POST /invoices/INV-1/approve
+GRACE=$(token grace)
+call "   Grace (invoicing and approver) creates and submits an invoice…" "$GRACE" POST /invoices '{"partner_id":"P-2","amount":90.0}'
+curl -s -o /dev/null -X POST -H "Authorization: Bearer $GRACE" "$GATEWAY/invoices/INV-3/submit"
+call "   …and may not approve her own (sod.creator-never-approves):" "$GRACE" POST /invoices/INV-3/approve
 call "7. Alice logged in with a password only — asked to log in again with MFA (RFC 9470 step-up):" "$(token alice pwd)" GET /invoices
 ERP=$(curl -fs -u erp-sync:erp-sync-secret -d grant_type=client_credentials -d 'scope=invoices:read' "$IDP/token" | jq -r .access_token)
 call "8. The ERP integration account lists invoices — allowed within its scope:" "$ERP" GET /invoices
