@@ -31,12 +31,14 @@ pub struct AuditEvent {
     pub action: Option<String>,
     /// The Cedar resource, when a route matched.
     pub resource: Option<ResourceRecord>,
+    /// The break-glass reason the request stated, if any (the event is then `critical`).
+    pub break_glass_reason: Option<String>,
     /// What was decided and why.
     pub decision: DecisionRecord,
     /// How the request ended.
     pub outcome: Outcome,
     /// `info` (allowed and answered), `warning` (denied or refused), `error` (the gateway or the
-    /// upstream failed).
+    /// upstream failed), `critical` (a break-glass request, whatever its outcome).
     pub severity: &'static str,
 }
 

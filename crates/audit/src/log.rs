@@ -145,6 +145,7 @@ mod tests {
             },
             action: Some("invoice:list".to_owned()),
             resource: None,
+            break_glass_reason: None,
             decision: DecisionRecord {
                 effect: "deny",
                 reason: "unauthenticated",

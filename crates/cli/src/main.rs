@@ -110,6 +110,9 @@ struct ExplainArgs {
     /// The export quota does not hold them.
     #[arg(long)]
     over_quota: bool,
+    /// A stated break-glass reason.
+    #[arg(long)]
+    break_glass_reason: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +215,7 @@ fn policy_explain(args: ExplainArgs) -> ExitCode {
         amount: args.amount,
         export_rows: args.export_rows,
         export_within_limits: !args.over_quota,
+        break_glass_reason: args.break_glass_reason,
     };
     match invoiceguard_policy::explain(&engine, &hypothetical) {
         Ok(text) => {

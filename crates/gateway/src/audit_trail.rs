@@ -32,6 +32,7 @@ pub(crate) struct Trail {
     decision: Option<Decision>,
     shadow: Option<ShadowRecord>,
     export_rows: Option<u64>,
+    break_glass: Option<String>,
 }
 
 impl Trail {
@@ -74,6 +75,7 @@ impl Trail {
             decision: None,
             shadow: None,
             export_rows: None,
+            break_glass: None,
         }
     }
 
@@ -129,6 +131,11 @@ impl Trail {
         }
     }
 
+    /// A break-glass reason stated by the request: the event is flagged critical.
+    pub(crate) fn break_glass(&mut self, reason: Option<&str>) {
+        self.break_glass = reason.map(str::to_owned);
+    }
+
     /// The settle phase's count of exported rows.
     pub(crate) fn settled(&mut self, export_rows: Option<u64>) {
         self.export_rows = export_rows;
@@ -159,6 +166,7 @@ impl Trail {
         }
         let error_side = error.map(|e| e.side().as_str());
         let severity = match error {
+            _ if self.break_glass.is_some() => "critical",
             None => "info",
             Some(e) if e.side() == crate::error::Side::Client => "warning",
             Some(_) => "error",
@@ -178,6 +186,7 @@ impl Trail {
             },
             action: self.action,
             resource: self.resource,
+            break_glass_reason: self.break_glass,
             decision: DecisionRecord {
                 effect: if allowed { "allow" } else { "deny" },
                 reason,

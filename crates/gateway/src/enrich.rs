@@ -31,10 +31,10 @@ pub(crate) async fn resource_facts(
             .owner(id)
             .await
             .map_err(|e| GatewayError::FactUnavailable(e.to_string()))?,
-        amount: None,
+        ..ResourceFacts::default()
     };
     let missing_creator = needed.contains(&Fact::Creator) && facts.creator.is_none();
-    if !missing_creator && !needed.contains(&Fact::Amount) {
+    if !missing_creator && needed.iter().all(|fact| *fact == Fact::Creator) {
         return Ok(facts);
     }
     let kind = &route.route.resource_type;
@@ -49,32 +49,37 @@ pub(crate) async fn resource_facts(
         .await
         .map_err(|e| GatewayError::FactUnavailable(format!("lookup of `{kind}` `{id}`: {e}")))?
         .ok_or(GatewayError::NotFound)?;
-    if missing_creator {
-        facts.creator = lookup
-            .creator
+    let text = |pointer: &Option<String>| {
+        pointer
             .as_deref()
             .and_then(|pointer| answer.pointer(pointer))
             .and_then(Value::as_str)
-            .map(str::to_owned);
+            .map(str::to_owned)
+    };
+    if missing_creator {
+        facts.creator = text(&lookup.creator);
     }
-    if needed.contains(&Fact::Amount) {
-        facts.amount = lookup
-            .amount
-            .as_deref()
-            .and_then(|pointer| answer.pointer(pointer))
-            .and_then(Value::as_f64)
-            .filter(|amount| amount.is_finite())
-            .map(|amount| amount.ceil() as i64);
-    }
-    for (fact, known) in [
-        (Fact::Creator, facts.creator.is_some()),
-        (Fact::Amount, facts.amount.is_some()),
-    ] {
-        if needed.contains(&fact) && !known {
-            return Err(GatewayError::FactUnavailable(format!(
-                "the upstream's `{kind}` `{id}` does not say its {fact:?}"
-            )));
-        }
+    facts.amount = lookup
+        .amount
+        .as_deref()
+        .and_then(|pointer| answer.pointer(pointer))
+        .and_then(Value::as_f64)
+        .filter(|amount| amount.is_finite())
+        .map(|amount| amount.ceil() as i64);
+    facts.currency = text(&lookup.currency);
+    facts.status = text(&lookup.status);
+    facts.company = text(&lookup.company);
+    let known = |fact: &Fact| match fact {
+        Fact::Creator => facts.creator.is_some(),
+        Fact::Amount => facts.amount.is_some(),
+        Fact::Currency => facts.currency.is_some(),
+        Fact::Status => facts.status.is_some(),
+        Fact::Company => facts.company.is_some(),
+    };
+    if let Some(missing) = needed.iter().find(|fact| !known(fact)) {
+        return Err(GatewayError::FactUnavailable(format!(
+            "the upstream's `{kind}` `{id}` does not say its {missing:?}"
+        )));
     }
     Ok(facts)
 }

@@ -133,6 +133,7 @@ impl Upstream {
         let original_host = original_host(&parts);
         parts.version = Version::HTTP_11;
         parts.headers.remove(&self.api_key_header);
+        parts.headers.remove(crate::pipeline::BREAK_GLASS_HEADER);
         upstream_headers(
             &mut parts.headers,
             context,

@@ -24,6 +24,30 @@ use crate::{enrich, normalize, settle};
 /// The largest export request body read (to find the rows it asks for).
 const MAX_EXPORT_REQUEST_BYTES: usize = 64 * 1024;
 
+/// The header in which a break-glass account states its reason; never forwarded.
+pub(crate) const BREAK_GLASS_HEADER: &str = "x-break-glass-reason";
+
+/// The longest break-glass reason accepted.
+const MAX_BREAK_GLASS_REASON: usize = 256;
+
+/// The request's break-glass reason: printable, at most 256 bytes, or a bad request.
+fn break_glass_reason(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError> {
+    let Some(value) = headers.get(BREAK_GLASS_HEADER) else {
+        return Ok(None);
+    };
+    let reason = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && r.len() <= MAX_BREAK_GLASS_REASON && !r.chars().any(char::is_control))
+        .ok_or_else(|| {
+            GatewayError::BadRequest(format!(
+                "`{BREAK_GLASS_HEADER}` must be printable text of 1 to {MAX_BREAK_GLASS_REASON} bytes"
+            ))
+        })?;
+    Ok(Some(reason.to_owned()))
+}
+
 /// The gateway's parts, shared by every connection.
 pub struct Gateway {
     authn: Arc<Authenticator>,
@@ -151,6 +175,8 @@ impl Gateway {
         let path = normalize::request(request.method(), request.uri().path(), request.headers())
             .map_err(GatewayError::BadRequest)?;
         trail.normalized(&path.path);
+        let break_glass = break_glass_reason(request.headers())?;
+        trail.break_glass(break_glass.as_deref());
 
         // route
         let credentials = || Credentials {
@@ -213,6 +239,7 @@ impl Gateway {
             now_unix,
             resource,
             export,
+            break_glass_reason: break_glass,
         };
         let decision = policy.authorize(&principal, &route, &facts);
         let shadow = self.policies.shadow().map(|shadow| {

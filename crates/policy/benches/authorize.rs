@@ -62,8 +62,10 @@ fn authorize(c: &mut Criterion) {
         resource: ResourceFacts {
             creator: Some("bob".into()),
             amount: Some(120),
+            ..Default::default()
         },
         export: ExportFacts::default(),
+        break_glass_reason: None,
     };
     let segments: Vec<String> = ["invoices", "INV-1"].map(str::to_owned).to_vec();
     let mut group = c.benchmark_group("authorize");

@@ -10,6 +10,7 @@
 //! request = "POST /invoices/INV-1/approve"
 //! resource = { creator = "grace", amount = 900 }   # facts, optional
 //! export = { rows = 100, within_limits = true }   # optional
+//! break_glass_reason = "INC-42: restore settings"  # optional
 //! expect = "deny"                 # allow, deny or step_up
 //! policies = ["sod.creator-never-approves"]
 //! ```
@@ -45,6 +46,7 @@ struct Case {
     #[serde(default)]
     resource: CaseResource,
     export: Option<CaseExport>,
+    break_glass_reason: Option<String>,
     expect: Expect,
     #[serde(default)]
     policies: Vec<String>,
@@ -66,6 +68,9 @@ struct CasePrincipal {
 struct CaseResource {
     creator: Option<String>,
     amount: Option<i64>,
+    currency: Option<String>,
+    status: Option<String>,
+    company: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +167,8 @@ pub struct Hypothetical {
     pub export_rows: Option<u64>,
     /// Whether the export quota holds them.
     pub export_within_limits: bool,
+    /// A stated break-glass reason.
+    pub break_glass_reason: Option<String>,
 }
 
 /// What the policies decide for a hypothetical request, in words.
@@ -180,11 +187,13 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
         resource: CaseResource {
             creator: hypothetical.creator.clone(),
             amount: hypothetical.amount,
+            ..Default::default()
         },
         export: hypothetical.export_rows.map(|rows| CaseExport {
             rows,
             within_limits: hypothetical.export_within_limits,
         }),
+        break_glass_reason: hypothetical.break_glass_reason.clone(),
         expect: Expect::Allow,
         policies: Vec::new(),
     };
@@ -288,7 +297,11 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
         resource: ResourceFacts {
             creator: case.resource.creator.clone(),
             amount: case.resource.amount,
+            currency: case.resource.currency.clone(),
+            status: case.resource.status.clone(),
+            company: case.resource.company.clone(),
         },
+        break_glass_reason: case.break_glass_reason.clone(),
         export: case
             .export
             .as_ref()

@@ -26,6 +26,8 @@ pub struct RequestFacts {
     pub resource: ResourceFacts,
     /// For an export: what it asks and whether the quota holds it.
     pub export: ExportFacts,
+    /// The break-glass reason the request states, if any.
+    pub break_glass_reason: Option<String>,
 }
 
 /// Facts about the resource, from the enrich phase.
@@ -35,6 +37,12 @@ pub struct ResourceFacts {
     pub creator: Option<String>,
     /// Its amount, rounded up to whole currency units.
     pub amount: Option<i64>,
+    /// Its currency.
+    pub currency: Option<String>,
+    /// Its status.
+    pub status: Option<String>,
+    /// The company (legal entity) issuing it.
+    pub company: Option<String>,
 }
 
 /// Facts about an export request.
@@ -114,6 +122,23 @@ pub(crate) fn build(
             "export_within_limits".to_owned(),
             RestrictedExpression::new_bool(facts.export.within_limits),
         ),
+        (
+            "break_glass_reason".to_owned(),
+            RestrictedExpression::new_string(facts.break_glass_reason.clone().unwrap_or_default()),
+        ),
+        (
+            "hour_utc".to_owned(),
+            RestrictedExpression::new_long(
+                i64::try_from(facts.now_unix % 86_400 / 3600).unwrap_or(0),
+            ),
+        ),
+        (
+            "day_of_week".to_owned(),
+            // 1970-01-01 was a Thursday (4).
+            RestrictedExpression::new_long(
+                i64::try_from((facts.now_unix / 86_400 + 3) % 7 + 1).unwrap_or(1),
+            ),
+        ),
     ])
     .map_err(|e| e.to_string())?;
     let request = Request::new(
@@ -133,6 +158,18 @@ pub(crate) fn build(
     }
     if let Some(amount) = facts.resource.amount {
         resource_attrs.insert("amount".to_owned(), RestrictedExpression::new_long(amount));
+    }
+    for (name, value) in [
+        ("currency", &facts.resource.currency),
+        ("status", &facts.resource.status),
+        ("company", &facts.resource.company),
+    ] {
+        if let Some(value) = value {
+            resource_attrs.insert(
+                name.to_owned(),
+                RestrictedExpression::new_string(value.clone()),
+            );
+        }
     }
     let resource_entity =
         Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;

@@ -41,6 +41,12 @@ pub enum Fact {
     Creator,
     /// Its amount (looked up).
     Amount,
+    /// Its currency (looked up).
+    Currency,
+    /// Its status (looked up).
+    Status,
+    /// The company issuing it (looked up).
+    Company,
 }
 
 /// A request to the upstream that answers facts about one resource.
@@ -53,6 +59,12 @@ pub struct Lookup {
     pub creator: Option<String>,
     /// JSON pointer to the amount in the answer.
     pub amount: Option<String>,
+    /// JSON pointer to the currency in the answer.
+    pub currency: Option<String>,
+    /// JSON pointer to the status in the answer.
+    pub status: Option<String>,
+    /// JSON pointer to the company (legal entity) in the answer.
+    pub company: Option<String>,
 }
 
 /// How an export route counts rows.
@@ -208,7 +220,7 @@ impl RouteTable {
                 && route.facts.contains(&Fact::Amount)
             {
                 problems.push(Problem::at(file, text, at, format!(
-                    "route `{} {}` needs the amount of a `{}` but no `[lookup.{}]` says how to ask the upstream",
+                    "route `{} {}` needs facts about a `{}` but no `[lookup.{}]` says how to ask the upstream",
                     route.method, route.template, route.resource_type, route.resource_type
                 )));
                 continue;
@@ -216,7 +228,16 @@ impl RouteTable {
             routes.push(route);
         }
         for (kind, lookup) in &parsed.lookup {
-            for pointer in [&lookup.creator, &lookup.amount].into_iter().flatten() {
+            for pointer in [
+                &lookup.creator,
+                &lookup.amount,
+                &lookup.currency,
+                &lookup.status,
+                &lookup.company,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 if !pointer.is_empty() && !pointer.starts_with('/') {
                     problems.push(Problem::in_file(
                         file,

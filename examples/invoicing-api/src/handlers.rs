@@ -129,6 +129,11 @@ fn create_invoice(store: &mut Store, actor: &str, body: &Value) -> Response<Full
             .and_then(Value::as_str)
             .unwrap_or("EUR")
             .to_owned(),
+        company: body
+            .get("company")
+            .and_then(Value::as_str)
+            .unwrap_or("EXAMPLE-HU")
+            .to_owned(),
         status: "draft",
         created_by: actor.to_owned(),
         approved_by: None,

@@ -14,6 +14,8 @@ pub(crate) struct Invoice {
     pub(crate) partner_id: String,
     pub(crate) amount: f64,
     pub(crate) currency: String,
+    /// The legal entity issuing the invoice.
+    pub(crate) company: String,
     pub(crate) status: &'static str,
     pub(crate) created_by: String,
     pub(crate) approved_by: Option<String>,
@@ -92,6 +94,7 @@ impl Store {
                 partner_id: "P-1".to_owned(),
                 amount: 1200.0,
                 currency: "EUR".to_owned(),
+                company: "EXAMPLE-HU".to_owned(),
                 status: "draft",
                 created_by: "alice".to_owned(),
                 approved_by: None,

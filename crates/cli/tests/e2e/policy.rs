@@ -563,3 +563,139 @@ fn policy_test_and_explain_serve_the_security_team() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_needs_a_stated_reason_and_is_flagged_critical() {
+    let world = World::start().await;
+    let zed = world.token("zed").await;
+    let settings = |reason: Option<&str>| {
+        let mut builder = Request::put(world.url("/settings"))
+            .header("authorization", format!("Bearer {zed}"))
+            .header("content-type", "application/json");
+        if let Some(reason) = reason {
+            builder = builder.header("x-break-glass-reason", reason);
+        }
+        builder
+            .body(Full::new(Bytes::from(
+                json!({"company": "Example Kft."}).to_string(),
+            )))
+            .unwrap()
+    };
+    let refused = send(settings(None)).await.unwrap();
+    assert_problem(&refused, 403);
+    assert_eq!(
+        world.gateway.audit_event(refused.header("x-request-id"))["decision"]["policies"],
+        json!(["break-glass.reason-required"])
+    );
+
+    let reason = "INC-4711: restore the e-invoicing network settings";
+    let allowed = send(settings(Some(reason))).await.unwrap();
+    assert_eq!(allowed.status, 200, "{:?}", allowed.body);
+    let event = world.gateway.audit_event(allowed.header("x-request-id"));
+    assert_eq!(event["severity"], "critical");
+    assert_eq!(event["break_glass_reason"], reason);
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["break-glass.with-stated-reason"])
+    );
+    let journal = world.upstream.journal().await.unwrap();
+    let forwarded = journal
+        .iter()
+        .flat_map(|e| e["headers"].as_array().unwrap())
+        .filter(|h| h[0] == "x-break-glass-reason")
+        .count();
+    assert_eq!(forwarded, 0, "the reason stays with the gateway");
+
+    // A reason that is not printable text is a bad request, and still audited as critical.
+    let bad = send(settings(Some(&"x".repeat(300)))).await.unwrap();
+    assert_problem(&bad, 400);
+    // Break-glass never approves invoices, reason or not.
+    let approve = Request::post(world.url("/invoices/INV-1/approve"))
+        .header("authorization", format!("Bearer {zed}"))
+        .header("x-break-glass-reason", "INC-4711")
+        .body(Full::default())
+        .unwrap();
+    let reply = send(approve).await.unwrap();
+    assert_problem(&reply, 403);
+    assert_eq!(
+        world.gateway.audit_event(reply.header("x-request-id"))["severity"],
+        "critical"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looked_up_invoice_attributes_reach_the_policies() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let dir = TempDir::new("entity").unwrap();
+    let policies = policy_copy(dir.path());
+    // The security team restricts approvals in one legal entity to EUR invoices still submitted.
+    std::fs::write(
+        policies.join("companies.cedar"),
+        "@id(\"company.de-eur-only\")\nforbid (principal, action == Action::\"invoice:approve\", resource is Invoice)\n\
+         when { resource has company && resource.company == \"EXAMPLE-DE\" }\n\
+         unless { resource has currency && resource.currency == \"EUR\" && resource has status && resource.status == \"submitted\" };\n",
+    )
+    .unwrap();
+    let gateway = GatewayProcess::start_with_policies(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), ""),
+        false,
+        &policies,
+        "",
+    )
+    .await
+    .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let bob = idp
+        .user_token("bob", TokenRequest::default())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (company, currency) in [
+        ("EXAMPLE-DE", "USD"),
+        ("EXAMPLE-DE", "EUR"),
+        ("EXAMPLE-HU", "USD"),
+    ] {
+        let body =
+            json!({"partner_id": "P-1", "amount": 10.0, "company": company, "currency": currency});
+        let created = send(request(
+            "POST",
+            &format!("{}/invoices", gateway.url),
+            Some(&alice),
+            Some(body),
+        ))
+        .await
+        .unwrap();
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let submit = send(request(
+            "POST",
+            &format!("{}/invoices/{id}/submit", gateway.url),
+            Some(&alice),
+            None,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(submit.status, 200);
+        ids.push(id);
+    }
+    let approve = |id: &str| {
+        request(
+            "POST",
+            &format!("{}/invoices/{id}/approve", gateway.url),
+            Some(&bob),
+            None,
+        )
+    };
+    let refused = send(approve(&ids[0])).await.unwrap();
+    assert_problem(&refused, 403);
+    assert_eq!(
+        gateway.audit_event(refused.header("x-request-id"))["decision"]["policies"],
+        json!(["company.de-eur-only"])
+    );
+    assert_eq!(send(approve(&ids[1])).await.unwrap().status, 200);
+    assert_eq!(send(approve(&ids[2])).await.unwrap().status, 200);
+}
