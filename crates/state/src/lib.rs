@@ -1,15 +1,28 @@
 //! State for invoiceguard: the facts one request cannot carry — who created each invoice (for
-//! segregation of duties) and how much each principal has exported in the last day (for export
-//! limits, reserved before forwarding and settled after). [`StateStore`] has one backend today,
-//! `memory` (one process, nothing to install); a shared backend for many replicas comes next.
+//! segregation of duties), how much each principal has exported in the last day (export limits,
+//! reserved before forwarding and settled after), who is revoked (leavers, blocked on every
+//! replica), and sliding-window counters (brute-force protection and rate limits).
+//!
+//! [`StateStore`] has two backends: `memory` (one process, nothing to install) and `redis`
+//! (shared by every replica; atomic Lua scripts, a timeout on every call, revocations announced
+//! by pub/sub).
 
 mod config;
 mod memory;
+mod redis;
 
 pub use config::StateConfig;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// The rolling window of export quotas.
+pub(crate) const DAY: Duration = Duration::from_secs(86_400);
 
 /// The limits of one principal's exports over a rolling day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +61,7 @@ pub enum ReserveOutcome {
 /// A fact could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// The store cannot be reached.
+    /// The store cannot be reached, or did not answer in time.
     #[error("state store unavailable: {0}")]
     Unavailable(String),
 }
@@ -57,14 +70,36 @@ pub enum StateError {
 pub enum StateStore {
     /// In this process only.
     Memory(MemoryStore),
+    /// In Redis, shared by every replica.
+    Redis(RedisStore),
 }
 
 impl StateStore {
-    /// Opens the configured backend.
+    /// Opens the configured backend. Redis is connected lazily: a server that is down at start
+    /// only makes its facts unavailable until it is up.
     pub fn open(config: &StateConfig) -> Result<Self, StateError> {
-        Ok(Self::Memory(MemoryStore::new(Duration::from_secs(
-            config.ownership_retention_days * 86_400,
-        ))))
+        match config.backend.as_str() {
+            "redis" => Ok(Self::Redis(RedisStore::open(config)?)),
+            _ => Ok(Self::Memory(MemoryStore::new(Duration::from_secs(
+                config.ownership_retention_days * 86_400,
+            )))),
+        }
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Whether the store answers (always, in memory).
+    pub async fn ping(&self) -> Result<(), StateError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(store) => store.ping().await,
+        }
     }
 
     /// Records who created an invoice.
@@ -74,6 +109,7 @@ impl StateStore {
                 store.record_owner(invoice, creator);
                 Ok(())
             }
+            Self::Redis(store) => store.record_owner(invoice, creator).await,
         }
     }
 
@@ -81,6 +117,7 @@ impl StateStore {
     pub async fn owner(&self, invoice: &str) -> Result<Option<String>, StateError> {
         match self {
             Self::Memory(store) => Ok(store.owner(invoice)),
+            Self::Redis(store) => store.owner(invoice).await,
         }
     }
 
@@ -94,6 +131,7 @@ impl StateStore {
     ) -> Result<ReserveOutcome, StateError> {
         match self {
             Self::Memory(store) => Ok(store.reserve_export(principal, rows, limits)),
+            Self::Redis(store) => store.reserve_export(principal, rows, limits, DAY).await,
         }
     }
 
@@ -108,6 +146,7 @@ impl StateStore {
                 store.settle_export(reservation, rows);
                 Ok(())
             }
+            Self::Redis(store) => store.settle_export(reservation, Some(rows)).await,
         }
     }
 
@@ -118,6 +157,60 @@ impl StateStore {
                 store.release_export(reservation);
                 Ok(())
             }
+            Self::Redis(store) => store.settle_export(reservation, None).await,
+        }
+    }
+
+    /// Revokes a subject until a Unix time (0: for good), and tells every replica.
+    pub async fn revoke(&self, subject: &str, until_unix: u64) -> Result<(), StateError> {
+        match self {
+            Self::Memory(store) => {
+                store.revoke(subject, until_unix);
+                Ok(())
+            }
+            Self::Redis(store) => store.revoke(subject, until_unix).await,
+        }
+    }
+
+    /// Lifts a revocation, and tells every replica.
+    pub async fn lift(&self, subject: &str) -> Result<(), StateError> {
+        match self {
+            Self::Memory(store) => {
+                store.lift(subject);
+                Ok(())
+            }
+            Self::Redis(store) => store.lift(subject).await,
+        }
+    }
+
+    /// Every revocation: subject → until (Unix seconds, 0 for good).
+    pub async fn revocations(&self) -> Result<HashMap<String, u64>, StateError> {
+        match self {
+            Self::Memory(store) => Ok(store.revocations()),
+            Self::Redis(store) => store.revocations().await,
+        }
+    }
+
+    /// Notified when revocations change, on this replica or (Redis) any other.
+    pub fn revocation_changes(&self) -> Arc<Notify> {
+        match self {
+            Self::Memory(store) => store.changes(),
+            Self::Redis(store) => store.changes(),
+        }
+    }
+
+    /// A sliding-window limit on `key`: `Some(wait)` when it already has `limit` hits within
+    /// `window`; otherwise this hit is counted when `record`.
+    pub async fn limit(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        record: bool,
+    ) -> Result<Option<Duration>, StateError> {
+        match self {
+            Self::Memory(store) => Ok(store.limit(key, limit, window, record)),
+            Self::Redis(store) => store.limit(key, limit, window, record).await,
         }
     }
 }

@@ -1,13 +1,12 @@
 //! The in-process store: one mutex per kind of fact, so every operation is atomic.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{ExportLimits, Reservation, ReserveOutcome};
+use tokio::sync::Notify;
 
-/// The rolling window of export quotas.
-const DAY: Duration = Duration::from_secs(86_400);
+use crate::{DAY, ExportLimits, Reservation, ReserveOutcome};
 
 /// One export counted against a quota: reserved, then settled to what was exported.
 #[derive(Debug, Clone)]
@@ -28,6 +27,9 @@ pub struct MemoryStore {
     retention: Duration,
     owners: Mutex<HashMap<String, (String, Instant)>>,
     exports: Mutex<Exports>,
+    revoked: Mutex<HashMap<String, u64>>,
+    limits: Mutex<HashMap<String, VecDeque<Instant>>>,
+    changes: Arc<Notify>,
 }
 
 impl MemoryStore {
@@ -37,7 +39,75 @@ impl MemoryStore {
             retention,
             owners: Mutex::new(HashMap::new()),
             exports: Mutex::new(Exports::default()),
+            revoked: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+            changes: Arc::new(Notify::new()),
         }
+    }
+
+    pub(crate) fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
+    }
+
+    pub(crate) fn revoke(&self, subject: &str, until_unix: u64) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject.to_owned(), until_unix);
+        self.changes.notify_waiters();
+    }
+
+    pub(crate) fn lift(&self, subject: &str) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(subject);
+        self.changes.notify_waiters();
+    }
+
+    pub(crate) fn revocations(&self) -> HashMap<String, u64> {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A sliding-window limit: `Some(wait)` when `key` already has `limit` hits in the window;
+    /// otherwise the hit is counted when `record`.
+    pub(crate) fn limit(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        record: bool,
+    ) -> Option<Duration> {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if limits.len() > 100_000 {
+            limits.retain(|_, hits| {
+                hits.back()
+                    .is_some_and(|at| now.duration_since(*at) < window)
+            });
+        }
+        let hits = limits.entry(key.to_owned()).or_default();
+        while hits
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= window)
+        {
+            hits.pop_front();
+        }
+        if hits.len() as u64 >= limit {
+            let oldest = hits.front().copied().unwrap_or(now);
+            return Some(
+                (oldest + window)
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        if record {
+            hits.push_back(now);
+        }
+        None
     }
 
     pub(crate) fn record_owner(&self, invoice: &str, creator: &str) {
@@ -98,20 +168,25 @@ impl MemoryStore {
     }
 
     pub(crate) fn settle_export(&self, reservation: &Reservation, rows: u64) {
-        let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = exports
-            .by_principal
-            .get_mut(&reservation.principal)
-            .and_then(|entries| entries.iter_mut().find(|e| e.id == reservation.id))
-        {
-            entry.rows = rows;
-        }
+        self.settle_or_release(reservation, Some(rows));
     }
 
     pub(crate) fn release_export(&self, reservation: &Reservation) {
+        self.settle_or_release(reservation, None);
+    }
+
+    fn settle_or_release(&self, reservation: &Reservation, rows: Option<u64>) {
         let mut exports = self.exports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entries) = exports.by_principal.get_mut(&reservation.principal) {
-            entries.retain(|e| e.id != reservation.id);
+        let Some(entries) = exports.by_principal.get_mut(&reservation.principal) else {
+            return;
+        };
+        match rows {
+            Some(rows) => {
+                if let Some(entry) = entries.iter_mut().find(|e| e.id == reservation.id) {
+                    entry.rows = rows;
+                }
+            }
+            None => entries.retain(|e| e.id != reservation.id),
         }
     }
 }
@@ -183,6 +258,22 @@ mod tests {
             .filter(|granted| *granted)
             .count();
         assert_eq!(granted, 2, "1000 rows hold two reservations of 400");
+    }
+
+    #[test]
+    fn sliding_window_limits() {
+        let store = MemoryStore::new(DAY);
+        let window = Duration::from_millis(100);
+        assert!(store.limit("ip", 2, window, true).is_none());
+        assert!(
+            store.limit("ip", 2, window, false).is_none(),
+            "a check does not count"
+        );
+        assert!(store.limit("ip", 2, window, true).is_none());
+        let wait = store.limit("ip", 2, window, true).unwrap();
+        assert!(wait <= window);
+        std::thread::sleep(window);
+        assert!(store.limit("ip", 2, window, true).is_none());
     }
 
     #[test]

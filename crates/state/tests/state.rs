@@ -1,0 +1,217 @@
+//! The same behaviour from both backends: `memory`, and `redis` against a real `redis-server`.
+#![expect(clippy::unwrap_used, reason = "tests fail at the first broken step")]
+
+use std::time::Duration;
+
+use invoiceguard_state::{ExportLimits, ReserveOutcome, StateConfig, StateStore};
+use invoiceguard_testkit::Redis;
+
+const LIMITS: ExportLimits = ExportLimits {
+    rows_per_day: 1000,
+    exports_per_day: 3,
+};
+
+fn memory() -> StateStore {
+    StateStore::open(&StateConfig::default()).unwrap()
+}
+
+fn redis(server: &Redis) -> StateStore {
+    let config = StateConfig {
+        backend: "redis".into(),
+        url: Some(server.url()),
+        key_prefix: format!("test-{}:", std::process::id()),
+        ..StateConfig::default()
+    };
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    StateStore::open(&config).unwrap()
+}
+
+async fn behaves(store: &StateStore) {
+    store.ping().await.unwrap();
+    // Ownership.
+    assert_eq!(store.owner("INV-1").await.unwrap(), None);
+    store.record_owner("INV-1", "alice").await.unwrap();
+    assert_eq!(
+        store.owner("INV-1").await.unwrap().as_deref(),
+        Some("alice")
+    );
+
+    // Exports: reserve, settle, release, limits.
+    let ReserveOutcome::Reserved(a) = store
+        .reserve_export("carol", Some(600), LIMITS)
+        .await
+        .unwrap()
+    else {
+        panic!("refused")
+    };
+    assert!(matches!(
+        store
+            .reserve_export("carol", Some(600), LIMITS)
+            .await
+            .unwrap(),
+        ReserveOutcome::OverLimit {
+            rows_used: 600,
+            exports_used: 1
+        }
+    ));
+    store.settle_export(&a, 100).await.unwrap();
+    let ReserveOutcome::Reserved(b) = store
+        .reserve_export("carol", Some(600), LIMITS)
+        .await
+        .unwrap()
+    else {
+        panic!("refused")
+    };
+    store.release_export(&b).await.unwrap();
+    let ReserveOutcome::Reserved(rest) = store.reserve_export("carol", None, LIMITS).await.unwrap()
+    else {
+        panic!("refused")
+    };
+    assert_eq!(rest.rows, 900, "an unbounded export reserves what is left");
+    assert!(matches!(
+        store
+            .reserve_export("carol", Some(0), LIMITS)
+            .await
+            .unwrap(),
+        ReserveOutcome::OverLimit { .. }
+    ));
+    assert!(
+        matches!(
+            store.reserve_export("dave", Some(1), LIMITS).await.unwrap(),
+            ReserveOutcome::Reserved(_)
+        ),
+        "quotas are per principal"
+    );
+
+    // Revocations, and their change notification.
+    let changes = store.revocation_changes();
+    let notified = changes.notified();
+    store.revoke("mallory", 0).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), notified)
+        .await
+        .expect("a revocation notifies");
+    store.revoke("temp", 4_000_000_000).await.unwrap();
+    let revoked = store.revocations().await.unwrap();
+    assert_eq!(revoked.get("mallory"), Some(&0));
+    assert_eq!(revoked.get("temp"), Some(&4_000_000_000));
+    store.lift("mallory").await.unwrap();
+    assert!(!store.revocations().await.unwrap().contains_key("mallory"));
+
+    // Sliding-window limits.
+    let window = Duration::from_millis(300);
+    assert!(
+        store
+            .limit("ip:192.0.2.1", 2, window, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .limit("ip:192.0.2.1", 2, window, false)
+            .await
+            .unwrap()
+            .is_none(),
+        "a check does not count"
+    );
+    assert!(
+        store
+            .limit("ip:192.0.2.1", 2, window, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let wait = store
+        .limit("ip:192.0.2.1", 2, window, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(wait <= window, "{wait:?}");
+    tokio::time::sleep(window).await;
+    assert!(
+        store
+            .limit("ip:192.0.2.1", 2, window, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_memory_backend_behaves() {
+    behaves(&memory()).await;
+}
+
+#[tokio::test]
+async fn the_redis_backend_behaves_the_same() {
+    let server = Redis::start().await.unwrap();
+    behaves(&redis(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reservations_on_redis_are_atomic() {
+    let server = Redis::start().await.unwrap();
+    let store = std::sync::Arc::new(redis(&server));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                matches!(
+                    store
+                        .reserve_export(
+                            "carol",
+                            Some(400),
+                            ExportLimits {
+                                rows_per_day: 1000,
+                                exports_per_day: 100
+                            }
+                        )
+                        .await
+                        .unwrap(),
+                    ReserveOutcome::Reserved(_)
+                )
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(granted, 2);
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_an_error_within_the_timeout_and_recovers() {
+    let mut server = Redis::start().await.unwrap();
+    let store = redis(&server);
+    store.record_owner("INV-9", "grace").await.unwrap();
+    server.kill().unwrap();
+    let started = std::time::Instant::now();
+    assert!(store.owner("INV-9").await.is_err());
+    assert!(
+        store
+            .reserve_export("carol", Some(1), LIMITS)
+            .await
+            .is_err()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "every call has a timeout: {:?}",
+        started.elapsed()
+    );
+    server.restart().await.unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if store.ping().await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store reconnects by itself");
+    store.record_owner("INV-10", "grace").await.unwrap();
+    assert_eq!(
+        store.owner("INV-10").await.unwrap().as_deref(),
+        Some("grace")
+    );
+}
