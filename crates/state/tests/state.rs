@@ -1,5 +1,9 @@
 //! The same behaviour from both backends: `memory`, and `redis` against a real `redis-server`.
-#![expect(clippy::unwrap_used, reason = "tests fail at the first broken step")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests fail at the first broken step"
+)]
 
 use std::time::Duration;
 
