@@ -1,6 +1,7 @@
 //! The same behaviour from both backends: `memory`, and `redis` against a real `redis-server`.
 #![expect(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::panic,
     reason = "tests fail at the first broken step"
 )]
