@@ -3,6 +3,7 @@
 // resource server, the invoicing API.
 //
 //   node server.mjs --port 9400 [--keys keys.json] [--audience URN] [--alg ES256] [--test-endpoints]
+//   node server.mjs --keys keys.json --keys-only      (writes new keys and exits)
 //
 // Users get tokens through a password grant (no browser needed) that carries their roles, groups
 // and MFA facts (`amr`, `acr`, `auth_time`); integration accounts use client credentials with
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     audience: { type: 'string', default: 'urn:invoiceguard:invoicing-api' },
     alg: { type: 'string', default: 'ES256' },
     'test-endpoints': { type: 'boolean', default: false },
+    'keys-only': { type: 'boolean', default: false },
   },
 });
 
@@ -55,6 +57,11 @@ function newKeys() {
     { ...jwk('rsa', { modulusLength: 2048 }), alg: 'RS256' },
     { ...jwk('rsa', { modulusLength: 2048 }), alg: 'PS256' },
   ].map((key) => ({ ...key, kid: kid(key.alg), use: 'sig' }));
+}
+
+if (args['keys-only']) {
+  writeFileSync(args.keys, JSON.stringify({ keys: newKeys() }), { mode: 0o600 });
+  process.exit(0);
 }
 
 let jwks;

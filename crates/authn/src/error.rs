@@ -49,6 +49,9 @@ pub enum AuthnError {
     /// The API key matches no integration account.
     #[error("api key is not valid")]
     BadApiKey,
+    /// The subject is revoked (a leaver, a compromised integration).
+    #[error("credentials are revoked")]
+    Revoked,
     /// A client certificate chained to the client CA but matches no integration account.
     #[error("client certificate is not an integration account")]
     UnknownClientCertificate,
@@ -95,6 +98,7 @@ impl AuthnError {
             Self::BadClaim(_) => "bad_claim",
             Self::Inactive => "inactive_token",
             Self::BadApiKey => "bad_api_key",
+            Self::Revoked => "revoked",
             Self::UnknownClientCertificate => "unknown_client_certificate",
             Self::KeysUnavailable(_) => "keys_unavailable",
             Self::IntrospectionUnavailable(_) => "introspection_unavailable",

@@ -18,7 +18,7 @@ mod principal;
 mod roles;
 mod token;
 
-pub use authenticator::{Authenticator, Credentials};
+pub use authenticator::{Authenticator, Credentials, claimed_subject};
 pub use config::{
     ApiKeyAccount, AuthnConfig, IntrospectionConfig, IssuerConfig, MtlsAccount, Secret,
 };

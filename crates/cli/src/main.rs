@@ -6,6 +6,8 @@
 //! - `invoiceguard policy validate DIR` / `policy test DIR` load a policy folder and run its
 //!   decision cases (`DIR/tests/*.toml`); `policy explain METHOD PATH --user … --roles …` shows
 //!   the decision for a hypothetical request and the policies that make it.
+//! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
+//!   block or unblock a subject on every replica, through the admin listener.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
@@ -45,11 +47,38 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Block a user, an integration account or an API key's account on every replica (or list
+    /// or lift revocations), through a running gateway's admin listener.
+    Revoke(RevokeArgs),
     /// API keys of integration accounts.
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+}
+
+/// What `revoke` does.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["subject", "list", "lift"])))]
+struct RevokeArgs {
+    /// The configuration file (its `[admin]` address and token file are used).
+    #[arg(long, short, default_value = "invoiceguard.toml")]
+    config: PathBuf,
+    /// The subject to block (a user's `sub`, an integration account).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Block for this many seconds only (default: for good).
+    #[arg(long = "for", value_name = "SECONDS", requires = "subject")]
+    for_s: Option<u64>,
+    /// Why (recorded in the audit trail).
+    #[arg(long, requires = "subject")]
+    reason: Option<String>,
+    /// List the revocations.
+    #[arg(long)]
+    list: bool,
+    /// Lift the revocation of this subject.
+    #[arg(long, value_name = "SUBJECT")]
+    lift: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +170,7 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => policy_explain(*args),
+        Command::Revoke(args) => revoke(&args),
     }
 }
 
@@ -227,6 +257,102 @@ fn policy_explain(args: ExplainArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn revoke(args: &RevokeArgs) -> ExitCode {
+    match revoke_call(args) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("invoiceguard: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Calls the admin listener named by the configuration.
+fn revoke_call(args: &RevokeArgs) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use http_body_util::BodyExt;
+    let config = Config::load(&args.config)?;
+    let address = config
+        .admin
+        .address
+        .context("the configuration has no `admin.address`: the admin listener is off")?;
+    let token_file = config
+        .admin
+        .token_file
+        .context("the configuration has no `admin.token_file`: revocations are disabled")?;
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read `{}`", token_file.display()))?;
+    let (method, path, body) = if let Some(subject) = &args.subject {
+        let until = match args.for_s {
+            Some(seconds) => {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+                    + seconds
+            }
+            None => 0,
+        };
+        let body =
+            serde_json::json!({"subject": subject, "until_unix": until, "reason": args.reason});
+        (
+            http::Method::POST,
+            "/revocations".to_owned(),
+            body.to_string(),
+        )
+    } else if let Some(subject) = &args.lift {
+        let encoded: String = subject
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        (
+            http::Method::DELETE,
+            format!("/revocations/{encoded}"),
+            String::new(),
+        )
+    } else {
+        (http::Method::GET, "/revocations".to_owned(), String::new())
+    };
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"))
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()),
+        )
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let response =
+            tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+                .await
+                .context("the admin listener did not answer within 10 s")?
+                .with_context(|| format!("cannot reach the admin listener at {address}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        anyhow::ensure!(
+            status.is_success(),
+            "the admin listener answered {status}: {text}"
+        );
+        Ok(text)
+    })
 }
 
 fn apikey_hash() -> ExitCode {

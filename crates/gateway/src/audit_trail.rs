@@ -207,3 +207,65 @@ impl Trail {
         }
     }
 }
+
+/// The audit event of an admin operation (a revocation or its lift): who (the admin token),
+/// from where, on which subject, and why.
+pub(crate) fn admin_event(
+    method: &str,
+    path: &str,
+    peer: SocketAddr,
+    action: &str,
+    subject: &str,
+    detail: Option<String>,
+    policy_version: &str,
+) -> AuditEvent {
+    AuditEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        seq: 0,
+        time: now_rfc3339(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        actor: Some(Actor {
+            kind: "admin",
+            id: "admin-token".to_owned(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            client_id: None,
+            auth_method: "admin_token",
+            amr: Vec::new(),
+            acr: None,
+            mfa: false,
+        }),
+        source: Source {
+            ip: peer.ip().to_string(),
+            user_agent: None,
+        },
+        request: RequestRecord {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            route: Some("/revocations".to_owned()),
+            protocol: "HTTP/1.1".to_owned(),
+        },
+        action: Some(action.to_owned()),
+        resource: Some(ResourceRecord {
+            kind: "Subject".to_owned(),
+            id: subject.to_owned(),
+        }),
+        break_glass_reason: None,
+        decision: DecisionRecord {
+            effect: "allow",
+            reason: "admin",
+            policies: Vec::new(),
+            policy_version: policy_version.to_owned(),
+            detail,
+            shadow: None,
+        },
+        outcome: Outcome {
+            status: 200,
+            upstream_status: None,
+            duration_ms: 0.0,
+            error_side: None,
+            export_rows: None,
+        },
+        severity: "high",
+    }
+}

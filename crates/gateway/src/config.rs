@@ -29,6 +29,70 @@ pub struct Config {
     /// Where facts that outlive a request are kept.
     #[serde(default)]
     pub state: StateConfig,
+    /// The admin listener: health, readiness, revocations.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Brute-force protection.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The admin listener: a separate address, never the public one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address and port; the admin listener is off when absent.
+    pub address: Option<SocketAddr>,
+    /// A file holding the bearer token that the revocation endpoints require; without it they
+    /// answer 403.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+            token_file: None,
+        }
+    }
+}
+
+/// Brute-force protection: failed authentications counted per source address and per claimed
+/// subject over a sliding window; past the limit, 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Failed authentications allowed per source address in the window.
+    #[serde(default = "default_failed_per_ip")]
+    pub failed_auth_per_ip: u64,
+    /// Failed authentications allowed per claimed subject in the window.
+    #[serde(default = "default_failed_per_subject")]
+    pub failed_auth_per_subject: u64,
+    /// The window, in seconds.
+    #[serde(default = "default_failed_window_s")]
+    pub failed_auth_window_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            failed_auth_per_ip: default_failed_per_ip(),
+            failed_auth_per_subject: default_failed_per_subject(),
+            failed_auth_window_s: default_failed_window_s(),
+        }
+    }
+}
+
+fn default_failed_per_ip() -> u64 {
+    30
+}
+
+fn default_failed_per_subject() -> u64 {
+    10
+}
+
+fn default_failed_window_s() -> u64 {
+    60
 }
 
 /// The public listener.
@@ -187,6 +251,10 @@ impl Config {
             resolve(ca);
         }
         self.authn.resolve_paths(base);
+        self.state.resolve_paths(base);
+        if let Some(token) = &mut self.admin.token_file {
+            resolve(token);
+        }
     }
 
     /// Every problem of every section, as `key: problem`.
@@ -255,6 +323,23 @@ impl Config {
         problems.extend(self.authn.validate());
         problems.extend(self.audit.validate());
         problems.extend(self.state.validate());
+        if self
+            .admin
+            .address
+            .is_some_and(|admin| admin == self.listen.address)
+        {
+            problems.push("admin.address: must not be the public listener's address".to_owned());
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("failed_auth_per_ip", limits.failed_auth_per_ip),
+            ("failed_auth_per_subject", limits.failed_auth_per_subject),
+            ("failed_auth_window_s", limits.failed_auth_window_s),
+        ] {
+            if value == 0 {
+                problems.push(format!("limits.{key}: must be at least 1"));
+            }
+        }
         problems
     }
 }

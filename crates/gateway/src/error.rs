@@ -54,6 +54,9 @@ pub enum GatewayError {
     /// not be had: the route fails closed.
     #[error("fact unavailable: {0}")]
     FactUnavailable(String),
+    /// Too many requests, or too many failed authentications: try again after the duration.
+    #[error("too many requests")]
+    TooManyRequests(std::time::Duration),
     /// The resource does not exist (the upstream's lookup said so).
     #[error("resource not found")]
     NotFound,
@@ -77,6 +80,7 @@ impl GatewayError {
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             Self::FactUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -96,7 +100,7 @@ impl GatewayError {
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout | Self::FactUnavailable(_) => {
                 Side::Upstream
             }
-            Self::NotFound => Side::Client,
+            Self::NotFound | Self::TooManyRequests(_) => Side::Client,
             Self::Internal(_) => Side::Internal,
         }
     }
@@ -112,6 +116,7 @@ impl GatewayError {
             Self::StepUpRequired(_) => "step_up",
             Self::FactUnavailable(_) => "unavailable",
             Self::NotFound => "not_found",
+            Self::TooManyRequests(_) => "rate_limited",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
             Self::Internal(_) => "internal",
         }
@@ -126,6 +131,7 @@ impl GatewayError {
                 Some(why.clone())
             }
             Self::NotFound => None,
+            Self::TooManyRequests(wait) => Some(format!("retry after {}s", retry_after_s(*wait))),
             Self::UpstreamTimeout => Some("timeout".to_owned()),
             Self::NoRoute | Self::Forbidden => None,
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
@@ -178,6 +184,11 @@ impl GatewayError {
                 "the facts this decision needs are temporarily unavailable".to_owned(),
             ),
             Self::NotFound => ("not-found", "Not found", "no such resource".to_owned()),
+            Self::TooManyRequests(_) => (
+                "rate-limited",
+                "Too many requests",
+                "too many requests or failed logins; try again later".to_owned(),
+            ),
             Self::UpstreamUnreachable(_) => (
                 "upstream-unavailable",
                 "Bad gateway",
@@ -224,6 +235,11 @@ impl GatewayError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::TooManyRequests(wait) = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_s(*wait).to_string())
+        {
+            headers.insert(header::RETRY_AFTER, value);
+        }
         let challenge = match self {
             Self::Unauthenticated(error) => challenge(error),
             Self::StepUpRequired(step_up) => step_up_challenge(step_up, mfa_acr),
@@ -234,6 +250,11 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// Whole seconds to wait, at least 1.
+fn retry_after_s(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
 }
 
 /// What a client is told about any bad credential; the audit event has the precise reason.

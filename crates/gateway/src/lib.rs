@@ -7,8 +7,11 @@
 //! `enrich.rs` (facts for the decision: invoice creator and amount, export quota), `forward.rs`
 //! (the upstream call and its headers), `settle.rs` (what the answer proves), `audit_trail.rs`
 //! (the event of each request), `error.rs` (classification and the problem answer), `server.rs`
-//! (listeners and connections), `reload.rs` (the running policy set and its hot reload).
+//! (listeners and connections), `reload.rs` (the running policy set and its hot reload),
+//! `revocation.rs` (who is blocked, on every replica), `admin.rs` (health, readiness,
+//! revocations).
 
+mod admin;
 mod audit_trail;
 mod config;
 mod enrich;
@@ -17,11 +20,14 @@ mod forward;
 mod normalize;
 mod pipeline;
 mod reload;
+mod revocation;
 mod server;
 mod settle;
 mod tls;
 
-pub use config::{Config, ConfigError, ListenConfig, TlsFiles, UpstreamConfig};
+pub use config::{
+    AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,
+};
 pub use error::GatewayError;
 pub use pipeline::{Connection, Gateway, StartError};
 pub use server::{ServeError, serve};

@@ -3,22 +3,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use invoiceguard_audit::AuditLog;
-use invoiceguard_authn::{Authenticator, Credentials, PrincipalKind};
+use invoiceguard_authn::{Authenticator, AuthnError, Credentials, PrincipalKind, claimed_subject};
 use invoiceguard_policy::{ExportFacts, PolicyEngine, RequestFacts};
 use invoiceguard_state::StateStore;
 use rustls::pki_types::CertificateDer;
 
 use crate::audit_trail::Trail;
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::error::{GatewayError, ResponseBody};
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
 use crate::reload::Policies;
+use crate::revocation::Revocations;
 use crate::{enrich, normalize, settle};
 
 /// The largest export request body read (to find the rows it asks for).
@@ -54,7 +55,9 @@ pub struct Gateway {
     policies: Arc<Policies>,
     upstream: Upstream,
     audit: AuditLog,
-    state: StateStore,
+    state: Arc<StateStore>,
+    revocations: Arc<Revocations>,
+    limits: LimitsConfig,
     api_key_header: http::HeaderName,
 }
 
@@ -101,7 +104,10 @@ impl Gateway {
         })?;
         let upstream = Upstream::new(&config.upstream, api_key_header.clone())
             .map_err(StartError::Upstream)?;
-        let state = StateStore::open(&config.state)?;
+        let state = Arc::new(StateStore::open(&config.state)?);
+        let revocations = Arc::new(Revocations::default());
+        revocations.refresh(&state).await;
+        revocations.spawn_sync(state.clone());
         let authn = Authenticator::start(config.authn.clone()).await?;
         authn.spawn_refresh();
         Ok(Self {
@@ -110,6 +116,8 @@ impl Gateway {
             upstream,
             audit,
             state,
+            revocations,
+            limits: config.limits.clone(),
             api_key_header,
         })
     }
@@ -164,6 +172,137 @@ impl Gateway {
         response
     }
 
+    /// The state store.
+    pub(crate) fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// Whether the gateway can serve: policies loaded, every IdP's keys fetched, the state store
+    /// answering; and the details.
+    pub(crate) async fn readiness(&self) -> (bool, serde_json::Value) {
+        let policy = self.policies.current();
+        let idp_keys = self.authn.is_ready();
+        let state = self.state.ping().await;
+        let ready = idp_keys && state.is_ok();
+        let report = serde_json::json!({
+            "ready": ready,
+            "policy_version": policy.version(),
+            "policy_reloads_refused": self.policies.refused.load(std::sync::atomic::Ordering::Relaxed),
+            "idp_keys": idp_keys,
+            "state": {"backend": self.state.backend(), "reachable": state.is_ok()},
+        });
+        (ready, report)
+    }
+
+    /// Revokes a subject on every replica, and records it in the audit trail.
+    pub(crate) async fn revoke(
+        &self,
+        subject: &str,
+        until_unix: u64,
+        reason: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<(), invoiceguard_state::StateError> {
+        self.state.revoke(subject, until_unix).await?;
+        self.revocations.refresh(&self.state).await;
+        let detail = format!(
+            "{}{}",
+            if until_unix == 0 {
+                "for good".to_owned()
+            } else {
+                format!("until {until_unix}")
+            },
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        self.record_admin(
+            "POST",
+            "/revocations",
+            peer,
+            "revocation:create",
+            subject,
+            Some(detail),
+        );
+        Ok(())
+    }
+
+    /// Lifts a revocation on every replica, and records it in the audit trail.
+    pub(crate) async fn lift(
+        &self,
+        subject: &str,
+        peer: SocketAddr,
+    ) -> Result<(), invoiceguard_state::StateError> {
+        self.state.lift(subject).await?;
+        self.revocations.refresh(&self.state).await;
+        self.record_admin(
+            "DELETE",
+            &format!("/revocations/{subject}"),
+            peer,
+            "revocation:lift",
+            subject,
+            None,
+        );
+        Ok(())
+    }
+
+    fn record_admin(
+        &self,
+        method: &str,
+        path: &str,
+        peer: SocketAddr,
+        action: &str,
+        subject: &str,
+        detail: Option<String>,
+    ) {
+        let event = crate::audit_trail::admin_event(
+            method,
+            path,
+            peer,
+            action,
+            subject,
+            detail,
+            self.policies.current().version(),
+        );
+        if let Err(error) = self.audit.record(event) {
+            tracing::error!(%error, "audit event of an admin operation not written");
+        }
+    }
+
+    /// The brute-force counters of a request: its source address, and the subject it claims.
+    fn failure_keys(&self, connection: &Connection, subject: Option<&str>) -> Vec<(String, u64)> {
+        let mut keys = vec![(
+            format!("authfail:ip:{}", connection.peer.ip()),
+            self.limits.failed_auth_per_ip,
+        )];
+        if let Some(subject) = subject {
+            keys.push((
+                format!("authfail:sub:{subject}"),
+                self.limits.failed_auth_per_subject,
+            ));
+        }
+        keys
+    }
+
+    /// 429 when a counter is past its limit. An unreachable store does not block anyone here.
+    async fn check_failures(&self, keys: &[(String, u64)]) -> Result<(), GatewayError> {
+        let window = Duration::from_secs(self.limits.failed_auth_window_s);
+        for (key, limit) in keys {
+            match self.state.limit(key, *limit, window, false).await {
+                Ok(Some(wait)) => return Err(GatewayError::TooManyRequests(wait)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "brute-force counters unavailable"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn count_failure(&self, keys: &[(String, u64)]) {
+        let window = Duration::from_secs(self.limits.failed_auth_window_s);
+        for (key, limit) in keys {
+            if let Err(error) = self.state.limit(key, *limit, window, true).await {
+                tracing::warn!(%error, "failed authentication not counted");
+            }
+        }
+    }
+
     async fn phases(
         &self,
         request: Request<Incoming>,
@@ -196,9 +335,51 @@ impl Gateway {
         };
         trail.routed(&route);
 
-        // authenticate
-        let principal = self.authn.authenticate(credentials()).await?;
+        // authenticate, behind brute-force protection
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let subject = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(claimed_subject);
+        let failure_keys = self.failure_keys(connection, subject.as_deref());
+        self.check_failures(&failure_keys).await?;
+        let principal = match self.authn.authenticate(credentials()).await {
+            Ok(principal) => principal,
+            Err(error) => {
+                if !error.is_missing() && !error.is_unavailable() {
+                    self.count_failure(&failure_keys).await;
+                }
+                return Err(error.into());
+            }
+        };
         trail.authenticated(&principal);
+        if self.revocations.is_revoked(&principal.id, now_unix) {
+            return Err(AuthnError::Revoked.into());
+        }
+
+        // per-principal rate limit of the route (a slow drip of bulk reads is an export too)
+        if let Some(limit) = route.route.rate_limit {
+            let key = format!(
+                "rate:{}:{}:{}",
+                route.route.method, route.route.template, principal.id
+            );
+            match self
+                .state
+                .limit(
+                    &key,
+                    limit.requests,
+                    Duration::from_secs(limit.window_s),
+                    true,
+                )
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(wait)) => return Err(GatewayError::TooManyRequests(wait)),
+                Err(error) => return Err(GatewayError::FactUnavailable(error.to_string())),
+            }
+        }
 
         // enrich: resource facts, and the export quota reserved before the decision
         let resource = enrich::resource_facts(
@@ -231,9 +412,6 @@ impl Gateway {
         };
 
         // authorize
-        let now_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let facts = RequestFacts {
             source_ip: connection.peer.ip(),
             now_unix,

@@ -31,6 +31,9 @@ pub enum ServeError {
     /// The listener's TLS material is unusable.
     #[error("listen.tls: {0}")]
     Tls(String),
+    /// The admin listener cannot start.
+    #[error("admin: {0}")]
+    Admin(String),
     /// The address cannot be listened on.
     #[error("cannot listen on `{address}`: {source}")]
     Bind {
@@ -62,6 +65,37 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .map_err(|source| ServeError::Bind { address, source })?;
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     tracing::info!(%address, scheme, "listening");
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin_address) = config.admin.address {
+        let admin_listener =
+            TcpListener::bind(admin_address)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: admin_address,
+                    source,
+                })?;
+        let token = match &config.admin.token_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        ServeError::Admin(format!("cannot read `{}`: {e}", file.display()))
+                    })?
+                    .trim()
+                    .to_owned(),
+            )
+            .filter(|token| !token.is_empty()),
+            None => None,
+        };
+        tracing::info!(address = %admin_address, revocations = token.is_some(), "admin listening");
+        tokio::spawn(crate::admin::serve(
+            gateway.clone(),
+            admin_listener,
+            token,
+            async {
+                let _ = admin_stopped.await;
+            },
+        ));
+    }
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -141,6 +175,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     tracing::info!("shutting down: draining connections");
     drop(listener);
+    let _ = stop_admin.send(());
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),

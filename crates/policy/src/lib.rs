@@ -20,5 +20,5 @@ pub use entities::{ENTITIES_FILE, Limits};
 pub use problem::{LoadError, Problem};
 pub use request::{ExportFacts, RequestFacts, ResourceFacts};
 pub use routes::{
-    COLLECTION_ID, ExportSpec, Fact, Lookup, Route, RouteMatch, RouteTable, RowCount,
+    COLLECTION_ID, ExportSpec, Fact, Lookup, RateLimit, Route, RouteMatch, RouteTable, RowCount,
 };

@@ -31,6 +31,17 @@ struct RouteSpec {
     facts: Option<Spanned<Vec<Fact>>>,
     record_creator: Option<Spanned<String>>,
     export: Option<ExportSpec>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// At most `requests` per `window_s` seconds for each principal on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed in the window.
+    pub requests: u64,
+    /// The sliding window, in seconds.
+    pub window_s: u64,
 }
 
 /// A fact about the resource that a route's decision needs; without it the route fails closed.
@@ -149,6 +160,8 @@ pub struct Route {
     pub record_creator: Option<String>,
     /// Export counting, for export routes.
     pub export: Option<ExportSpec>,
+    /// Per-principal request limit (429 past it; 503 when the count cannot be had).
+    pub rate_limit: Option<RateLimit>,
     segments: Vec<Segment>,
     resource_id: ResourceId,
     /// Byte offsets of the route's `action` and `resource` in `routes.toml` (for problems).
@@ -367,6 +380,16 @@ impl Route {
                 format!("export.requested `{requested}` is not a JSON pointer"),
             ));
         }
+        if let Some(limit) = spec.rate_limit
+            && (limit.requests == 0 || limit.window_s == 0)
+        {
+            problems.push(Problem::at(
+                file,
+                text,
+                spec.action.span().start,
+                "rate_limit needs requests and window_s of at least 1".to_owned(),
+            ));
+        }
         if problems.len() > before {
             return None;
         }
@@ -386,6 +409,7 @@ impl Route {
                 .unwrap_or_default(),
             record_creator: spec.record_creator.as_ref().map(|p| p.get_ref().clone()),
             export: spec.export.clone(),
+            rate_limit: spec.rate_limit,
         })
     }
 

@@ -14,6 +14,8 @@ pub struct GatewayProcess {
     child: Child,
     /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
     pub url: String,
+    /// The admin listener, `http://127.0.0.1:PORT`.
+    pub admin_url: String,
     /// Its audit file.
     pub audit_file: PathBuf,
     /// Where its standard output goes (the audit events again: `[audit] stdout = true`).
@@ -39,10 +41,25 @@ impl GatewayProcess {
     ) -> anyhow::Result<Self> {
         let dir = TempDir::new("gateway")?;
         let port = free_port()?;
+        let admin_port = free_port()?;
         let audit_file = dir.path().join("audit.jsonl");
+        let mut sections = sections
+            .replace("{port}", &port.to_string())
+            .replace("{admin_port}", &admin_port.to_string());
+        if !sections.contains("[admin]") {
+            sections.push_str(&format!(
+                "\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n"
+            ));
+        }
+        // Tests of other features send many bad tokens on purpose: brute-force protection gets
+        // its own test, with its own `[limits]`.
+        if !sections.contains("[limits]") {
+            sections.push_str(
+                "\n[limits]\nfailed_auth_per_ip = 100000\nfailed_auth_per_subject = 100000\n",
+            );
+        }
         let config = format!(
-            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nfile = {audit_file:?}\nstdout = true\n\n{}\n",
-            sections.replace("{port}", &port.to_string())
+            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nfile = {audit_file:?}\nstdout = true\n\n{sections}\n"
         );
         if !config.contains("[listen]") {
             bail!("the sections must hold a [listen] with address = \"127.0.0.1:{{port}}\"");
@@ -65,6 +82,7 @@ impl GatewayProcess {
         let mut gateway = Self {
             child,
             url,
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
             audit_file,
             stdout_file,
             dir,

@@ -42,13 +42,24 @@ pub struct TokenRequest<'a> {
 }
 
 impl Idp {
-    /// Starts an IdP with fresh keys.
+    /// Starts an IdP with its own copy of this test process's keys (made once: key generation
+    /// is the slow part of a start), on a free port; a start that fails (the port was taken in
+    /// the meantime) is tried again on another port.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = TempDir::new("idp")?;
         let keys = dir.path().join("keys.json");
-        let mut idp = Self::start_with_keys(&keys, free_port()?).await?;
-        idp._dir = Some(dir);
-        Ok(idp)
+        std::fs::copy(shared_keys()?, &keys)?;
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_with_keys(&keys, free_port()?).await {
+                Ok(mut idp) => {
+                    idp._dir = Some(dir);
+                    return Ok(idp);
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the IdP did not start")))
     }
 
     /// Starts an IdP on `port` with the signing keys in `keys` (created there when missing), so
@@ -90,6 +101,7 @@ impl Idp {
             }
             if let Ok(reply) = crate::client::get(&url, None).await
                 && reply.status == 200
+                && reply.json()["issuer"] == self.issuer.as_str()
             {
                 return Ok(());
             }
@@ -264,6 +276,30 @@ impl Idp {
             })
             .collect())
     }
+}
+
+/// This test process's IdP keys, generated once by `server.mjs --keys-only`.
+fn shared_keys() -> anyhow::Result<PathBuf> {
+    static KEYS: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut keys = KEYS.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    if let Some(path) = keys.as_ref() {
+        return Ok(path.clone());
+    }
+    let path =
+        std::env::temp_dir().join(format!("invoiceguard-idp-keys-{}.json", std::process::id()));
+    let status = Command::new("node")
+        .arg(repo_root().join("tests/idp/server.mjs"))
+        .args(["--keys-only", "--keys"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run node (is Node.js installed?)")?;
+    if !status.success() {
+        bail!("the IdP could not generate keys ({status})");
+    }
+    *keys = Some(path.clone());
+    Ok(path)
 }
 
 /// base64url without padding (JWT segments).
