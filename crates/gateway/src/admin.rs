@@ -83,13 +83,11 @@ pub(crate) async fn serve(
     }
 }
 
-/// Whether the request carries the admin token (compared in constant time).
-fn authorized(
-    request: &Request<Incoming>,
-    token: Option<&str>,
-) -> Result<(), Response<Full<Bytes>>> {
+/// `None` when the request carries the admin token (compared in constant time); otherwise the
+/// refusal to send.
+fn refusal(request: &Request<Incoming>, token: Option<&str>) -> Option<Response<Full<Bytes>>> {
     let Some(token) = token else {
-        return Err(problem(
+        return Some(problem(
             StatusCode::FORBIDDEN,
             "revocations are disabled: no `admin.token_file` is configured",
         ));
@@ -108,7 +106,7 @@ fn authorized(
     )
     .is_ok()
     {
-        Ok(())
+        None
     } else {
         let mut refused = problem(
             StatusCode::UNAUTHORIZED,
@@ -118,7 +116,7 @@ fn authorized(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"invoiceguard-admin\""),
         );
-        Err(refused)
+        Some(refused)
     }
 }
 
@@ -142,7 +140,7 @@ async fn handle(
             json_response(status, &report)
         }
         _ if path == "/revocations" || path.starts_with("/revocations/") => {
-            if let Err(refused) = authorized(&request, token) {
+            if let Some(refused) = refusal(&request, token) {
                 return refused;
             }
             revocations(gateway, request, &method, &path, peer).await
