@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 mod identity;
 mod policy;
+mod shared;
 mod walk;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_invoiceguard");

@@ -289,7 +289,7 @@ async fn a_bulk_export_needs_a_fresh_multi_factor_login() {
 }
 
 /// A copy of the baseline policy folder (without its tests) in `dir`.
-fn policy_copy(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn policy_copy(dir: &Path) -> std::path::PathBuf {
     let copy = dir.join("policies");
     std::fs::create_dir_all(&copy).unwrap();
     for entry in std::fs::read_dir(invoiceguard_testkit::repo_root().join("policies")).unwrap() {

@@ -1,0 +1,490 @@
+//! Many replicas on one Redis: creators, quotas and revocations shared; a Redis outage failing
+//! closed only where a fact is needed, and recovering by itself; brute-force protection.
+
+use super::*;
+use invoiceguard_testkit::Redis;
+
+/// Two gateways in front of one upstream, sharing one Redis.
+struct Replicas {
+    idp: Idp,
+    upstream: Upstream,
+    redis: Redis,
+    a: GatewayProcess,
+    b: GatewayProcess,
+    _dir: TempDir,
+}
+
+impl Replicas {
+    /// `edit` may change the copied policy folder before the gateways start.
+    async fn start(edit: impl Fn(&Path)) -> Self {
+        let idp = Idp::start().await.unwrap();
+        let upstream = Upstream::start().unwrap();
+        let redis = Redis::start().await.unwrap();
+        let dir = TempDir::new("replicas").unwrap();
+        let policies = super::policy::policy_copy(dir.path());
+        edit(&policies);
+        let token = dir.path().join("admin-token");
+        std::fs::write(&token, "s3cret-admin-token-for-tests\n").unwrap();
+        let extra = format!(
+            "\n[state]\nbackend = \"redis\"\nurl = \"{}\"\n\n[admin]\naddress = \"127.0.0.1:{{admin_port}}\"\ntoken_file = {token:?}\n",
+            redis.url()
+        );
+        let text = format!("{}{extra}", sections(&idp.issuer, &upstream.url(), ""));
+        let start =
+            || GatewayProcess::start_with_policies(Path::new(BINARY), &text, false, &policies, "");
+        let a = start().await.unwrap();
+        let b = start().await.unwrap();
+        Self {
+            idp,
+            upstream,
+            redis,
+            a,
+            b,
+            _dir: dir,
+        }
+    }
+
+    async fn token(&self, user: &str) -> String {
+        self.idp
+            .user_token(user, TokenRequest::default())
+            .await
+            .unwrap()
+    }
+}
+
+fn url(gateway: &GatewayProcess, path: &str) -> String {
+    format!("{}{path}", gateway.url)
+}
+
+/// Runs `invoiceguard revoke` with `gateway`'s configuration.
+fn revoke_cli(gateway: &GatewayProcess, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(BINARY)
+        .args(["revoke", "--config"])
+        .arg(gateway.config_file())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_creators_quotas_and_revocations() {
+    // Replica B can only know who created an invoice from the shared record: the lookup no
+    // longer says, and approvals need only the creator.
+    let replicas = Replicas::start(|policies| {
+        let routes = std::fs::read_to_string(policies.join("routes.toml")).unwrap();
+        let routes = routes
+            .replace("creator = \"/created_by\"\n", "")
+            .replace("facts = [\"creator\", \"amount\"]", "facts = [\"creator\"]");
+        std::fs::write(policies.join("routes.toml"), routes).unwrap();
+        let entities = std::fs::read_to_string(policies.join("entities.toml")).unwrap();
+        std::fs::write(
+            policies.join("entities.toml"),
+            format!("{entities}\n[users.carol]\nexports_per_day = 1\n"),
+        )
+        .unwrap();
+    })
+    .await;
+    let (a, b) = (&replicas.a, &replicas.b);
+
+    // Grace creates and submits through A; through B she cannot approve her own invoice.
+    let grace = replicas.token("grace").await;
+    let created = send(request(
+        "POST",
+        &url(a, "/invoices"),
+        Some(&grace),
+        Some(json!({"partner_id": "P-1", "amount": 75.0})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send(request(
+            "POST",
+            &url(a, &format!("/invoices/{id}/submit")),
+            Some(&grace),
+            None
+        ))
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    let own = send(request(
+        "POST",
+        &url(b, &format!("/invoices/{id}/approve")),
+        Some(&grace),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_problem(&own, 403);
+    assert_eq!(
+        b.audit_event(own.header("x-request-id"))["decision"]["policies"],
+        json!(["sod.creator-never-approves"])
+    );
+    let frank = replicas.token("frank").await;
+    assert_eq!(
+        send(request(
+            "POST",
+            &url(b, &format!("/invoices/{id}/approve")),
+            Some(&frank),
+            None
+        ))
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    // An invoice the gateways never saw created: no record, and the lookup cannot say — closed.
+    let unknown = send(request(
+        "POST",
+        &url(b, "/invoices/INV-1/approve"),
+        Some(&frank),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_problem(&unknown, 503);
+
+    // Carol may export once a day: spent on A, it is spent on B.
+    let carol = replicas.token("carol").await;
+    assert_eq!(
+        send(request(
+            "POST",
+            &url(a, "/exports"),
+            Some(&carol),
+            Some(json!({"limit": 10}))
+        ))
+        .await
+        .unwrap()
+        .status,
+        201
+    );
+    let second = send(request(
+        "POST",
+        &url(b, "/exports"),
+        Some(&carol),
+        Some(json!({"limit": 10})),
+    ))
+    .await
+    .unwrap();
+    assert_problem(&second, 403);
+    assert_eq!(
+        b.audit_event(second.header("x-request-id"))["decision"]["policies"],
+        json!(["limits.export-daily-quota"])
+    );
+
+    // One revocation, through A's admin listener, blocks alice on both replicas within a second.
+    let alice = replicas.token("alice").await;
+    assert_eq!(
+        get(&url(b, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let (ok, out) = revoke_cli(
+        a,
+        &["--subject", "alice", "--reason", "leaver: HR ticket 981"],
+    );
+    assert!(ok, "{out}");
+    let revoked_at = std::time::Instant::now();
+    let mut blocked = [false, false];
+    while revoked_at.elapsed() < Duration::from_secs(1) && !(blocked[0] && blocked[1]) {
+        for (i, gateway) in [a, b].into_iter().enumerate() {
+            blocked[i] = blocked[i]
+                || get(&url(gateway, "/invoices/INV-1"), Some(&alice))
+                    .await
+                    .unwrap()
+                    .status
+                    == 401;
+        }
+    }
+    assert_eq!(
+        blocked,
+        [true, true],
+        "blocked on both replicas within one second"
+    );
+    let reply = get(&url(b, "/invoices/INV-1"), Some(&alice)).await.unwrap();
+    assert_eq!(
+        b.audit_event(reply.header("x-request-id"))["decision"]["detail"],
+        "revoked"
+    );
+    let revocation = a
+        .audit_events()
+        .into_iter()
+        .find(|e| e["action"] == "revocation:create")
+        .unwrap();
+    assert_eq!(
+        revocation["resource"],
+        json!({"type": "Subject", "id": "alice"})
+    );
+    assert_eq!(revocation["severity"], "high");
+    assert!(
+        revocation["decision"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("leaver: HR ticket 981")
+    );
+    let (ok, list) = revoke_cli(b, &["--list"]);
+    assert!(ok && list.contains("\"subject\":\"alice\""), "{list}");
+
+    let (ok, out) = revoke_cli(b, &["--lift", "alice"]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(&url(a, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(
+        b.audit_events()
+            .iter()
+            .any(|e| e["action"] == "revocation:lift")
+    );
+
+    // The admin endpoints want the admin token.
+    let anonymous = send(request(
+        "GET",
+        &format!("{}/revocations", a.admin_url),
+        Some("wrong-token"),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(anonymous.status, 401);
+    drop(replicas.upstream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_closed_where_facts_are_needed_and_recovers() {
+    let mut replicas = Replicas::start(|_| {}).await;
+    let a = &replicas.a;
+    let (bob, carol, alice) = (
+        replicas.token("bob").await,
+        replicas.token("carol").await,
+        replicas.token("alice").await,
+    );
+    let (ok, out) = revoke_cli(a, &["--subject", "mallory-leaver"]);
+    assert!(ok, "{out}");
+    let ready = get(&format!("{}/readyz", a.admin_url), None).await.unwrap();
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+
+    replicas.redis.kill().unwrap();
+    let started = std::time::Instant::now();
+    // Approvals (the invoice's creator) and exports (the quota) need Redis: 503, at once.
+    let approve = send(request(
+        "POST",
+        &url(a, "/invoices/INV-1/approve"),
+        Some(&bob),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_problem(&approve, 503);
+    let export = send(request(
+        "POST",
+        &url(a, "/exports"),
+        Some(&carol),
+        Some(json!({"limit": 5})),
+    ))
+    .await
+    .unwrap();
+    assert_problem(&export, 503);
+    // So does the rate-limited list route; a read that needs no fact keeps working.
+    assert_problem(&get(&url(a, "/invoices"), Some(&alice)).await.unwrap(), 503);
+    assert_eq!(
+        get(&url(a, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    // Revocations are held in memory: the outage un-blocks nobody.
+    let admin_revocations = request(
+        "GET",
+        &format!("{}/revocations", a.admin_url),
+        Some("s3cret-admin-token-for-tests"),
+        None,
+    );
+    assert_eq!(
+        send(admin_revocations).await.unwrap().status,
+        503,
+        "the list itself needs Redis"
+    );
+    let ready = get(&format!("{}/readyz", a.admin_url), None).await.unwrap();
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["state"]["reachable"], false);
+
+    replicas.redis.restart().await.unwrap();
+    let mut recovered = false;
+    for _ in 0..60 {
+        let reply = send(request(
+            "POST",
+            &url(a, "/invoices/INV-1/approve"),
+            Some(&bob),
+            None,
+        ))
+        .await
+        .unwrap();
+        if reply.status != 503 {
+            assert_eq!(
+                reply.status, 409,
+                "INV-1 is a draft: the upstream answers, the decision was made"
+            );
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered, "approvals work again without a gateway restart");
+    assert_eq!(
+        send(request(
+            "POST",
+            &url(a, "/exports"),
+            Some(&carol),
+            Some(json!({"limit": 5}))
+        ))
+        .await
+        .unwrap()
+        .status,
+        201
+    );
+    assert_eq!(
+        get(&format!("{}/readyz", a.admin_url), None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_bad_tokens_from_one_address_is_cut_off() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let text = format!(
+        "{}\n[limits]\nfailed_auth_per_ip = 5\nfailed_auth_window_s = 60\n",
+        sections(&idp.issuer, &upstream.url(), "")
+    );
+    let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
+        .await
+        .unwrap();
+    let good = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&url(&gateway, "/invoices/INV-1"), Some(&good))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    for i in 0..5 {
+        let reply = get(
+            &url(&gateway, "/invoices/INV-1"),
+            Some(&format!("bad.token.{i}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 401, "attempt {i}");
+    }
+    let cut = get(&url(&gateway, "/invoices/INV-1"), Some("bad.token.6"))
+        .await
+        .unwrap();
+    assert_problem(&cut, 429);
+    let retry_after: u64 = cut.header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        gateway.audit_event(cut.header("x-request-id"))["decision"]["reason"],
+        "rate_limited"
+    );
+    // The address is cut off, whatever it sends, until the window passes.
+    assert_problem(
+        &get(&url(&gateway, "/invoices/INV-1"), Some(&good))
+            .await
+            .unwrap(),
+        429,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_rate_limit_holds_each_principal() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let dir = TempDir::new("ratelimit").unwrap();
+    let policies = super::policy::policy_copy(dir.path());
+    let routes = std::fs::read_to_string(policies.join("routes.toml")).unwrap();
+    std::fs::write(
+        policies.join("routes.toml"),
+        routes.replace(
+            "rate_limit = { requests = 600, window_s = 60 }",
+            "rate_limit = { requests = 3, window_s = 60 }",
+        ),
+    )
+    .unwrap();
+    let gateway = GatewayProcess::start_with_policies(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), ""),
+        false,
+        &policies,
+        "",
+    )
+    .await
+    .unwrap();
+    let (alice, erin) = (
+        idp.user_token("alice", TokenRequest::default())
+            .await
+            .unwrap(),
+        idp.user_token("erin", TokenRequest::default())
+            .await
+            .unwrap(),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            get(&url(&gateway, "/invoices"), Some(&alice))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let limited = get(&url(&gateway, "/invoices"), Some(&alice))
+        .await
+        .unwrap();
+    assert_problem(&limited, 429);
+    assert!(!limited.header("retry-after").is_empty());
+    assert_eq!(
+        get(&url(&gateway, "/invoices"), Some(&erin))
+            .await
+            .unwrap()
+            .status,
+        200,
+        "per principal"
+    );
+    assert_eq!(
+        get(&url(&gateway, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200,
+        "per route"
+    );
+}
