@@ -67,6 +67,7 @@ pub enum StateError {
 }
 
 /// The configured store.
+#[expect(clippy::large_enum_variant, reason = "one store per process, kept behind an Arc")]
 pub enum StateStore {
     /// In this process only.
     Memory(MemoryStore),

@@ -6,15 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncCommands, IntoConnectionInfo, Script};
 use tokio::sync::Notify;
 
 use crate::{ExportLimits, Reservation, ReserveOutcome, StateConfig, StateError};
 
-/// Reserves export rows in a rolling window (a sorted set of `id:rows` scored by time).
-/// KEYS: the principal's set, the id sequence. ARGV: now (ms), window (ms), rows (-1: all that
-/// is left), rows per window, exports per window.
+/// Reserves export rows in a rolling window (a sorted set of `id:rows` scored by time). One key,
+/// so that it runs on Redis Cluster too. KEYS: the principal's set. ARGV: now (ms), window (ms),
+/// rows (-1: all that is left), rows per window, exports per window, a new unique id.
 const RESERVE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -29,10 +32,10 @@ if rows < 0 then rows = left end
 if #members + 1 > tonumber(ARGV[5]) or rows > left or (rows == 0 and left == 0) then
   return {0, used, #members}
 end
-local id = redis.call('INCR', KEYS[2])
+local id = ARGV[6]
 redis.call('ZADD', KEYS[1], ARGV[1], id .. ':' .. rows)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, id, rows}
+return {1, tonumber(id), rows}
 ";
 
 /// Replaces reservation ARGV[1] by ARGV[2] rows (ARGV[2] = -1: removes it). KEYS: the set.
@@ -69,10 +72,64 @@ end
 return 0
 ";
 
+/// How the store reaches Redis: one server, the master Sentinel names, or a Cluster.
+enum Topology {
+    Single(ConnectionManager),
+    Sentinel {
+        sentinel: tokio::sync::Mutex<SentinelClient>,
+        current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    },
+    Cluster {
+        client: ClusterClient,
+        current: tokio::sync::Mutex<Option<ClusterConnection>>,
+    },
+}
+
+/// One connection of any topology, for one call.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Multiplexed(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Multiplexed(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Multiplexed(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Facts in Redis.
 pub struct RedisStore {
-    client: redis::Client,
-    connection: ConnectionManager,
+    topology: Topology,
     prefix: String,
     timeout: Duration,
     retention: Duration,
@@ -88,41 +145,106 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn unavailable(error: impl std::fmt::Display) -> StateError {
+    StateError::Unavailable(error.to_string())
+}
+
+/// Where revocations are announced and, without pub/sub, how often they are read again.
+const REVOCATION_POLL: Duration = Duration::from_millis(500);
+
 impl RedisStore {
     /// Connects lazily (a Redis that is down at start only makes facts unavailable until it is
-    /// up) and starts listening for revocations.
+    /// up) and starts following revocations: by pub/sub on one server, by reading them every
+    /// half second behind Sentinel or on a Cluster.
     pub fn open(config: &StateConfig) -> Result<Self, StateError> {
-        let url = config
-            .url
-            .as_deref()
-            .ok_or_else(|| StateError::Unavailable("no `state.url`".to_owned()))?;
-        let mut info = url
-            .into_connection_info()
-            .map_err(|e| StateError::Unavailable(format!("state.url: {e}")))?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(user) = &config.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(file) = &config.password_file {
-            let password = std::fs::read_to_string(file).map_err(|e| {
-                StateError::Unavailable(format!("cannot read `{}`: {e}", file.display()))
-            })?;
-            settings = settings.set_password(password.trim());
-        }
-        info = info.set_redis_settings(settings);
-        let client =
-            redis::Client::open(info).map_err(|e| StateError::Unavailable(e.to_string()))?;
+        let password = match &config.password_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| unavailable(format!("cannot read `{}`: {e}", file.display())))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let root_cert = match &config.ca_file {
+            Some(file) => Some(
+                std::fs::read(file)
+                    .map_err(|e| unavailable(format!("cannot read `{}`: {e}", file.display())))?,
+            ),
+            None => None,
+        };
+        let settings = |url: &str| -> Result<redis::ConnectionInfo, StateError> {
+            let info = url
+                .into_connection_info()
+                .map_err(|e| unavailable(format!("`{url}`: {e}")))?;
+            let mut redis_settings = info.redis_settings().clone();
+            if let Some(user) = &config.username {
+                redis_settings = redis_settings.set_username(user);
+            }
+            if let Some(password) = &password {
+                redis_settings = redis_settings.set_password(password);
+            }
+            Ok(info.set_redis_settings(redis_settings))
+        };
+        let client_for = |url: &str| -> Result<redis::Client, StateError> {
+            let info = settings(url)?;
+            match &root_cert {
+                Some(root) => redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root.clone()),
+                    },
+                ),
+                None => redis::Client::open(info),
+            }
+            .map_err(unavailable)
+        };
         let timeout = Duration::from_millis(config.timeout_ms);
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| StateError::Unavailable(e.to_string()))?;
+        let mut pubsub_client = None;
+        let topology = if let Some(url) = &config.url {
+            let client = client_for(url)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(2));
+            let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+                .map_err(unavailable)?;
+            pubsub_client = Some(client);
+            Topology::Single(manager)
+        } else if !config.sentinels.is_empty() {
+            let master = config.sentinel_master.clone().unwrap_or_default();
+            let node_settings = settings(&config.sentinels[0])?.redis_settings().clone();
+            let node =
+                SentinelNodeConnectionInfo::default().set_redis_connection_info(node_settings);
+            let sentinels: Vec<&str> = config.sentinels.iter().map(String::as_str).collect();
+            let sentinel =
+                SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
+                    .map_err(unavailable)?;
+            Topology::Sentinel {
+                sentinel: tokio::sync::Mutex::new(sentinel),
+                current: tokio::sync::Mutex::new(None),
+            }
+        } else {
+            let mut builder =
+                ClusterClient::builder(config.cluster_nodes.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout);
+            if let Some(user) = &config.username {
+                builder = builder.username(user);
+            }
+            if let Some(password) = &password {
+                builder = builder.password(password);
+            }
+            let client = builder.build().map_err(unavailable)?;
+            Topology::Cluster {
+                client,
+                current: tokio::sync::Mutex::new(None),
+            }
+        };
         let store = Self {
-            client,
-            connection,
+            topology,
             prefix: config.key_prefix.clone(),
             timeout,
             retention: Duration::from_secs(config.ownership_retention_days * 86_400),
@@ -131,8 +253,54 @@ impl RedisStore {
             settle: Script::new(SETTLE),
             limit: Script::new(LIMIT),
         };
-        store.listen_for_revocations();
+        match pubsub_client {
+            Some(client) => store.listen_for_revocations(client),
+            None => store.poll_revocations(),
+        }
         Ok(store)
+    }
+
+    /// A connection for one call: the managed one, or (Sentinel, Cluster) the cached one, made
+    /// again after a failure.
+    async fn conn(&self) -> Result<Conn, StateError> {
+        match &self.topology {
+            Topology::Single(manager) => Ok(Conn::Single(manager.clone())),
+            Topology::Sentinel { sentinel, current } => {
+                let mut current = current.lock().await;
+                if let Some(connection) = current.as_ref() {
+                    return Ok(Conn::Multiplexed(connection.clone()));
+                }
+                let mut sentinel = sentinel.lock().await;
+                let connection =
+                    tokio::time::timeout(self.timeout, sentinel.get_async_connection())
+                        .await
+                        .map_err(|_| unavailable("Sentinel did not name a master in time"))?
+                        .map_err(unavailable)?;
+                *current = Some(connection.clone());
+                Ok(Conn::Multiplexed(connection))
+            }
+            Topology::Cluster { client, current } => {
+                let mut current = current.lock().await;
+                if let Some(connection) = current.as_ref() {
+                    return Ok(Conn::Cluster(connection.clone()));
+                }
+                let connection = tokio::time::timeout(self.timeout, client.get_async_connection())
+                    .await
+                    .map_err(|_| unavailable("the cluster did not answer in time"))?
+                    .map_err(unavailable)?;
+                *current = Some(connection.clone());
+                Ok(Conn::Cluster(connection))
+            }
+        }
+    }
+
+    /// Forgets a cached connection after a failure (a failover may have moved the master).
+    async fn forget(&self) {
+        match &self.topology {
+            Topology::Single(_) => {}
+            Topology::Sentinel { current, .. } => *current.lock().await = None,
+            Topology::Cluster { current, .. } => *current.lock().await = None,
+        }
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -142,18 +310,19 @@ impl RedisStore {
     }
 
     /// Runs one call with the store's timeout.
-    async fn call<T>(
-        &self,
-        call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StateError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(StateError::Unavailable(error.to_string())),
-            Err(_) => Err(StateError::Unavailable(format!(
-                "no answer within {:?}",
-                self.timeout
-            ))),
-        }
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StateError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        let failure = match tokio::time::timeout(self.timeout, call(conn)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => unavailable(error),
+            Err(_) => unavailable(format!("no answer within {:?}", self.timeout)),
+        };
+        self.forget().await;
+        Err(failure)
     }
 
     /// Notified when a revocation changes, here or on another replica.
@@ -163,12 +332,8 @@ impl RedisStore {
 
     /// Subscribes to the revocation channel, reconnecting after failures, for as long as the
     /// process runs.
-    fn listen_for_revocations(&self) {
-        let (client, channel, changes) = (
-            self.client.clone(),
-            self.key(&["revocations"]),
-            self.changes.clone(),
-        );
+    fn listen_for_revocations(&self, client: redis::Client) {
+        let (channel, changes) = (self.key(&["revocations"]), self.changes.clone());
         tokio::spawn(async move {
             loop {
                 match client.get_async_pubsub().await {
@@ -191,9 +356,22 @@ impl RedisStore {
         });
     }
 
+    /// Without pub/sub: announces a change every half second, so every replica reads the set.
+    fn poll_revocations(&self) {
+        let changes = Arc::downgrade(&self.changes);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REVOCATION_POLL).await;
+                match changes.upgrade() {
+                    Some(changes) => changes.notify_waiters(),
+                    None => return,
+                }
+            }
+        });
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), StateError> {
-        let mut connection = self.connection.clone();
-        self.call(redis::cmd("PING").query_async::<String>(&mut connection))
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await
             .map(|_| ())
     }
@@ -203,16 +381,14 @@ impl RedisStore {
         invoice: &str,
         creator: &str,
     ) -> Result<(), StateError> {
-        let mut connection = self.connection.clone();
-        let key = self.key(&["owner", invoice]);
-        self.call(connection.set_ex::<_, _, ()>(key, creator, self.retention.as_secs()))
+        let (key, retention) = (self.key(&["owner", invoice]), self.retention.as_secs());
+        self.call(|mut c| async move { c.set_ex::<_, _, ()>(key, creator, retention).await })
             .await
     }
 
     pub(crate) async fn owner(&self, invoice: &str) -> Result<Option<String>, StateError> {
-        let mut connection = self.connection.clone();
-        self.call(connection.get(self.key(&["owner", invoice])))
-            .await
+        let key = self.key(&["owner", invoice]);
+        self.call(|mut c| async move { c.get(key).await }).await
     }
 
     pub(crate) async fn reserve_export(
@@ -222,17 +398,18 @@ impl RedisStore {
         limits: ExportLimits,
         window: Duration,
     ) -> Result<ReserveOutcome, StateError> {
-        let mut connection = self.connection.clone();
         let mut invocation = self.reserve.prepare_invoke();
         invocation
             .key(self.key(&["exports", principal]))
-            .key(self.key(&["export-seq"]))
             .arg(now_ms())
             .arg(window.as_millis() as u64)
             .arg(rows.map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)))
             .arg(limits.rows_per_day)
-            .arg(limits.exports_per_day);
-        let answer: Vec<u64> = self.call(invocation.invoke_async(&mut connection)).await?;
+            .arg(limits.exports_per_day)
+            .arg(unique_id());
+        let answer: Vec<u64> = self
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
         match answer.as_slice() {
             [1, id, rows] => Ok(ReserveOutcome::Reserved(Reservation {
                 principal: principal.to_owned(),
@@ -243,7 +420,7 @@ impl RedisStore {
                 rows_used: *rows_used,
                 exports_used: *exports_used,
             }),
-            other => Err(StateError::Unavailable(format!(
+            other => Err(unavailable(format!(
                 "unexpected reservation answer {other:?}"
             ))),
         }
@@ -254,42 +431,48 @@ impl RedisStore {
         reservation: &Reservation,
         rows: Option<u64>,
     ) -> Result<(), StateError> {
-        let mut connection = self.connection.clone();
         let mut invocation = self.settle.prepare_invoke();
         invocation
             .key(self.key(&["exports", &reservation.principal]))
             .arg(reservation.id)
             .arg(rows.map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)));
-        self.call(invocation.invoke_async::<i64>(&mut connection))
+        self.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
             .await
             .map(|_| ())
     }
 
+    /// Writes the change, then announces it (a lost announcement is caught by the replicas'
+    /// periodic reading).
     pub(crate) async fn revoke(&self, subject: &str, until_unix: u64) -> Result<(), StateError> {
-        let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(self.key(&["revoked"]), subject, until_unix)
-            .ignore()
-            .publish(self.key(&["revocations"]), subject)
-            .ignore();
-        self.call(pipe.query_async::<()>(&mut connection)).await
+        let key = self.key(&["revoked"]);
+        self.call(|mut c| async move { c.hset::<_, _, _, ()>(key, subject, until_unix).await })
+            .await?;
+        self.announce(subject).await;
+        Ok(())
     }
 
     pub(crate) async fn lift(&self, subject: &str) -> Result<(), StateError> {
-        let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hdel(self.key(&["revoked"]), subject)
-            .ignore()
-            .publish(self.key(&["revocations"]), subject)
-            .ignore();
-        self.call(pipe.query_async::<()>(&mut connection)).await
+        let key = self.key(&["revoked"]);
+        self.call(|mut c| async move { c.hdel::<_, _, ()>(key, subject).await })
+            .await?;
+        self.announce(subject).await;
+        Ok(())
+    }
+
+    async fn announce(&self, subject: &str) {
+        let channel = self.key(&["revocations"]);
+        if let Err(error) = self
+            .call(|mut c| async move { c.publish::<_, _, ()>(channel, subject).await })
+            .await
+        {
+            tracing::warn!(%error, "revocation not announced; replicas read it within seconds");
+        }
+        self.changes.notify_waiters();
     }
 
     pub(crate) async fn revocations(&self) -> Result<HashMap<String, u64>, StateError> {
-        let mut connection = self.connection.clone();
-        self.call(connection.hgetall(self.key(&["revoked"]))).await
+        let key = self.key(&["revoked"]);
+        self.call(|mut c| async move { c.hgetall(key).await }).await
     }
 
     pub(crate) async fn limit(
@@ -299,7 +482,6 @@ impl RedisStore {
         window: Duration,
         record: bool,
     ) -> Result<Option<Duration>, StateError> {
-        let mut connection = self.connection.clone();
         let now = now_ms();
         let mut invocation = self.limit.prepare_invoke();
         invocation
@@ -308,15 +490,19 @@ impl RedisStore {
             .arg(window.as_millis() as u64)
             .arg(limit)
             .arg(if record { "1" } else { "0" })
-            .arg(format!("{now}-{}", rand_suffix()));
-        let wait_ms: u64 = self.call(invocation.invoke_async(&mut connection)).await?;
+            .arg(format!("{now}-{}", unique_id()));
+        let wait_ms: u64 = self
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
     }
 }
 
-/// A per-process counter making sliding-window members unique within one millisecond.
-fn rand_suffix() -> u64 {
+/// An id unique across replicas: time, process and a counter (below 2^53, so Lua keeps it exact).
+fn unique_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed) ^ u64::from(std::process::id()) << 32
+    let count = NEXT.fetch_add(1, Ordering::Relaxed) & 0x3ff;
+    let process = u64::from(std::process::id()) & 0x3ff;
+    ((now_ms() & 0x7fff_ffff) << 20 | process << 10 | count) & ((1 << 53) - 1)
 }

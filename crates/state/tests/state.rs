@@ -220,3 +220,101 @@ async fn a_redis_outage_is_an_error_within_the_timeout_and_recovers() {
         Some("grace")
     );
 }
+
+fn redis_config(urls: impl FnOnce(&mut StateConfig)) -> StateConfig {
+    let mut config = StateConfig {
+        backend: "redis".into(),
+        key_prefix: format!("test-{}:", std::process::id()),
+        ..StateConfig::default()
+    };
+    urls(&mut config);
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    config
+}
+
+#[tokio::test]
+async fn the_redis_backend_behaves_with_an_acl_user_and_a_password_file() {
+    let server = Redis::start_with(&[
+        "--user",
+        "gateway",
+        "on",
+        ">gw-pass-7",
+        "~*",
+        "&*",
+        "+@all",
+        "--user",
+        "default",
+        "off",
+    ])
+    .await
+    .unwrap();
+    let password = server.dir().join("password");
+    std::fs::write(&password, "gw-pass-7\n").unwrap();
+    let config = redis_config(|c| {
+        c.url = Some(server.url());
+        c.username = Some("gateway".into());
+        c.password_file = Some(password.clone());
+    });
+    behaves(&StateStore::open(&config).unwrap()).await;
+
+    std::fs::write(&password, "wrong").unwrap();
+    let refused = StateStore::open(&config).unwrap();
+    assert!(
+        refused.ping().await.is_err(),
+        "a wrong password is no access"
+    );
+}
+
+#[tokio::test]
+async fn the_redis_backend_behaves_over_tls() {
+    let dir = invoiceguard_testkit::TempDir::new("redis-tls").unwrap();
+    let (ca, cert, key) = invoiceguard_testkit::certificates(dir.path()).unwrap();
+    let (ca_s, cert_s, key_s) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let server = Redis::start_with(&[
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert_s,
+        "--tls-key-file",
+        key_s,
+        "--tls-ca-cert-file",
+        ca_s,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await
+    .unwrap();
+    let config = redis_config(|c| {
+        c.url = Some(format!("rediss://localhost:{}", server.port));
+        c.ca_file = Some(ca.clone());
+    });
+    behaves(&StateStore::open(&config).unwrap()).await;
+
+    let untrusted = redis_config(|c| c.url = Some(format!("rediss://localhost:{}", server.port)));
+    assert!(
+        StateStore::open(&untrusted).unwrap().ping().await.is_err(),
+        "a server the CA did not sign is refused"
+    );
+}
+
+#[tokio::test]
+async fn the_redis_backend_behaves_behind_sentinel() {
+    let master = Redis::start().await.unwrap();
+    let sentinel = Redis::start_sentinel(master.port).await.unwrap();
+    let config = redis_config(|c| {
+        c.sentinels = vec![sentinel.url()];
+        c.sentinel_master = Some("mymaster".into());
+    });
+    behaves(&StateStore::open(&config).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_backend_behaves_on_a_cluster() {
+    let cluster = invoiceguard_testkit::RedisCluster::start().await.unwrap();
+    let config = redis_config(|c| c.cluster_nodes = cluster.urls());
+    behaves(&StateStore::open(&config).unwrap()).await;
+}

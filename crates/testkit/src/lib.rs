@@ -2,6 +2,7 @@
 //! node), Redis, the example invoicing API, the gateway binary — each stopped when dropped, and an
 //! HTTP client (HTTP/1.1, HTTP/2, TLS) that returns what a user would see.
 
+mod certs;
 mod client;
 mod dirs;
 mod gateway;
@@ -9,9 +10,10 @@ mod idp;
 mod redis;
 mod upstream;
 
+pub use certs::{certificates, client_certificate};
 pub use client::{Reply, TlsClient, get, send, send_h2};
 pub use dirs::{TempDir, free_port, repo_root};
 pub use gateway::GatewayProcess;
 pub use idp::{AUDIENCE, Idp, TokenRequest, b64url_decode, b64url_encode};
-pub use redis::Redis;
+pub use redis::{Redis, RedisCluster};
 pub use upstream::Upstream;

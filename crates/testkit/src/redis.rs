@@ -14,21 +14,72 @@ pub struct Redis {
     pub port: u16,
     dir: TempDir,
     running: bool,
+    /// More `redis-server` arguments (a password, TLS, cluster mode, sentinel mode).
+    extra: Vec<String>,
+    /// The first argument, a configuration file (sentinel mode needs one).
+    config_file: Option<PathBuf>,
 }
 
 impl Redis {
     /// Starts a Redis without persistence on a free port.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a Redis with more `redis-server` arguments, e.g. `["--requirepass", "pw"]`.
+    /// `{port}` and `{dir}` in them are replaced.
+    pub async fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(free_port()?, extra).await
+    }
+
+    async fn start_on(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = TempDir::new("redis")?;
+        let extra = extra
+            .iter()
+            .map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string())
+            })
+            .collect();
         let mut redis = Self {
-            port: free_port()?,
-            dir: TempDir::new("redis")?,
+            port,
+            dir,
             running: false,
+            extra,
+            config_file: None,
         };
         redis.launch().await?;
         Ok(redis)
     }
 
-    /// Its URL.
+    /// Starts a Sentinel watching the master on `master_port`, under the name `mymaster`.
+    pub async fn start_sentinel(master_port: u16) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let dir = TempDir::new("sentinel")?;
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "sentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 1000\n"
+            ),
+        )?;
+        let mut sentinel = Self {
+            port,
+            dir,
+            running: false,
+            extra: vec!["--sentinel".to_owned()],
+            config_file: Some(config),
+        };
+        sentinel.launch().await?;
+        Ok(sentinel)
+    }
+
+    /// The folder the server runs in (for certificates and the like).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Its URL (`redis://`; a TLS server wants `rediss://`).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -38,10 +89,20 @@ impl Redis {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let status = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(config) = &self.config_file {
+            command.arg(config);
+        }
+        // A TLS-only server listens on `--tls-port` alone.
+        let plain_port = if self.extra.iter().any(|a| a == "--tls-port") {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        let status = command
             .args([
                 "--port",
-                &self.port.to_string(),
+                &plain_port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -54,6 +115,7 @@ impl Redis {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--logfile", "redis.log"])
+            .args(&self.extra)
             .status()
             .context("cannot start redis-server (is it installed? `make test` installs it)")?;
         if !status.success() {
@@ -106,5 +168,72 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// A Redis Cluster of three masters on free ports.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes in cluster mode and joins them (`redis-cli --cluster create`).
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        while nodes.len() < 3 {
+            // The cluster bus listens on port + 10000.
+            let port = free_port()?;
+            if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "{dir}/nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ];
+            nodes.push(Redis::start_on(port, &args).await?);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .context("cannot run redis-cli")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        // Wait until every node sees a healthy cluster.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the cluster did not become healthy");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(Self { nodes })
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
     }
 }

@@ -527,9 +527,11 @@ async fn api_keys_authenticate_integration_accounts_and_rotate() {
 async fn client_certificates_authenticate_integration_accounts() {
     let idp = Idp::start().await.unwrap();
     let dir = TempDir::new("mtls").unwrap();
-    let (ca, cert, key) = certificates(dir.path());
-    let (erp_cert, erp_key) = client_certificate(dir.path(), "erp.integration.test");
-    let (other_cert, other_key) = client_certificate(dir.path(), "stranger.integration.test");
+    let (ca, cert, key) = invoiceguard_testkit::certificates(dir.path()).unwrap();
+    let (erp_cert, erp_key) =
+        invoiceguard_testkit::client_certificate(dir.path(), "erp.integration.test").unwrap();
+    let (other_cert, other_key) =
+        invoiceguard_testkit::client_certificate(dir.path(), "stranger.integration.test").unwrap();
     let listen =
         format!("tls = {{ cert_file = {cert:?}, key_file = {key:?} }}\nclient_ca_file = {ca:?}");
     let extra = "\n[[authn.mtls_accounts]]\ndns_name = \"erp.integration.test\"\naccount = \"erp-mtls\"\nscopes = [\"invoices:read\"]\n";

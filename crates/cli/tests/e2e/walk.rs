@@ -353,7 +353,7 @@ async fn tls_listener_serves_http2_and_http1() {
     let idp = Idp::start().await.unwrap();
     let upstream = Upstream::start().unwrap();
     let dir = TempDir::new("tls").unwrap();
-    let (ca, cert, key) = certificates(dir.path());
+    let (ca, cert, key) = invoiceguard_testkit::certificates(dir.path()).unwrap();
     let tls = format!("tls = {{ cert_file = {cert:?}, key_file = {key:?} }}");
     let gateway = GatewayProcess::start(
         Path::new(BINARY),
