@@ -3,7 +3,6 @@
 //! headers — and the audit event the request produced. One test binary; each module a concern.
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "test helpers fail the test at the first broken step"
 )]
 
