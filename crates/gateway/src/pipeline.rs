@@ -189,7 +189,7 @@ impl Gateway {
             "policy_version": policy.version(),
             "policy_reloads_refused": self.policies.refused.load(std::sync::atomic::Ordering::Relaxed),
             "idp_keys": idp_keys,
-            "state": {"backend": self.state.backend(), "reachable": state.is_ok()},
+            "state": {"backend": self.state.backend(), "reachable": state.is_ok(), "errors_total": self.state.errors()},
         });
         (ready, report)
     }

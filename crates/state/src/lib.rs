@@ -66,59 +66,85 @@ pub enum StateError {
     Unavailable(String),
 }
 
-/// The configured store.
-#[expect(clippy::large_enum_variant, reason = "one store per process, kept behind an Arc")]
-pub enum StateStore {
+/// The configured backend.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one store per process, kept behind an Arc"
+)]
+enum Backend {
     /// In this process only.
     Memory(MemoryStore),
     /// In Redis, shared by every replica.
     Redis(RedisStore),
 }
 
+/// The configured store, and how often it failed.
+pub struct StateStore {
+    backend: Backend,
+    errors: std::sync::atomic::AtomicU64,
+}
+
 impl StateStore {
     /// Opens the configured backend. Redis is connected lazily: a server that is down at start
     /// only makes its facts unavailable until it is up.
     pub fn open(config: &StateConfig) -> Result<Self, StateError> {
-        match config.backend.as_str() {
-            "redis" => Ok(Self::Redis(RedisStore::open(config)?)),
-            _ => Ok(Self::Memory(MemoryStore::new(Duration::from_secs(
+        let backend = match config.backend.as_str() {
+            "redis" => Backend::Redis(RedisStore::open(config)?),
+            _ => Backend::Memory(MemoryStore::new(Duration::from_secs(
                 config.ownership_retention_days * 86_400,
-            )))),
-        }
+            ))),
+        };
+        Ok(Self {
+            backend,
+            errors: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// `memory` or `redis`.
     pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Memory(_) => "memory",
-            Self::Redis(_) => "redis",
+        match &self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
         }
+    }
+
+    /// How many calls to the store have failed since the start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn counted<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
+        if result.is_err() {
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     }
 
     /// Whether the store answers (always, in memory).
     pub async fn ping(&self) -> Result<(), StateError> {
-        match self {
-            Self::Memory(_) => Ok(()),
-            Self::Redis(store) => store.ping().await,
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(store) => self.counted(store.ping().await),
         }
     }
 
     /// Records who created an invoice.
     pub async fn record_owner(&self, invoice: &str, creator: &str) -> Result<(), StateError> {
-        match self {
-            Self::Memory(store) => {
+        match &self.backend {
+            Backend::Memory(store) => {
                 store.record_owner(invoice, creator);
                 Ok(())
             }
-            Self::Redis(store) => store.record_owner(invoice, creator).await,
+            Backend::Redis(store) => self.counted(store.record_owner(invoice, creator).await),
         }
     }
 
     /// Who created an invoice, when the gateway saw it created.
     pub async fn owner(&self, invoice: &str) -> Result<Option<String>, StateError> {
-        match self {
-            Self::Memory(store) => Ok(store.owner(invoice)),
-            Self::Redis(store) => store.owner(invoice).await,
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.owner(invoice)),
+            Backend::Redis(store) => self.counted(store.owner(invoice).await),
         }
     }
 
@@ -130,9 +156,11 @@ impl StateStore {
         rows: Option<u64>,
         limits: ExportLimits,
     ) -> Result<ReserveOutcome, StateError> {
-        match self {
-            Self::Memory(store) => Ok(store.reserve_export(principal, rows, limits)),
-            Self::Redis(store) => store.reserve_export(principal, rows, limits, DAY).await,
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.reserve_export(principal, rows, limits)),
+            Backend::Redis(store) => {
+                self.counted(store.reserve_export(principal, rows, limits, DAY).await)
+            }
         }
     }
 
@@ -142,61 +170,63 @@ impl StateStore {
         reservation: &Reservation,
         rows: u64,
     ) -> Result<(), StateError> {
-        match self {
-            Self::Memory(store) => {
+        match &self.backend {
+            Backend::Memory(store) => {
                 store.settle_export(reservation, rows);
                 Ok(())
             }
-            Self::Redis(store) => store.settle_export(reservation, Some(rows)).await,
+            Backend::Redis(store) => {
+                self.counted(store.settle_export(reservation, Some(rows)).await)
+            }
         }
     }
 
     /// Gives a reservation back (the export was refused or failed).
     pub async fn release_export(&self, reservation: &Reservation) -> Result<(), StateError> {
-        match self {
-            Self::Memory(store) => {
+        match &self.backend {
+            Backend::Memory(store) => {
                 store.release_export(reservation);
                 Ok(())
             }
-            Self::Redis(store) => store.settle_export(reservation, None).await,
+            Backend::Redis(store) => self.counted(store.settle_export(reservation, None).await),
         }
     }
 
     /// Revokes a subject until a Unix time (0: for good), and tells every replica.
     pub async fn revoke(&self, subject: &str, until_unix: u64) -> Result<(), StateError> {
-        match self {
-            Self::Memory(store) => {
+        match &self.backend {
+            Backend::Memory(store) => {
                 store.revoke(subject, until_unix);
                 Ok(())
             }
-            Self::Redis(store) => store.revoke(subject, until_unix).await,
+            Backend::Redis(store) => self.counted(store.revoke(subject, until_unix).await),
         }
     }
 
     /// Lifts a revocation, and tells every replica.
     pub async fn lift(&self, subject: &str) -> Result<(), StateError> {
-        match self {
-            Self::Memory(store) => {
+        match &self.backend {
+            Backend::Memory(store) => {
                 store.lift(subject);
                 Ok(())
             }
-            Self::Redis(store) => store.lift(subject).await,
+            Backend::Redis(store) => self.counted(store.lift(subject).await),
         }
     }
 
     /// Every revocation: subject → until (Unix seconds, 0 for good).
     pub async fn revocations(&self) -> Result<HashMap<String, u64>, StateError> {
-        match self {
-            Self::Memory(store) => Ok(store.revocations()),
-            Self::Redis(store) => store.revocations().await,
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.revocations()),
+            Backend::Redis(store) => self.counted(store.revocations().await),
         }
     }
 
     /// Notified when revocations change, on this replica or (Redis) any other.
     pub fn revocation_changes(&self) -> Arc<Notify> {
-        match self {
-            Self::Memory(store) => store.changes(),
-            Self::Redis(store) => store.changes(),
+        match &self.backend {
+            Backend::Memory(store) => store.changes(),
+            Backend::Redis(store) => store.changes(),
         }
     }
 
@@ -209,9 +239,9 @@ impl StateStore {
         window: Duration,
         record: bool,
     ) -> Result<Option<Duration>, StateError> {
-        match self {
-            Self::Memory(store) => Ok(store.limit(key, limit, window, record)),
-            Self::Redis(store) => store.limit(key, limit, window, record).await,
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.limit(key, limit, window, record)),
+            Backend::Redis(store) => self.counted(store.limit(key, limit, window, record).await),
         }
     }
 }

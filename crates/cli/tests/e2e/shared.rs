@@ -331,6 +331,11 @@ async fn a_redis_outage_fails_closed_where_facts_are_needed_and_recovers() {
     let ready = get(&format!("{}/readyz", a.admin_url), None).await.unwrap();
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["state"]["reachable"], false);
+    assert!(
+        ready.json()["state"]["errors_total"].as_u64().unwrap() >= 3,
+        "the outage is counted: {}",
+        ready.json()
+    );
 
     replicas.redis.restart().await.unwrap();
     let mut recovered = false;
