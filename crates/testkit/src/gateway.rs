@@ -32,7 +32,27 @@ impl GatewayProcess {
     }
 
     /// Like [`GatewayProcess::start`], with another policy folder and more `[policy]` lines.
+    /// A start whose port was taken meanwhile is tried again on other ports.
     pub async fn start_with_policies(
+        binary: &Path,
+        sections: &str,
+        https: bool,
+        policies: &Path,
+        policy_extra: &str,
+    ) -> anyhow::Result<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::attempt(binary, sections, https, policies, policy_extra).await {
+                Err(error) if attempt < 3 && error.to_string().contains("cannot listen") => {
+                    continue;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn attempt(
         binary: &Path,
         sections: &str,
         https: bool,
@@ -91,6 +111,8 @@ impl GatewayProcess {
         Ok(gateway)
     }
 
+    /// Ready when the public port accepts, the admin listener answers `/healthz` (when this
+    /// gateway has one), and the process is still ours and alive.
     async fn wait_ready(&mut self, port: u16) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -101,11 +123,18 @@ impl GatewayProcess {
                 }
                 bail!("the gateway exited at start ({status}): {stderr}");
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            let public = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .is_ok()
-            {
-                return Ok(());
+                .is_ok();
+            let admin = crate::client::get(&format!("{}/healthz", self.admin_url), None)
+                .await
+                .is_ok_and(|reply| reply.status == 200);
+            if public && admin {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if self.child.try_wait()?.is_none() {
+                    return Ok(());
+                }
+                continue;
             }
             if Instant::now() > deadline {
                 bail!("the gateway did not listen on port {port} within 20 s");

@@ -29,7 +29,14 @@ impl Redis {
     /// Starts a Redis with more `redis-server` arguments, e.g. `["--requirepass", "pw"]`.
     /// `{port}` and `{dir}` in them are replaced.
     pub async fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_on(free_port()?, extra).await
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_on(free_port()?, extra).await {
+                Ok(redis) => return Ok(redis),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
     async fn start_on(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
