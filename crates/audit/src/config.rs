@@ -15,6 +15,9 @@ pub struct AuditConfig {
     /// Also write every event to standard output, one JSON object per line.
     #[serde(default)]
     pub stdout: bool,
+    /// A file holding a secret that keys the hash chain (HMAC-SHA256); a plain SHA-256 chain when
+    /// absent.
+    pub hmac_key_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -22,6 +25,7 @@ impl Default for AuditConfig {
         Self {
             file: default_file(),
             stdout: false,
+            hmac_key_file: None,
         }
     }
 }
@@ -38,6 +42,14 @@ impl AuditConfig {
             problems.push("audit.file: must not be empty".to_owned());
         } else if self.file.is_dir() {
             problems.push(format!("audit.file: `{}` is a folder", self.file.display()));
+        }
+        if let Some(key) = &self.hmac_key_file
+            && std::fs::read(key).map_or(true, |secret| secret.trim_ascii().len() < 16)
+        {
+            problems.push(format!(
+                "audit.hmac_key_file: `{}` must hold a secret of at least 16 bytes",
+                key.display()
+            ));
         }
         problems
     }

@@ -40,6 +40,10 @@ pub struct AuditEvent {
     /// `info` (allowed and answered), `warning` (denied or refused), `error` (the gateway or the
     /// upstream failed), `critical` (a break-glass request, whatever its outcome).
     pub severity: &'static str,
+    /// The hash of the previous event's line (SHA-256, or HMAC-SHA256 with `[audit]
+    /// hmac_key_file`), 64 zeros for the first: the chain `invoiceguard audit verify` checks. Set
+    /// when the event is written.
+    pub prev_hash: String,
 }
 
 /// The authenticated caller.

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::chain::{Chain, GENESIS};
 use crate::config::AuditConfig;
 use crate::event::AuditEvent;
 
@@ -39,12 +40,15 @@ pub enum AuditError {
 struct Writer {
     file: File,
     next_seq: u64,
+    /// The hash of the last line written.
+    prev_hash: String,
 }
 
 /// Appends events, numbered without gaps, to the audit file.
 pub struct AuditLog {
     path: PathBuf,
     stdout: bool,
+    chain: Chain,
     writer: Mutex<Writer>,
 }
 
@@ -66,11 +70,31 @@ impl AuditLog {
             .mode(0o600)
             .open(&path)
             .map_err(open_error)?;
-        let next_seq = last_seq(&mut file).map_err(open_error)? + 1;
+        let chain = match &config.hmac_key_file {
+            Some(key_file) => Chain::keyed(
+                std::fs::read(key_file)
+                    .map_err(|source| AuditError::Open {
+                        path: key_file.clone(),
+                        source,
+                    })?
+                    .trim_ascii(),
+            ),
+            None => Chain::plain(),
+        };
+        let (last_seq, last_line) = last_event(&mut file).map_err(open_error)?;
+        let prev_hash = match last_line {
+            Some(line) => chain.hash(&line),
+            None => GENESIS.to_owned(),
+        };
         Ok(Self {
             path,
             stdout: config.stdout,
-            writer: Mutex::new(Writer { file, next_seq }),
+            chain,
+            writer: Mutex::new(Writer {
+                file,
+                next_seq: last_seq + 1,
+                prev_hash,
+            }),
         })
     }
 
@@ -86,7 +110,9 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         event.seq = writer.next_seq;
+        event.prev_hash.clone_from(&writer.prev_hash);
         let mut line = serde_json::to_vec(&event)?;
+        let hash = self.chain.hash(&line);
         line.push(b'\n');
         writer
             .file
@@ -96,6 +122,7 @@ impl AuditLog {
                 source,
             })?;
         writer.next_seq += 1;
+        writer.prev_hash = hash;
         if self.stdout {
             let mut out = std::io::stdout().lock();
             // stdout is a convenience copy; the file is the record.
@@ -105,20 +132,22 @@ impl AuditLog {
     }
 }
 
-/// The `seq` of the file's last complete event, or 0 for an empty file.
-fn last_seq(file: &mut File) -> std::io::Result<u64> {
+/// The `seq` and the bytes of the file's last complete event; 0 and none for an empty file.
+fn last_event(file: &mut File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
     let len = file.metadata()?.len();
     let start = len.saturating_sub(TAIL_BYTES);
     file.seek(SeekFrom::Start(start))?;
-    let mut tail = String::new();
-    file.take(TAIL_BYTES).read_to_string(&mut tail)?;
-    let seq = tail
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|event| event.get("seq").and_then(serde_json::Value::as_u64))
-        .unwrap_or(0);
-    Ok(seq)
+    let mut tail = Vec::new();
+    file.take(TAIL_BYTES).read_to_end(&mut tail)?;
+    for line in tail.split(|b| *b == b'\n').rev() {
+        if let Some(seq) = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|event| event.get("seq").and_then(serde_json::Value::as_u64))
+        {
+            return Ok((seq, Some(line.to_vec())));
+        }
+    }
+    Ok((0, None))
 }
 
 #[cfg(test)]
@@ -162,6 +191,7 @@ mod tests {
                 export_rows: None,
             },
             severity: "warning",
+            prev_hash: String::new(),
         }
     }
 
@@ -172,6 +202,7 @@ mod tests {
         let config = AuditConfig {
             file: dir.join("nested/audit.jsonl"),
             stdout: false,
+            hmac_key_file: None,
         };
         let log = AuditLog::open(&config).unwrap();
         assert_eq!(log.record(event("a")).unwrap(), 1);

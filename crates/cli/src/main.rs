@@ -8,6 +8,7 @@
 //!   the decision for a hypothetical request and the policies that make it.
 //! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
 //!   block or unblock a subject on every replica, through the admin listener.
+//! - `invoiceguard audit verify FILE...` proves audit files complete and unmodified.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The audit trail's tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Block a user, an integration account or an API key's account on every replica (or list
     /// or lift revocations), through a running gateway's admin listener.
     Revoke(RevokeArgs),
@@ -54,6 +60,23 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Prove audit files complete and unmodified (the hash chain and the sequence numbers), or
+    /// say where they are not; files are read in the order given.
+    Verify {
+        /// The audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The HMAC secret the chain is keyed with (`[audit] hmac_key_file`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The first file starts mid-chain (older files were archived elsewhere).
+        #[arg(long)]
+        continues: bool,
     },
 }
 
@@ -171,6 +194,14 @@ fn main() -> ExitCode {
             command: PolicyCommand::Explain(args),
         } => policy_explain(*args),
         Command::Revoke(args) => revoke(&args),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    files,
+                    key_file,
+                    continues,
+                },
+        } => audit_verify(&files, key_file.as_deref(), continues),
     }
 }
 
@@ -254,6 +285,40 @@ fn policy_explain(args: ExplainArgs) -> ExitCode {
         }
         Err(error) => {
             eprintln!("invoiceguard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> ExitCode {
+    let chain = match key_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(secret) => invoiceguard_audit::Chain::keyed(secret.trim_ascii()),
+            Err(error) => {
+                eprintln!("invoiceguard: cannot read `{}`: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => invoiceguard_audit::Chain::plain(),
+    };
+    let result = invoiceguard_audit::verify(files, &chain, continues);
+    for problem in &result.problems {
+        println!("{problem}");
+    }
+    match (result.is_intact(), result.seq_range) {
+        (true, Some((first, last))) => {
+            println!(
+                "ok: {} events, seq {first} to {last}, chain intact",
+                result.events
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!(
+                "{} problem(s) in {} events",
+                result.problems.len(),
+                result.events
+            );
             ExitCode::FAILURE
         }
     }

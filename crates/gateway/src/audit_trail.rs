@@ -204,6 +204,7 @@ impl Trail {
                 export_rows: self.export_rows,
             },
             severity,
+            prev_hash: String::new(),
         }
     }
 }
@@ -267,5 +268,6 @@ pub(crate) fn admin_event(
             export_rows: None,
         },
         severity: "high",
+        prev_hash: String::new(),
     }
 }

@@ -255,6 +255,9 @@ impl Config {
         if let Some(token) = &mut self.admin.token_file {
             resolve(token);
         }
+        if let Some(key) = &mut self.audit.hmac_key_file {
+            resolve(key);
+        }
     }
 
     /// Every problem of every section, as `key: problem`.

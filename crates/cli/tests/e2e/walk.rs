@@ -100,6 +100,14 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
         stdout_text, audit_text,
         "[audit] stdout prints every event, and only events"
     );
+    let verified = std::process::Command::new(BINARY)
+        .args(["audit", "verify"])
+        .arg(&world.gateway.audit_file)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{out}");
+    assert_eq!(out.trim(), "ok: 4 events, seq 1 to 4, chain intact");
     assert!(
         !audit_text.contains(&alice) && !audit_text.contains("eyJ"),
         "a token reached the audit file"

@@ -1,0 +1,208 @@
+//! The hash chain and `verify`: an untouched file verifies; each kind of tampering is reported
+//! with its position.
+#![expect(clippy::unwrap_used, reason = "tests fail at the first broken step")]
+
+use std::path::{Path, PathBuf};
+
+use invoiceguard_audit::{
+    AuditConfig, AuditEvent, AuditLog, Chain, DecisionRecord, Outcome, RequestRecord, Source,
+    now_rfc3339, verify,
+};
+
+fn event(i: u64) -> AuditEvent {
+    AuditEvent {
+        event_id: format!("ev-{i}"),
+        seq: 0,
+        time: now_rfc3339(),
+        request_id: format!("req-{i}"),
+        actor: None,
+        source: Source {
+            ip: "192.0.2.1".into(),
+            user_agent: None,
+        },
+        request: RequestRecord {
+            method: "GET".into(),
+            path: "/invoices".into(),
+            route: None,
+            protocol: "HTTP/1.1".into(),
+        },
+        action: None,
+        resource: None,
+        break_glass_reason: None,
+        decision: DecisionRecord {
+            effect: "allow",
+            reason: "policy",
+            policies: vec![],
+            policy_version: "v".into(),
+            detail: None,
+            shadow: None,
+        },
+        outcome: Outcome {
+            status: 200,
+            upstream_status: Some(200),
+            duration_ms: 1.0,
+            error_side: None,
+            export_rows: None,
+        },
+        severity: "info",
+        prev_hash: String::new(),
+    }
+}
+
+/// A folder with an audit file of `n` events (optionally HMAC-keyed).
+fn written(name: &str, n: u64, key: Option<&str>) -> (PathBuf, PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("invoiceguard-chain-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hmac_key_file = key.map(|k| {
+        let path = dir.join("key");
+        std::fs::write(&path, k).unwrap();
+        path
+    });
+    let config = AuditConfig {
+        file: dir.join("audit.jsonl"),
+        stdout: false,
+        hmac_key_file,
+    };
+    let log = AuditLog::open(&config).unwrap();
+    for i in 1..=n {
+        log.record(event(i)).unwrap();
+    }
+    (dir, config.file)
+}
+
+fn lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn rewrite(file: &Path, lines: &[String]) {
+    std::fs::write(
+        file,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+fn problems(file: &Path) -> Vec<String> {
+    verify(&[file.to_owned()], &Chain::plain(), false).problems
+}
+
+#[test]
+fn an_untouched_file_verifies_and_the_chain_survives_a_reopen() {
+    let (dir, file) = written("intact", 4, None);
+    let config = AuditConfig {
+        file: file.clone(),
+        stdout: false,
+        hmac_key_file: None,
+    };
+    AuditLog::open(&config).unwrap().record(event(5)).unwrap();
+    let result = verify(&[file], &Chain::plain(), false);
+    assert!(result.is_intact(), "{:?}", result.problems);
+    assert_eq!((result.events, result.seq_range), (5, Some((1, 5))));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_modified_event_is_reported() {
+    let (dir, file) = written("modified", 5, None);
+    let mut all = lines(&file);
+    all[2] = all[2].replace("\"status\":200", "\"status\":403");
+    rewrite(&file, &all);
+    let found = problems(&file);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("audit.jsonl:4: seq 4 does not chain") && found[0].contains("modified"),
+        "{found:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_removed_event_is_reported() {
+    let (dir, file) = written("removed", 5, None);
+    let mut all = lines(&file);
+    all.remove(2);
+    rewrite(&file, &all);
+    let found = problems(&file);
+    assert_eq!(
+        found,
+        [format!(
+            "{}:3: seq 4 after seq 2: 1 event(s) removed",
+            file.display()
+        )]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_inserted_or_reordered_event_is_reported() {
+    let (dir, file) = written("inserted", 5, None);
+    let mut all = lines(&file);
+    let copy = all[1].clone();
+    all.insert(3, copy);
+    rewrite(&file, &all);
+    let found = problems(&file);
+    assert!(
+        found.iter().any(|p| p.contains(
+            "audit.jsonl:4: seq 2 after seq 3: an event was inserted or the events were reordered"
+        )),
+        "{found:?}"
+    );
+
+    let (dir2, file2) = written("reordered", 5, None);
+    let mut all = lines(&file2);
+    all.swap(1, 2);
+    rewrite(&file2, &all);
+    let found = problems(&file2);
+    assert!(found.iter().any(|p| p.contains("reordered")), "{found:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(dir2).unwrap();
+}
+
+#[test]
+fn a_truncated_head_or_tail_is_reported() {
+    let (dir, file) = written("head", 4, None);
+    let mut all = lines(&file);
+    all.remove(0);
+    rewrite(&file, &all);
+    assert!(problems(&file)[0].contains("does not start the chain"));
+    let mut all = lines(&file);
+    let last = all.len() - 1;
+    all[last].truncate(20);
+    rewrite(&file, &all);
+    assert!(
+        problems(&file)
+            .iter()
+            .any(|p| p.contains("not a JSON event"))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_keyed_chain_needs_its_key() {
+    let (dir, file) = written("keyed", 3, Some("a-secret-of-at-least-16-bytes"));
+    assert!(
+        verify(
+            &[file.clone()],
+            &Chain::keyed(b"a-secret-of-at-least-16-bytes"),
+            false
+        )
+        .is_intact()
+    );
+    let wrong = verify(
+        &[file.clone()],
+        &Chain::keyed(b"another-secret-of-16-bytes"),
+        false,
+    );
+    assert!(!wrong.is_intact());
+    assert!(
+        !verify(&[file], &Chain::plain(), false).is_intact(),
+        "a keyed chain is not a plain one"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
