@@ -188,14 +188,14 @@ fn a_keyed_chain_needs_its_key() {
     let (dir, file) = written("keyed", 3, Some("a-secret-of-at-least-16-bytes"));
     assert!(
         verify(
-            &[file.clone()],
+            std::slice::from_ref(&file),
             &Chain::keyed(b"a-secret-of-at-least-16-bytes"),
             false
         )
         .is_intact()
     );
     let wrong = verify(
-        &[file.clone()],
+        std::slice::from_ref(&file),
         &Chain::keyed(b"another-secret-of-16-bytes"),
         false,
     );
