@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, when it is missing: Node.js and npm (the IdP runs on
-# them), openssl (test certificates), redis-server (shared state), curl and jq (the demo), then the
+# them), openssl (test certificates), redis-server (shared state), rsyslog (the audit collector),
+# curl and jq (the demo), then the
 # IdP's npm packages with
 # `npm ci` from tests/idp/package-lock.json. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server; do
+for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server rsyslogd:rsyslog; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

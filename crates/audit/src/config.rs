@@ -18,6 +18,9 @@ pub struct AuditConfig {
     /// A file holding a secret that keys the hash chain (HMAC-SHA256); a plain SHA-256 chain when
     /// absent.
     pub hmac_key_file: Option<PathBuf>,
+    /// Collectors the events are shipped to, each with its own cursor (`[[audit.sinks]]`).
+    #[serde(default)]
+    pub sinks: Vec<crate::ship::SinkConfig>,
 }
 
 impl Default for AuditConfig {
@@ -26,6 +29,7 @@ impl Default for AuditConfig {
             file: default_file(),
             stdout: false,
             hmac_key_file: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -50,6 +54,15 @@ impl AuditConfig {
                 "audit.hmac_key_file: `{}` must hold a secret of at least 16 bytes",
                 key.display()
             ));
+        }
+        for (index, sink) in self.sinks.iter().enumerate() {
+            problems.extend(sink.validate(index));
+        }
+        let mut names: Vec<&str> = self.sinks.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            problems
+                .push("audit.sinks: names must be unique (they name the cursor files)".to_owned());
         }
         problems
     }

@@ -9,6 +9,7 @@ mod chain;
 mod config;
 mod event;
 mod log;
+mod ship;
 mod verify;
 
 pub use chain::{Chain, GENESIS};
@@ -18,4 +19,5 @@ pub use event::{
     Source, now_rfc3339,
 };
 pub use log::{AuditError, AuditLog};
+pub use ship::{SinkConfig, cursor_path, ship};
 pub use verify::{Verification, verify};

@@ -203,6 +203,7 @@ mod tests {
             file: dir.join("nested/audit.jsonl"),
             stdout: false,
             hmac_key_file: None,
+            sinks: Vec::new(),
         };
         let log = AuditLog::open(&config).unwrap();
         assert_eq!(log.record(event("a")).unwrap(), 1);

@@ -64,6 +64,7 @@ fn written(name: &str, n: u64, key: Option<&str>) -> (PathBuf, PathBuf) {
         file: dir.join("audit.jsonl"),
         stdout: false,
         hmac_key_file,
+        sinks: Vec::new(),
     };
     let log = AuditLog::open(&config).unwrap();
     for i in 1..=n {
@@ -99,6 +100,7 @@ fn an_untouched_file_verifies_and_the_chain_survives_a_reopen() {
         file: file.clone(),
         stdout: false,
         hmac_key_file: None,
+        sinks: Vec::new(),
     };
     AuditLog::open(&config).unwrap().record(event(5)).unwrap();
     let result = verify(&[file], &Chain::plain(), false);

@@ -59,6 +59,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         None => None,
     };
     let gateway = Arc::new(Gateway::start(&config).await?);
+    for sink in &config.audit.sinks {
+        tokio::spawn(invoiceguard_audit::ship(
+            sink.clone(),
+            config.audit.file.clone(),
+        ));
+    }
     let address = config.listen.address;
     let listener = TcpListener::bind(address)
         .await

@@ -172,6 +172,31 @@ impl GatewayProcess {
         matching.into_iter().next().unwrap_or_default()
     }
 
+    /// Kills the gateway (SIGKILL: no drain, no flush) and starts it again with the same
+    /// configuration, ports and audit file.
+    pub async fn kill_and_restart(&mut self, binary: &Path) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        self.child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(self.config_file())
+            .env("INVOICEGUARD_LOG", "warn")
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.stdout_file)?,
+            )
+            .stderr(Stdio::piped())
+            .spawn()?;
+        self.wait_ready(port).await
+    }
+
     /// Sends SIGHUP (reload the policies).
     pub fn hangup(&self) -> anyhow::Result<()> {
         let status = Command::new("kill")

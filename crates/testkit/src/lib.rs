@@ -1,9 +1,10 @@
 //! Test-only helpers: the real parts on free loopback ports — the IdP (`oidc-provider` under
-//! node), Redis, the example invoicing API, the gateway binary — each stopped when dropped, and an
+//! node), Redis, a syslog collector (rsyslogd), the example invoicing API, the gateway binary — each stopped when dropped, and an
 //! HTTP client (HTTP/1.1, HTTP/2, TLS) that returns what a user would see.
 
 mod certs;
 mod client;
+mod collector;
 mod dirs;
 mod gateway;
 mod idp;
@@ -12,6 +13,7 @@ mod upstream;
 
 pub use certs::{certificates, client_certificate};
 pub use client::{Reply, TlsClient, get, send, send_h2};
+pub use collector::Collector;
 pub use dirs::{TempDir, free_port, repo_root};
 pub use gateway::GatewayProcess;
 pub use idp::{AUDIENCE, Idp, TokenRequest, b64url_decode, b64url_encode};

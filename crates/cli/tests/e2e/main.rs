@@ -18,6 +18,7 @@ use invoiceguard_testkit::{
 };
 use serde_json::{Value, json};
 
+mod audit;
 mod identity;
 mod policy;
 mod shared;
