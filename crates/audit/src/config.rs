@@ -21,6 +21,25 @@ pub struct AuditConfig {
     /// Collectors the events are shipped to, each with its own cursor (`[[audit.sinks]]`).
     #[serde(default)]
     pub sinks: Vec<crate::ship::SinkConfig>,
+    /// Actions forwarded only once an `authorized` event is on disk (`fsync`).
+    #[serde(default = "default_sensitive")]
+    pub sensitive_actions: Vec<String>,
+    /// Forward sensitive requests even when their event cannot be made durable (logged). Off by
+    /// default: such requests are refused (503).
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+fn default_sensitive() -> Vec<String> {
+    [
+        "invoice:approve",
+        "export:create",
+        "partner:update_bank_account",
+        "user:assign_role",
+        "settings:update",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 impl Default for AuditConfig {
@@ -30,6 +49,8 @@ impl Default for AuditConfig {
             stdout: false,
             hmac_key_file: None,
             sinks: Vec::new(),
+            sensitive_actions: default_sensitive(),
+            fail_open: false,
         }
     }
 }

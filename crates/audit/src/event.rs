@@ -17,6 +17,9 @@ pub struct AuditEvent {
     pub event_id: String,
     /// Position in the audit file: 1, 2, 3… with no gaps; set when the event is written.
     pub seq: u64,
+    /// `complete` (the request's outcome is known), or `authorized` (a sensitive request is about
+    /// to be forwarded: this event is on disk before it is; its `complete` event follows).
+    pub stage: &'static str,
     /// When the request was received (RFC 3339, UTC).
     pub time: String,
     /// The request id, also sent to the client and the upstream as `x-request-id`.

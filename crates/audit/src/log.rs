@@ -4,7 +4,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::chain::{Chain, GENESIS};
 use crate::config::AuditConfig;
@@ -32,6 +34,12 @@ pub enum AuditError {
         /// Why.
         source: std::io::Error,
     },
+    /// An event was written but could not be made durable in time.
+    #[error("audit events in `{path}` cannot be made durable")]
+    NotDurable {
+        /// The file.
+        path: PathBuf,
+    },
     /// An event could not be encoded.
     #[error("cannot encode audit event: {0}")]
     Encode(#[from] serde_json::Error),
@@ -50,7 +58,22 @@ pub struct AuditLog {
     stdout: bool,
     chain: Chain,
     writer: Mutex<Writer>,
+    syncer: Arc<Syncer>,
+    /// The highest sequence number known to be on disk.
+    durable: tokio::sync::watch::Sender<u64>,
 }
+
+/// The group commit: one `fsync` covers every line written before it.
+struct Syncer {
+    /// The highest sequence number written (maybe not yet on disk).
+    written: AtomicU64,
+    kicked: Mutex<bool>,
+    wake: Condvar,
+    closed: AtomicBool,
+}
+
+/// How long a caller waits for its event to be on disk.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 impl AuditLog {
     /// Opens (or creates) the audit file; sequence numbers continue from its last event.
@@ -86,6 +109,15 @@ impl AuditLog {
             Some(line) => chain.hash(&line),
             None => GENESIS.to_owned(),
         };
+        let sync_handle = file.try_clone().map_err(open_error)?;
+        let syncer = Arc::new(Syncer {
+            written: AtomicU64::new(last_seq),
+            kicked: Mutex::new(false),
+            wake: Condvar::new(),
+            closed: AtomicBool::new(false),
+        });
+        let (durable, _) = tokio::sync::watch::channel(last_seq);
+        spawn_syncer(syncer.clone(), sync_handle, durable.clone(), path.clone());
         Ok(Self {
             path,
             stdout: config.stdout,
@@ -95,6 +127,8 @@ impl AuditLog {
                 next_seq: last_seq + 1,
                 prev_hash,
             }),
+            syncer,
+            durable,
         })
     }
 
@@ -123,12 +157,89 @@ impl AuditLog {
             })?;
         writer.next_seq += 1;
         writer.prev_hash = hash;
+        self.syncer.written.store(event.seq, Ordering::SeqCst);
+        self.syncer.kick();
         if self.stdout {
             let mut out = std::io::stdout().lock();
             // stdout is a convenience copy; the file is the record.
             let _ = out.write_all(&line).and_then(|()| out.flush());
         }
         Ok(event.seq)
+    }
+}
+
+impl AuditLog {
+    /// Appends the event and waits until it is on disk (`fsync`, shared with every event written
+    /// meanwhile). An error means the event may not survive a crash: callers refuse what must
+    /// not happen unrecorded.
+    pub async fn record_durable(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        let seq = self.record(event)?;
+        let mut durable = self.durable.subscribe();
+        match tokio::time::timeout(DURABLE_WAIT, durable.wait_for(|on_disk| *on_disk >= seq)).await
+        {
+            Ok(Ok(_)) => Ok(seq),
+            _ => Err(AuditError::NotDurable {
+                path: self.path.clone(),
+            }),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.syncer.closed.store(true, Ordering::SeqCst);
+        self.syncer.kick();
+    }
+}
+
+impl Syncer {
+    fn kick(&self) {
+        *self.kicked.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_one();
+    }
+}
+
+/// The thread that makes written events durable: woken by writes, it syncs once for all of them
+/// and announces the highest sequence number on disk.
+fn spawn_syncer(
+    syncer: Arc<Syncer>,
+    file: File,
+    durable: tokio::sync::watch::Sender<u64>,
+    path: PathBuf,
+) {
+    let spawned = std::thread::Builder::new().name("audit-fsync".to_owned()).spawn(move || {
+        let mut failing = false;
+        loop {
+            {
+                let kicked = syncer.kicked.lock().unwrap_or_else(|p| p.into_inner());
+                let (mut kicked, _) = syncer
+                    .wake
+                    .wait_timeout_while(kicked, Duration::from_secs(1), |kicked| !*kicked)
+                    .unwrap_or_else(|p| p.into_inner());
+                *kicked = false;
+            }
+            if syncer.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let target = syncer.written.load(Ordering::SeqCst);
+            if target <= *durable.borrow() {
+                continue;
+            }
+            match file.sync_data() {
+                Ok(()) => {
+                    failing = false;
+                    durable.send_replace(target);
+                }
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::error!(%error, file = %path.display(), "audit events cannot be made durable");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the audit fsync thread; sensitive requests will be refused");
     }
 }
 
@@ -159,6 +270,7 @@ mod tests {
         AuditEvent {
             event_id: format!("ev-{request_id}"),
             seq: 0,
+            stage: "complete",
             time: now_rfc3339(),
             request_id: request_id.to_owned(),
             actor: None,
@@ -204,6 +316,7 @@ mod tests {
             stdout: false,
             hmac_key_file: None,
             sinks: Vec::new(),
+            ..AuditConfig::default()
         };
         let log = AuditLog::open(&config).unwrap();
         assert_eq!(log.record(event("a")).unwrap(), 1);

@@ -13,6 +13,7 @@ fn event(i: u64) -> AuditEvent {
     AuditEvent {
         event_id: format!("ev-{i}"),
         seq: 0,
+        stage: "complete",
         time: now_rfc3339(),
         request_id: format!("req-{i}"),
         actor: None,
@@ -65,6 +66,7 @@ fn written(name: &str, n: u64, key: Option<&str>) -> (PathBuf, PathBuf) {
         stdout: false,
         hmac_key_file,
         sinks: Vec::new(),
+        ..AuditConfig::default()
     };
     let log = AuditLog::open(&config).unwrap();
     for i in 1..=n {
@@ -101,6 +103,7 @@ fn an_untouched_file_verifies_and_the_chain_survives_a_reopen() {
         stdout: false,
         hmac_key_file: None,
         sinks: Vec::new(),
+        ..AuditConfig::default()
     };
     AuditLog::open(&config).unwrap().record(event(5)).unwrap();
     let result = verify(&[file], &Chain::plain(), false);

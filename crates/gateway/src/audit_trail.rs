@@ -17,6 +17,7 @@ use crate::error::GatewayError;
 const MAX_RECORDED_PATH: usize = 1024;
 
 /// The facts of one request, filled in phase by phase.
+#[derive(Clone)]
 pub(crate) struct Trail {
     pub(crate) request_id: String,
     started: Instant,
@@ -141,6 +142,14 @@ impl Trail {
         self.export_rows = export_rows;
     }
 
+    /// The event of a sensitive request about to be forwarded (`stage: "authorized"`, status 0):
+    /// it is made durable before the request leaves the gateway.
+    pub(crate) fn authorized_event(&self, policy_version: &str) -> AuditEvent {
+        let mut event = self.clone().finish(0, None, None, policy_version);
+        event.stage = "authorized";
+        event
+    }
+
     /// The finished event: the status sent, and the error if the request was refused or failed.
     pub(crate) fn finish(
         self,
@@ -174,6 +183,7 @@ impl Trail {
         AuditEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             seq: 0,
+            stage: "complete",
             time: self.time,
             request_id: self.request_id,
             actor: self.actor,
@@ -223,6 +233,7 @@ pub(crate) fn admin_event(
     AuditEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
         seq: 0,
+        stage: "complete",
         time: now_rfc3339(),
         request_id: uuid::Uuid::new_v4().to_string(),
         actor: Some(Actor {

@@ -60,6 +60,9 @@ pub enum GatewayError {
     /// The resource does not exist (the upstream's lookup said so).
     #[error("resource not found")]
     NotFound,
+    /// A sensitive request's audit event cannot be made durable: it is not forwarded.
+    #[error("audit unavailable: {0}")]
+    AuditUnavailable(String),
     /// The upstream could not be reached or broke the connection.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
@@ -78,7 +81,7 @@ impl GatewayError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
-            Self::FactUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::FactUnavailable(_) | Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +104,7 @@ impl GatewayError {
                 Side::Upstream
             }
             Self::NotFound | Self::TooManyRequests(_) => Side::Client,
-            Self::Internal(_) => Side::Internal,
+            Self::Internal(_) | Self::AuditUnavailable(_) => Side::Internal,
         }
     }
 
@@ -115,6 +118,7 @@ impl GatewayError {
             Self::Forbidden => "policy",
             Self::StepUpRequired(_) => "step_up",
             Self::FactUnavailable(_) => "unavailable",
+            Self::AuditUnavailable(_) => "audit_unavailable",
             Self::NotFound => "not_found",
             Self::TooManyRequests(_) => "rate_limited",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
@@ -127,9 +131,10 @@ impl GatewayError {
         match self {
             Self::BadRequest(why) => Some(why.clone()),
             Self::Unauthenticated(e) => Some(e.reason().to_owned()),
-            Self::UpstreamUnreachable(why) | Self::Internal(why) | Self::FactUnavailable(why) => {
-                Some(why.clone())
-            }
+            Self::UpstreamUnreachable(why)
+            | Self::Internal(why)
+            | Self::FactUnavailable(why)
+            | Self::AuditUnavailable(why) => Some(why.clone()),
             Self::NotFound => None,
             Self::TooManyRequests(wait) => Some(format!("retry after {}s", retry_after_s(*wait))),
             Self::UpstreamTimeout => Some("timeout".to_owned()),
@@ -184,6 +189,11 @@ impl GatewayError {
                 "the facts this decision needs are temporarily unavailable".to_owned(),
             ),
             Self::NotFound => ("not-found", "Not found", "no such resource".to_owned()),
+            Self::AuditUnavailable(_) => (
+                "audit-unavailable",
+                "Service unavailable",
+                "this operation cannot be recorded right now, so it is not performed".to_owned(),
+            ),
             Self::TooManyRequests(_) => (
                 "rate-limited",
                 "Too many requests",

@@ -59,6 +59,9 @@ pub struct Gateway {
     revocations: Arc<Revocations>,
     limits: LimitsConfig,
     api_key_header: http::HeaderName,
+    /// Actions whose `authorized` event must be durable before forwarding.
+    sensitive: Vec<String>,
+    audit_fail_open: bool,
 }
 
 /// What the accept phase knows about a connection.
@@ -119,6 +122,8 @@ impl Gateway {
             revocations,
             limits: config.limits.clone(),
             api_key_header,
+            sensitive: config.audit.sensitive_actions.clone(),
+            audit_fail_open: config.audit.fail_open,
         })
     }
 
@@ -453,6 +458,25 @@ impl Gateway {
                 tracing::warn!(%error, "export reservation not released");
             }
             return Err(refusal);
+        }
+
+        // audit, before forwarding a sensitive request: its event is on disk first
+        if self
+            .sensitive
+            .iter()
+            .any(|action| *action == route.route.action)
+        {
+            let event = trail.authorized_event(policy.version());
+            if let Err(error) = self.audit.record_durable(event).await {
+                if self.audit_fail_open {
+                    tracing::error!(%error, "sensitive request forwarded without a durable audit event (fail_open)");
+                } else {
+                    if let Some(reservation) = &reservation {
+                        let _ = self.state.release_export(reservation).await;
+                    }
+                    return Err(GatewayError::AuditUnavailable(error.to_string()));
+                }
+            }
         }
 
         // forward

@@ -43,7 +43,7 @@ impl GatewayProcess {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::attempt(binary, sections, https, policies, policy_extra).await {
+            match Self::attempt(binary, sections, https, policies, policy_extra, None).await {
                 Err(error) if attempt < 3 && error.to_string().contains("cannot listen") => {
                     continue;
                 }
@@ -52,17 +52,36 @@ impl GatewayProcess {
         }
     }
 
+    /// Like [`GatewayProcess::start`], writing audit events to `audit_file` (e.g. `/dev/full`).
+    pub async fn start_with_audit_file(
+        binary: &Path,
+        sections: &str,
+        audit_file: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::attempt(
+            binary,
+            sections,
+            false,
+            &repo_root().join("policies"),
+            "",
+            Some(audit_file),
+        )
+        .await
+    }
+
     async fn attempt(
         binary: &Path,
         sections: &str,
         https: bool,
         policies: &Path,
         policy_extra: &str,
+        audit_file: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let dir = TempDir::new("gateway")?;
         let port = free_port()?;
         let admin_port = free_port()?;
-        let audit_file = dir.path().join("audit.jsonl");
+        let audit_file =
+            audit_file.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_path_buf);
         let mut sections = sections
             .replace("{port}", &port.to_string())
             .replace("{admin_port}", &admin_port.to_string());
@@ -157,12 +176,13 @@ impl GatewayProcess {
             .collect()
     }
 
-    /// The one audit event of `request_id` (panics in tests when there is not exactly one).
+    /// The one `complete` audit event of `request_id` (panics in tests when there is not exactly
+    /// one; a sensitive request also has an `authorized` event before it).
     pub fn audit_event(&self, request_id: &str) -> serde_json::Value {
         let matching: Vec<_> = self
             .audit_events()
             .into_iter()
-            .filter(|event| event["request_id"] == request_id)
+            .filter(|event| event["request_id"] == request_id && event["stage"] == "complete")
             .collect();
         assert_eq!(
             matching.len(),

@@ -152,3 +152,101 @@ async fn a_collector_outage_and_a_killed_gateway_lose_no_event() {
         String::from_utf8_lossy(&verified.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensitive_request_is_forwarded_only_once_its_event_is_on_disk() {
+    let world = World::start().await;
+    let dave = world.token("dave").await;
+    let body = Some(json!({"company": "Example Kft.", "default_currency": "EUR"}));
+    let reply = send(request("PUT", &world.url("/settings"), Some(&dave), body))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let id = reply.header("x-request-id");
+    let events: Vec<Value> = world
+        .gateway
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["request_id"] == id)
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (
+            events[0]["stage"].as_str(),
+            events[0]["outcome"]["status"].as_u64()
+        ),
+        (Some("authorized"), Some(0))
+    );
+    assert_eq!(events[0]["decision"]["effect"], "allow");
+    assert_eq!(
+        (
+            events[1]["stage"].as_str(),
+            events[1]["outcome"]["status"].as_u64()
+        ),
+        (Some("complete"), Some(200))
+    );
+    // A read is not sensitive: one event.
+    let read = get(
+        &world.url("/invoices/INV-1"),
+        Some(&world.token("alice").await),
+    )
+    .await
+    .unwrap();
+    let read_id = read.header("x-request-id");
+    assert_eq!(
+        world
+            .gateway
+            .audit_events()
+            .iter()
+            .filter(|e| e["request_id"] == read_id)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_audit_file_cannot_be_written_sensitive_requests_are_refused() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    // /dev/full: every write fails with "no space left on device".
+    let gateway = GatewayProcess::start_with_audit_file(
+        Path::new(BINARY),
+        &sections(&idp.issuer, &upstream.url(), ""),
+        Path::new("/dev/full"),
+    )
+    .await
+    .unwrap();
+    let dave = idp
+        .user_token("dave", TokenRequest::default())
+        .await
+        .unwrap();
+    let refused = send(request(
+        "PUT",
+        &format!("{}/settings", gateway.url),
+        Some(&dave),
+        Some(json!({"company": "X"})),
+    ))
+    .await
+    .unwrap();
+    let problem = assert_problem(&refused, 503);
+    assert_eq!(
+        problem["type"],
+        "urn:invoiceguard:problem:audit-unavailable"
+    );
+    assert!(
+        upstream.journal().await.unwrap().is_empty(),
+        "the unrecordable change never reached the upstream"
+    );
+    // Reads, which are not sensitive, are still served (their lost events are logged).
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
