@@ -461,11 +461,7 @@ impl Gateway {
         }
 
         // audit, before forwarding a sensitive request: its event is on disk first
-        if self
-            .sensitive
-            .iter()
-            .any(|action| *action == route.route.action)
-        {
+        if self.sensitive.contains(&route.route.action) {
             let event = trail.authorized_event(policy.version());
             if let Err(error) = self.audit.record_durable(event).await {
                 if self.audit_fail_open {
