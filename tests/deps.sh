@@ -11,6 +11,8 @@ missing=()
 for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server rsyslogd:rsyslog; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
+# rsyslog's TLS driver (syslog over TLS, RFC 5425) is a package of its own.
+dpkg -s rsyslog-openssl >/dev/null 2>&1 || missing+=(rsyslog-openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]} (apt)"
   sudo=""

@@ -7,10 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// The most bytes of events read and sent at once.
 const BATCH_BYTES: u64 = 256 * 1024;
@@ -27,9 +32,22 @@ pub struct SinkConfig {
     pub name: String,
     /// A syslog collector, `host:port`: RFC 5424 over TCP with octet-counting framing.
     pub syslog: String,
+    /// Syslog over TLS (RFC 5425) when set.
+    pub tls: Option<SinkTls>,
     /// The APP-NAME of the syslog messages.
     #[serde(default = "default_app_name")]
     pub app_name: String,
+}
+
+/// TLS to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTls {
+    /// CA certificates (PEM) the collector's certificate must chain to; the system's roots when
+    /// absent.
+    pub ca_file: Option<PathBuf>,
+    /// The name the certificate must be valid for; the host of `syslog` when absent.
+    pub server_name: Option<String>,
 }
 
 fn default_app_name() -> String {
@@ -61,6 +79,20 @@ impl SinkConfig {
                 self.syslog
             ));
         }
+        if let Some(ca) = self.tls.as_ref().and_then(|t| t.ca_file.as_ref())
+            && !ca.is_file()
+        {
+            problems.push(format!(
+                "audit.sinks[{index}].tls.ca_file: `{}` is not a readable file",
+                ca.display()
+            ));
+        }
+        if self.tls.is_some() && ServerName::try_from(self.server_name().to_owned()).is_err() {
+            problems.push(format!(
+                "audit.sinks[{index}].tls.server_name: `{}` is not a server name",
+                self.server_name()
+            ));
+        }
         if self.app_name.is_empty()
             || self.app_name.len() > 48
             || !self.app_name.bytes().all(|b| b.is_ascii_graphic())
@@ -70,6 +102,108 @@ impl SinkConfig {
             ));
         }
         problems
+    }
+}
+
+impl SinkConfig {
+    /// The name the collector's certificate must be valid for.
+    fn server_name(&self) -> &str {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.server_name.as_deref())
+            .unwrap_or_else(|| {
+                self.syslog
+                    .rsplit_once(':')
+                    .map_or(self.syslog.as_str(), |(host, _)| host)
+            })
+    }
+
+    /// The TLS client of this sink, when it uses TLS.
+    fn connector(&self) -> Result<Option<(TlsConnector, ServerName<'static>)>, String> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca_file {
+            Some(file) => {
+                for cert in CertificateDer::pem_file_iter(file)
+                    .map_err(|e| format!("`{}`: {e}", file.display()))?
+                {
+                    roots
+                        .add(cert.map_err(|e| format!("`{}`: {e}", file.display()))?)
+                        .map_err(|e| format!("`{}`: {e}", file.display()))?;
+                }
+            }
+            None => {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name =
+            ServerName::try_from(self.server_name().to_owned()).map_err(|e| e.to_string())?;
+        Ok(Some((TlsConnector::from(Arc::new(config)), name)))
+    }
+}
+
+/// A connection to a collector, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(stream) => stream.write_all(bytes).await,
+            Self::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+        }
+    }
+
+    /// Whether the collector closed the connection (it never sends data to us), found without
+    /// waiting: one poll of a read.
+    async fn closed(&mut self) -> bool {
+        let mut probe = [0u8; 256];
+        let read = match self {
+            Self::Plain(stream) => {
+                tokio::time::timeout(Duration::ZERO, stream.read(&mut probe)).await
+            }
+            Self::Tls(stream) => {
+                tokio::time::timeout(Duration::ZERO, stream.read(&mut probe)).await
+            }
+        };
+        matches!(read, Ok(Ok(0) | Err(_)))
+    }
+}
+
+/// Connects to the collector (and shakes hands, over TLS).
+async fn connect(
+    sink: &SinkConfig,
+    tls: Option<&(TlsConnector, ServerName<'static>)>,
+) -> Result<Stream, String> {
+    let tcp = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&sink.syslog))
+        .await
+        .map_err(|_| "connection timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some((connector, name)) => {
+            let stream =
+                tokio::time::timeout(Duration::from_secs(5), connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| "TLS handshake timed out".to_owned())?
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Ok(Stream::Tls(Box::new(stream)))
+        }
     }
 }
 
@@ -145,16 +279,6 @@ fn frame(line: &[u8], app_name: &str, hostname: &str) -> Vec<u8> {
     framed
 }
 
-/// Whether the collector closed the connection (it never sends anything to us).
-fn peer_closed(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 64];
-    match stream.try_read(&mut probe) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
-    }
-}
-
 /// Ships the audit file to the sink, for as long as the process runs.
 pub async fn ship(sink: SinkConfig, audit_file: PathBuf) {
     let cursor = cursor_path(&audit_file, &sink.name);
@@ -163,9 +287,16 @@ pub async fn ship(sink: SinkConfig, audit_file: PathBuf) {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or_else(|| "invoiceguard".to_owned());
+    let tls = match sink.connector() {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::error!(%error, sink = %sink.name, "sink TLS is unusable; nothing is shipped to it");
+            return;
+        }
+    };
     let mut committed = read_cursor(&cursor);
     let mut sent = committed;
-    let mut connection: Option<TcpStream> = None;
+    let mut connection: Option<Stream> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         let (lines, next) = match read_batch(&audit_file, sent) {
@@ -178,8 +309,8 @@ pub async fn ship(sink: SinkConfig, audit_file: PathBuf) {
         };
         // Before anything else: is the collector still there? Then what was sent before is
         // taken as delivered; if not, it is sent again.
-        if let Some(stream) = &connection {
-            if peer_closed(stream) {
+        if let Some(stream) = connection.as_mut() {
+            if stream.closed().await {
                 tracing::warn!(sink = %sink.name, "collector closed the connection; resending from the last saved cursor");
                 connection = None;
                 sent = committed;
@@ -196,28 +327,19 @@ pub async fn ship(sink: SinkConfig, audit_file: PathBuf) {
         }
         let stream = match connection.as_mut() {
             Some(stream) => stream,
-            None => {
-                match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&sink.syslog))
-                    .await
-                {
-                    Ok(Ok(stream)) => {
-                        backoff = Duration::from_millis(100);
-                        tracing::info!(sink = %sink.name, address = %sink.syslog, "collector connected");
-                        connection.insert(stream)
-                    }
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, sink = %sink.name, "collector unreachable; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
+            None => match connect(&sink, tls.as_ref()).await {
+                Ok(stream) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(sink = %sink.name, address = %sink.syslog, tls = tls.is_some(), "collector connected");
+                    connection.insert(stream)
                 }
-            }
+                Err(error) => {
+                    tracing::debug!(%error, sink = %sink.name, "collector unreachable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
         };
         let mut bytes = Vec::new();
         for line in &lines {

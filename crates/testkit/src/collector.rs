@@ -1,6 +1,7 @@
 //! A private syslog collector: `rsyslogd` in the foreground with an `imtcp` input on a free port,
 //! writing each message's MSG part (the audit event) as one line of a file.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,15 +15,32 @@ pub struct Collector {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// With TLS (RFC 5425): the CA, certificate and key files of the collector.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Collector {
-    /// Starts a collector.
+    /// Starts a collector over plain TCP.
     pub async fn start() -> anyhow::Result<Self> {
         let mut collector = Self {
             port: free_port()?,
             dir: TempDir::new("collector")?,
             child: None,
+            tls: None,
+        };
+        collector.launch().await?;
+        Ok(collector)
+    }
+
+    /// Starts a collector over TLS with the given CA, certificate and key (rsyslog's `ossl`
+    /// driver).
+    pub async fn start_tls(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let tls = Some((ca.to_owned(), cert.to_owned(), key.to_owned()));
+        let mut collector = Self {
+            port: free_port()?,
+            dir: TempDir::new("collector")?,
+            child: None,
+            tls,
         };
         collector.launch().await?;
         Ok(collector)
@@ -36,10 +54,23 @@ impl Collector {
     async fn launch(&mut self) -> anyhow::Result<()> {
         let dir = self.dir.path();
         let config = dir.join("rsyslog.conf");
+        let (global, module) = match &self.tls {
+            None => (String::new(), "module(load=\"imtcp\")".to_owned()),
+            Some((ca, cert, key)) => (
+                format!(
+                    " DefaultNetstreamDriver=\"ossl\" DefaultNetstreamDriverCAFile=\"{}\" \
+                     DefaultNetstreamDriverCertFile=\"{}\" DefaultNetstreamDriverKeyFile=\"{}\"",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                ),
+                "module(load=\"imtcp\" StreamDriver.Name=\"ossl\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")".to_owned(),
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "global(workDirectory=\"{d}\")\nmodule(load=\"imtcp\")\ninput(type=\"imtcp\" port=\"{p}\")\n\
+                "global(workDirectory=\"{d}\"{global})\n{module}\ninput(type=\"imtcp\" port=\"{p}\")\n\
                  template(name=\"raw\" type=\"string\" string=\"%msg%\\n\")\n\
                  *.* action(type=\"omfile\" file=\"{d}/received.jsonl\" template=\"raw\")\n",
                 d = dir.display(),

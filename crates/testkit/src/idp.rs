@@ -287,16 +287,37 @@ fn shared_keys() -> anyhow::Result<PathBuf> {
     }
     let path =
         std::env::temp_dir().join(format!("invoiceguard-idp-keys-{}.json", std::process::id()));
-    let status = Command::new("node")
-        .arg(repo_root().join("tests/idp/server.mjs"))
-        .args(["--keys-only", "--keys"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("cannot run node (is Node.js installed?)")?;
-    if !status.success() {
-        bail!("the IdP could not generate keys ({status})");
+    // Generation takes well under a second; a child that hangs (seen, rarely, on a loaded
+    // machine) is killed and tried again rather than holding the whole run.
+    let mut generated = false;
+    for _ in 0..3 {
+        let mut child = Command::new("node")
+            .arg(repo_root().join("tests/idp/server.mjs"))
+            .args(["--keys-only", "--keys"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run node (is Node.js installed?)")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.is_some_and(|s| s.success()) && path.is_file() {
+            generated = true;
+            break;
+        }
+    }
+    if !generated {
+        bail!("the IdP could not generate keys");
     }
     *keys = Some(path.clone());
     Ok(path)

@@ -250,3 +250,33 @@ async fn when_the_audit_file_cannot_be_written_sensitive_requests_are_refused() 
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_a_collector_over_tls() {
+    let dir = TempDir::new("syslog-tls").unwrap();
+    let (ca, cert, key) = invoiceguard_testkit::certificates(dir.path()).unwrap();
+    let collector = Collector::start_tls(&ca, &cert, &key).await.unwrap();
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let text = format!(
+        "{}\n[[audit.sinks]]\nname = \"siem-tls\"\nsyslog = \"127.0.0.1:{}\"\ntls = {{ ca_file = {ca:?}, server_name = \"localhost\" }}\n",
+        sections(&idp.issuer, &upstream.url(), ""),
+        collector.port
+    );
+    let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
+        .await
+        .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
+            .await
+            .unwrap();
+    }
+    let (expected, received) = all_delivered(&gateway, &collector).await;
+    assert_eq!(expected.len(), 10);
+    let seqs: Vec<u64> = received.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{received:?}");
+}
