@@ -62,24 +62,7 @@ impl IdpClient {
                 .request(request)
                 .await
                 .map_err(|e| format!("`{url}` did not answer: {e}"))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("`{url}` answered {status}"));
-            }
-            let max_age = response
-                .headers()
-                .get_all(http::header::CACHE_CONTROL)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(max_age);
-            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("cannot read `{url}`: {e}"))?
-                .to_bytes();
-            let value = serde_json::from_slice(&body)
-                .map_err(|e| format!("`{url}` is not valid JSON: {e}"))?;
-            Ok((value, max_age))
+            read_json(url, response).await
         };
         tokio::time::timeout(self.timeout, fetch)
             .await
@@ -120,21 +103,38 @@ impl IdpClient {
                 .request(request)
                 .await
                 .map_err(|e| format!("`{url}` did not answer: {e}"))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("`{url}` answered {status}"));
-            }
-            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("cannot read `{url}`: {e}"))?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|e| format!("`{url}` is not valid JSON: {e}"))
+            read_json(url, response).await.map(|(value, _)| value)
         };
         tokio::time::timeout(self.timeout, fetch)
             .await
             .map_err(|_| format!("`{url}` did not answer within {:?}", self.timeout))?
     }
+}
+
+/// A successful answer's body as JSON (at most [`MAX_DOCUMENT_BYTES`]), and its
+/// `Cache-Control: max-age`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<(T, Option<Duration>), String> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("`{url}` answered {status}"));
+    }
+    let max_age = response
+        .headers()
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(max_age);
+    let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read `{url}`: {e}"))?
+        .to_bytes();
+    let value =
+        serde_json::from_slice(&body).map_err(|e| format!("`{url}` is not valid JSON: {e}"))?;
+    Ok((value, max_age))
 }
 
 /// `max-age=N` of one `Cache-Control` value.
