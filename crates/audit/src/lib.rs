@@ -9,6 +9,7 @@ mod chain;
 mod config;
 mod event;
 mod log;
+mod ocsf;
 mod ship;
 mod verify;
 
@@ -19,5 +20,6 @@ pub use event::{
     Source, now_rfc3339,
 };
 pub use log::{AuditError, AuditLog};
+pub use ocsf::{OCSF_VERSION, to_ocsf};
 pub use ship::{SinkConfig, cursor_path, ship};
 pub use verify::{Verification, verify};

@@ -37,6 +37,20 @@ pub struct SinkConfig {
     /// The APP-NAME of the syslog messages.
     #[serde(default = "default_app_name")]
     pub app_name: String,
+    /// `json` (the native event) or `ocsf` (OCSF API Activity and Authentication).
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// How events are encoded for a sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The native JSON event, as in the audit file.
+    #[default]
+    Json,
+    /// OCSF.
+    Ocsf,
 }
 
 /// TLS to a collector.
@@ -256,9 +270,15 @@ fn read_batch(file: &Path, offset: u64) -> std::io::Result<(Vec<Vec<u8>>, u64)> 
 }
 
 /// One event as an RFC 5424 message with octet-counting framing. Facility 13 (log audit); the
-/// syslog severity follows the event's.
-fn frame(line: &[u8], app_name: &str, hostname: &str) -> Vec<u8> {
+/// syslog severity follows the event's; the message is the event in the sink's format.
+fn frame(line: &[u8], app_name: &str, hostname: &str, format: Format) -> Vec<u8> {
     let event: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+    let body = match format {
+        Format::Json => line.to_vec(),
+        Format::Ocsf => {
+            serde_json::to_vec(&crate::ocsf::to_ocsf(&event)).unwrap_or_else(|_| line.to_vec())
+        }
+    };
     let severity = match event.get("severity").and_then(Value::as_str) {
         Some("critical") => 2,
         Some("error") => 3,
@@ -273,7 +293,7 @@ fn frame(line: &[u8], app_name: &str, hostname: &str) -> Vec<u8> {
         std::process::id()
     )
     .into_bytes();
-    message.extend_from_slice(line);
+    message.extend_from_slice(&body);
     let mut framed = format!("{} ", message.len()).into_bytes();
     framed.extend_from_slice(&message);
     framed
@@ -343,7 +363,7 @@ pub async fn ship(sink: SinkConfig, audit_file: PathBuf) {
         };
         let mut bytes = Vec::new();
         for line in &lines {
-            bytes.extend(frame(line, &sink.app_name, &hostname));
+            bytes.extend(frame(line, &sink.app_name, &hostname, sink.format));
         }
         match tokio::time::timeout(Duration::from_secs(5), stream.write_all(&bytes)).await {
             Ok(Ok(())) => sent = next,
@@ -366,6 +386,7 @@ mod tests {
             br#"{"time":"2026-11-21T10:00:00Z","severity":"warning","seq":1}"#,
             "invoiceguard",
             "gw1",
+            Format::Json,
         );
         let text = String::from_utf8(framed).unwrap();
         let (length, message) = text.split_once(' ').unwrap();

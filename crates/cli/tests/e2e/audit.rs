@@ -280,3 +280,63 @@ async fn events_reach_a_collector_over_tls() {
     let seqs: Vec<u64> = received.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{received:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocsf_sink_receives_api_activity_and_authentication_events() {
+    let idp = Idp::start().await.unwrap();
+    let upstream = Upstream::start().unwrap();
+    let collector = Collector::start().await.unwrap();
+    let text = format!(
+        "{}\n[[audit.sinks]]\nname = \"ocsf\"\nsyslog = \"{}\"\nformat = \"ocsf\"\n",
+        sections(&idp.issuer, &upstream.url(), ""),
+        collector.address()
+    );
+    let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
+        .await
+        .unwrap();
+    let alice = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    let allowed = get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
+        .await
+        .unwrap();
+    let refused = get(
+        &format!("{}/invoices/INV-1", gateway.url),
+        Some("not-a-token"),
+    )
+    .await
+    .unwrap();
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        received = collector.received();
+        if received.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let by_request = |id: &str| {
+        received
+            .iter()
+            .find(|e| e["metadata"]["correlation_uid"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let activity = by_request(allowed.header("x-request-id"));
+    assert_eq!(
+        (
+            activity["class_uid"].as_u64(),
+            activity["activity_id"].as_u64()
+        ),
+        (Some(6003), Some(2))
+    );
+    assert_eq!(activity["actor"]["user"]["uid"], "alice");
+    assert_eq!(activity["api"]["operation"], "invoice:read");
+    assert_eq!(activity["status"], "Success");
+    let login = by_request(refused.header("x-request-id"));
+    assert_eq!(login["class_uid"], 3002);
+    assert_eq!(
+        (login["status"].as_str(), login["status_detail"].as_str()),
+        (Some("Failure"), Some("malformed_token"))
+    );
+}
