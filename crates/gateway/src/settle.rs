@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use http::Response;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use invoiceguard_policy::{Route, RowCount};
 use invoiceguard_state::{Reservation, StateStore};
@@ -47,28 +48,11 @@ pub(crate) async fn settle(
             ));
     let (response, body) = if needs_body {
         let (parts, body) = response.into_parts();
-        match Limited::new(body, MAX_SETTLE_BYTES).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                let rebuilt = Response::from_parts(
-                    parts,
-                    Full::new(bytes.clone())
-                        .map_err(|never| match never {})
-                        .boxed(),
-                );
-                (rebuilt, Some(bytes))
-            }
-            Err(error) => {
-                tracing::warn!(%error, "answer too large or broken to settle; passing an empty body");
-                let rebuilt = Response::from_parts(
-                    parts,
-                    Full::new(Bytes::new())
-                        .map_err(|never| match never {})
-                        .boxed(),
-                );
-                (rebuilt, None)
-            }
+        let (whole, passed_on) = read_whole(body, MAX_SETTLE_BYTES).await;
+        if whole.is_none() {
+            tracing::warn!(route = %route.template, "answer too large or broken to settle; passed on unchanged");
         }
+        (Response::from_parts(parts, passed_on), whole)
     } else {
         (response.map(|body| body.boxed()), None)
     };
@@ -110,6 +94,50 @@ pub(crate) async fn settle(
     (response, settled)
 }
 
+/// The body read whole when it ends within `limit` bytes, and the body to pass on. Past the limit,
+/// or when the upstream breaks off, nothing is settled and the answer is passed on unchanged: what
+/// was read, then the rest (or the upstream's error).
+async fn read_whole<B>(mut body: B, limit: usize) -> (Option<Bytes>, ResponseBody)
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+{
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let failure = loop {
+        match body.frame().await {
+            None => {
+                let whole: Bytes = chunks.concat().into();
+                let passed_on = Full::new(whole.clone())
+                    .map_err(|never| match never {})
+                    .boxed();
+                return (Some(whole), passed_on);
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len();
+                    chunks.push(data);
+                    if size > limit {
+                        break None;
+                    }
+                }
+            }
+            Some(Err(error)) => break Some(error),
+        }
+    };
+    let head = futures_util::stream::iter(chunks.into_iter().map(|chunk| Ok(Frame::data(chunk))));
+    let passed_on = match failure {
+        Some(error) => StreamBody::new(futures_util::StreamExt::chain(
+            head,
+            futures_util::stream::iter([Err(error)]),
+        ))
+        .boxed(),
+        None => {
+            StreamBody::new(futures_util::StreamExt::chain(head, BodyStream::new(body))).boxed()
+        }
+    };
+    (None, passed_on)
+}
+
 fn created_id(body: &Bytes, pointer: &str) -> Option<String> {
     let json: Value = serde_json::from_slice(body).ok()?;
     match json.pointer(pointer)? {
@@ -137,6 +165,32 @@ fn csv_rows(body: &Bytes) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunked(parts: &[&'static str]) -> ResponseBody {
+        let frames = parts
+            .iter()
+            .map(|p| Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(p.as_bytes()))));
+        StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>())).boxed()
+    }
+
+    #[tokio::test]
+    async fn small_answers_are_read_whole_and_large_ones_pass_unchanged() {
+        let (whole, passed_on) = read_whole(chunked(&["{\"id\":", "\"INV-9\"}"]), 64).await;
+        assert_eq!(whole.as_deref(), Some(&b"{\"id\":\"INV-9\"}"[..]));
+        assert_eq!(
+            passed_on.collect().await.unwrap().to_bytes(),
+            "{\"id\":\"INV-9\"}"
+        );
+
+        let parts = ["0123456789", "abcdefghij", "KLMNOPQRST", "tail"];
+        let (whole, passed_on) = read_whole(chunked(&parts), 15).await;
+        assert!(whole.is_none(), "past the limit nothing is settled");
+        assert_eq!(
+            passed_on.collect().await.unwrap().to_bytes(),
+            parts.concat(),
+            "the answer is passed on unchanged"
+        );
+    }
 
     #[test]
     fn counting() {
