@@ -6,21 +6,17 @@ use std::collections::BTreeSet;
 use super::*;
 use invoiceguard_testkit::Collector;
 
-/// A gateway shipping its audit events to `collector` (`[[audit.sinks]]` may follow the
-/// `[audit]` table the testkit writes).
-async fn gateway_with_sink(
-    idp: &Idp,
-    upstream: &Upstream,
-    collector: &Collector,
-) -> GatewayProcess {
-    let text = format!(
-        "{}\n[[audit.sinks]]\nname = \"siem\"\nsyslog = \"{}\"\n",
-        sections(&idp.issuer, &upstream.url(), ""),
-        collector.address()
-    );
-    GatewayProcess::start(Path::new(BINARY), &text, false)
-        .await
-        .unwrap()
+/// A sink section: the events shipped to the collector at `address` (`[[audit.sinks]]` may follow
+/// the `[audit]` table the testkit writes).
+fn sink(name: &str, address: &str, more: &str) -> String {
+    format!(
+        "
+[[audit.sinks]]
+name = \"{name}\"
+syslog = \"{address}\"
+{more}
+"
+    )
 }
 
 /// Waits until the collector holds an event for every request id of the gateway's audit file.
@@ -50,14 +46,9 @@ async fn all_delivered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_the_collector_in_order() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let collector = Collector::start().await.unwrap();
-    let gateway = gateway_with_sink(&idp, &upstream, &collector).await;
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let world = World::start_with(&sink("siem", &collector.address(), ""), None, "").await;
+    let (gateway, alice) = (&world.gateway, world.token("alice").await);
     for i in 0..30 {
         let path = if i % 3 == 0 {
             "/settings"
@@ -71,7 +62,7 @@ async fn every_event_reaches_the_collector_in_order() {
     get(&format!("{}/invoices", gateway.url), None)
         .await
         .unwrap();
-    let (expected, received) = all_delivered(&gateway, &collector).await;
+    let (expected, received) = all_delivered(gateway, &collector).await;
     assert_eq!(expected.len(), 31);
     let seqs: Vec<u64> = received
         .iter()
@@ -96,14 +87,10 @@ async fn every_event_reaches_the_collector_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_outage_and_a_killed_gateway_lose_no_event() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let mut collector = Collector::start().await.unwrap();
-    let mut gateway = gateway_with_sink(&idp, &upstream, &collector).await;
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let mut world = World::start_with(&sink("siem", &collector.address(), ""), None, "").await;
+    let alice = world.token("alice").await;
+    let gateway = &mut world.gateway;
     let traffic = |gateway_url: String, alice: String, count: usize| async move {
         for _ in 0..count {
             let reply = get(&format!("{gateway_url}/invoices/INV-1"), Some(&alice))
@@ -127,7 +114,7 @@ async fn a_collector_outage_and_a_killed_gateway_lose_no_event() {
     let _ = burst.await; // requests cut by the kill fail; those answered were audited
     traffic(gateway.url.clone(), alice.clone(), 20).await;
 
-    let (expected, received) = all_delivered(&gateway, &collector).await;
+    let (expected, received) = all_delivered(gateway, &collector).await;
     let got: BTreeSet<String> = received
         .iter()
         .filter_map(|e| e["request_id"].as_str().map(str::to_owned))
@@ -256,26 +243,16 @@ async fn events_reach_a_collector_over_tls() {
     let dir = TempDir::new("syslog-tls").unwrap();
     let (ca, cert, key) = invoiceguard_testkit::certificates(dir.path()).unwrap();
     let collector = Collector::start_tls(&ca, &cert, &key).await.unwrap();
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
-    let text = format!(
-        "{}\n[[audit.sinks]]\nname = \"siem-tls\"\nsyslog = \"127.0.0.1:{}\"\ntls = {{ ca_file = {ca:?}, server_name = \"localhost\" }}\n",
-        sections(&idp.issuer, &upstream.url(), ""),
-        collector.port
-    );
-    let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
-        .await
-        .unwrap();
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let tls = format!("tls = {{ ca_file = {ca:?}, server_name = \"localhost\" }}");
+    let address = format!("127.0.0.1:{}", collector.port);
+    let world = World::start_with(&sink("siem-tls", &address, &tls), None, "").await;
+    let (gateway, alice) = (&world.gateway, world.token("alice").await);
     for _ in 0..10 {
         get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
             .await
             .unwrap();
     }
-    let (expected, received) = all_delivered(&gateway, &collector).await;
+    let (expected, received) = all_delivered(gateway, &collector).await;
     assert_eq!(expected.len(), 10);
     let seqs: Vec<u64> = received.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{received:?}");
@@ -283,21 +260,14 @@ async fn events_reach_a_collector_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ocsf_sink_receives_api_activity_and_authentication_events() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let collector = Collector::start().await.unwrap();
-    let text = format!(
-        "{}\n[[audit.sinks]]\nname = \"ocsf\"\nsyslog = \"{}\"\nformat = \"ocsf\"\n",
-        sections(&idp.issuer, &upstream.url(), ""),
-        collector.address()
-    );
-    let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
-        .await
-        .unwrap();
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let world = World::start_with(
+        &sink("ocsf", &collector.address(), "format = \"ocsf\""),
+        None,
+        "",
+    )
+    .await;
+    let (gateway, alice) = (&world.gateway, world.token("alice").await);
     let allowed = get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
         .await
         .unwrap();

@@ -34,13 +34,29 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// The baseline, with the default test configuration.
     pub(crate) async fn start() -> Self {
+        Self::start_with("", None, "").await
+    }
+
+    /// With `extra` configuration after the usual sections (more `[authn]` keys, or whole
+    /// tables), on `policies` (the baseline when `None`) with `policy_extra` `[policy]` lines.
+    pub(crate) async fn start_with(
+        extra: &str,
+        policies: Option<&Path>,
+        policy_extra: &str,
+    ) -> Self {
         let idp = Idp::start().await.unwrap();
         let upstream = Upstream::start().unwrap();
-        let gateway = GatewayProcess::start(
+        let text = format!("{}{extra}\n", sections(&idp.issuer, &upstream.url(), ""));
+        let baseline = invoiceguard_testkit::repo_root().join("policies");
+        let policies = policies.unwrap_or(&baseline);
+        let gateway = GatewayProcess::start_with_policies(
             Path::new(BINARY),
-            &sections(&idp.issuer, &upstream.url(), ""),
+            &text,
             false,
+            policies,
+            policy_extra,
         )
         .await
         .unwrap();

@@ -321,23 +321,10 @@ fn roles_with_reports_for_invoicing(policies: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_reload_while_requests_flow_and_a_broken_set_is_refused() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let dir = TempDir::new("reload").unwrap();
     let policies = policy_copy(dir.path());
-    let gateway = GatewayProcess::start_with_policies(
-        Path::new(BINARY),
-        &sections(&idp.issuer, &upstream.url(), ""),
-        false,
-        &policies,
-        "watch_ms = 200",
-    )
-    .await
-    .unwrap();
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let world = World::start_with("", Some(&policies), "watch_ms = 200").await;
+    let (gateway, alice) = (&world.gateway, world.token("alice").await);
     let url = format!("{}/reports/summary", gateway.url);
     assert_eq!(get(&url, Some(&alice)).await.unwrap().status, 403);
 
@@ -414,23 +401,10 @@ async fn policies_reload_while_requests_flow_and_a_broken_set_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_policies() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let dir = TempDir::new("sighup").unwrap();
     let policies = policy_copy(dir.path());
-    let gateway = GatewayProcess::start_with_policies(
-        Path::new(BINARY),
-        &sections(&idp.issuer, &upstream.url(), ""),
-        false,
-        &policies,
-        "watch_ms = 0",
-    )
-    .await
-    .unwrap();
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let world = World::start_with("", Some(&policies), "watch_ms = 0").await;
+    let (gateway, alice) = (&world.gateway, world.token("alice").await);
     let url = format!("{}/reports/summary", gateway.url);
     replace(
         &policies.join("roles.cedar"),
@@ -456,29 +430,14 @@ async fn sighup_reloads_the_policies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_policy_set_is_evaluated_but_never_decides() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let dir = TempDir::new("shadow").unwrap();
     let candidate = policy_copy(dir.path());
     replace(
         &candidate.join("roles.cedar"),
         &roles_with_reports_for_invoicing(&candidate),
     );
-    let baseline = invoiceguard_testkit::repo_root().join("policies");
-    let extra = format!("shadow_dir = {candidate:?}");
-    let gateway = GatewayProcess::start_with_policies(
-        Path::new(BINARY),
-        &sections(&idp.issuer, &upstream.url(), ""),
-        false,
-        &baseline,
-        &extra,
-    )
-    .await
-    .unwrap();
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let world = World::start_with("", None, &format!("shadow_dir = {candidate:?}")).await;
+    let (gateway, alice) = (&world.gateway, world.token("alice").await);
 
     let reply = get(&format!("{}/reports/summary", gateway.url), Some(&alice))
         .await
@@ -625,8 +584,6 @@ async fn break_glass_needs_a_stated_reason_and_is_flagged_critical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looked_up_invoice_attributes_reach_the_policies() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let dir = TempDir::new("entity").unwrap();
     let policies = policy_copy(dir.path());
     // The security team restricts approvals in one legal entity to EUR invoices still submitted.
@@ -637,23 +594,9 @@ async fn looked_up_invoice_attributes_reach_the_policies() {
          unless { resource has currency && resource.currency == \"EUR\" && resource has status && resource.status == \"submitted\" };\n",
     )
     .unwrap();
-    let gateway = GatewayProcess::start_with_policies(
-        Path::new(BINARY),
-        &sections(&idp.issuer, &upstream.url(), ""),
-        false,
-        &policies,
-        "",
-    )
-    .await
-    .unwrap();
-    let alice = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
-    let bob = idp
-        .user_token("bob", TokenRequest::default())
-        .await
-        .unwrap();
+    let world = World::start_with("", Some(&policies), "").await;
+    let gateway = &world.gateway;
+    let (alice, bob) = (world.token("alice").await, world.token("bob").await);
     let mut ids = Vec::new();
     for (company, currency) in [
         ("EXAMPLE-DE", "USD"),

@@ -382,21 +382,15 @@ async fn a_redis_outage_fails_closed_where_facts_are_needed_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_bad_tokens_from_one_address_is_cut_off() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
-    let text = format!(
-        "{}\n[limits]\nfailed_auth_per_ip = 5\nfailed_auth_window_s = 60\n",
-        sections(&idp.issuer, &upstream.url(), "")
-    );
-    let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
-        .await
-        .unwrap();
-    let good = idp
-        .user_token("alice", TokenRequest::default())
-        .await
-        .unwrap();
+    let limits = "
+[limits]
+failed_auth_per_ip = 5
+failed_auth_window_s = 60
+";
+    let world = World::start_with(limits, None, "").await;
+    let (gateway, good) = (&world.gateway, world.token("alice").await);
     assert_eq!(
-        get(&url(&gateway, "/invoices/INV-1"), Some(&good))
+        get(&url(gateway, "/invoices/INV-1"), Some(&good))
             .await
             .unwrap()
             .status,
@@ -404,14 +398,14 @@ async fn a_burst_of_bad_tokens_from_one_address_is_cut_off() {
     );
     for i in 0..5 {
         let reply = get(
-            &url(&gateway, "/invoices/INV-1"),
+            &url(gateway, "/invoices/INV-1"),
             Some(&format!("bad.token.{i}")),
         )
         .await
         .unwrap();
         assert_eq!(reply.status, 401, "attempt {i}");
     }
-    let cut = get(&url(&gateway, "/invoices/INV-1"), Some("bad.token.6"))
+    let cut = get(&url(gateway, "/invoices/INV-1"), Some("bad.token.6"))
         .await
         .unwrap();
     assert_problem(&cut, 429);
@@ -423,7 +417,7 @@ async fn a_burst_of_bad_tokens_from_one_address_is_cut_off() {
     );
     // The address is cut off, whatever it sends, until the window passes.
     assert_problem(
-        &get(&url(&gateway, "/invoices/INV-1"), Some(&good))
+        &get(&url(gateway, "/invoices/INV-1"), Some(&good))
             .await
             .unwrap(),
         429,
@@ -432,8 +426,6 @@ async fn a_burst_of_bad_tokens_from_one_address_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_rate_limit_holds_each_principal() {
-    let idp = Idp::start().await.unwrap();
-    let upstream = Upstream::start().unwrap();
     let dir = TempDir::new("ratelimit").unwrap();
     let policies = super::policy::policy_copy(dir.path());
     let routes = std::fs::read_to_string(policies.join("routes.toml")).unwrap();
@@ -445,39 +437,23 @@ async fn a_route_rate_limit_holds_each_principal() {
         ),
     )
     .unwrap();
-    let gateway = GatewayProcess::start_with_policies(
-        Path::new(BINARY),
-        &sections(&idp.issuer, &upstream.url(), ""),
-        false,
-        &policies,
-        "",
-    )
-    .await
-    .unwrap();
-    let (alice, erin) = (
-        idp.user_token("alice", TokenRequest::default())
-            .await
-            .unwrap(),
-        idp.user_token("erin", TokenRequest::default())
-            .await
-            .unwrap(),
-    );
+    let world = World::start_with("", Some(&policies), "").await;
+    let gateway = &world.gateway;
+    let (alice, erin) = (world.token("alice").await, world.token("erin").await);
     for _ in 0..3 {
         assert_eq!(
-            get(&url(&gateway, "/invoices"), Some(&alice))
+            get(&url(gateway, "/invoices"), Some(&alice))
                 .await
                 .unwrap()
                 .status,
             200
         );
     }
-    let limited = get(&url(&gateway, "/invoices"), Some(&alice))
-        .await
-        .unwrap();
+    let limited = get(&url(gateway, "/invoices"), Some(&alice)).await.unwrap();
     assert_problem(&limited, 429);
     assert!(!limited.header("retry-after").is_empty());
     assert_eq!(
-        get(&url(&gateway, "/invoices"), Some(&erin))
+        get(&url(gateway, "/invoices"), Some(&erin))
             .await
             .unwrap()
             .status,
@@ -485,7 +461,7 @@ async fn a_route_rate_limit_holds_each_principal() {
         "per principal"
     );
     assert_eq!(
-        get(&url(&gateway, "/invoices/INV-1"), Some(&alice))
+        get(&url(gateway, "/invoices/INV-1"), Some(&alice))
             .await
             .unwrap()
             .status,
