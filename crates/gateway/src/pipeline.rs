@@ -386,15 +386,22 @@ impl Gateway {
             }
         }
 
-        // enrich: resource facts, and the export quota reserved before the decision
-        let resource = enrich::resource_facts(
+        // enrich: resource facts, and the export quota reserved before the decision. A resource
+        // the upstream does not know is decided without facts: only a caller the policies allow
+        // learns that it does not exist (no existence oracle for the others).
+        let (resource, missing) = match enrich::resource_facts(
             &route,
             policy.routes(),
             &self.state,
             &self.upstream,
             &trail.request_id,
         )
-        .await?;
+        .await
+        {
+            Ok(resource) => (resource, false),
+            Err(GatewayError::NotFound) => (invoiceguard_policy::ResourceFacts::default(), true),
+            Err(error) => return Err(error),
+        };
         let (parts, body) = request.into_parts();
         let (body, export, reservation) = match &route.route.export {
             None => (body.boxed(), ExportFacts::default(), None),
@@ -449,6 +456,7 @@ impl Gateway {
         let refusal = match (step_up, allowed) {
             (Some(step_up), _) => Some(GatewayError::StepUpRequired(step_up)),
             (None, false) => Some(GatewayError::Forbidden),
+            (None, true) if missing => Some(GatewayError::NotFound),
             (None, true) => None,
         };
         if let Some(refusal) = refusal {

@@ -105,8 +105,14 @@ async fn invoices_created_before_the_gateway_are_looked_up() {
             .iter()
             .any(|h| h[0] == "x-invoiceguard-principal-type" && h[1] == "gateway")
     );
-    // Approving an invoice that does not exist is a plain 404.
+    // Approving an invoice that does not exist is a plain 404 for an approver; whoever may not
+    // approve gets the same 403 whether the invoice exists or not (no existence oracle).
     assert_problem(&approve(&world, "frank", "INV-999").await, 404);
+    let missing = approve(&world, "erin", "INV-999").await;
+    assert_problem(&missing, 403);
+    let existing = approve(&world, "erin", &id).await;
+    assert_problem(&existing, 403);
+    assert_eq!(missing.json()["detail"], existing.json()["detail"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
