@@ -21,5 +21,5 @@ pub use event::{
 };
 pub use log::{AuditError, AuditLog};
 pub use ocsf::{OCSF_VERSION, to_ocsf};
-pub use ship::{SinkConfig, cursor_path, ship};
+pub use ship::{Format, SinkConfig, SinkTls, cursor_path, ship};
 pub use verify::{Verification, verify};

@@ -258,6 +258,11 @@ impl Config {
         if let Some(key) = &mut self.audit.hmac_key_file {
             resolve(key);
         }
+        for sink in &mut self.audit.sinks {
+            if let Some(ca) = sink.tls.as_mut().and_then(|tls| tls.ca_file.as_mut()) {
+                resolve(ca);
+            }
+        }
     }
 
     /// Every problem of every section, as `key: problem`.
@@ -381,6 +386,29 @@ mod tests {
             config.audit.file,
             path.parent().unwrap().join("audit.jsonl")
         );
+    }
+
+    #[test]
+    fn every_relative_file_is_taken_from_the_config_folder() {
+        let path = write(
+            "relative",
+            &format!(
+                "{MINIMAL}[audit]\nhmac_key_file = \"hmac.key\"\n[[audit.sinks]]\nname = \"siem\"\nsyslog = \"c:6514\"\ntls = {{ ca_file = \"ca.pem\" }}\n"
+            ),
+        );
+        let folder = path.parent().unwrap();
+        std::fs::write(folder.join("hmac.key"), "a-secret-of-at-least-16-bytes").unwrap();
+        std::fs::write(folder.join("ca.pem"), "not read by validate").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.audit.hmac_key_file.as_deref(),
+            Some(folder.join("hmac.key").as_path())
+        );
+        let ca = config.audit.sinks[0]
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_file.clone());
+        assert_eq!(ca, Some(folder.join("ca.pem")));
     }
 
     #[test]
