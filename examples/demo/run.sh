@@ -25,7 +25,7 @@ for port in 9400 9500 8080; do
 done
 
 mkdir -p "$STATE"
-rm -f "$STATE/audit.jsonl"
+rm -rf "$STATE/audit"
 
 node tests/idp/server.mjs --port 9400 --keys "$STATE/keys.json" >"$STATE/idp.log" 2>&1 &
 pids+=($!)
@@ -78,13 +78,13 @@ ERP=$(curl -fs -u erp-sync:erp-sync-secret -d grant_type=client_credentials -d '
 call "8. The ERP integration account lists invoices — allowed within its scope:" "$ERP" GET /invoices
 call "   …and tries to approve one — denied (integration.no-interactive-actions):" "$ERP" POST /invoices/INV-1/approve
 
-bold "The audit trail ($STATE/audit.jsonl): one event per request, allowed or denied"
+bold "The audit trail (the spool $STATE/audit/): one event per request, allowed or denied"
 table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
 { printf 'seq\teffect\tactor\tmethod\tpath\tstatus\twhy\n'
   jq -r '[.seq, .decision.effect, (.actor.id // "-"), .request.method, .request.path, (.outcome.status|tostring),
           (if (.decision.policies|length) > 0 then (.decision.policies|join(","))
            else .decision.reason + (if .decision.detail then " (" + .decision.detail + ")" else "" end) end)]
-         | @tsv' "$STATE/audit.jsonl"; } | table
+         | @tsv' "$STATE"/audit/*.jsonl; } | table
 
 bold "One event in full (the denied settings change):"
-jq 'select(.request.path == "/settings")' "$STATE/audit.jsonl"
+jq 'select(.request.path == "/settings")' "$STATE"/audit/*.jsonl

@@ -4,28 +4,41 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// Where audit events are written.
+use crate::redact::RedactConfig;
+
+/// Where audit events are written, and where they are shipped.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The JSON-lines file events are appended to; relative paths are taken from the configuration
-    /// file's folder. Created (mode 0600) when missing.
-    #[serde(default = "default_file")]
-    pub file: PathBuf,
+    /// The spool folder: events are appended to segment files there (`<first seq>.jsonl`), and
+    /// each sink keeps its cursor there. Relative paths are taken from the configuration file's
+    /// folder; created (mode 0700) when missing.
+    #[serde(default = "default_spool")]
+    pub spool: PathBuf,
+    /// A segment is closed and a new one started once it holds this many bytes.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// The most bytes the spool may hold. Closed segments every sink has delivered are removed;
+    /// a spool at its cap refuses new events, and requests with them (503) unless `fail_open`.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
     /// Also write every event to standard output, one JSON object per line.
     #[serde(default)]
     pub stdout: bool,
-    /// A file holding a secret that keys the hash chain (HMAC-SHA256); a plain SHA-256 chain when
-    /// absent.
+    /// A file holding a secret that keys the hash chain (HMAC-SHA256) and `hash` redaction; a
+    /// plain SHA-256 chain when absent.
     pub hmac_key_file: Option<PathBuf>,
-    /// Collectors the events are shipped to, each with its own cursor (`[[audit.sinks]]`).
+    /// What is masked or hashed before an event is written (`[audit.redact]`).
+    #[serde(default)]
+    pub redact: RedactConfig,
+    /// Where the events are delivered, each sink with its own cursor (`[[audit.sinks]]`).
     #[serde(default)]
     pub sinks: Vec<crate::ship::SinkConfig>,
     /// Actions forwarded only once an `authorized` event is on disk (`fsync`).
     #[serde(default = "default_sensitive")]
     pub sensitive_actions: Vec<String>,
-    /// Forward sensitive requests even when their event cannot be made durable (logged). Off by
-    /// default: such requests are refused (503).
+    /// Serve requests even when their events cannot be written (logged and counted). Off by
+    /// default: while the spool cannot be written, requests are refused (503).
     #[serde(default)]
     pub fail_open: bool,
 }
@@ -45,9 +58,12 @@ fn default_sensitive() -> Vec<String> {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
-            file: default_file(),
+            spool: default_spool(),
+            segment_bytes: default_segment_bytes(),
+            max_bytes: default_max_bytes(),
             stdout: false,
             hmac_key_file: None,
+            redact: RedactConfig::default(),
             sinks: Vec::new(),
             sensitive_actions: default_sensitive(),
             fail_open: false,
@@ -55,18 +71,38 @@ impl Default for AuditConfig {
     }
 }
 
-fn default_file() -> PathBuf {
-    PathBuf::from("audit.jsonl")
+fn default_spool() -> PathBuf {
+    PathBuf::from("audit")
+}
+
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_max_bytes() -> u64 {
+    1024 * 1024 * 1024
 }
 
 impl AuditConfig {
     /// Checks the section, naming each problem with its key.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.file.as_os_str().is_empty() {
-            problems.push("audit.file: must not be empty".to_owned());
-        } else if self.file.is_dir() {
-            problems.push(format!("audit.file: `{}` is a folder", self.file.display()));
+        if self.spool.as_os_str().is_empty() {
+            problems.push("audit.spool: must not be empty".to_owned());
+        } else if self.spool.exists() && !self.spool.is_dir() {
+            problems.push(format!(
+                "audit.spool: `{}` is not a folder",
+                self.spool.display()
+            ));
+        }
+        if self.segment_bytes < 4096 {
+            problems.push("audit.segment_bytes: at least 4096".to_owned());
+        }
+        if self.max_bytes < self.segment_bytes.saturating_mul(2) {
+            problems.push(
+                "audit.max_bytes: at least twice audit.segment_bytes (a closed segment and the open one)"
+                    .to_owned(),
+            );
         }
         if let Some(key) = &self.hmac_key_file
             && std::fs::read(key).map_or(true, |secret| secret.trim_ascii().len() < 16)
@@ -76,6 +112,7 @@ impl AuditConfig {
                 key.display()
             ));
         }
+        problems.extend(self.redact.validate(self.hmac_key_file.is_some()));
         for (index, sink) in self.sinks.iter().enumerate() {
             problems.extend(sink.validate(index));
         }

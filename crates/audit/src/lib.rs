@@ -1,16 +1,22 @@
 //! Audit for invoiceguard: one event per request, allowed or denied — who did what, when, from
 //! where, on which resource, what was decided and by which policies, and how it ended. Events are
-//! JSON lines with a sequence number and the hash of the previous line (a tamper-evident chain,
-//! optionally HMAC-keyed, that [`verify`] checks), appended to a file and optionally echoed to
-//! stdout. Audit events are not logs: they are never sampled or dropped, and they never hold a
-//! token.
+//! redacted, numbered and chained (each carries the hash of the previous line, optionally
+//! HMAC-keyed, which [`verify`] checks), appended to a durable spool of segment files
+//! ([`AuditLog`]), and shipped from there by each sink with its own cursor — syslog, HTTP or a
+//! file — at least once. Audit events are not logs: they are never sampled or dropped, and they
+//! never hold a token.
 
 mod chain;
 mod config;
 mod event;
+mod file_sink;
+mod http_sink;
 mod log;
 mod ocsf;
+mod redact;
 mod ship;
+mod spool;
+mod syslog;
 mod verify;
 
 pub use chain::{Chain, GENESIS};
@@ -21,5 +27,7 @@ pub use event::{
 };
 pub use log::{AuditError, AuditLog};
 pub use ocsf::{OCSF_VERSION, to_ocsf};
-pub use ship::{Format, SinkConfig, SinkTls, cursor_path, ship};
+pub use redact::{Mode as RedactMode, RedactConfig, Redactor};
+pub use ship::{Format, SinkConfig, SinkTls};
+pub use spool::{Cursor, cursor_path, read_cursor, segments};
 pub use verify::{Verification, verify};

@@ -1,27 +1,39 @@
-//! The audit log: events appended to a JSON-lines file (and optionally stdout) in sequence.
+//! The audit log: events appended, numbered and chained, to the spool's open segment, made
+//! durable by a group-committed `fsync`, and optionally echoed to stdout. Segments are closed at
+//! `segment_bytes`; closed segments every sink has delivered are removed; the spool never grows
+//! past `max_bytes`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use invoiceguard_telemetry::metrics;
+
 use crate::chain::{Chain, GENESIS};
 use crate::config::AuditConfig;
 use crate::event::AuditEvent;
+use crate::redact::Redactor;
+use crate::ship::SinkConfig;
+use crate::spool::{read_cursor, segment_path, segments};
 
-/// How much of an existing file's end is read to find the last sequence number.
+/// How much of a segment's end is read to find its last sequence number.
 const TAIL_BYTES: u64 = 64 * 1024;
+
+/// The room kept at the end of the spool for the events of requests already forwarded (a
+/// quarter of a small cap): new requests are refused before it is touched.
+const RESERVE_BYTES: u64 = 256 * 1024;
 
 /// Writing an audit event failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    /// The audit file could not be opened or read.
-    #[error("cannot open audit file `{path}`: {source}")]
+    /// The spool or a key file could not be opened or read.
+    #[error("cannot open `{path}`: {source}")]
     Open {
-        /// The file.
+        /// The file or folder.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -29,15 +41,25 @@ pub enum AuditError {
     /// An event could not be written.
     #[error("cannot write audit event to `{path}`: {source}")]
     Write {
-        /// The file.
+        /// The segment.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
+    /// The spool holds `max_bytes` and no sink has delivered a closed segment that could go.
+    #[error(
+        "the audit spool `{path}` is full ({max_bytes} bytes) and its sinks have not caught up"
+    )]
+    Full {
+        /// The spool folder.
+        path: PathBuf,
+        /// Its cap.
+        max_bytes: u64,
+    },
     /// An event was written but could not be made durable in time.
     #[error("audit events in `{path}` cannot be made durable")]
     NotDurable {
-        /// The file.
+        /// The spool folder.
         path: PathBuf,
     },
     /// An event could not be encoded.
@@ -46,25 +68,43 @@ pub enum AuditError {
 }
 
 struct Writer {
+    /// The open segment.
     file: File,
+    file_path: PathBuf,
+    file_bytes: u64,
+    /// Bytes in every segment.
+    spool_bytes: u64,
     next_seq: u64,
     /// The hash of the last line written.
     prev_hash: String,
 }
 
-/// Appends events, numbered without gaps, to the audit file.
+/// Appends events, numbered without gaps, to the spool.
 pub struct AuditLog {
-    path: PathBuf,
+    dir: PathBuf,
     stdout: bool,
+    segment_bytes: u64,
+    max_bytes: u64,
+    /// The sinks, whose cursors decide which closed segments may go.
+    sink_configs: Vec<SinkConfig>,
+    /// The highest sequence number written, as the sinks see it.
+    written_seq: Arc<AtomicU64>,
     chain: Chain,
+    redactor: Redactor,
     writer: Mutex<Writer>,
     syncer: Arc<Syncer>,
+    /// Whether the last write succeeded.
+    writable: AtomicBool,
+    /// Bytes in the spool (the writer's count, for readers without its lock).
+    spool_bytes: AtomicU64,
     /// The highest sequence number known to be on disk.
     durable: tokio::sync::watch::Sender<u64>,
 }
 
 /// The group commit: one `fsync` covers every line written before it.
 struct Syncer {
+    /// The open segment (swapped at rotation).
+    file: Mutex<File>,
     /// The highest sequence number written (maybe not yet on disk).
     written: AtomicU64,
     kicked: Mutex<bool>,
@@ -76,69 +116,141 @@ struct Syncer {
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 impl AuditLog {
-    /// Opens (or creates) the audit file; sequence numbers continue from its last event.
+    /// Opens (or creates) the spool; sequence numbers and the chain continue from its last event.
     pub fn open(config: &AuditConfig) -> Result<Self, AuditError> {
-        let path = config.file.clone();
-        let open_error = |source| AuditError::Open {
-            path: path.clone(),
-            source,
+        let dir = config.spool.clone();
+        let open_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuditError::Open { path, source }
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(open_error)?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(open_error)?;
-        let chain = match &config.hmac_key_file {
-            Some(key_file) => Chain::keyed(
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(open_error(&dir))?;
+        let secret = match &config.hmac_key_file {
+            Some(key_file) => Some(
                 std::fs::read(key_file)
-                    .map_err(|source| AuditError::Open {
-                        path: key_file.clone(),
-                        source,
-                    })?
-                    .trim_ascii(),
+                    .map_err(open_error(key_file))?
+                    .trim_ascii()
+                    .to_vec(),
             ),
-            None => Chain::plain(),
+            None => None,
         };
-        let (last_seq, last_line) = last_event(&mut file).map_err(open_error)?;
+        let chain = secret.as_deref().map_or_else(Chain::plain, Chain::keyed);
+        let redactor = Redactor::new(&config.redact, secret.as_deref());
+        let existing = segments(&dir).map_err(open_error(&dir))?;
+        let mut spool_bytes = 0;
+        for (_, path) in &existing {
+            spool_bytes += std::fs::metadata(path).map_err(open_error(path))?.len();
+        }
+        let (last_seq, last_line) = last_event(&existing).map_err(open_error(&dir))?;
         let prev_hash = match last_line {
             Some(line) => chain.hash(&line),
             None => GENESIS.to_owned(),
         };
-        let sync_handle = file.try_clone().map_err(open_error)?;
+        // Append to the newest segment, or start the first one.
+        let file_path = existing
+            .last()
+            .map_or_else(|| segment_path(&dir, last_seq + 1), |(_, p)| p.clone());
+        let file = open_segment(&file_path).map_err(open_error(&file_path))?;
+        let file_bytes = file.metadata().map_err(open_error(&file_path))?.len();
         let syncer = Arc::new(Syncer {
+            file: Mutex::new(file.try_clone().map_err(open_error(&file_path))?),
             written: AtomicU64::new(last_seq),
             kicked: Mutex::new(false),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
         });
         let (durable, _) = tokio::sync::watch::channel(last_seq);
-        spawn_syncer(syncer.clone(), sync_handle, durable.clone(), path.clone());
+        spawn_syncer(syncer.clone(), durable.clone(), dir.clone());
+        metrics()
+            .audit_spool_bytes
+            .set(i64::try_from(spool_bytes).unwrap_or(i64::MAX));
         Ok(Self {
-            path,
+            dir,
             stdout: config.stdout,
+            segment_bytes: config.segment_bytes,
+            max_bytes: config.max_bytes,
+            sink_configs: config.sinks.clone(),
+            written_seq: Arc::new(AtomicU64::new(last_seq)),
             chain,
+            redactor,
             writer: Mutex::new(Writer {
                 file,
+                file_path,
+                file_bytes,
+                spool_bytes,
                 next_seq: last_seq + 1,
                 prev_hash,
             }),
             syncer,
+            writable: AtomicBool::new(true),
+            spool_bytes: AtomicU64::new(spool_bytes),
             durable,
         })
     }
 
-    /// The audit file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Starts shipping to every configured sink (tasks on the current tokio runtime).
+    pub fn start_sinks(&self) {
+        for sink in &self.sink_configs {
+            tokio::spawn(crate::ship::ship(
+                sink.clone(),
+                self.dir.clone(),
+                self.written_seq.clone(),
+            ));
+        }
     }
 
-    /// Numbers the event and appends it as one line, in one write. Returns its sequence number.
-    pub fn record(&self, mut event: AuditEvent) -> Result<u64, AuditError> {
+    /// The spool folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a new request's events can be written: the last write succeeded and the spool
+    /// is short of its reserve. While it is not, the gateway refuses requests (unless
+    /// `fail_open`); every refusal's event is another attempt (and a chance to remove what the
+    /// sinks have delivered meanwhile).
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+            && self.spool_bytes.load(Ordering::Relaxed) + self.reserve() <= self.max_bytes
+    }
+
+    /// The room kept for the events of forwarded requests.
+    fn reserve(&self) -> u64 {
+        RESERVE_BYTES.min(self.max_bytes / 4)
+    }
+
+    /// The highest sequence number written.
+    pub fn last_seq(&self) -> u64 {
+        self.syncer.written.load(Ordering::SeqCst)
+    }
+
+    /// Redacts, numbers and chains the event and appends it as one line, in one write. Returns
+    /// its sequence number. The spool's reserve may be used: this is for what already happened
+    /// (a forwarded request, an admin operation).
+    pub fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        self.record_within(event, self.max_bytes)
+    }
+
+    /// Like [`AuditLog::record`], for a request refused before it was forwarded: the reserve
+    /// is left to forwarded requests.
+    pub fn record_refusal(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        self.record_within(event, self.max_bytes - self.reserve())
+    }
+
+    fn record_within(&self, event: AuditEvent, limit: u64) -> Result<u64, AuditError> {
+        let result = self.append(event, limit);
+        self.writable.store(result.is_ok(), Ordering::Relaxed);
+        match &result {
+            Ok(_) => metrics().audit_events_written.inc(),
+            Err(_) => metrics().audit_write_failures.inc(),
+        }
+        result
+    }
+
+    fn append(&self, mut event: AuditEvent, limit: u64) -> Result<u64, AuditError> {
+        self.redactor.apply(&mut event);
         let mut writer = self
             .writer
             .lock()
@@ -148,24 +260,122 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&event)?;
         let hash = self.chain.hash(&line);
         line.push(b'\n');
+        let size = line.len() as u64;
+        if writer.file_bytes > 0 && writer.file_bytes + size > self.segment_bytes {
+            self.rotate(&mut writer, event.seq)?;
+        }
+        if writer.spool_bytes + size > limit {
+            self.remove_delivered(&mut writer);
+            if writer.spool_bytes + size > limit {
+                return Err(AuditError::Full {
+                    path: self.dir.clone(),
+                    max_bytes: self.max_bytes,
+                });
+            }
+        }
         writer
             .file
             .write_all(&line)
             .map_err(|source| AuditError::Write {
-                path: self.path.clone(),
+                path: writer.file_path.clone(),
                 source,
             })?;
         writer.next_seq += 1;
         writer.prev_hash = hash;
+        writer.file_bytes += size;
+        writer.spool_bytes += size;
+        self.spool_bytes
+            .store(writer.spool_bytes, Ordering::Relaxed);
+        metrics()
+            .audit_spool_bytes
+            .set(i64::try_from(writer.spool_bytes).unwrap_or(i64::MAX));
         self.syncer.written.store(event.seq, Ordering::SeqCst);
+        self.written_seq.store(event.seq, Ordering::SeqCst);
         self.syncer.kick();
         if self.stdout {
             let mut out = std::io::stdout().lock();
-            // stdout is a convenience copy; the file is the record.
+            // stdout is a convenience copy; the spool is the record.
             let _ = out.write_all(&line).and_then(|()| out.flush());
         }
         Ok(event.seq)
     }
+
+    /// Closes the open segment (on disk first) and starts the one whose first event is
+    /// `first_seq`; then removes what every sink has delivered.
+    fn rotate(&self, writer: &mut Writer, first_seq: u64) -> Result<(), AuditError> {
+        let write_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuditError::Write { path, source }
+        };
+        writer
+            .file
+            .sync_data()
+            .map_err(write_error(&writer.file_path))?;
+        let path = segment_path(&self.dir, first_seq);
+        let file = open_segment(&path).map_err(write_error(&path))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_error(&self.dir))?;
+        *self.syncer.file.lock().unwrap_or_else(|p| p.into_inner()) =
+            file.try_clone().map_err(write_error(&path))?;
+        self.durable.send_if_modified(|on_disk| {
+            let closed_last = first_seq - 1;
+            (*on_disk < closed_last)
+                .then(|| *on_disk = closed_last)
+                .is_some()
+        });
+        writer.file = file;
+        writer.file_path = path;
+        writer.file_bytes = 0;
+        self.remove_delivered(writer);
+        Ok(())
+    }
+
+    /// Removes the closed segments every sink has moved past. Without sinks, nothing: the spool
+    /// is then the only copy.
+    fn remove_delivered(&self, writer: &mut Writer) {
+        let Some(oldest_cursor) = self
+            .sink_configs
+            .iter()
+            .map(|sink| read_cursor(&self.dir, &sink.name).segment)
+            .min()
+        else {
+            return;
+        };
+        let Ok(existing) = segments(&self.dir) else {
+            return;
+        };
+        for (first_seq, path) in existing {
+            if first_seq >= oldest_cursor || path == writer.file_path {
+                break;
+            }
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
+                    tracing::info!(segment = %path.display(), "delivered audit segment removed");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, segment = %path.display(), "cannot remove a delivered audit segment");
+                }
+            }
+        }
+        self.spool_bytes
+            .store(writer.spool_bytes, Ordering::Relaxed);
+        metrics()
+            .audit_spool_bytes
+            .set(i64::try_from(writer.spool_bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// Opens a segment for appending (created with mode 0600).
+fn open_segment(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl AuditLog {
@@ -179,7 +389,7 @@ impl AuditLog {
         {
             Ok(Ok(_)) => Ok(seq),
             _ => Err(AuditError::NotDurable {
-                path: self.path.clone(),
+                path: self.dir.clone(),
             }),
         }
     }
@@ -201,12 +411,7 @@ impl Syncer {
 
 /// The thread that makes written events durable: woken by writes, it syncs once for all of them
 /// and announces the highest sequence number on disk.
-fn spawn_syncer(
-    syncer: Arc<Syncer>,
-    file: File,
-    durable: tokio::sync::watch::Sender<u64>,
-    path: PathBuf,
-) {
+fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, dir: PathBuf) {
     let spawned = std::thread::Builder::new().name("audit-fsync".to_owned()).spawn(move || {
         let mut failing = false;
         loop {
@@ -225,14 +430,18 @@ fn spawn_syncer(
             if target <= *durable.borrow() {
                 continue;
             }
-            match file.sync_data() {
+            // Holding the lock: a rotation (which syncs the closed segment itself) waits.
+            let synced = syncer.file.lock().unwrap_or_else(|p| p.into_inner()).sync_data();
+            match synced {
                 Ok(()) => {
                     failing = false;
-                    durable.send_replace(target);
+                    durable.send_if_modified(|on_disk| {
+                        (*on_disk < target).then(|| *on_disk = target).is_some()
+                    });
                 }
                 Err(error) if !failing => {
                     failing = true;
-                    tracing::error!(%error, file = %path.display(), "audit events cannot be made durable");
+                    tracing::error!(%error, spool = %dir.display(), "audit events cannot be made durable");
                 }
                 Err(_) => {}
             }
@@ -243,19 +452,22 @@ fn spawn_syncer(
     }
 }
 
-/// The `seq` and the bytes of the file's last complete event; 0 and none for an empty file.
-fn last_event(file: &mut File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(TAIL_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.take(TAIL_BYTES).read_to_end(&mut tail)?;
-    for line in tail.split(|b| *b == b'\n').rev() {
-        if let Some(seq) = serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|event| event.get("seq").and_then(serde_json::Value::as_u64))
-        {
-            return Ok((seq, Some(line.to_vec())));
+/// The `seq` and the bytes of the spool's last complete event; 0 and none for an empty spool.
+fn last_event(segments: &[(u64, PathBuf)]) -> std::io::Result<(u64, Option<Vec<u8>>)> {
+    for (_, path) in segments.iter().rev() {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let start = len.saturating_sub(TAIL_BYTES);
+        file.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        file.take(TAIL_BYTES).read_to_end(&mut tail)?;
+        for line in tail.split(|b| *b == b'\n').rev() {
+            if let Some(seq) = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|event| event.get("seq").and_then(serde_json::Value::as_u64))
+            {
+                return Ok((seq, Some(line.to_vec())));
+            }
         }
     }
     Ok((0, None))
@@ -307,38 +519,99 @@ mod tests {
         }
     }
 
+    fn config(name: &str) -> AuditConfig {
+        let dir =
+            std::env::temp_dir().join(format!("invoiceguard-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        AuditConfig {
+            spool: dir.join("nested/spool"),
+            ..AuditConfig::default()
+        }
+    }
+
+    fn spool_events(dir: &Path) -> Vec<serde_json::Value> {
+        segments(dir)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, path)| {
+                std::fs::read_to_string(path)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     #[test]
     fn sequence_continues_after_reopen() {
-        let dir = std::env::temp_dir().join(format!("invoiceguard-audit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = AuditConfig {
-            file: dir.join("nested/audit.jsonl"),
-            stdout: false,
-            hmac_key_file: None,
-            sinks: Vec::new(),
-            ..AuditConfig::default()
-        };
+        let config = config("reopen");
         let log = AuditLog::open(&config).unwrap();
         assert_eq!(log.record(event("a")).unwrap(), 1);
         assert_eq!(log.record(event("b")).unwrap(), 2);
         drop(log);
         let log = AuditLog::open(&config).unwrap();
         assert_eq!(log.record(event("c")).unwrap(), 3);
-        let text = std::fs::read_to_string(&config.file).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = spool_events(&config.spool);
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["request_id"], "c");
         assert_eq!(lines[2]["seq"], 3);
         assert_eq!(lines[0]["decision"]["effect"], "deny");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&config.file)
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        std::fs::remove_dir_all(&dir).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&segment_path(&config.spool, 1)), 0o600);
+        assert_eq!(mode(&config.spool), 0o700);
+        std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn segments_rotate_and_go_only_when_every_sink_has_them_and_the_cap_holds() {
+        let mut config = config("rotate");
+        config.segment_bytes = 4096;
+        config.max_bytes = 3 * 4096;
+        config.sinks = ["siem", "archive"]
+            .map(|name| toml::from_str(&format!("name = \"{name}\"\nfile = \"x\"")).unwrap())
+            .to_vec();
+        let log = AuditLog::open(&config).unwrap();
+        let mut written = 0;
+        let full = loop {
+            match log.record(event(&format!("r{written}"))) {
+                Ok(_) => written += 1,
+                Err(error) => break error,
+            }
+            assert!(written < 1000, "the cap was never reached");
+        };
+        assert!(matches!(full, AuditError::Full { .. }), "{full}");
+        assert!(!log.is_writable());
+        let segments_now = segments(&config.spool).unwrap();
+        assert!(segments_now.len() >= 3, "{segments_now:?}");
+        let total: u64 = segments_now
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(total <= config.max_bytes);
+        // One sink past the first segment is not enough; both are.
+        let second = crate::spool::Cursor {
+            segment: segments_now[1].0,
+            offset: 0,
+        };
+        crate::spool::save_cursor(&config.spool, "siem", second);
+        assert!(log.record(event("still-full")).is_err());
+        crate::spool::save_cursor(&config.spool, "archive", second);
+        log.record(event("room-again")).unwrap();
+        assert!(log.is_writable());
+        let after = segments(&config.spool).unwrap();
+        assert_eq!(after[0].0, segments_now[1].0, "the delivered segment went");
+        // The chain runs across segments, from the first event on.
+        let files: Vec<PathBuf> = segments_now.iter().map(|(_, p)| p.clone()).collect();
+        assert!(crate::verify(&files[1..], &Chain::plain(), true).is_intact());
+        let events = spool_events(&config.spool);
+        assert_eq!(events.last().unwrap()["request_id"], "room-again");
+        assert_eq!(
+            events.last().unwrap()["seq"].as_u64().unwrap(),
+            written + 1,
+            "a refused event takes no sequence number"
+        );
+        std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
     }
 }

@@ -62,17 +62,15 @@ fn written(name: &str, n: u64, key: Option<&str>) -> (PathBuf, PathBuf) {
         path
     });
     let config = AuditConfig {
-        file: dir.join("audit.jsonl"),
-        stdout: false,
+        spool: dir.join("spool"),
         hmac_key_file,
-        sinks: Vec::new(),
         ..AuditConfig::default()
     };
     let log = AuditLog::open(&config).unwrap();
     for i in 1..=n {
         log.record(event(i)).unwrap();
     }
-    (dir, config.file)
+    (dir, config.spool.join("00000000000000000001.jsonl"))
 }
 
 fn lines(file: &Path) -> Vec<String> {
@@ -99,10 +97,7 @@ fn problems(file: &Path) -> Vec<String> {
 fn an_untouched_file_verifies_and_the_chain_survives_a_reopen() {
     let (dir, file) = written("intact", 4, None);
     let config = AuditConfig {
-        file: file.clone(),
-        stdout: false,
-        hmac_key_file: None,
-        sinks: Vec::new(),
+        spool: file.parent().unwrap().to_owned(),
         ..AuditConfig::default()
     };
     AuditLog::open(&config).unwrap().record(event(5)).unwrap();
@@ -121,7 +116,8 @@ fn a_modified_event_is_reported() {
     let found = problems(&file);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].contains("audit.jsonl:4: seq 4 does not chain") && found[0].contains("modified"),
+        found[0].contains("00000000000000000001.jsonl:4: seq 4 does not chain")
+            && found[0].contains("modified"),
         "{found:?}"
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -154,7 +150,7 @@ fn an_inserted_or_reordered_event_is_reported() {
     let found = problems(&file);
     assert!(
         found.iter().any(|p| p.contains(
-            "audit.jsonl:4: seq 2 after seq 3: an event was inserted or the events were reordered"
+            "00000000000000000001.jsonl:4: seq 2 after seq 3: an event was inserted or the events were reordered"
         )),
         "{found:?}"
     );

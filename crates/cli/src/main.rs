@@ -8,7 +8,7 @@
 //!   the decision for a hypothetical request and the policies that make it.
 //! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
 //!   block or unblock a subject on every replica, through the admin listener.
-//! - `invoiceguard audit verify FILE...` proves audit files complete and unmodified.
+//! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
@@ -66,9 +66,10 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Prove audit files complete and unmodified (the hash chain and the sequence numbers), or
-    /// say where they are not; files are read in the order given.
+    /// say where they are not; files are read in the order given, a spool folder as its
+    /// segments, oldest first.
     Verify {
-        /// The audit files, oldest first.
+        /// Audit files (spool segments, or a file sink's files), oldest first, or spool folders.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The HMAC secret the chain is keyed with (`[audit] hmac_key_file`).
@@ -301,7 +302,35 @@ fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> 
         },
         None => invoiceguard_audit::Chain::plain(),
     };
-    let result = invoiceguard_audit::verify(files, &chain, continues);
+    let mut expanded = Vec::new();
+    let mut continues = continues;
+    for path in files {
+        if !path.is_dir() {
+            expanded.push(path.clone());
+            continue;
+        }
+        match invoiceguard_audit::segments(path) {
+            Ok(segments) => {
+                // Segments before the first were delivered to every sink and removed.
+                if let Some((first_seq, _)) = segments.first()
+                    && *first_seq > 1
+                    && expanded.is_empty()
+                {
+                    println!(
+                        "note: `{}` starts at seq {first_seq}: earlier segments were delivered and removed",
+                        path.display()
+                    );
+                    continues = true;
+                }
+                expanded.extend(segments.into_iter().map(|(_, segment)| segment));
+            }
+            Err(error) => {
+                eprintln!("invoiceguard: cannot read `{}`: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let result = invoiceguard_audit::verify(&expanded, &chain, continues);
     for problem in &result.problems {
         println!("{problem}");
     }

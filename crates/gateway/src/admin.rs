@@ -1,5 +1,6 @@
 //! The admin listener, on its own address: `/healthz` (the process answers), `/readyz`
-//! (policies loaded, IdP keys fetched, state store reachable) and the revocation endpoints
+//! (policies loaded, IdP keys fetched, state store reachable, audit spool taking events),
+//! `/metrics` (Prometheus text format) and the revocation endpoints
 //! (`GET`/`POST /revocations`, `DELETE /revocations/{subject}`), which need the admin bearer token.
 //! Every revocation and lift is an audit event.
 
@@ -138,6 +139,16 @@ async fn handle(
                 StatusCode::SERVICE_UNAVAILABLE
             };
             json_response(status, &report)
+        }
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(
+                invoiceguard_telemetry::metrics().render(),
+            )));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
         }
         _ if path == "/revocations" || path.starts_with("/revocations/") => {
             if let Some(refused) = refusal(&request, token) {

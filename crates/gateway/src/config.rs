@@ -239,7 +239,7 @@ impl Config {
         if let Some(shadow) = &mut self.policy.shadow_dir {
             resolve(shadow);
         }
-        resolve(&mut self.audit.file);
+        resolve(&mut self.audit.spool);
         if let Some(tls) = &mut self.listen.tls {
             resolve(&mut tls.cert_file);
             resolve(&mut tls.key_file);
@@ -261,6 +261,12 @@ impl Config {
         for sink in &mut self.audit.sinks {
             if let Some(ca) = sink.tls.as_mut().and_then(|tls| tls.ca_file.as_mut()) {
                 resolve(ca);
+            }
+            if let Some(file) = &mut sink.file {
+                resolve(file);
+            }
+            if let Some(secret) = &mut sink.auth_header_file {
+                resolve(secret);
             }
         }
     }
@@ -382,10 +388,7 @@ mod tests {
         assert!(config.listen.tls.is_none());
         assert!(!config.upstream.forward_authorization);
         assert_eq!(config.policy.dir, path.parent().unwrap().join("policies"));
-        assert_eq!(
-            config.audit.file,
-            path.parent().unwrap().join("audit.jsonl")
-        );
+        assert_eq!(config.audit.spool, path.parent().unwrap().join("audit"));
     }
 
     #[test]
@@ -393,12 +396,13 @@ mod tests {
         let path = write(
             "relative",
             &format!(
-                "{MINIMAL}[audit]\nhmac_key_file = \"hmac.key\"\n[[audit.sinks]]\nname = \"siem\"\nsyslog = \"c:6514\"\ntls = {{ ca_file = \"ca.pem\" }}\n"
+                "{MINIMAL}[audit]\nhmac_key_file = \"hmac.key\"\n[[audit.sinks]]\nname = \"siem\"\nsyslog = \"c:6514\"\ntls = {{ ca_file = \"ca.pem\" }}\n[[audit.sinks]]\nname = \"archive\"\nfile = \"archive/audit.log\"\n[[audit.sinks]]\nname = \"hec\"\nhttp = \"https://hec:8088/services/collector/raw\"\nauth_header_file = \"hec.secret\"\n"
             ),
         );
         let folder = path.parent().unwrap();
         std::fs::write(folder.join("hmac.key"), "a-secret-of-at-least-16-bytes").unwrap();
         std::fs::write(folder.join("ca.pem"), "not read by validate").unwrap();
+        std::fs::write(folder.join("hec.secret"), "Splunk 1234").unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(
             config.audit.hmac_key_file.as_deref(),
@@ -409,6 +413,14 @@ mod tests {
             .as_ref()
             .and_then(|t| t.ca_file.clone());
         assert_eq!(ca, Some(folder.join("ca.pem")));
+        assert_eq!(
+            config.audit.sinks[1].file,
+            Some(folder.join("archive/audit.log"))
+        );
+        assert_eq!(
+            config.audit.sinks[2].auth_header_file,
+            Some(folder.join("hec.secret"))
+        );
     }
 
     #[test]

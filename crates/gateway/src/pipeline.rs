@@ -49,6 +49,44 @@ fn break_glass_reason(headers: &http::HeaderMap) -> Result<Option<String>, Gatew
     Ok(Some(reason.to_owned()))
 }
 
+/// Counts the request in the metrics: by route template, action, decision and status class —
+/// bounded labels only.
+fn observe(event: &invoiceguard_audit::AuditEvent, error: Option<&GatewayError>) {
+    let metrics = invoiceguard_telemetry::metrics();
+    let route = event.request.route.as_deref().unwrap_or("none");
+    metrics
+        .requests
+        .with_label_values(&[
+            route,
+            event.action.as_deref().unwrap_or("none"),
+            event.decision.effect,
+            invoiceguard_telemetry::status_class(event.outcome.status),
+        ])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(event.outcome.duration_ms / 1000.0);
+    match error {
+        Some(GatewayError::Unauthenticated(e)) => {
+            metrics.auth_failures.with_label_values(&[e.reason()]).inc();
+        }
+        Some(GatewayError::UpstreamUnreachable(_)) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&["connect"])
+                .inc();
+        }
+        Some(GatewayError::UpstreamTimeout) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&["timeout"])
+                .inc();
+        }
+        _ => {}
+    }
+}
+
 /// The gateway's parts, shared by every connection.
 pub struct Gateway {
     authn: Arc<Authenticator>,
@@ -168,7 +206,18 @@ impl Gateway {
             error.as_ref(),
             policy.version(),
         );
-        if let Err(error) = self.audit.record(event) {
+        observe(&event, error.as_ref());
+        let forwarded = upstream_status.is_some()
+            || matches!(
+                error,
+                Some(GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout)
+            );
+        let recorded = if forwarded {
+            self.audit.record(event)
+        } else {
+            self.audit.record_refusal(event)
+        };
+        if let Err(error) = recorded {
             tracing::error!(%request_id, %error, "audit event not written");
         }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -177,23 +226,29 @@ impl Gateway {
         response
     }
 
+    /// The audit log.
+    pub(crate) fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     /// The state store.
     pub(crate) fn state(&self) -> &StateStore {
         &self.state
     }
 
     /// Whether the gateway can serve: policies loaded, every IdP's keys fetched, the state store
-    /// answering; and the details.
+    /// answering, the audit spool taking events; and the details.
     pub(crate) async fn readiness(&self) -> (bool, serde_json::Value) {
         let policy = self.policies.current();
         let idp_keys = self.authn.is_ready();
         let state = self.state.ping().await;
-        let ready = idp_keys && state.is_ok();
+        let ready = idp_keys && state.is_ok() && self.audit.is_writable();
         let report = serde_json::json!({
             "ready": ready,
             "policy_version": policy.version(),
             "policy_reloads_refused": self.policies.refused.load(std::sync::atomic::Ordering::Relaxed),
             "idp_keys": idp_keys,
+            "audit": {"spool": self.audit.dir(), "writable": self.audit.is_writable(), "last_seq": self.audit.last_seq()},
             "state": {"backend": self.state.backend(), "reachable": state.is_ok(), "errors_total": self.state.errors()},
         });
         (ready, report)
@@ -468,7 +523,16 @@ impl Gateway {
             return Err(refusal);
         }
 
-        // audit, before forwarding a sensitive request: its event is on disk first
+        // audit, before forwarding: the spool must be taking events (the last write succeeded);
+        // a sensitive request's event is on disk first
+        if !self.audit.is_writable() && !self.audit_fail_open {
+            if let Some(reservation) = &reservation {
+                let _ = self.state.release_export(reservation).await;
+            }
+            return Err(GatewayError::AuditUnavailable(
+                "the audit spool is not taking events".to_owned(),
+            ));
+        }
         if self.sensitive.contains(&route.route.action) {
             let event = trail.authorized_event(policy.version());
             if let Err(error) = self.audit.record_durable(event).await {

@@ -59,12 +59,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         None => None,
     };
     let gateway = Arc::new(Gateway::start(&config).await?);
-    for sink in &config.audit.sinks {
-        tokio::spawn(invoiceguard_audit::ship(
-            sink.clone(),
-            config.audit.file.clone(),
-        ));
-    }
+    gateway.audit().start_sinks();
     let address = config.listen.address;
     let listener = TcpListener::bind(address)
         .await

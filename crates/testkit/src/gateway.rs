@@ -16,15 +16,15 @@ pub struct GatewayProcess {
     pub url: String,
     /// The admin listener, `http://127.0.0.1:PORT`.
     pub admin_url: String,
-    /// Its audit file.
-    pub audit_file: PathBuf,
+    /// Its audit spool folder.
+    pub spool: PathBuf,
     /// Where its standard output goes (the audit events again: `[audit] stdout = true`).
     pub stdout_file: PathBuf,
     dir: TempDir,
 }
 
 impl GatewayProcess {
-    /// Writes a configuration (the baseline policies, an audit file in a fresh folder and a copy
+    /// Writes a configuration (the baseline policies, an audit spool in a fresh folder and a copy
     /// of every event on standard output, a free port; `sections` are appended and may hold `[upstream]`, `[authn]`, `[listen]` extras) and
     /// starts `binary serve` with it. `https` selects the URL scheme when `sections` set up TLS.
     pub async fn start(binary: &Path, sections: &str, https: bool) -> anyhow::Result<Self> {
@@ -43,7 +43,7 @@ impl GatewayProcess {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::attempt(binary, sections, https, policies, policy_extra, None).await {
+            match Self::attempt(binary, sections, https, policies, policy_extra, (None, "")).await {
                 Err(error) if attempt < 3 && error.to_string().contains("cannot listen") => {
                     continue;
                 }
@@ -52,11 +52,13 @@ impl GatewayProcess {
         }
     }
 
-    /// Like [`GatewayProcess::start`], writing audit events to `audit_file` (e.g. `/dev/full`).
-    pub async fn start_with_audit_file(
+    /// Like [`GatewayProcess::start`], with the audit spool in `spool` (when given) and more
+    /// `[audit]` lines, e.g. `max_bytes = 8192`.
+    pub async fn start_with_audit(
         binary: &Path,
         sections: &str,
-        audit_file: &Path,
+        spool: Option<&Path>,
+        audit_lines: &str,
     ) -> anyhow::Result<Self> {
         Self::attempt(
             binary,
@@ -64,7 +66,7 @@ impl GatewayProcess {
             false,
             &repo_root().join("policies"),
             "",
-            Some(audit_file),
+            (spool, audit_lines),
         )
         .await
     }
@@ -75,13 +77,12 @@ impl GatewayProcess {
         https: bool,
         policies: &Path,
         policy_extra: &str,
-        audit_file: Option<&Path>,
+        (spool, audit_lines): (Option<&Path>, &str),
     ) -> anyhow::Result<Self> {
         let dir = TempDir::new("gateway")?;
         let port = free_port()?;
         let admin_port = free_port()?;
-        let audit_file =
-            audit_file.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_path_buf);
+        let spool = spool.map_or_else(|| dir.path().join("audit"), Path::to_path_buf);
         let mut sections = sections
             .replace("{port}", &port.to_string())
             .replace("{admin_port}", &admin_port.to_string());
@@ -98,7 +99,7 @@ impl GatewayProcess {
             );
         }
         let config = format!(
-            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nfile = {audit_file:?}\nstdout = true\n\n{sections}\n"
+            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nspool = {spool:?}\nstdout = true\n{audit_lines}\n\n{sections}\n"
         );
         if !config.contains("[listen]") {
             bail!("the sections must hold a [listen] with address = \"127.0.0.1:{{port}}\"");
@@ -122,7 +123,7 @@ impl GatewayProcess {
             child,
             url,
             admin_url: format!("http://127.0.0.1:{admin_port}"),
-            audit_file,
+            spool,
             stdout_file,
             dir,
         };
@@ -162,15 +163,36 @@ impl GatewayProcess {
         }
     }
 
-    /// The gateway's folder (its configuration and audit file live there).
+    /// The gateway's folder (its configuration and audit spool live there).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Every audit event written so far, in file order.
+    /// The spool's segment files, oldest first.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.spool)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// The spool's text, every segment in order.
+    pub fn audit_text(&self) -> String {
+        self.segments()
+            .iter()
+            .map(|segment| std::fs::read_to_string(segment).unwrap_or_default())
+            .collect()
+    }
+
+    /// Every audit event written so far, in spool order.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit_file)
-            .unwrap_or_default()
+        self.audit_text()
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
@@ -193,7 +215,7 @@ impl GatewayProcess {
     }
 
     /// Kills the gateway (SIGKILL: no drain, no flush) and starts it again with the same
-    /// configuration, ports and audit file.
+    /// configuration, ports and audit spool.
     pub async fn kill_and_restart(&mut self, binary: &Path) -> anyhow::Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -130,7 +130,7 @@ async fn a_collector_outage_and_a_killed_gateway_lose_no_event() {
     // At least once: duplicates are possible around an outage, never losses; the file verifies.
     let verified = std::process::Command::new(BINARY)
         .args(["audit", "verify"])
-        .arg(&gateway.audit_file)
+        .arg(&gateway.spool)
         .output()
         .unwrap();
     assert!(
@@ -192,14 +192,18 @@ async fn a_sensitive_request_is_forwarded_only_once_its_event_is_on_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_the_audit_file_cannot_be_written_sensitive_requests_are_refused() {
+async fn while_the_spool_cannot_be_written_requests_are_refused() {
     let idp = Idp::start().await.unwrap();
     let upstream = Upstream::start().unwrap();
-    // /dev/full: every write fails with "no space left on device".
-    let gateway = GatewayProcess::start_with_audit_file(
+    // The spool's open segment is /dev/full: every write fails with "no space left on device".
+    let spool = TempDir::new("full-spool").unwrap();
+    std::os::unix::fs::symlink("/dev/full", spool.path().join("00000000000000000001.jsonl"))
+        .unwrap();
+    let gateway = GatewayProcess::start_with_audit(
         Path::new(BINARY),
         &sections(&idp.issuer, &upstream.url(), ""),
-        Path::new("/dev/full"),
+        Some(spool.path()),
+        "",
     )
     .await
     .unwrap();
@@ -220,22 +224,24 @@ async fn when_the_audit_file_cannot_be_written_sensitive_requests_are_refused() 
         problem["type"],
         "urn:invoiceguard:problem:audit-unavailable"
     );
-    assert!(
-        upstream.journal().await.unwrap().is_empty(),
-        "the unrecordable change never reached the upstream"
-    );
-    // Reads, which are not sensitive, are still served (their lost events are logged).
+    // Reads too, now that the spool is known not to take events: nothing happens unrecorded.
     let alice = idp
         .user_token("alice", TokenRequest::default())
         .await
         .unwrap();
-    assert_eq!(
-        get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
-            .await
-            .unwrap()
-            .status,
-        200
+    let read = get(&format!("{}/invoices/INV-1", gateway.url), Some(&alice))
+        .await
+        .unwrap();
+    assert_problem(&read, 503);
+    assert!(
+        upstream.journal().await.unwrap().is_empty(),
+        "no unrecordable request reached the upstream"
     );
+    let ready = get(&format!("{}/readyz", gateway.admin_url), None)
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    assert_eq!(ready.json()["audit"]["writable"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -450,7 +450,7 @@ async fn opaque_tokens_are_introspected() {
 }
 
 /// The SHA-256 hash of an API key, as `invoiceguard apikey hash` prints it.
-fn api_key_hash(key: &str) -> String {
+pub(crate) fn api_key_hash(key: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(BINARY)
         .args(["apikey", "hash"])

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 mod audit;
 mod identity;
 mod policy;
+mod schema;
 mod shared;
+mod sinks;
 mod walk;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_invoiceguard");
@@ -60,6 +62,21 @@ impl World {
         )
         .await
         .unwrap();
+        Self {
+            idp,
+            upstream,
+            gateway,
+        }
+    }
+
+    /// With `extra` configuration and more `[audit]` lines (the spool in the gateway's folder).
+    pub(crate) async fn start_audit(extra: &str, audit_lines: &str) -> Self {
+        let idp = Idp::start().await.unwrap();
+        let upstream = Upstream::start().unwrap();
+        let text = format!("{}{extra}\n", sections(&idp.issuer, &upstream.url(), ""));
+        let gateway = GatewayProcess::start_with_audit(Path::new(BINARY), &text, None, audit_lines)
+            .await
+            .unwrap();
         Self {
             idp,
             upstream,

@@ -94,7 +94,13 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     for (i, event) in events.iter().enumerate() {
         assert_eq!(event["seq"], i as u64 + 1);
     }
-    let audit_text = std::fs::read_to_string(&world.gateway.audit_file).unwrap();
+    // Each as docs/audit-event.schema.json documents it.
+    let schema = super::schema::audit_event_schema();
+    for event in &events {
+        let problems = super::schema::violations(&schema, event, "");
+        assert!(problems.is_empty(), "{problems:?} in {event}");
+    }
+    let audit_text = world.gateway.audit_text();
     let stdout_text = std::fs::read_to_string(&world.gateway.stdout_file).unwrap();
     assert_eq!(
         stdout_text, audit_text,
@@ -102,7 +108,7 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     );
     let verified = std::process::Command::new(BINARY)
         .args(["audit", "verify"])
-        .arg(&world.gateway.audit_file)
+        .arg(&world.gateway.spool)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&verified.stdout);
@@ -110,7 +116,7 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     assert_eq!(out.trim(), "ok: 4 events, seq 1 to 4, chain intact");
     assert!(
         !audit_text.contains(&alice) && !audit_text.contains("eyJ"),
-        "a token reached the audit file"
+        "a token reached the audit spool"
     );
 }
 

@@ -1,0 +1,186 @@
+//! The spool folder: events in segment files named by their first sequence number
+//! (`00000000000000000001.jsonl`), the last one open for appending; and each sink's cursor
+//! (`<sink>.cursor`: a segment and a byte offset in it). A segment is closed once a later one
+//! exists, so a reader that reaches its end moves on to the next.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// The file name of the segment whose first event has sequence number `first_seq`.
+pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.jsonl"))
+}
+
+/// The segments of a spool folder, oldest first: their first sequence numbers and paths.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let first_seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .filter(|n| n.len() == 20)
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first_seq) = first_seq {
+            found.push((first_seq, path));
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// A position in the spool: a segment (its first sequence number) and a byte offset in it.
+/// `Cursor::default()` is before the first event of the oldest segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// The segment's first sequence number.
+    pub segment: u64,
+    /// Bytes into the segment.
+    pub offset: u64,
+}
+
+/// The cursor file of a sink.
+pub fn cursor_path(dir: &Path, sink: &str) -> PathBuf {
+    dir.join(format!("{sink}.cursor"))
+}
+
+/// A sink's saved cursor; the start of the spool when it has none.
+pub fn read_cursor(dir: &Path, sink: &str) -> Cursor {
+    std::fs::read_to_string(cursor_path(dir, sink))
+        .ok()
+        .and_then(|text| {
+            let (segment, offset) = text.trim().split_once(' ')?;
+            Some(Cursor {
+                segment: segment.parse().ok()?,
+                offset: offset.parse().ok()?,
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Saves a sink's cursor (write and rename: never half a cursor).
+pub(crate) fn save_cursor(dir: &Path, sink: &str, cursor: Cursor) {
+    let path = cursor_path(dir, sink);
+    let temporary = path.with_extension("cursor.new");
+    let result = std::fs::write(&temporary, format!("{} {}", cursor.segment, cursor.offset))
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(error) = result {
+        tracing::warn!(%error, cursor = %path.display(), "sink cursor not saved; events may be sent again");
+    }
+}
+
+/// The complete lines from `cursor`, at most about `max_bytes`, and the cursor after them. At
+/// the end of a closed segment it moves on to the next; a cursor whose segment is gone (removed
+/// by hand) moves to the oldest segment after it, with a warning.
+pub(crate) fn read_batch(
+    dir: &Path,
+    mut cursor: Cursor,
+    max_bytes: u64,
+) -> std::io::Result<(Vec<Vec<u8>>, Cursor)> {
+    let segments = segments(dir)?;
+    loop {
+        let Some(index) = segments
+            .iter()
+            .position(|(first, _)| *first >= cursor.segment)
+        else {
+            return Ok((Vec::new(), cursor));
+        };
+        let (first, path) = &segments[index];
+        if *first != cursor.segment {
+            if cursor.segment != 0 {
+                tracing::warn!(
+                    missing = cursor.segment,
+                    next = first,
+                    "a sink's segment is gone; it goes on with the next one"
+                );
+            }
+            cursor = Cursor {
+                segment: *first,
+                offset: 0,
+            };
+        }
+        let mut file = std::fs::File::open(path)?;
+        let length = file.metadata()?.len();
+        if length <= cursor.offset {
+            match segments.get(index + 1) {
+                // Closed and read to its end: on to the next segment.
+                Some((next, _)) => {
+                    cursor = Cursor {
+                        segment: *next,
+                        offset: 0,
+                    };
+                    continue;
+                }
+                None => return Ok((Vec::new(), cursor)),
+            }
+        }
+        file.seek(SeekFrom::Start(cursor.offset))?;
+        let mut bytes = Vec::new();
+        file.take(max_bytes.min(length - cursor.offset))
+            .read_to_end(&mut bytes)?;
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+            return Ok((Vec::new(), cursor));
+        };
+        let lines = bytes[..end]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        cursor.offset += end as u64 + 1;
+        return Ok((lines, cursor));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_only_complete_lines_and_cross_closed_segments() {
+        let dir = std::env::temp_dir().join(format!("invoiceguard-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(segment_path(&dir, 1), "{\"a\":1}\n{\"b\":2}\n").unwrap();
+        std::fs::write(segment_path(&dir, 3), "{\"c\":3}\n{\"d\":").unwrap();
+        std::fs::write(dir.join("siem.cursor"), "garbage").unwrap();
+        assert_eq!(read_cursor(&dir, "siem"), Cursor::default());
+        let (lines, next) = read_batch(&dir, Cursor::default(), 1 << 20).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            next,
+            Cursor {
+                segment: 1,
+                offset: 16
+            }
+        );
+        let (lines, next) = read_batch(&dir, next, 1 << 20).unwrap();
+        assert_eq!(lines, vec![b"{\"c\":3}".to_vec()], "on to the next segment");
+        assert_eq!(
+            next,
+            Cursor {
+                segment: 3,
+                offset: 8
+            }
+        );
+        let (lines, same) = read_batch(&dir, next, 1 << 20).unwrap();
+        assert!(
+            lines.is_empty() && same == next,
+            "a half-written line waits"
+        );
+        save_cursor(&dir, "siem", next);
+        assert_eq!(read_cursor(&dir, "siem"), next);
+        std::fs::remove_file(segment_path(&dir, 1)).unwrap();
+        let (lines, _) = read_batch(
+            &dir,
+            Cursor {
+                segment: 1,
+                offset: 8,
+            },
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(lines.len(), 1, "a removed segment is skipped");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
