@@ -40,7 +40,8 @@ pub(crate) fn violations(schema: &Value, value: &Value, at: &str) -> Vec<String>
             Value::Array(_) => "array",
             Value::Object(_) => "object",
         };
-        if !types.contains(&actual) && !(actual == "integer" && types.contains(&"number")) {
+        let integer_as_number = actual == "integer" && types.contains(&"number");
+        if !(types.contains(&actual) || integer_as_number) {
             found.push(format!("{at}: {actual}, expected {types:?}"));
             return found;
         }
