@@ -32,6 +32,17 @@ impl Chain {
             Some(key) => hmac::sign(key, line).as_ref().to_vec(),
             None => digest::digest(&digest::SHA256, line).as_ref().to_vec(),
         };
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&bytes)
     }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }

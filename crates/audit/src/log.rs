@@ -101,19 +101,32 @@ pub struct AuditLog {
     durable: tokio::sync::watch::Sender<u64>,
 }
 
+/// What the fsync thread was woken for.
+#[derive(Default)]
+struct Kick {
+    /// Lines were written since the last sync.
+    pending: bool,
+    /// Someone waits for them to be on disk.
+    urgent: bool,
+}
+
 /// The group commit: one `fsync` covers every line written before it.
 struct Syncer {
     /// The open segment (swapped at rotation).
     file: Mutex<File>,
     /// The highest sequence number written (maybe not yet on disk).
     written: AtomicU64,
-    kicked: Mutex<bool>,
+    kicked: Mutex<Kick>,
     wake: Condvar,
     closed: AtomicBool,
 }
 
 /// How long a caller waits for its event to be on disk.
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long events nobody waits for may gather before one `fsync` covers them all. A durable
+/// append (a sensitive request) does not wait for it.
+const GROUP_WINDOW: Duration = Duration::from_millis(10);
 
 impl AuditLog {
     /// Opens (or creates) the spool; sequence numbers and the chain continue from its last event.
@@ -158,7 +171,7 @@ impl AuditLog {
         let syncer = Arc::new(Syncer {
             file: Mutex::new(file.try_clone().map_err(open_error(&file_path))?),
             written: AtomicU64::new(last_seq),
-            kicked: Mutex::new(false),
+            kicked: Mutex::new(Kick::default()),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
         });
@@ -291,7 +304,7 @@ impl AuditLog {
             .set(i64::try_from(writer.spool_bytes).unwrap_or(i64::MAX));
         self.syncer.written.store(event.seq, Ordering::SeqCst);
         self.written_seq.store(event.seq, Ordering::SeqCst);
-        self.syncer.kick();
+        self.syncer.kick(false);
         if self.stdout {
             let mut out = std::io::stdout().lock();
             // stdout is a convenience copy; the spool is the record.
@@ -384,6 +397,7 @@ impl AuditLog {
     /// not happen unrecorded.
     pub async fn record_durable(&self, event: AuditEvent) -> Result<u64, AuditError> {
         let seq = self.record(event)?;
+        self.syncer.kick(true);
         let mut durable = self.durable.subscribe();
         match tokio::time::timeout(DURABLE_WAIT, durable.wait_for(|on_disk| *on_disk >= seq)).await
         {
@@ -398,30 +412,42 @@ impl AuditLog {
 impl Drop for AuditLog {
     fn drop(&mut self) {
         self.syncer.closed.store(true, Ordering::SeqCst);
-        self.syncer.kick();
+        self.syncer.kick(true);
     }
 }
 
 impl Syncer {
-    fn kick(&self) {
-        *self.kicked.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.wake.notify_one();
+    /// Wakes the fsync thread: at once when `urgent`, else within the group window.
+    fn kick(&self, urgent: bool) {
+        let mut kick = self.kicked.lock().unwrap_or_else(|p| p.into_inner());
+        let wake = !kick.pending || (urgent && !kick.urgent);
+        kick.pending = true;
+        kick.urgent |= urgent;
+        drop(kick);
+        if wake {
+            self.wake.notify_one();
+        }
     }
 }
 
-/// The thread that makes written events durable: woken by writes, it syncs once for all of them
-/// and announces the highest sequence number on disk.
+/// The thread that makes written events durable: woken by writes, it lets more gather for up to
+/// the group window (unless someone waits), syncs once for all of them and announces the highest
+/// sequence number on disk.
 fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, dir: PathBuf) {
     let spawned = std::thread::Builder::new().name("audit-fsync".to_owned()).spawn(move || {
         let mut failing = false;
         loop {
             {
-                let kicked = syncer.kicked.lock().unwrap_or_else(|p| p.into_inner());
-                let (mut kicked, _) = syncer
+                let kick = syncer.kicked.lock().unwrap_or_else(|p| p.into_inner());
+                let (kick, _) = syncer
                     .wake
-                    .wait_timeout_while(kicked, Duration::from_secs(1), |kicked| !*kicked)
+                    .wait_timeout_while(kick, Duration::from_secs(1), |k| !k.pending)
                     .unwrap_or_else(|p| p.into_inner());
-                *kicked = false;
+                let (mut kick, _) = syncer
+                    .wake
+                    .wait_timeout_while(kick, GROUP_WINDOW, |k| !k.urgent)
+                    .unwrap_or_else(|p| p.into_inner());
+                *kick = Kick::default();
             }
             if syncer.closed.load(Ordering::SeqCst) {
                 return;

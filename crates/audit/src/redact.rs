@@ -186,11 +186,7 @@ impl Redactor {
         match (self.mode, &self.key) {
             (Mode::Hash, Some(key)) => {
                 let tag = hmac::sign(key, value.as_bytes());
-                let hex: String = tag.as_ref()[..8]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                format!("hmac:{hex}")
+                format!("hmac:{}", crate::chain::hex(&tag.as_ref()[..8]))
             }
             _ => {
                 let count = value.chars().count();
