@@ -7,8 +7,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::ship::{Format, SinkConfig, encode};
 
 /// A file and its rotation.
@@ -36,8 +34,7 @@ impl FileSink {
     pub(crate) fn send(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
         let mut bytes = Vec::new();
         for line in lines {
-            let event: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-            bytes.extend(encode(line, &event, self.format));
+            encode(line, self.format, &mut bytes);
             bytes.push(b'\n');
         }
         let result = self.write(&bytes);

@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 
 use crate::ship::{Format, SinkConfig, encode, tls_client_config};
 
@@ -52,8 +51,7 @@ impl HttpSink {
     pub(crate) async fn send(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
         let mut body = Vec::new();
         for line in lines {
-            let event: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-            body.extend(encode(line, &event, self.format));
+            encode(line, self.format, &mut body);
             body.push(b'\n');
         }
         let mut request = Request::post(self.url.clone())

@@ -111,7 +111,8 @@ fn expand(pattern: &str) -> &str {
 /// Applies a [`RedactConfig`] to events.
 pub struct Redactor {
     mode: Mode,
-    patterns: Vec<Regex>,
+    /// Every pattern in one alternation: one scan per field.
+    pattern: Option<Regex>,
     fields: Vec<String>,
     key: Option<hmac::Key>,
 }
@@ -120,18 +121,20 @@ impl Redactor {
     /// The redactor of a validated section; `key` is the audit HMAC secret. Patterns that do not
     /// compile (only possible for an unvalidated section) are skipped, with an error logged.
     pub fn new(config: &RedactConfig, key: Option<&[u8]>) -> Self {
-        let mut patterns = vec![Regex::new(JWT)];
-        patterns.extend(config.patterns.iter().map(|p| Regex::new(expand(p))));
+        let mut parts = vec![JWT];
+        for pattern in &config.patterns {
+            match Regex::new(expand(pattern)) {
+                Ok(_) => parts.push(expand(pattern)),
+                Err(error) => tracing::error!(%error, pattern, "redaction pattern skipped"),
+            }
+        }
+        let alternation: Vec<String> = parts.iter().map(|p| format!("(?:{p})")).collect();
+        let pattern = Regex::new(&alternation.join("|"))
+            .inspect_err(|error| tracing::error!(%error, "redaction patterns unusable together"))
+            .ok();
         Self {
             mode: config.mode,
-            patterns: patterns
-                .into_iter()
-                .filter_map(|compiled| {
-                    compiled
-                        .inspect_err(|error| tracing::error!(%error, "redaction pattern skipped"))
-                        .ok()
-                })
-                .collect(),
+            pattern,
             fields: config.fields.clone(),
             key: key.map(|secret| hmac::Key::new(hmac::HMAC_SHA256, secret)),
         }
@@ -170,14 +173,14 @@ impl Redactor {
 
     /// Replaces every match of a pattern in `value`.
     fn scrub(&self, value: &mut String) {
-        for pattern in &self.patterns {
-            if pattern.is_match(value) {
-                *value = pattern
-                    .replace_all(value, |found: &regex::Captures<'_>| {
-                        self.replacement(&found[0])
-                    })
-                    .into_owned();
-            }
+        if let Some(pattern) = &self.pattern
+            && pattern.is_match(value)
+        {
+            *value = pattern
+                .replace_all(value, |found: &regex::Captures<'_>| {
+                    self.replacement(&found[0])
+                })
+                .into_owned();
         }
     }
 

@@ -212,12 +212,16 @@ pub(crate) fn tls_client_config(ca_file: Option<&Path>) -> Result<rustls::Client
     .with_no_client_auth())
 }
 
-/// One spool line (`event` is it parsed) in a sink's format.
-pub(crate) fn encode(line: &[u8], event: &Value, format: Format) -> Vec<u8> {
+/// Appends one spool line, in a sink's format, to `out` (the line as it is for `json`).
+pub(crate) fn encode(line: &[u8], format: Format, out: &mut Vec<u8>) {
     match format {
-        Format::Json => line.to_vec(),
+        Format::Json => out.extend_from_slice(line),
         Format::Ocsf => {
-            serde_json::to_vec(&crate::ocsf::to_ocsf(event)).unwrap_or_else(|_| line.to_vec())
+            let event: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+            match serde_json::to_vec(&crate::ocsf::to_ocsf(&event)) {
+                Ok(ocsf) => out.extend(ocsf),
+                Err(_) => out.extend_from_slice(line),
+            }
         }
     }
 }
@@ -259,12 +263,13 @@ impl Destination {
     }
 }
 
-/// The `seq` of a spool line.
+/// The `seq` of a spool line (the other fields are skipped, not built).
 fn seq_of(line: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Value>(line)
-        .ok()?
-        .get("seq")?
-        .as_u64()
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(line).ok().map(|s| s.seq)
 }
 
 /// Ships the spool to the sink, for as long as the process runs. `written` is the highest

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -160,23 +159,30 @@ fn hostname() -> String {
 /// One event as an RFC 5424 message with octet-counting framing. Facility 13 (log audit); the
 /// syslog severity follows the event's; the message is the event in the sink's format.
 fn frame(line: &[u8], app_name: &str, hostname: &str, format: Format) -> Vec<u8> {
-    let event: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-    let body = encode(line, &event, format);
-    let severity = match event.get("severity").and_then(Value::as_str) {
+    /// What the syslog header needs of an event (the rest is skipped, not built).
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        time: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        severity: Option<std::borrow::Cow<'a, str>>,
+    }
+    let head = serde_json::from_slice::<Head<'_>>(line).ok();
+    let severity = match head.as_ref().and_then(|h| h.severity.as_deref()) {
         Some("critical") => 2,
         Some("error") => 3,
         Some("warning") => 4,
         Some("high") => 5,
         _ => 6,
     };
-    let time = event.get("time").and_then(Value::as_str).unwrap_or("-");
+    let time = head.as_ref().and_then(|h| h.time.as_deref()).unwrap_or("-");
     let mut message = format!(
         "<{}>1 {time} {hostname} {app_name} {} audit - ",
         13 * 8 + severity,
         std::process::id()
     )
     .into_bytes();
-    message.extend_from_slice(&body);
+    encode(line, format, &mut message);
     let mut framed = format!("{} ", message.len()).into_bytes();
     framed.extend_from_slice(&message);
     framed

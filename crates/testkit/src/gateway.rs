@@ -98,8 +98,13 @@ impl GatewayProcess {
                 "\n[limits]\nfailed_auth_per_ip = 100000\nfailed_auth_per_subject = 100000\n",
             );
         }
+        let stdout = if audit_lines.contains("stdout") {
+            ""
+        } else {
+            "stdout = true\n"
+        };
         let config = format!(
-            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nspool = {spool:?}\nstdout = true\n{audit_lines}\n\n{sections}\n"
+            "[policy]\ndir = {policies:?}\n{policy_extra}\n\n[audit]\nspool = {spool:?}\n{stdout}{audit_lines}\n\n{sections}\n"
         );
         if !config.contains("[listen]") {
             bail!("the sections must hold a [listen] with address = \"127.0.0.1:{{port}}\"");
@@ -249,6 +254,11 @@ impl GatewayProcess {
             bail!("kill -HUP failed");
         }
         Ok(())
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The configuration file it runs with.
