@@ -22,6 +22,8 @@ pub struct AuditConfig {
     /// a spool at its cap refuses new events, and requests with them (503) unless `fail_open`.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// Names this gateway in its events (`instance`); the host name when absent.
+    pub instance: Option<String>,
     /// Also write every event to standard output, one JSON object per line.
     #[serde(default)]
     pub stdout: bool,
@@ -61,6 +63,7 @@ impl Default for AuditConfig {
             spool: default_spool(),
             segment_bytes: default_segment_bytes(),
             max_bytes: default_max_bytes(),
+            instance: None,
             stdout: false,
             hmac_key_file: None,
             redact: RedactConfig::default(),
@@ -84,6 +87,18 @@ fn default_max_bytes() -> u64 {
 }
 
 impl AuditConfig {
+    /// The instance name events carry: configured, or the host name.
+    pub fn instance(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "invoiceguard".to_owned())
+        })
+    }
+
     /// Checks the section, naming each problem with its key.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -94,6 +109,13 @@ impl AuditConfig {
                 "audit.spool: `{}` is not a folder",
                 self.spool.display()
             ));
+        }
+        if let Some(instance) = &self.instance
+            && (instance.is_empty()
+                || instance.len() > 255
+                || !instance.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            problems.push("audit.instance: 1 to 255 printable characters".to_owned());
         }
         if self.segment_bytes < 4096 {
             problems.push("audit.segment_bytes: at least 4096".to_owned());

@@ -22,8 +22,13 @@ pub struct AuditEvent {
     pub stage: &'static str,
     /// When the request was received (RFC 3339, UTC).
     pub time: String,
+    /// The gateway instance that wrote the event (`[audit] instance`, by default the host name);
+    /// set when the event is written.
+    pub instance: String,
     /// The request id, also sent to the client and the upstream as `x-request-id`.
     pub request_id: String,
+    /// The W3C trace id of the request, from the client's `traceparent` header, if any.
+    pub trace_id: Option<String>,
     /// Who called; absent when the caller could not be authenticated.
     pub actor: Option<Actor>,
     /// Where the call came from.
@@ -40,9 +45,15 @@ pub struct AuditEvent {
     pub decision: DecisionRecord,
     /// How the request ended.
     pub outcome: Outcome,
-    /// `info` (allowed and answered), `warning` (denied or refused), `error` (the gateway or the
+    /// `info` (allowed and answered), `warning` (denied or refused), `high` (an authentication
+    /// failure, an administration action, an admin operation), `error` (the gateway or the
     /// upstream failed), `critical` (a break-glass request, whatever its outcome).
     pub severity: &'static str,
+    /// What the event is about, for the SIEM's first filter: `authentication` (credentials
+    /// refused), `break-glass`, `revocation` (an admin operation), `export`, `administration`
+    /// (settings, users and roles), `integration` (a service account's call) or `authorization`
+    /// (every other decision).
+    pub category: &'static str,
     /// The hash of the previous event's line (SHA-256, or HMAC-SHA256 with `[audit]
     /// hmac_key_file`), 64 zeros for the first: the chain `invoiceguard audit verify` checks. Set
     /// when the event is written.
@@ -144,6 +155,9 @@ pub struct Outcome {
     pub upstream_status: Option<u16>,
     /// Time from receiving the request to the response head, in milliseconds.
     pub duration_ms: f64,
+    /// The size of the answer's body when its length was known at the response head
+    /// (`Content-Length`); absent for streamed answers.
+    pub response_bytes: Option<u64>,
     /// Which side failed, for errors: `client`, `upstream` or `internal`.
     pub error_side: Option<&'static str>,
     /// For an export: the rows the answer held (what the quota was charged).

@@ -82,6 +82,8 @@ struct Writer {
 /// Appends events, numbered without gaps, to the spool.
 pub struct AuditLog {
     dir: PathBuf,
+    /// Names this gateway in every event.
+    instance: String,
     stdout: bool,
     segment_bytes: u64,
     max_bytes: u64,
@@ -182,6 +184,7 @@ impl AuditLog {
             .set(i64::try_from(spool_bytes).unwrap_or(i64::MAX));
         Ok(Self {
             dir,
+            instance: config.instance(),
             stdout: config.stdout,
             segment_bytes: config.segment_bytes,
             max_bytes: config.max_bytes,
@@ -270,6 +273,7 @@ impl AuditLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         event.seq = writer.next_seq;
         event.prev_hash.clone_from(&writer.prev_hash);
+        event.instance.clone_from(&self.instance);
         let mut line = serde_json::to_vec(&event)?;
         let hash = self.chain.hash(&line);
         line.push(b'\n');
@@ -510,7 +514,9 @@ mod tests {
             seq: 0,
             stage: "complete",
             time: now_rfc3339(),
+            instance: String::new(),
             request_id: request_id.to_owned(),
+            trace_id: None,
             actor: None,
             source: Source {
                 ip: "127.0.0.1".to_owned(),
@@ -537,10 +543,12 @@ mod tests {
                 status: 401,
                 upstream_status: None,
                 duration_ms: 0.1,
+                response_bytes: None,
                 error_side: Some("client"),
                 export_rows: None,
             },
             severity: "warning",
+            category: "authorization",
             prev_hash: String::new(),
         }
     }

@@ -15,7 +15,9 @@ fn event(i: u64) -> AuditEvent {
         seq: 0,
         stage: "complete",
         time: now_rfc3339(),
+        instance: String::new(),
         request_id: format!("req-{i}"),
+        trace_id: None,
         actor: None,
         source: Source {
             ip: "192.0.2.1".into(),
@@ -42,10 +44,12 @@ fn event(i: u64) -> AuditEvent {
             status: 200,
             upstream_status: Some(200),
             duration_ms: 1.0,
+            response_bytes: None,
             error_side: None,
             export_rows: None,
         },
         severity: "info",
+        category: "authorization",
         prev_hash: String::new(),
     }
 }

@@ -54,7 +54,9 @@ fn event(i: usize) -> AuditEvent {
         seq: 0,
         stage: "complete",
         time: now_rfc3339(),
+        instance: String::new(),
         request_id: format!("c05112ce-0000-4000-8000-{i:012}"),
+        trace_id: None,
         actor: Some(Actor {
             kind: "user",
             id: "alice".into(),
@@ -94,10 +96,12 @@ fn event(i: usize) -> AuditEvent {
             status: 200,
             upstream_status: Some(200),
             duration_ms: 0.8,
+            response_bytes: None,
             error_side: None,
             export_rows: None,
         },
         severity: "info",
+        category: "authorization",
         prev_hash: String::new(),
     }
 }

@@ -20,6 +20,7 @@ const MAX_RECORDED_PATH: usize = 1024;
 #[derive(Clone)]
 pub(crate) struct Trail {
     pub(crate) request_id: String,
+    trace_id: Option<String>,
     started: Instant,
     time: String,
     source: Source,
@@ -55,6 +56,7 @@ impl Trail {
         }
         Self {
             request_id: uuid::Uuid::new_v4().to_string(),
+            trace_id: trace_id(headers),
             started: Instant::now(),
             time: now_rfc3339(),
             source: Source {
@@ -145,16 +147,18 @@ impl Trail {
     /// The event of a sensitive request about to be forwarded (`stage: "authorized"`, status 0):
     /// it is made durable before the request leaves the gateway.
     pub(crate) fn authorized_event(&self, policy_version: &str) -> AuditEvent {
-        let mut event = self.clone().finish(0, None, None, policy_version);
+        let mut event = self.clone().finish(0, None, None, None, policy_version);
         event.stage = "authorized";
         event
     }
 
-    /// The finished event: the status sent, and the error if the request was refused or failed.
+    /// The finished event: the status sent, the answer's size when known, and the error if the
+    /// request was refused or failed.
     pub(crate) fn finish(
         self,
         status: u16,
         upstream_status: Option<u16>,
+        response_bytes: Option<u64>,
         error: Option<&GatewayError>,
         policy_version: &str,
     ) -> AuditEvent {
@@ -174,18 +178,36 @@ impl Trail {
             detail = error.audit_detail().or(detail);
         }
         let error_side = error.map(|e| e.side().as_str());
+        let action = self.action.as_deref().unwrap_or_default();
+        let category = match error {
+            _ if self.break_glass.is_some() => "break-glass",
+            Some(GatewayError::Unauthenticated(_)) => "authentication",
+            _ if action.starts_with("export:") => "export",
+            _ if action.starts_with("settings:") || action.starts_with("user:") => "administration",
+            _ if self
+                .actor
+                .as_ref()
+                .is_some_and(|a| a.kind == "service_account") =>
+            {
+                "integration"
+            }
+            _ => "authorization",
+        };
         let severity = match error {
             _ if self.break_glass.is_some() => "critical",
+            Some(e) if e.side() != crate::error::Side::Client => "error",
+            _ if matches!(category, "authentication" | "administration") => "high",
             None => "info",
-            Some(e) if e.side() == crate::error::Side::Client => "warning",
-            Some(_) => "error",
+            Some(_) => "warning",
         };
         AuditEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             seq: 0,
             stage: "complete",
             time: self.time,
+            instance: String::new(),
             request_id: self.request_id,
+            trace_id: self.trace_id,
             actor: self.actor,
             source: self.source,
             request: RequestRecord {
@@ -210,13 +232,38 @@ impl Trail {
                 upstream_status,
                 duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round()
                     / 1000.0,
+                response_bytes,
                 error_side,
                 export_rows: self.export_rows,
             },
             severity,
+            category,
             prev_hash: String::new(),
         }
     }
+}
+
+/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`, not all
+/// zeros).
+fn trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then(|| trace.to_owned())
 }
 
 /// The audit event of an admin operation (a revocation or its lift): who (the admin token),
@@ -235,7 +282,9 @@ pub(crate) fn admin_event(
         seq: 0,
         stage: "complete",
         time: now_rfc3339(),
+        instance: String::new(),
         request_id: uuid::Uuid::new_v4().to_string(),
+        trace_id: None,
         actor: Some(Actor {
             kind: "admin",
             id: "admin-token".to_owned(),
@@ -275,10 +324,12 @@ pub(crate) fn admin_event(
             status: 200,
             upstream_status: None,
             duration_ms: 0.0,
+            response_bytes: None,
             error_side: None,
             export_rows: None,
         },
         severity: "high",
+        category: "revocation",
         prev_hash: String::new(),
     }
 }

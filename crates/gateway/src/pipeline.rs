@@ -200,9 +200,11 @@ impl Gateway {
                     )
                 }
             };
+        let response_bytes = hyper::body::Body::size_hint(response.body()).exact();
         let event = trail.finish(
             response.status().as_u16(),
             upstream_status,
+            response_bytes,
             error.as_ref(),
             policy.version(),
         );

@@ -316,3 +316,80 @@ async fn an_ocsf_sink_receives_api_activity_and_authentication_events() {
         (Some("Failure"), Some("malformed_token"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_carry_their_instance_trace_category_severity_and_size() {
+    let world = World::start_audit("", "instance = \"gw-eu-1\"").await;
+    let (alice, dave) = (world.token("alice").await, world.token("dave").await);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = send(
+        Request::get(world.url("/invoices/INV-1"))
+            .header("authorization", format!("Bearer {alice}"))
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let event = world.gateway.audit_event(traced.header("x-request-id"));
+    assert_eq!(event["instance"], "gw-eu-1");
+    assert_eq!(event["trace_id"], trace);
+    assert_eq!(
+        (event["category"].as_str(), event["severity"].as_str()),
+        (Some("authorization"), Some("info"))
+    );
+    assert_eq!(event["outcome"]["response_bytes"], traced.body.len() as u64);
+
+    let bad_trace = send(
+        Request::get(world.url("/invoices/INV-1"))
+            .header("authorization", format!("Bearer {alice}"))
+            .header(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            )
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        world.gateway.audit_event(bad_trace.header("x-request-id"))["trace_id"],
+        Value::Null
+    );
+
+    // A refused login and an administration action are flagged high.
+    let refused = get(&world.url("/invoices"), Some("not-a-token"))
+        .await
+        .unwrap();
+    let event = world.gateway.audit_event(refused.header("x-request-id"));
+    assert_eq!(
+        (event["category"].as_str(), event["severity"].as_str()),
+        (Some("authentication"), Some("high"))
+    );
+    let settings = send(request(
+        "PUT",
+        &world.url("/settings"),
+        Some(&dave),
+        Some(json!({"company": "X"})),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(settings.status, 200);
+    let event = world.gateway.audit_event(settings.header("x-request-id"));
+    assert_eq!(
+        (event["category"].as_str(), event["severity"].as_str()),
+        (Some("administration"), Some("high"))
+    );
+    // An integration account's call.
+    let erp = world
+        .idp
+        .service_token("erp-sync", "erp-sync-secret", "invoices:read")
+        .await
+        .unwrap();
+    let listed = get(&world.url("/invoices"), Some(&erp)).await.unwrap();
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        world.gateway.audit_event(listed.header("x-request-id"))["category"],
+        "integration"
+    );
+}

@@ -173,6 +173,22 @@ async fn approvals_fail_closed_when_the_facts_cannot_be_had() {
 async fn concurrent_exports_never_pass_the_daily_quota() {
     let world = World::start().await;
     let carol = world.token("carol").await;
+    // 400 more invoices, straight at the example API, so that every export below returns the
+    // rows it asked for and its reservation is kept whatever the order the requests run in.
+    for i in 0..400 {
+        let created = send(
+            Request::post(format!("{}/invoices", world.upstream.url()))
+                .header("x-invoiceguard-subject", "alice")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    json!({"partner_id": "P-2", "amount": 10.0 + f64::from(i)}).to_string(),
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(created.status, 201);
+    }
     // Carol's quota is 1000 rows a day; three exports of 400 rows at once.
     let exports: Vec<_> = (0..3)
         .map(|_| {
@@ -195,8 +211,7 @@ async fn concurrent_exports_never_pass_the_daily_quota() {
         let event = world.gateway.audit_event(reply.header("x-request-id"));
         if reply.status == 201 {
             served += 1;
-            // Settled to the rows actually returned (the example API holds one invoice).
-            assert_eq!(event["outcome"]["export_rows"], 1);
+            assert_eq!(event["outcome"]["export_rows"], 400);
         } else {
             assert_problem(&reply, 403);
             assert_eq!(
@@ -209,12 +224,12 @@ async fn concurrent_exports_never_pass_the_daily_quota() {
         served, 2,
         "two reservations of 400 fit in 1000, a third does not"
     );
-    // Settled to 1 row each, the quota has room again.
+    // 200 rows are left today.
     let again = send(request(
         "POST",
         &world.url("/exports"),
         Some(&carol),
-        Some(json!({"limit": 400})),
+        Some(json!({"limit": 150})),
     ))
     .await
     .unwrap();
@@ -225,7 +240,8 @@ async fn concurrent_exports_never_pass_the_daily_quota() {
         again.body,
         world.gateway.audit_event(again.header("x-request-id"))
     );
-    // Without a limit the request reserves everything left (997 rows): that is a bulk export.
+    // Without a limit the request reserves everything left (50 rows): that is a bulk export,
+    // charged what the answer held.
     let unbounded = send(request(
         "POST",
         &world.url("/exports"),
@@ -236,7 +252,17 @@ async fn concurrent_exports_never_pass_the_daily_quota() {
     .unwrap();
     assert_eq!(unbounded.status, 201, "{:?}", unbounded.body);
     let event = world.gateway.audit_event(unbounded.header("x-request-id"));
-    assert_eq!(event["outcome"]["export_rows"], 1);
+    assert!(event["outcome"]["export_rows"].as_u64().unwrap() >= 400);
+    // The day's quota is spent: even one row more is refused.
+    let spent = send(request(
+        "POST",
+        &world.url("/exports"),
+        Some(&carol),
+        Some(json!({"limit": 1})),
+    ))
+    .await
+    .unwrap();
+    assert_problem(&spent, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
