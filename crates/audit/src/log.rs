@@ -71,6 +71,8 @@ struct Writer {
     /// The open segment.
     file: File,
     file_path: PathBuf,
+    /// Its name: the seq its first event has (or will have).
+    file_first_seq: u64,
     file_bytes: u64,
     /// Bytes in every segment.
     spool_bytes: u64,
@@ -165,9 +167,10 @@ impl AuditLog {
             None => GENESIS.to_owned(),
         };
         // Append to the newest segment, or start the first one.
-        let file_path = existing
-            .last()
-            .map_or_else(|| segment_path(&dir, last_seq + 1), |(_, p)| p.clone());
+        let (file_first_seq, file_path) = existing.last().cloned().unwrap_or_else(|| {
+            let first = last_seq + 1;
+            (first, segment_path(&dir, first))
+        });
         let file = open_segment(&file_path).map_err(open_error(&file_path))?;
         let file_bytes = file.metadata().map_err(open_error(&file_path))?.len();
         let syncer = Arc::new(Syncer {
@@ -195,6 +198,7 @@ impl AuditLog {
             writer: Mutex::new(Writer {
                 file,
                 file_path,
+                file_first_seq,
                 file_bytes,
                 spool_bytes,
                 next_seq: last_seq + 1,
@@ -343,6 +347,7 @@ impl AuditLog {
         });
         writer.file = file;
         writer.file_path = path;
+        writer.file_first_seq = first_seq;
         writer.file_bytes = 0;
         self.remove_delivered(writer);
         Ok(())
@@ -409,6 +414,47 @@ impl AuditLog {
             _ => Err(AuditError::NotDurable {
                 path: self.dir.clone(),
             }),
+        }
+    }
+}
+
+impl AuditLog {
+    /// At shutdown: makes every event written durable, then gives the sinks up to `wait` to
+    /// deliver the spool. What they have not delivered by then is sent after the next start.
+    pub async fn flush(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let last = self.last_seq();
+        self.syncer.kick(true);
+        let mut durable = self.durable.subscribe();
+        if tokio::time::timeout_at(deadline, durable.wait_for(|on_disk| *on_disk >= last))
+            .await
+            .is_err()
+        {
+            tracing::error!(spool = %self.dir.display(), "the last audit events could not be made durable");
+        }
+        let end = {
+            let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            crate::spool::Cursor {
+                segment: writer.file_first_seq,
+                offset: writer.file_bytes,
+            }
+        };
+        loop {
+            let behind: Vec<&str> = self
+                .sink_configs
+                .iter()
+                .filter(|sink| read_cursor(&self.dir, &sink.name) < end)
+                .map(|sink| sink.name.as_str())
+                .collect();
+            if behind.is_empty() {
+                tracing::info!(last_seq = last, "audit spool flushed and delivered");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(sinks = ?behind, "sinks have not delivered everything; the rest is sent after the next start");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

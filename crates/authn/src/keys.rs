@@ -132,6 +132,15 @@ impl KeyStore {
     }
 
     async fn fetch(&self) -> Result<usize, String> {
+        let fetched = self.fetch_keys().await;
+        invoiceguard_telemetry::metrics()
+            .jwks_refreshes
+            .with_label_values(&[if fetched.is_ok() { "ok" } else { "error" }])
+            .inc();
+        fetched
+    }
+
+    async fn fetch_keys(&self) -> Result<usize, String> {
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')

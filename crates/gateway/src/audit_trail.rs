@@ -20,7 +20,8 @@ const MAX_RECORDED_PATH: usize = 1024;
 #[derive(Clone)]
 pub(crate) struct Trail {
     pub(crate) request_id: String,
-    trace_id: Option<String>,
+    /// The request's place in a trace (the client's, or one the gateway started).
+    pub(crate) trace: crate::trace::TraceContext,
     started: Instant,
     time: String,
     source: Source,
@@ -56,7 +57,7 @@ impl Trail {
         }
         Self {
             request_id: uuid::Uuid::new_v4().to_string(),
-            trace_id: trace_id(headers),
+            trace: crate::trace::TraceContext::from_headers(headers),
             started: Instant::now(),
             time: now_rfc3339(),
             source: Source {
@@ -207,7 +208,7 @@ impl Trail {
             time: self.time,
             instance: String::new(),
             request_id: self.request_id,
-            trace_id: self.trace_id,
+            trace_id: Some(self.trace.trace_id),
             actor: self.actor,
             source: self.source,
             request: RequestRecord {
@@ -241,29 +242,6 @@ impl Trail {
             prev_hash: String::new(),
         }
     }
-}
-
-/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`, not all
-/// zeros).
-fn trace_id(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = value.trim().split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
-        && (version != "00" || parts.next().is_none());
-    valid.then(|| trace.to_owned())
 }
 
 /// The audit event of an admin operation (a revocation or its lift): who (the admin token),

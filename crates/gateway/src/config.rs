@@ -110,6 +110,9 @@ pub struct ListenConfig {
     /// Time allowed for a client to send a request's headers, in milliseconds.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
+    #[serde(default = "default_drain_timeout_s")]
+    pub drain_timeout_s: u64,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -138,6 +141,9 @@ pub struct UpstreamConfig {
     /// learns the caller from the verified `x-invoiceguard-*` headers instead.
     #[serde(default)]
     pub forward_authorization: bool,
+    /// A client certificate (PEM chain and key) the gateway presents to an `https` upstream
+    /// that asks for one (mTLS to the ERP).
+    pub client_cert: Option<TlsFiles>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -146,6 +152,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_header_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_drain_timeout_s() -> u64 {
+    30
 }
 
 fn default_upstream_timeout_ms() -> u64 {
@@ -159,6 +169,7 @@ impl Default for ListenConfig {
             tls: None,
             client_ca_file: None,
             header_timeout_ms: default_header_timeout_ms(),
+            drain_timeout_s: default_drain_timeout_s(),
         }
     }
 }
@@ -247,6 +258,10 @@ impl Config {
         if let Some(ca) = &mut self.upstream.ca_file {
             resolve(ca);
         }
+        if let Some(client) = &mut self.upstream.client_cert {
+            resolve(&mut client.cert_file);
+            resolve(&mut client.key_file);
+        }
         if let Some(ca) = &mut self.listen.client_ca_file {
             resolve(ca);
         }
@@ -294,6 +309,9 @@ impl Config {
         if self.upstream.timeout_ms == 0 {
             problems.push("upstream.timeout_ms: must be at least 1".to_owned());
         }
+        if self.upstream.client_cert.is_some() && !self.upstream.url.starts_with("https://") {
+            problems.push("upstream.client_cert: needs an https `upstream.url`".to_owned());
+        }
         if self.listen.header_timeout_ms == 0 {
             problems.push("listen.header_timeout_ms: must be at least 1".to_owned());
         }
@@ -312,7 +330,13 @@ impl Config {
                     .ca_file
                     .iter()
                     .map(|ca| ("upstream.ca_file", ca)),
-            );
+            )
+            .chain(self.upstream.client_cert.iter().flat_map(|client| {
+                [
+                    ("upstream.client_cert.cert_file", &client.cert_file),
+                    ("upstream.client_cert.key_file", &client.key_file),
+                ]
+            }));
         for (key, file) in files {
             if !file.is_file() {
                 problems.push(format!(

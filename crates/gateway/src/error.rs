@@ -60,6 +60,10 @@ pub enum GatewayError {
     /// The resource does not exist (the upstream's lookup said so).
     #[error("resource not found")]
     NotFound,
+    /// No policy set is loaded (the folder had problems at start): nothing is decided, nothing
+    /// forwarded, until a good set loads.
+    #[error("no policy set is loaded")]
+    PolicyUnavailable,
     /// A sensitive request's audit event cannot be made durable: it is not forwarded.
     #[error("audit unavailable: {0}")]
     AuditUnavailable(String),
@@ -81,7 +85,9 @@ impl GatewayError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
-            Self::FactUnavailable(_) | Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::FactUnavailable(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -104,7 +110,9 @@ impl GatewayError {
                 Side::Upstream
             }
             Self::NotFound | Self::TooManyRequests(_) => Side::Client,
-            Self::Internal(_) | Self::AuditUnavailable(_) => Side::Internal,
+            Self::Internal(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
+                Side::Internal
+            }
         }
     }
 
@@ -119,6 +127,7 @@ impl GatewayError {
             Self::StepUpRequired(_) => "step_up",
             Self::FactUnavailable(_) => "unavailable",
             Self::AuditUnavailable(_) => "audit_unavailable",
+            Self::PolicyUnavailable => "policy_unavailable",
             Self::NotFound => "not_found",
             Self::TooManyRequests(_) => "rate_limited",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
@@ -138,7 +147,7 @@ impl GatewayError {
             Self::NotFound => None,
             Self::TooManyRequests(wait) => Some(format!("retry after {}s", retry_after_s(*wait))),
             Self::UpstreamTimeout => Some("timeout".to_owned()),
-            Self::NoRoute | Self::Forbidden => None,
+            Self::NoRoute | Self::Forbidden | Self::PolicyUnavailable => None,
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
                 (true, Some(age)) => format!("mfa and a login within {age}s required"),
                 (true, None) => "mfa required".to_owned(),
@@ -189,6 +198,11 @@ impl GatewayError {
                 "the facts this decision needs are temporarily unavailable".to_owned(),
             ),
             Self::NotFound => ("not-found", "Not found", "no such resource".to_owned()),
+            Self::PolicyUnavailable => (
+                "decision-unavailable",
+                "Service unavailable",
+                "access decisions are temporarily unavailable".to_owned(),
+            ),
             Self::AuditUnavailable(_) => (
                 "audit-unavailable",
                 "Service unavailable",

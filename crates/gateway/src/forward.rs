@@ -61,6 +61,8 @@ const FORWARDING: [&str; 6] = [
 pub(crate) struct ForwardContext<'a> {
     pub(crate) principal: &'a Principal,
     pub(crate) request_id: &'a str,
+    /// The trace the upstream request continues.
+    pub(crate) trace: &'a crate::trace::TraceContext,
     pub(crate) client_ip: IpAddr,
     pub(crate) tls: bool,
 }
@@ -94,7 +96,13 @@ impl Upstream {
         http.set_nodelay(true);
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls::client_config(config.ca_file.as_deref())?)
+            .with_tls_config(tls::client_config(
+                config.ca_file.as_deref(),
+                config
+                    .client_cert
+                    .as_ref()
+                    .map(|c| (c.cert_file.as_path(), c.key_file.as_path())),
+            )?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -266,6 +274,7 @@ pub(crate) fn upstream_headers(
     if let Some(host) = original_host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
+    context.trace.inject(headers);
     Ok(())
 }
 
@@ -343,6 +352,7 @@ mod tests {
         let context = ForwardContext {
             principal: &principal,
             request_id: "req-1",
+            trace: &crate::trace::TraceContext::from_headers(&HeaderMap::new()),
             client_ip: "192.0.2.7".parse().unwrap(),
             tls: true,
         };
@@ -386,6 +396,7 @@ mod tests {
         let context = ForwardContext {
             principal: &principal,
             request_id: "req-2",
+            trace: &crate::trace::TraceContext::from_headers(&HeaderMap::new()),
             client_ip: "127.0.0.1".parse().unwrap(),
             tls: false,
         };

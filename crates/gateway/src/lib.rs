@@ -24,6 +24,7 @@ mod revocation;
 mod server;
 mod settle;
 mod tls;
+mod trace;
 
 pub use config::{
     AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,

@@ -13,6 +13,7 @@ use invoiceguard_authn::{Authenticator, AuthnError, Credentials, PrincipalKind, 
 use invoiceguard_policy::{ExportFacts, PolicyEngine, RequestFacts};
 use invoiceguard_state::StateStore;
 use rustls::pki_types::CertificateDer;
+use tracing::Instrument;
 
 use crate::audit_trail::Trail;
 use crate::config::{Config, LimitsConfig};
@@ -115,9 +116,6 @@ pub struct Connection {
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The policy folder has problems.
-    #[error("the policy folder has problems:\n{}", .0.0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Policy(#[from] invoiceguard_policy::LoadError),
     /// The audit file cannot be opened.
     #[error(transparent)]
     Audit(#[from] invoiceguard_audit::AuditError),
@@ -133,11 +131,13 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Builds every part: the audit log and policies must load (the gateway refuses to start
-    /// without them); the IdP may still be down (its keys are fetched in the background).
+    /// Builds every part: the audit spool must open (the gateway refuses to start without it);
+    /// the policies may have problems (the gateway then refuses requests and reports unready
+    /// until they are fixed), the IdP may still be down (its keys are fetched in the
+    /// background).
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let audit = AuditLog::open(&config.audit)?;
-        let policies = Arc::new(Policies::load(&config.policy)?);
+        let policies = Arc::new(Policies::load(&config.policy));
         policies.spawn_watch();
         let api_key_header = http::HeaderName::from_bytes(config.authn.api_key_header.as_bytes())
             .map_err(|_| {
@@ -180,33 +180,47 @@ impl Gateway {
             connection.peer,
         );
         let request_id = trail.request_id.clone();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            trace_id = %trail.trace.trace_id,
+            span_id = %trail.trace.span_id,
+            trace_from_client = trail.trace.from_client,
+        );
         let policy = self.policies.current();
-        let (mut response, upstream_status, error) =
-            match self.phases(request, connection, &policy, &mut trail).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    (response, Some(status), None)
+        let decided = match &policy {
+            Some(policy) => {
+                self.phases(request, connection, policy, &mut trail)
+                    .instrument(span)
+                    .await
+            }
+            None => Err(GatewayError::PolicyUnavailable),
+        };
+        let (mut response, upstream_status, error) = match decided {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (response, Some(status), None)
+            }
+            Err(error) => {
+                if error.side() == crate::error::Side::Client {
+                    tracing::debug!(%request_id, %error, "request refused");
+                } else {
+                    tracing::warn!(%request_id, %error, "request failed");
                 }
-                Err(error) => {
-                    if error.side() == crate::error::Side::Client {
-                        tracing::debug!(%request_id, %error, "request refused");
-                    } else {
-                        tracing::warn!(%request_id, %error, "request failed");
-                    }
-                    (
-                        error.to_response(&request_id, &self.authn.config().mfa_acr),
-                        None,
-                        Some(error),
-                    )
-                }
-            };
+                (
+                    error.to_response(&request_id, &self.authn.config().mfa_acr),
+                    None,
+                    Some(error),
+                )
+            }
+        };
         let response_bytes = hyper::body::Body::size_hint(response.body()).exact();
         let event = trail.finish(
             response.status().as_u16(),
             upstream_status,
             response_bytes,
             error.as_ref(),
-            policy.version(),
+            policy.as_ref().map_or("none", |p| p.version()),
         );
         observe(&event, error.as_ref());
         let forwarded = upstream_status.is_some()
@@ -241,13 +255,14 @@ impl Gateway {
     /// Whether the gateway can serve: policies loaded, every IdP's keys fetched, the state store
     /// answering, the audit spool taking events; and the details.
     pub(crate) async fn readiness(&self) -> (bool, serde_json::Value) {
-        let policy = self.policies.current();
+        let policies_loaded = self.policies.current().is_some();
         let idp_keys = self.authn.is_ready();
         let state = self.state.ping().await;
-        let ready = idp_keys && state.is_ok() && self.audit.is_writable();
+        let ready = policies_loaded && idp_keys && state.is_ok() && self.audit.is_writable();
         let report = serde_json::json!({
             "ready": ready,
-            "policy_version": policy.version(),
+            "policies_loaded": policies_loaded,
+            "policy_version": self.policies.version(),
             "policy_reloads_refused": self.policies.refused.load(std::sync::atomic::Ordering::Relaxed),
             "idp_keys": idp_keys,
             "audit": {"spool": self.audit.dir(), "writable": self.audit.is_writable(), "last_seq": self.audit.last_seq()},
@@ -321,7 +336,7 @@ impl Gateway {
             action,
             subject,
             detail,
-            self.policies.current().version(),
+            &self.policies.version(),
         );
         if let Err(error) = self.audit.record(event) {
             tracing::error!(%error, "audit event of an admin operation not written");
@@ -407,7 +422,12 @@ impl Gateway {
             .and_then(claimed_subject);
         let failure_keys = self.failure_keys(connection, subject.as_deref());
         self.check_failures(&failure_keys).await?;
-        let principal = match self.authn.authenticate(credentials()).await {
+        let principal = match self
+            .authn
+            .authenticate(credentials())
+            .instrument(tracing::info_span!("authenticate"))
+            .await
+        {
             Ok(principal) => principal,
             Err(error) => {
                 if !error.is_missing() && !error.is_unavailable() {
@@ -488,7 +508,15 @@ impl Gateway {
             export,
             break_glass_reason: break_glass,
         };
-        let decision = policy.authorize(&principal, &route, &facts);
+        let decision = {
+            let _span = tracing::info_span!("authorize", action = %route.route.action).entered();
+            let started = std::time::Instant::now();
+            let decision = policy.authorize(&principal, &route, &facts);
+            invoiceguard_telemetry::metrics()
+                .policy_evaluation
+                .observe(started.elapsed().as_secs_f64());
+            decision
+        };
         let shadow = self.policies.shadow().map(|shadow| {
             let method = route.route.method.as_str();
             let decision = match shadow.routes().find(method, &path.segments) {
@@ -553,12 +581,14 @@ impl Gateway {
         let context = ForwardContext {
             principal: &principal,
             request_id: &trail.request_id,
+            trace: &trail.trace,
             client_ip: connection.peer.ip(),
             tls: connection.tls,
         };
         let sent = self
             .upstream
             .send(Request::from_parts(parts, body), &path.path, &context)
+            .instrument(tracing::info_span!("forward"))
             .await;
         let response = match sent {
             Ok(response) => response,

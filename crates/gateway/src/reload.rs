@@ -1,6 +1,8 @@
 //! The running policy set, and its replacement without downtime: on SIGHUP, or when a file of the
 //! policy folder changes, the whole folder is loaded and checked again; a set with any problem is
-//! refused (logged and counted) and the last good set keeps serving.
+//! refused (logged and counted) and the last good set keeps serving. A folder with problems at
+//! start leaves the gateway without a set: it refuses every request (503) and reports unready
+//! until a good set loads.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +10,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use invoiceguard_policy::{LoadError, PolicyConfig, PolicyEngine};
+use invoiceguard_telemetry::metrics;
 
 /// The running policy set.
 pub(crate) struct Policies {
     config: PolicyConfig,
-    current: RwLock<Arc<PolicyEngine>>,
+    current: RwLock<Option<Arc<PolicyEngine>>>,
     /// The candidate set of shadow mode, when one is configured and loads.
     shadow: RwLock<Option<Arc<PolicyEngine>>>,
     fingerprint: AtomicU64,
@@ -21,25 +24,66 @@ pub(crate) struct Policies {
 }
 
 impl Policies {
-    /// Loads the folder; the gateway does not start without a good set.
-    pub(crate) fn load(config: &PolicyConfig) -> Result<Self, LoadError> {
-        let fingerprint = fingerprint(config);
-        let engine = PolicyEngine::load(config)?;
-        log_loaded(&engine, "policies loaded");
-        Ok(Self {
+    /// Loads the folder. With problems, they are logged and the gateway runs without a set
+    /// (refusing every request) until a reload succeeds.
+    pub(crate) fn load(config: &PolicyConfig) -> Self {
+        let policies = Self {
             shadow: RwLock::new(load_shadow(config)),
             config: config.clone(),
-            current: RwLock::new(Arc::new(engine)),
-            fingerprint: AtomicU64::new(fingerprint),
+            current: RwLock::new(None),
+            fingerprint: AtomicU64::new(fingerprint(config)),
             refused: AtomicU64::new(0),
-        })
+        };
+        match PolicyEngine::load(config) {
+            Ok(engine) => policies.install(engine, "policies loaded"),
+            Err(LoadError(problems)) => {
+                policies.refuse(&problems);
+                tracing::error!(
+                    dir = %config.dir.display(),
+                    "no policy set could be loaded: every request is refused until the folder is fixed"
+                );
+            }
+        }
+        policies
     }
 
-    /// The set requests are decided by now; a request keeps the one it started with.
-    pub(crate) fn current(&self) -> Arc<PolicyEngine> {
+    /// The set requests are decided by now (none when no good set ever loaded); a request keeps
+    /// the one it started with.
+    pub(crate) fn current(&self) -> Option<Arc<PolicyEngine>> {
         self.current
             .read()
             .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    /// The running set's version, `none` without one.
+    pub(crate) fn version(&self) -> String {
+        self.current()
+            .map_or_else(|| "none".to_owned(), |p| p.version().to_owned())
+    }
+
+    fn install(&self, engine: PolicyEngine, message: &'static str) {
+        log_loaded(&engine, message);
+        metrics().set_policy_version(engine.version());
+        metrics()
+            .policy_reloads
+            .with_label_values(&["loaded"])
+            .inc();
+        let engine = Some(Arc::new(engine));
+        match self.current.write() {
+            Ok(mut current) => *current = engine,
+            Err(poisoned) => *poisoned.into_inner() = engine,
+        }
+    }
+
+    fn refuse(&self, problems: &[invoiceguard_policy::Problem]) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        metrics()
+            .policy_reloads
+            .with_label_values(&["refused"])
+            .inc();
+        for problem in problems {
+            tracing::error!(%problem, "policy set refused");
+        }
     }
 
     /// The shadow set, if any.
@@ -62,22 +106,14 @@ impl Policies {
         }
         match PolicyEngine::load(&self.config) {
             Ok(engine) => {
-                log_loaded(&engine, "policies reloaded");
-                let engine = Arc::new(engine);
-                match self.current.write() {
-                    Ok(mut current) => *current = engine,
-                    Err(poisoned) => *poisoned.into_inner() = engine,
-                }
+                self.install(engine, "policies reloaded");
                 true
             }
             Err(LoadError(problems)) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                for problem in &problems {
-                    tracing::error!(%problem, "policy reload refused");
-                }
+                self.refuse(&problems);
                 tracing::error!(
                     problems = problems.len(),
-                    version = self.current().version(),
+                    version = self.version(),
                     "the new policy set has problems; the last good set keeps serving"
                 );
                 false

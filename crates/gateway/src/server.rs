@@ -19,8 +19,8 @@ use crate::tls;
 
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time in-flight requests get to finish after shutdown is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time the sinks get, after the drain, to deliver what is in the spool.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -48,14 +48,24 @@ pub enum ServeError {
 /// finish (up to a limit).
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let acceptor = match &config.listen.tls {
-        Some(files) => Some(TlsAcceptor::from(Arc::new(
-            tls::server_config(
-                &files.cert_file,
-                &files.key_file,
-                config.listen.client_ca_file.as_deref(),
-            )
-            .map_err(ServeError::Tls)?,
-        ))),
+        Some(files) => {
+            let initial = TlsAcceptor::from(Arc::new(
+                tls::server_config(
+                    &files.cert_file,
+                    &files.key_file,
+                    config.listen.client_ca_file.as_deref(),
+                )
+                .map_err(ServeError::Tls)?,
+            ));
+            let (sender, receiver) = tokio::sync::watch::channel(initial);
+            tls::watch_listener_certificate(
+                files.cert_file.clone(),
+                files.key_file.clone(),
+                config.listen.client_ca_file.clone(),
+                sender,
+            );
+            Some(receiver)
+        }
         None => None,
     };
     let gateway = Arc::new(Gateway::start(&config).await?);
@@ -126,7 +136,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let (gateway, builder, acceptor) = (gateway.clone(), builder.clone(), acceptor.clone());
+        let acceptor = acceptor.as_ref().map(|current| current.borrow().clone());
+        let (gateway, builder) = (gateway.clone(), builder.clone());
         tokio::spawn(async move {
             let service = |connection: Arc<Connection>| {
                 service_fn(move |request| {
@@ -179,8 +190,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let _ = stop_admin.send(());
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
+        () = tokio::time::sleep(Duration::from_secs(config.listen.drain_timeout_s)) => {
+            tracing::warn!("drain timed out; closing");
+        }
     }
+    // Every request has its event in the spool: on disk now, and delivered if the sinks can.
+    gateway.audit().flush(DELIVERY_TIMEOUT).await;
     Ok(())
 }
 

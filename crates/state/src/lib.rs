@@ -117,6 +117,7 @@ impl StateStore {
         if result.is_err() {
             self.errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            invoiceguard_telemetry::metrics().state_errors.inc();
         }
         result
     }

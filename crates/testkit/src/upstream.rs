@@ -1,6 +1,12 @@
-//! The example invoicing API, served on its own thread and runtime on a free port.
+//! The example invoicing API, served on its own thread and runtime on a free port: plain HTTP,
+//! or HTTPS requiring a client certificate (the ERP behind mTLS).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use tokio::sync::oneshot;
 
@@ -8,6 +14,7 @@ use tokio::sync::oneshot;
 pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
+    https: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -15,6 +22,33 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the example API.
     pub fn start() -> anyhow::Result<Self> {
+        Self::launch(None)
+    }
+
+    /// Starts it over HTTPS with `cert` and `key` (for `localhost`), accepting only clients
+    /// whose certificate chains to `client_ca`.
+    pub fn start_mtls(cert: &Path, key: &Path, client_ca: &Path) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_file_iter(client_ca)? {
+            roots.add(ca?)?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()?;
+        let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, PrivateKeyDer::from_pem_file(key)?)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::launch(Some(Arc::new(config)))
+    }
+
+    fn launch(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<Self> {
+        let https = tls.is_some();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -28,27 +62,55 @@ impl Upstream {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;
                 };
+                let serving = async move {
+                    match tls {
+                        Some(config) => invoicing_api::serve_tls(listener, config).await,
+                        None => invoicing_api::serve(listener).await,
+                    }
+                };
                 tokio::select! {
-                    () = invoicing_api::serve(listener) => {}
+                    () = serving => {}
                     _ = stopped => {}
                 }
             });
         });
         Ok(Self {
             addr,
+            https,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
-    /// Its base URL.
+    /// Its base URL (`https://localhost:PORT` over TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.https {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
-    /// The requests it received, oldest first (its `/__journal`), read directly.
+    /// The requests it received, oldest first (its `/__journal`), read directly (over TLS,
+    /// `client` must trust its certificate and present one).
     pub async fn journal(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        let reply = crate::client::get(&format!("{}/__journal", self.url()), None).await?;
+        self.journal_with(None).await
+    }
+
+    /// [`Upstream::journal`] through a given TLS client.
+    pub async fn journal_with(
+        &self,
+        client: Option<&crate::client::TlsClient>,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let url = format!("{}/__journal", self.url());
+        let reply = match client {
+            Some(client) => {
+                client
+                    .send(http::Request::get(url).body(http_body_util::Full::default())?)
+                    .await?
+            }
+            None => crate::client::get(&url, None).await?,
+        };
         Ok(reply.json().as_array().cloned().unwrap_or_default())
     }
 }

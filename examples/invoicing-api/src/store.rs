@@ -36,6 +36,8 @@ pub(crate) struct JournalEntry {
     method: String,
     target: String,
     version: String,
+    /// The SHA-256 of the client certificate presented over TLS, if any.
+    client_certificate: Option<String>,
     headers: Vec<(String, String)>,
 }
 
@@ -116,7 +118,11 @@ impl Store {
             .push(json!({"actor": actor, "event": what, "object": object}));
     }
 
-    pub(crate) fn journal(&mut self, parts: &http::request::Parts) {
+    pub(crate) fn journal(
+        &mut self,
+        parts: &http::request::Parts,
+        client_certificate: Option<String>,
+    ) {
         if self.journal.len() == JOURNAL_LEN {
             self.journal.pop_front();
         }
@@ -124,6 +130,7 @@ impl Store {
             method: parts.method.to_string(),
             target: parts.uri.to_string(),
             version: format!("{:?}", parts.version),
+            client_certificate,
             headers: parts
                 .headers
                 .iter()

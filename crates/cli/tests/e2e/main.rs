@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 mod audit;
 mod identity;
+mod operations;
 mod policy;
 mod schema;
 mod shared;

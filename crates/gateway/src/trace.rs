@@ -1,0 +1,173 @@
+//! W3C Trace Context: the client's `traceparent` is accepted (a malformed one is ignored and a
+//! new trace started), the request gets its own span id, and the upstream receives the same
+//! trace id with the gateway's span as parent — so a trace runs client → gateway → invoicing API.
+
+use http::{HeaderMap, HeaderValue};
+
+/// The `traceparent` header.
+pub(crate) const TRACEPARENT: &str = "traceparent";
+/// The `tracestate` header (vendor data, passed on with a valid `traceparent`).
+pub(crate) const TRACESTATE: &str = "tracestate";
+
+/// One request's place in a trace.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceContext {
+    /// 32 lower-case hex digits.
+    pub(crate) trace_id: String,
+    /// The gateway's span for this request: 16 lower-case hex digits.
+    pub(crate) span_id: String,
+    /// Whether the client's trace is sampled (`01`).
+    sampled: bool,
+    /// The client's `tracestate`, kept only with its valid `traceparent`.
+    state: Option<HeaderValue>,
+    /// Whether the trace came from the client (else the gateway started it).
+    pub(crate) from_client: bool,
+}
+
+impl TraceContext {
+    /// The request's context: the client's trace when its `traceparent` is valid, else a new one.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let span_id = random_hex(8);
+        match headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse)
+        {
+            Some((trace_id, sampled)) => Self {
+                trace_id,
+                span_id,
+                sampled,
+                state: headers.get(TRACESTATE).cloned(),
+                from_client: true,
+            },
+            None => Self {
+                trace_id: random_hex(16),
+                span_id,
+                sampled: false,
+                state: None,
+                from_client: false,
+            },
+        }
+    }
+
+    /// Sets the upstream request's `traceparent` (and `tracestate`): this trace, the gateway's
+    /// span as parent.
+    pub(crate) fn inject(&self, headers: &mut HeaderMap) {
+        headers.remove(TRACESTATE);
+        let value = format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            self.span_id,
+            if self.sampled { "01" } else { "00" }
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(TRACEPARENT, value);
+        }
+        if let Some(state) = &self.state {
+            headers.insert(TRACESTATE, state.clone());
+        }
+    }
+}
+
+/// The trace id and sampled flag of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`; ids
+/// not all zeros; a future version may carry more fields, version `ff` is invalid).
+fn parse(value: &str) -> Option<(String, bool)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
+    valid.then(|| (trace.to_owned(), sampled))
+}
+
+/// `bytes` random bytes as lower-case hex (never all zeros).
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    loop {
+        if aws_lc_rs::rand::fill(&mut buffer).is_err() {
+            // The system's generator failed: a time-derived id still keeps traces apart.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos());
+            for (i, byte) in buffer.iter_mut().enumerate() {
+                *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
+            }
+        }
+        if buffer.iter().any(|b| *b != 0) {
+            return buffer.iter().map(|b| format!("{b:02x}")).collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_continued_with_the_gateways_span() {
+        let incoming = headers(&[
+            (
+                TRACEPARENT,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            (TRACESTATE, "vendor=abc"),
+        ]);
+        let context = TraceContext::from_headers(&incoming);
+        assert!(context.from_client);
+        let mut upstream = headers(&[(TRACESTATE, "forged=1")]);
+        context.inject(&mut upstream);
+        let sent = upstream[TRACEPARENT].to_str().unwrap();
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{sent}"
+        );
+        assert!(sent.ends_with("-01"));
+        assert_ne!(
+            &sent[36..52],
+            "00f067aa0ba902b7",
+            "the gateway's own span is the parent"
+        );
+        assert_eq!(upstream[TRACESTATE], "vendor=abc");
+    }
+
+    #[test]
+    fn a_bad_traceparent_starts_a_new_trace_without_its_state() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            let context =
+                TraceContext::from_headers(&headers(&[(TRACEPARENT, bad), (TRACESTATE, "x=1")]));
+            assert!(!context.from_client, "{bad}");
+            assert_eq!(context.trace_id.len(), 32);
+            let mut upstream = HeaderMap::new();
+            context.inject(&mut upstream);
+            assert!(upstream.get(TRACESTATE).is_none());
+            assert!(upstream[TRACEPARENT].to_str().unwrap().ends_with("-00"));
+        }
+    }
+}
