@@ -18,7 +18,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use invoiceguard_gateway::{Config, ConfigError};
 use invoiceguard_policy::{LoadError, PolicyEngine};
-use tracing_subscriber::EnvFilter;
 
 /// The access gateway in front of an e-invoicing API: OIDC authentication, Cedar policies,
 /// and an audit event for every request.
@@ -465,12 +464,6 @@ fn apikey_hash() -> ExitCode {
 }
 
 fn serve(path: &Path) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("INVOICEGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
@@ -488,7 +481,13 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(invoiceguard_gateway::serve(config, shutdown_signal())) {
+    let served = runtime.block_on(async {
+        let telemetry = invoiceguard_telemetry::init(&config.telemetry);
+        let served = invoiceguard_gateway::serve(config, shutdown_signal()).await;
+        telemetry.shutdown();
+        served
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("invoiceguard: {error}");

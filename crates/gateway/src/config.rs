@@ -7,6 +7,7 @@ use invoiceguard_audit::AuditConfig;
 use invoiceguard_authn::AuthnConfig;
 use invoiceguard_policy::PolicyConfig;
 use invoiceguard_state::StateConfig;
+use invoiceguard_telemetry::TelemetryConfig;
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -35,6 +36,9 @@ pub struct Config {
     /// Brute-force protection.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// The admin listener: a separate address, never the public one.
@@ -360,6 +364,7 @@ impl Config {
         }
         problems.extend(self.authn.validate());
         problems.extend(self.audit.validate());
+        problems.extend(self.telemetry.validate());
         problems.extend(self.state.validate());
         if self
             .admin

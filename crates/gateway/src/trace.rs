@@ -16,8 +16,10 @@ pub(crate) struct TraceContext {
     pub(crate) trace_id: String,
     /// The gateway's span for this request: 16 lower-case hex digits.
     pub(crate) span_id: String,
-    /// Whether the client's trace is sampled (`01`).
-    sampled: bool,
+    /// Whether the trace is sampled (`01`).
+    pub(crate) sampled: bool,
+    /// The client's span, the parent of the gateway's (when the trace came from the client).
+    pub(crate) parent_id: Option<String>,
     /// The client's `tracestate`, kept only with its valid `traceparent`.
     state: Option<HeaderValue>,
     /// Whether the trace came from the client (else the gateway started it).
@@ -33,10 +35,11 @@ impl TraceContext {
             .and_then(|v| v.to_str().ok())
             .and_then(parse)
         {
-            Some((trace_id, sampled)) => Self {
+            Some((trace_id, parent_id, sampled)) => Self {
                 trace_id,
                 span_id,
                 sampled,
+                parent_id: Some(parent_id),
                 state: headers.get(TRACESTATE).cloned(),
                 from_client: true,
             },
@@ -44,10 +47,18 @@ impl TraceContext {
                 trace_id: random_hex(16),
                 span_id,
                 sampled: false,
+                parent_id: None,
                 state: None,
                 from_client: false,
             },
         }
+    }
+
+    /// Takes the ids the span exporter gave the gateway's span (exported traces must match).
+    pub(crate) fn adopt(&mut self, (trace_id, span_id, sampled): (String, String, bool)) {
+        self.trace_id = trace_id;
+        self.span_id = span_id;
+        self.sampled = sampled;
     }
 
     /// Sets the upstream request's `traceparent` (and `tracestate`): this trace, the gateway's
@@ -69,9 +80,10 @@ impl TraceContext {
     }
 }
 
-/// The trace id and sampled flag of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`; ids
-/// not all zeros; a future version may carry more fields, version `ff` is invalid).
-fn parse(value: &str) -> Option<(String, bool)> {
+/// The trace id, parent id and sampled flag of a valid `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`; ids not all zeros; a future version may carry more fields,
+/// version `ff` is invalid).
+fn parse(value: &str) -> Option<(String, String, bool)> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -89,7 +101,7 @@ fn parse(value: &str) -> Option<(String, bool)> {
         && hex(flags, 2)
         && (version != "00" || parts.next().is_none());
     let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
-    valid.then(|| (trace.to_owned(), sampled))
+    valid.then(|| (trace.to_owned(), parent.to_owned(), sampled))
 }
 
 /// `bytes` random bytes as lower-case hex (never all zeros).

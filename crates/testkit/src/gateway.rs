@@ -1,8 +1,7 @@
 //! The gateway binary (`invoiceguard serve`) as a child process on a free port.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -117,7 +116,7 @@ impl GatewayProcess {
             .arg(&config_path)
             .env("INVOICEGUARD_LOG", "warn")
             .stdout(std::fs::File::create(&stdout_file)?)
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log"))?)
             .spawn()?;
         let url = if https {
             format!("https://localhost:{port}")
@@ -142,11 +141,10 @@ impl GatewayProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = self.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                bail!("the gateway exited at start ({status}): {stderr}");
+                bail!(
+                    "the gateway exited at start ({status}): {}",
+                    self.stderr_text()
+                );
             }
             let public = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -239,7 +237,11 @@ impl GatewayProcess {
                     .append(true)
                     .open(&self.stdout_file)?,
             )
-            .stderr(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.dir.path().join("stderr.log"))?,
+            )
             .spawn()?;
         self.wait_ready(port).await
     }
@@ -254,6 +256,11 @@ impl GatewayProcess {
             bail!("kill -HUP failed");
         }
         Ok(())
+    }
+
+    /// What it wrote to standard error (its logs), so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     /// Its process id.

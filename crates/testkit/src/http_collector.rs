@@ -1,6 +1,7 @@
-//! An HTTP event collector (what a Vector `http_server` source or a Splunk HEC does for the
-//! gateway's HTTP sink): accepts NDJSON batches on POST, keeps every line with the
-//! `Authorization` header it came with, and can be told to fail (503) for a while.
+//! An HTTP collector (what a Vector `http_server` source or a Splunk HEC does for the gateway's
+//! HTTP audit sink, or an OpenTelemetry collector's OTLP/HTTP receiver for its spans): accepts
+//! batches on POST, keeps every body with the `Authorization` header it came with, and can be
+//! told to fail (503) for a while.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 struct Received {
     /// Every accepted batch: its `Authorization` header and body.
-    batches: Vec<(String, String)>,
+    batches: Vec<(String, Vec<u8>)>,
     /// Batches answered 503.
     refused: usize,
 }
@@ -98,8 +99,16 @@ impl HttpCollector {
             .collect()
     }
 
-    /// Every accepted batch's body.
+    /// Every accepted batch's body, as text.
     pub fn bodies(&self) -> Vec<String> {
+        self.raw_bodies()
+            .iter()
+            .map(|body| String::from_utf8_lossy(body).into_owned())
+            .collect()
+    }
+
+    /// Every accepted batch's body, as sent (OTLP batches are protobuf).
+    pub fn raw_bodies(&self) -> Vec<Vec<u8>> {
         let received = self.received.lock().unwrap_or_else(|p| p.into_inner());
         received
             .batches
@@ -142,7 +151,7 @@ async fn collect(
         .into_body()
         .collect()
         .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
     let mut state = received.lock().unwrap_or_else(|p| p.into_inner());
     let status = if failing.load(Ordering::SeqCst) {

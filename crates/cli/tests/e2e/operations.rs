@@ -338,3 +338,88 @@ async fn tls_at_both_hops_with_a_client_certificate_to_the_upstream() {
         .unwrap();
     assert_problem(&reply, 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_clients_trace_and_logs_are_json() {
+    let otlp = invoiceguard_testkit::HttpCollector::start().unwrap();
+    let mut world = World::start_with(
+        &format!(
+            "[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"http://{}/v1/traces\"\nservice_name = \"gw-test\"\n",
+            otlp.addr
+        ),
+        None,
+        "",
+    )
+    .await;
+    let alice = world.token("alice").await;
+    let trace = "5b8efff798038103d269b633813fc60c";
+    let reply = send(
+        Request::get(world.url("/invoices/INV-1"))
+            .header("authorization", format!("Bearer {alice}"))
+            .header("traceparent", format!("00-{trace}-eee19b7ec3c1b174-01"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    // The upstream is told the exported span is its parent.
+    let journal = world.upstream.journal().await.unwrap();
+    let sent = journal[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "traceparent")
+        .unwrap()[1]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(sent.starts_with(&format!("00-{trace}-")), "{sent}");
+    let gateway_span = sent[36..52].to_owned();
+    // A failed request is logged (as JSON) with its request id: the upstream goes away.
+    drop(std::mem::replace(
+        &mut world.upstream,
+        Upstream::start().unwrap(),
+    ));
+    let failed = get(&world.url("/invoices/INV-1"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(failed.status, 502);
+    // At SIGTERM the buffered spans are exported.
+    let gateway = &mut world.gateway;
+    assert!(tokio::task::block_in_place(|| gateway.terminate()).unwrap());
+    let exported = otlp.raw_bodies().concat();
+    let bytes = |hex: &str| -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let contains = |needle: &[u8]| exported.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        contains(&bytes(trace)),
+        "the client's trace id was exported"
+    );
+    assert!(
+        contains(&bytes(&gateway_span)),
+        "the span the upstream was told of"
+    );
+    assert!(
+        contains(&bytes("eee19b7ec3c1b174")),
+        "the client's span as parent"
+    );
+    for name in ["request", "authenticate", "authorize", "forward", "gw-test"] {
+        assert!(
+            contains(name.as_bytes()),
+            "span or service `{name}` exported"
+        );
+    }
+    let logged = gateway.stderr_text();
+    let line = logged
+        .lines()
+        .find(|l| l.contains(failed.header("x-request-id")))
+        .unwrap_or_else(|| panic!("no log line for the failed request in:\n{logged}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["fields"]["message"], "request failed");
+}
