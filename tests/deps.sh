@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, when it is missing: Node.js and npm (the IdP runs on
 # them), openssl (test certificates), redis-server (shared state), rsyslog (the audit collector),
-# curl and jq (the demo), then the
+# curl and jq (the demo), kubernetes-validate (the deploy/ manifests), then the
 # IdP's npm packages with
 # `npm ci` from tests/idp/package-lock.json. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server rsyslogd:rsyslog; do
+for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server rsyslogd:rsyslog systemd-analyze:systemd; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 # rsyslog's TLS driver (syslog over TLS, RFC 5425) is a package of its own.
@@ -32,4 +32,12 @@ installed=tests/idp/node_modules/.package-lock.json
 if [ ! -f "$installed" ] || [ tests/idp/package-lock.json -nt "$installed" ]; then
   echo "deps: installing the test IdP (npm ci in tests/idp)"
   (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The Kubernetes manifests in deploy/ are checked against the API schemas (offline) by
+# kubernetes-validate, installed from PyPI into target/tools.
+if [ ! -x target/tools/bin/kubernetes-validate ]; then
+  echo "deps: installing kubernetes-validate (pip, into target/tools)"
+  python3 -m venv target/tools
+  target/tools/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 fi

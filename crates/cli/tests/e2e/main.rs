@@ -19,6 +19,7 @@ use invoiceguard_testkit::{
 use serde_json::{Value, json};
 
 mod audit;
+mod deploy;
 mod identity;
 mod operations;
 mod policy;
