@@ -9,7 +9,8 @@ help:
 	@echo "make demo   run the gateway on embedded defaults with the real IdP and the example API"
 	@echo "make test   the whole test suite (installs Node.js, openssl and the IdP when missing)"
 	@echo "make check  cargo fmt --check and cargo clippy -D warnings"
-	@echo "make bench  criterion benches of the hot path"
+	@echo "make bench  criterion benches of the hot path, the audit share, and the side-by-side"
+	@echo "            comparison with nginx and Apache mod_auth_openidc (target/bench/)"
 
 deps:
 	@bash tests/deps.sh
@@ -30,6 +31,7 @@ test: deps
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked -p invoiceguard-gateway --features bench --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -38,6 +40,12 @@ clean:
 	$(CARGO) clean
 	rm -rf .demo tests/idp/node_modules
 
-# Criterion benches of the hot path (needs the test IdP: installs it when missing).
+# Criterion benches of the hot path, the audit share, and the side-by-side comparison (needs the
+# test IdP, nginx and Apache mod_auth_openidc: installs them when missing). Results in
+# target/criterion and target/bench; the method in docs/performance.md.
 bench: deps
+	@bash tests/bench-deps.sh
+	$(CARGO) build --locked --release -p invoiceguard-cli -p invoicing-api
+	$(CARGO) build --locked --release -p invoiceguard-gateway --features bench --example proxy_only
 	$(CARGO) bench --locked --workspace
+	$(CARGO) bench --locked -p invoiceguard-gateway --features bench --bench normalize

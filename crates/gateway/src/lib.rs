@@ -13,6 +13,8 @@
 
 mod admin;
 mod audit_trail;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod config;
 mod enrich;
 mod error;

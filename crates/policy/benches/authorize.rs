@@ -82,5 +82,30 @@ fn authorize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, authorize);
+/// Route matching: the method and the decoded segments to a route of the baseline's table.
+fn routes(c: &mut Criterion) {
+    let engine = engine(baseline_dir());
+    let mut group = c.benchmark_group("routes");
+    for (name, method, path) in [
+        ("invoice-read", "GET", &["invoices", "INV-1042"][..]),
+        (
+            "invoice-approve",
+            "POST",
+            &["invoices", "INV-1042", "approve"][..],
+        ),
+        ("no-route", "DELETE", &["settings", "everything"][..]),
+    ] {
+        let segments: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(
+            engine.routes().find(method, &segments).is_some(),
+            name != "no-route"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| engine.routes().find(method, &segments).is_some())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, authorize, routes);
 criterion_main!(benches);

@@ -1,0 +1,604 @@
+//! The side-by-side benchmark (`make bench`): on one machine, in one run, interleaved, the same
+//! upstream (the example invoicing API) reached directly, through nginx as a plain reverse proxy,
+//! through Apache with mod_auth_openidc validating the same JWTs against the same IdP keys,
+//! through invoiceguard's accept and forward phases alone (`proxy_only`), and through the full
+//! invoiceguard pipeline (JWT, Cedar baseline, memory state, audit spool with a file sink).
+//!
+//! For each: the maximum requests per second (closed loop), latency p50 / p99 at one fixed rate
+//! for all (open loop, measured from each request's scheduled time), and the proxy's CPU time
+//! per request (from /proc, its whole process tree) — with many distinct tokens (thousands,
+//! rotated; invoiceguard's token cache off, so no proxy is flattered) and with one hot token.
+//! The proxies are pinned to CPU 1, the upstream, the IdP and this load generator to CPU 0.
+//! Writes `target/bench/compare.json` and `compare.md`. Under `cargo test` (no `--bench`) it
+//! does nothing.
+#![expect(clippy::unwrap_used, reason = "a bench fails loudly at setup")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use invoiceguard_testkit::{GatewayProcess, Idp, TempDir, free_port, repo_root};
+use serde_json::json;
+
+const TOKENS: usize = 4000;
+const CONNECTIONS: usize = 32;
+const RUN: Duration = Duration::from_secs(8);
+const ROUNDS: usize = 2;
+const PATH: &str = "/invoices/INV-1";
+
+/// One thing measured: where to send requests, and which processes to charge CPU to.
+struct Target {
+    name: &'static str,
+    url: String,
+    root_pid: u32,
+}
+
+/// User + system CPU seconds of a process tree (live descendants, and the reaped ones the root
+/// waited for).
+fn tree_cpu_seconds(root: u32) -> f64 {
+    let mut parents: HashMap<u32, u32> = HashMap::new();
+    let mut times: HashMap<u32, (f64, f64)> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
+        parents.insert(pid, f[1].parse().unwrap_or(0));
+        times.insert(pid, (n(11) + n(12), n(13) + n(14)));
+    }
+    let in_tree = |mut pid: u32| {
+        while pid > 1 {
+            if pid == root {
+                return true;
+            }
+            pid = parents.get(&pid).copied().unwrap_or(0);
+        }
+        false
+    };
+    let ticks: f64 = times
+        .iter()
+        .filter(|(pid, _)| in_tree(**pid))
+        .map(|(pid, (own, children))| own + if *pid == root { *children } else { 0.0 })
+        .sum();
+    ticks / 100.0
+}
+
+fn pin(pid: u32, cpu: &str) {
+    let _ = Command::new("taskset")
+        .args(["-a", "-cp", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status();
+}
+
+/// A process this bench started: asked to stop (SIGTERM, which nginx and Apache pass on to their
+/// workers) and waited for when dropped — also when the bench fails half-way.
+struct Running(Child);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cpu: &str, program: &str, args: &[&str]) -> Running {
+    Running(
+        Command::new("taskset")
+            .args(["-c", cpu, program])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} (make bench installs it): {e}")),
+    )
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn call(client: &HttpClient, url: &http::Uri, token: &str) -> bool {
+    let request = http::Request::get(url.clone())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    match client.request(request).await {
+        Ok(response) => {
+            let ok = response.status() == 200;
+            ok && response.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Closed loop: `CONNECTIONS` workers for `RUN`. Returns (requests/s, errors).
+async fn max_rate(url: &http::Uri, tokens: &Arc<Vec<String>>) -> (f64, usize) {
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build_http();
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + RUN;
+    let mut workers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (client, url, tokens, next) =
+            (client.clone(), url.clone(), tokens.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut done, mut errors) = (0usize, 0usize);
+            while Instant::now() < deadline {
+                let token = &tokens[next.fetch_add(1, Ordering::Relaxed) % tokens.len()];
+                if call(&client, &url, token).await {
+                    done += 1;
+                } else {
+                    errors += 1;
+                }
+            }
+            (done, errors)
+        }));
+    }
+    let (mut done, mut errors) = (0, 0);
+    for worker in workers {
+        let (d, e) = worker.await.unwrap();
+        done += d;
+        errors += e;
+    }
+    (done as f64 / RUN.as_secs_f64(), errors)
+}
+
+/// Open loop at `rate` requests/s for `RUN`: latency of each from its scheduled start.
+/// Returns (p50 ms, p99 ms, errors).
+async fn fixed_rate(url: &http::Uri, tokens: &Arc<Vec<String>>, rate: f64) -> (f64, f64, usize) {
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * RUN.as_secs_f64()) as usize;
+    let start = Instant::now();
+    let mut requests = Vec::with_capacity(total);
+    for i in 0..total {
+        let scheduled = start + interval * u32::try_from(i).unwrap();
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (client, url, tokens) = (client.clone(), url.clone(), tokens.clone());
+        requests.push(tokio::spawn(async move {
+            let ok = call(&client, &url, &tokens[i % tokens.len()]).await;
+            (scheduled.elapsed().as_secs_f64() * 1000.0, ok)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for request in requests {
+        let (ms, ok) = request.await.unwrap();
+        latencies.push(ms);
+        errors += usize::from(!ok);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    (at(0.50), at(0.99), errors)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn version(command: &str, args: &[&str]) -> String {
+    Command::new(command)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        })
+        .unwrap_or_else(|_| "not found".to_owned())
+}
+
+fn nginx_config(dir: &Path, port: u16, upstream: u16) -> PathBuf {
+    let path = dir.join("nginx.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\ndaemon off;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  upstream api {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://api;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An RSA key and its certificate (`idp-rsa.pem`) made with openssl, as the IdP's keys file (the
+/// RSA key first, so it signs; an EC key after it for the IdP's own use). Returns the keys file.
+fn rsa_signing_key(dir: &Path) -> PathBuf {
+    let status = Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "idp-rsa.key",
+            "-out",
+            "idp-rsa.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench-idp",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl failed");
+    let keys = dir.join("keys.json");
+    let script = format!(
+        "const c=require('crypto'),fs=require('fs');\
+         const rsa=c.createPrivateKey(fs.readFileSync({key:?})).export({{format:'jwk'}});\
+         const ec=c.generateKeyPairSync('ec',{{namedCurve:'P-256'}}).privateKey.export({{format:'jwk'}});\
+         fs.writeFileSync({out:?},JSON.stringify({{keys:[{{...rsa,kid:'{KID}',alg:'RS256'}},{{...ec,kid:'bench-es256',alg:'ES256'}}]}}));",
+        key = dir.join("idp-rsa.key"),
+        out = keys,
+    );
+    let status = Command::new("node").args(["-e", &script]).status().unwrap();
+    assert!(status.success(), "node failed");
+    keys
+}
+
+/// The RSA key's id.
+const KID: &str = "bench-rs256";
+
+fn apache_config(dir: &Path, port: u16, upstream: u16, certificate: &Path) -> PathBuf {
+    let path = dir.join("httpd.conf");
+    let modules = "/usr/lib/apache2/modules";
+    std::fs::write(
+        &path,
+        format!(
+            "ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nErrorLog {d}/apache-error.log\nLogLevel warn\n\
+             ServerName localhost\nListen 127.0.0.1:{port}\nUser www-data\nGroup www-data\n\
+             LoadModule mpm_event_module {m}/mod_mpm_event.so\n\
+             LoadModule authn_core_module {m}/mod_authn_core.so\n\
+             LoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule authz_user_module {m}/mod_authz_user.so\n\
+             LoadModule proxy_module {m}/mod_proxy.so\n\
+             LoadModule proxy_http_module {m}/mod_proxy_http.so\n\
+             LoadModule auth_openidc_module {m}/mod_auth_openidc.so\n\
+             StartServers 1\nServerLimit 1\nThreadsPerChild 64\nThreadLimit 64\nMaxRequestWorkers 64\n\
+             MinSpareThreads 1\nMaxSpareThreads 64\nMaxConnectionsPerChild 0\n\
+             KeepAlive On\nMaxKeepAliveRequests 0\nKeepAliveTimeout 30\n\
+             OIDCOAuthVerifyCertFiles {KID}#{certificate}\nOIDCOAuthRemoteUserClaim sub\nOIDCCryptoPassphrase bench-passphrase\n\
+             OIDCCacheType shm\n\
+             <Location />\n  AuthType oauth20\n  Require claim aud:urn:invoiceguard:invoicing-api\n</Location>\n\
+             ProxyPass / http://127.0.0.1:{upstream}/ keepalive=On\n",
+            d = dir.display(),
+            m = modules,
+            certificate = certificate.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("compare: run by `make bench` (it needs nginx and Apache)");
+        return;
+    }
+    pin(std::process::id(), "0");
+    let dir = TempDir::new("compare").unwrap();
+    let release = repo_root().join("target/release");
+
+    // The common upstream and the IdP, on CPU 0.
+    let upstream_port = free_port().unwrap();
+    let api = release.join("invoicing-api");
+    let upstream = spawn(
+        "0",
+        api.to_str().unwrap(),
+        &["--listen", &format!("127.0.0.1:{upstream_port}")],
+    );
+    wait_listening(upstream_port).await;
+    // One RSA key for everyone: mod_auth_openidc 2.4 (Debian 12) crashes on EC certificates, so
+    // the comparison uses RS256 tokens, verified by Apache from the key's certificate and by
+    // invoiceguard from the IdP's JWKS — the same key.
+    let keys = rsa_signing_key(dir.path());
+    let idp = Idp::start_with_keys(&keys, free_port().unwrap())
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Many distinct tokens, as alice (invoicing, MFA), signed by the IdP's key.
+    let idp = Arc::new(idp);
+    let mut tokens = Vec::with_capacity(TOKENS);
+    for batch in (0..TOKENS).collect::<Vec<_>>().chunks(64) {
+        let signing: Vec<_> = batch
+            .iter()
+            .map(|i| {
+                let (idp, i) = (idp.clone(), *i);
+                tokio::spawn(async move {
+                    let payload = json!({
+                        "iss": idp.issuer, "sub": "alice", "aud": "urn:invoiceguard:invoicing-api",
+                        "iat": now, "exp": now + 3600, "auth_time": now, "jti": format!("bench-{i}"),
+                        "client_id": "invoiceguard-demo", "scope": "openid", "roles": ["invoicing"],
+                        "amr": ["pwd", "otp"], "acr": "urn:invoiceguard:acr:mfa"
+                    });
+                    idp.sign(json!({"typ": "at+jwt"}), payload, None).await.unwrap()
+                })
+            })
+            .collect();
+        for signed in signing {
+            tokens.push(signed.await.unwrap());
+        }
+    }
+    let many = Arc::new(tokens);
+    let hot = Arc::new(vec![many[0].clone()]);
+
+    // The proxies, on CPU 1.
+    let nginx_port = free_port().unwrap();
+    let nginx = spawn(
+        "1",
+        "nginx",
+        &[
+            "-c",
+            nginx_config(dir.path(), nginx_port, upstream_port)
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    let apache_port = free_port().unwrap();
+    let certificate = dir.path().join("idp-rsa.pem");
+    let apache_conf = apache_config(dir.path(), apache_port, upstream_port, &certificate);
+    let apache = spawn(
+        "1",
+        "apache2",
+        &["-f", apache_conf.to_str().unwrap(), "-DFOREGROUND"],
+    );
+    let proxy_port = free_port().unwrap();
+    let proxy_only = release.join("examples/proxy_only");
+    let proxy = spawn(
+        "1",
+        proxy_only.to_str().unwrap(),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{proxy_port}"),
+            "--upstream",
+            &format!("http://127.0.0.1:{upstream_port}"),
+        ],
+    );
+    for port in [nginx_port, apache_port, proxy_port] {
+        wait_listening(port).await;
+    }
+    let sections = |cache: usize| {
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{{port}}\"\n\n[upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\n\
+             [authn]\nissuer = \"{}\"\naudience = [\"urn:invoiceguard:invoicing-api\"]\nrequire_typ = \"at+jwt\"\n\
+             mfa_acr = [\"urn:invoiceguard:acr:mfa\"]\ntoken_cache_entries = {cache}\n\n\
+             [[audit.sinks]]\nname = \"archive\"\nfile = \"archive.log\"\n",
+            idp.issuer
+        )
+    };
+    let binary = release.join("invoiceguard");
+    let full_cold = GatewayProcess::start_with_audit(&binary, &sections(0), None, "stdout = false")
+        .await
+        .unwrap();
+    let full_hot =
+        GatewayProcess::start_with_audit(&binary, &sections(10_000), None, "stdout = false")
+            .await
+            .unwrap();
+    for gateway in [&full_cold, &full_hot] {
+        pin(gateway.pid(), "1");
+    }
+
+    let targets = |full: &GatewayProcess| {
+        vec![
+            Target {
+                name: "direct",
+                url: format!("http://127.0.0.1:{upstream_port}{PATH}"),
+                root_pid: upstream.id(),
+            },
+            Target {
+                name: "nginx",
+                url: format!("http://127.0.0.1:{nginx_port}{PATH}"),
+                root_pid: nginx.id(),
+            },
+            Target {
+                name: "apache-mod_auth_openidc",
+                url: format!("http://127.0.0.1:{apache_port}{PATH}"),
+                root_pid: apache.id(),
+            },
+            Target {
+                name: "invoiceguard-proxy-only",
+                url: format!("http://127.0.0.1:{proxy_port}{PATH}"),
+                root_pid: proxy.id(),
+            },
+            Target {
+                name: "invoiceguard-full",
+                url: format!("{}{PATH}", full.url),
+                root_pid: full.pid(),
+            },
+        ]
+    };
+    // Every target answers before anything is measured.
+    for target in targets(&full_cold).iter().chain(targets(&full_hot).iter()) {
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+        let url: http::Uri = target.url.parse().unwrap();
+        assert!(
+            call(&client, &url, &many[0]).await,
+            "{} does not answer 200",
+            target.name
+        );
+    }
+
+    let mut report = Vec::new();
+    for (case, tokens, full) in [
+        ("many-tokens", &many, &full_cold),
+        ("hot-token", &hot, &full_hot),
+    ] {
+        let list = targets(full);
+        let mut rps: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut cpu: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut errors: HashMap<&str, usize> = HashMap::new();
+        for _ in 0..ROUNDS {
+            for target in &list {
+                let url: http::Uri = target.url.parse().unwrap();
+                let before = tree_cpu_seconds(target.root_pid);
+                let (rate, failed) = max_rate(&url, tokens).await;
+                let used = tree_cpu_seconds(target.root_pid) - before;
+                rps.entry(target.name).or_default().push(rate);
+                cpu.entry(target.name)
+                    .or_default()
+                    .push(used / (rate * RUN.as_secs_f64()) * 1e6);
+                *errors.entry(target.name).or_default() += failed;
+            }
+        }
+        // One rate for all: half the slowest proxy's maximum.
+        let slowest = list
+            .iter()
+            .map(|t| median(rps[t.name].clone()))
+            .fold(f64::INFINITY, f64::min);
+        let rate = (slowest * 0.5).max(100.0).round();
+        let mut latency: HashMap<&str, (f64, f64, usize)> = HashMap::new();
+        for target in &list {
+            let url: http::Uri = target.url.parse().unwrap();
+            latency.insert(target.name, fixed_rate(&url, tokens, rate).await);
+        }
+        for target in &list {
+            let (p50, p99, late_errors) = latency[target.name];
+            report.push(json!({
+                "case": case,
+                "target": target.name,
+                "max_rps": median(rps[target.name].clone()).round(),
+                "cpu_us_per_request": (median(cpu[target.name].clone()) * 10.0).round() / 10.0,
+                "fixed_rate_rps": rate,
+                "p50_ms": (p50 * 1000.0).round() / 1000.0,
+                "p99_ms": (p99 * 1000.0).round() / 1000.0,
+                "errors": errors[target.name] + late_errors,
+            }));
+        }
+    }
+
+    let get = |case: &str, target: &str, field: &str| {
+        report
+            .iter()
+            .find(|r| r["case"] == case && r["target"] == target)
+            .and_then(|r| r[field].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let mut ratios = Vec::new();
+    for case in ["many-tokens", "hot-token"] {
+        let ratio = |a: f64, b: f64| (a / b * 100.0).round() / 100.0;
+        ratios.push(json!({
+            "case": case,
+            "proxy_only_rps_vs_nginx": ratio(get(case, "invoiceguard-proxy-only", "max_rps"), get(case, "nginx", "max_rps")),
+            "proxy_only_cpu_vs_nginx": ratio(get(case, "invoiceguard-proxy-only", "cpu_us_per_request"), get(case, "nginx", "cpu_us_per_request")),
+            "full_rps_vs_proxy_only": ratio(get(case, "invoiceguard-full", "max_rps"), get(case, "invoiceguard-proxy-only", "max_rps")),
+            "full_rps_vs_apache": ratio(get(case, "invoiceguard-full", "max_rps"), get(case, "apache-mod_auth_openidc", "max_rps")),
+            "full_cpu_vs_apache": ratio(get(case, "invoiceguard-full", "cpu_us_per_request"), get(case, "apache-mod_auth_openidc", "cpu_us_per_request")),
+            "full_added_p99_ms_over_direct": ((get(case, "invoiceguard-full", "p99_ms") - get(case, "direct", "p99_ms")) * 1000.0).round() / 1000.0,
+        }));
+    }
+    let machine = json!({
+        "cpu": std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines()
+            .find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim(),
+        "cores": std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines()
+            .filter(|l| l.starts_with("processor")).count(),
+        "kernel": version("uname", &["-r"]),
+    });
+    let versions = json!({
+        "nginx": version("nginx", &["-v"]),
+        "apache": version("apache2", &["-v"]),
+        "mod_auth_openidc": version("dpkg-query", &["-W", "-f=${Version}", "libapache2-mod-auth-openidc"]),
+        "invoiceguard": env!("CARGO_PKG_VERSION"),
+        "rustc": version("rustc", &["--version"]),
+    });
+    let parameters = json!({
+        "path": PATH, "tokens": TOKENS, "connections": CONNECTIONS, "run_s": RUN.as_secs(), "rounds": ROUNDS,
+        "pinning": "proxies on CPU 1; upstream, IdP and load generator on CPU 0",
+        "tokens_alg": "RS256 (2048), one key: Apache from its certificate, invoiceguard from the JWKS",
+        "invoiceguard_full": "JWT RS256 (token cache off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink",
+        "apache": "mod_auth_openidc AuthType oauth20, JWT verified against the IdP's JWKS, event MPM 1x64 threads",
+        "nginx": "proxy_pass with an upstream keepalive pool, 1 worker",
+    });
+    let document = json!({"machine": machine, "versions": versions, "parameters": parameters, "results": report, "ratios": ratios});
+    let out = repo_root().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("compare.json"),
+        serde_json::to_string_pretty(&document).unwrap(),
+    )
+    .unwrap();
+    let mut md = String::from("# invoiceguard side by side\n\n");
+    md += &format!("Machine: {machine}\n\nVersions: {versions}\n\nParameters: {parameters}\n\n");
+    md += "| case | target | max req/s | CPU µs/req | p50 ms @ rate | p99 ms @ rate | rate | errors |\n|---|---|---|---|---|---|---|---|\n";
+    for r in &report {
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["case"].as_str().unwrap_or(""),
+            r["target"].as_str().unwrap_or(""),
+            r["max_rps"],
+            r["cpu_us_per_request"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["fixed_rate_rps"],
+            r["errors"]
+        );
+    }
+    md += "\n| case | proxy-only/nginx req/s | proxy-only/nginx CPU | full/proxy-only req/s | full/Apache req/s | full/Apache CPU | full p99 − direct p99 (ms) |\n|---|---|---|---|---|---|---|\n";
+    for r in &ratios {
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r["case"].as_str().unwrap_or(""),
+            r["proxy_only_rps_vs_nginx"],
+            r["proxy_only_cpu_vs_nginx"],
+            r["full_rps_vs_proxy_only"],
+            r["full_rps_vs_apache"],
+            r["full_cpu_vs_apache"],
+            r["full_added_p99_ms_over_direct"]
+        );
+    }
+    std::fs::write(out.join("compare.md"), &md).unwrap();
+    println!("{md}");
+
+    drop((nginx, apache, proxy, upstream));
+    drop(full_cold);
+    drop(full_hot);
+    drop(idp);
+}

@@ -1,0 +1,102 @@
+//! For benchmarks only (cargo feature `bench`, never in the `invoiceguard` binary): the gateway
+//! with the accept and forward phases alone — the same listener settings, connection handling,
+//! upstream pool and header rewriting, and nothing else (no authentication, no policy, no audit).
+//! It is the "proxy-only" line of the side-by-side benchmark: what the proxy itself costs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Request};
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use invoiceguard_authn::{AuthMethod, Principal, PrincipalKind};
+use tokio::net::TcpListener;
+
+use crate::config::UpstreamConfig;
+use crate::forward::{ForwardContext, Upstream};
+use crate::trace::TraceContext;
+
+/// Forwards every request on `listener` to the upstream, until the task is dropped.
+pub async fn serve_proxy_only(
+    listener: TcpListener,
+    upstream: &UpstreamConfig,
+) -> Result<(), String> {
+    let upstream = Arc::new(Upstream::new(
+        upstream,
+        HeaderName::from_static("x-api-key"),
+    )?);
+    let principal = Arc::new(Principal {
+        kind: PrincipalKind::ServiceAccount,
+        id: "proxy-only".to_owned(),
+        client_id: None,
+        roles: Vec::new(),
+        scopes: Vec::new(),
+        amr: Vec::new(),
+        acr: None,
+        auth_time: None,
+        mfa: false,
+        method: AuthMethod::ApiKey,
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    let builder = Arc::new(builder);
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (upstream, principal, builder) = (upstream.clone(), principal.clone(), builder.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let (upstream, principal) = (upstream.clone(), principal.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        forward(&upstream, &principal, peer, request).await,
+                    )
+                }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    upstream: &Upstream,
+    principal: &Principal,
+    peer: SocketAddr,
+    request: Request<hyper::body::Incoming>,
+) -> http::Response<crate::error::ResponseBody> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let trace = TraceContext::from_headers(request.headers());
+    let path = request.uri().path().to_owned();
+    let (parts, body) = request.into_parts();
+    let context = ForwardContext {
+        principal,
+        request_id: &request_id,
+        trace: &trace,
+        client_ip: peer.ip(),
+        tls: false,
+    };
+    match upstream
+        .send(Request::from_parts(parts, body.boxed()), &path, &context)
+        .await
+    {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(error) => error.to_response(&request_id, &[]),
+    }
+}
+
+/// The normalize phase's canonical path, for its criterion bench: the decoded segments and the
+/// path the upstream receives, or why the request is refused.
+pub fn canonical_path(raw: &str) -> Result<(Vec<String>, String), String> {
+    crate::normalize::canonical_path(raw).map(|path| (path.segments, path.path))
+}
