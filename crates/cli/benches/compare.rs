@@ -11,7 +11,11 @@
 //! The proxies are pinned to CPU 1, the upstream, the IdP and this load generator to CPU 0.
 //! Writes `target/bench/compare.json` and `compare.md`. Under `cargo test` (no `--bench`) it
 //! does nothing.
-#![expect(clippy::unwrap_used, reason = "a bench fails loudly at setup")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a bench fails loudly at setup"
+)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

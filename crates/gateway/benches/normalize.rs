@@ -1,6 +1,5 @@
 //! The normalize phase's hot path: one request target made canonical (decoded once, dot segments
 //! resolved, re-encoded) — a plain one, an encoded and dotted one, and one that is refused.
-#![expect(clippy::unwrap_used, reason = "a bench fails loudly at setup")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use invoiceguard_gateway::bench::canonical_path;
