@@ -23,7 +23,6 @@ pub const ROUTES_FILE: &str = "routes.toml";
 
 /// A loaded, validated policy folder.
 pub struct PolicyEngine {
-    schema: Schema,
     policies: PolicySet,
     /// The step-up demand of each forbid that carries `@step_up` / `@step_up_max_age`.
     step_ups: HashMap<String, StepUp>,
@@ -31,6 +30,8 @@ pub struct PolicyEngine {
     entities: Entities,
     version: String,
     authorizer: Authorizer,
+    /// Type names and action entities, prepared once for every request.
+    prepared: request::Prepared,
 }
 
 impl PolicyEngine {
@@ -118,8 +119,14 @@ impl PolicyEngine {
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect();
+        let prepared = request::Prepared::new(&schema).map_err(|error| {
+            LoadError(vec![Problem::in_file(
+                &schema_path,
+                format!("cannot prepare the schema: {error}"),
+            )])
+        })?;
         Ok(Self {
-            schema,
+            prepared,
             policies,
             step_ups,
             routes,
@@ -158,7 +165,7 @@ impl PolicyEngine {
         facts: &RequestFacts,
     ) -> Decision {
         let limits = self.entities.limits(principal);
-        let cedar = match request::build(&self.schema, principal, route, facts, limits) {
+        let cedar = match request::build(&self.prepared, principal, route, facts, limits) {
             Ok(cedar) => cedar,
             Err(error) => {
                 return Decision {

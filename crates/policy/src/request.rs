@@ -75,17 +75,79 @@ pub(crate) fn uid(entity_type: &str, id: &str) -> Result<EntityUid, String> {
     Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
-/// Builds the request; a failure means the request does not fit the schema (the caller denies).
+/// `ip("…")` for an address. Cedar parses its extension's name on every call, so the expressions
+/// of recent addresses are kept per thread (at most 1024; then the cache starts over).
+fn ip_expression(address: std::net::IpAddr) -> RestrictedExpression {
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<std::net::IpAddr, RestrictedExpression>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    CACHE.with_borrow_mut(|cache| {
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache
+            .entry(address)
+            .or_insert_with(|| RestrictedExpression::new_ip(address.to_string()))
+            .clone()
+    })
+}
+
+/// What every request shares, prepared once when the policy folder loads: the entity type names,
+/// parsed (Cedar's parser is not free), and for each action its entity and its groups' (with
+/// their parents), so a request carries only the action entities its decision can touch.
+pub(crate) struct Prepared {
+    names: HashMap<String, EntityTypeName>,
+    actions: HashMap<EntityUid, Vec<Entity>>,
+}
+
+impl Prepared {
+    /// Parses the schema's entity types (and `Action`) and builds its action entities.
+    pub(crate) fn new(schema: &Schema) -> Result<Self, String> {
+        let mut names: HashMap<String, EntityTypeName> = schema
+            .entity_types()
+            .map(|name| (name.to_string(), name.clone()))
+            .collect();
+        let action = EntityTypeName::from_str("Action").map_err(|e| e.to_string())?;
+        names.insert("Action".to_owned(), action);
+        let all = schema.action_entities().map_err(|e| e.to_string())?;
+        let mut actions = HashMap::new();
+        for entity in all.iter() {
+            let action = entity.uid();
+            let mut with_groups = vec![entity.clone()];
+            for group in all.ancestors(&action).into_iter().flatten() {
+                with_groups.extend(all.get(group).cloned());
+            }
+            actions.insert(action, with_groups);
+        }
+        Ok(Self { names, actions })
+    }
+
+    fn uid(&self, entity_type: &str, id: &str) -> Result<EntityUid, String> {
+        match self.names.get(entity_type) {
+            Some(name) => Ok(EntityUid::from_type_name_and_id(
+                name.clone(),
+                EntityId::new(id),
+            )),
+            None => uid(entity_type, id),
+        }
+    }
+}
+
+/// Builds the request. Its shape is the schema's by construction — typed values, entity types
+/// from the schema, routes checked against it at load — so it is not validated again per
+/// request; a failure means an id Cedar cannot hold (the caller denies).
 pub(crate) fn build(
-    schema: &Schema,
+    prepared: &Prepared,
     principal: &Principal,
     route: &RouteMatch<'_>,
     facts: &RequestFacts,
     limits: Limits,
 ) -> Result<CedarRequest, String> {
-    let (principal_uid, principal_entity, roles) = principal_entity(principal, limits)?;
-    let action = uid("Action", &route.route.action)?;
-    let resource = uid(&route.route.resource_type, &route.resource_id)?;
+    let (principal_uid, principal_entity, roles) = principal_entity(prepared, principal, limits)?;
+    let action = prepared.uid("Action", &route.route.action)?;
+    let action_entities = prepared.actions.get(&action).cloned().unwrap_or_default();
+    let resource = prepared.uid(&route.route.resource_type, &route.resource_id)?;
     let context = Context::from_pairs([
         (
             "mfa".to_owned(),
@@ -95,10 +157,7 @@ pub(crate) fn build(
             "interactive".to_owned(),
             RestrictedExpression::new_bool(principal.kind == PrincipalKind::User),
         ),
-        (
-            "source_ip".to_owned(),
-            RestrictedExpression::new_ip(facts.source_ip.to_string()),
-        ),
+        ("source_ip".to_owned(), ip_expression(facts.source_ip)),
         (
             "acr".to_owned(),
             RestrictedExpression::new_string(principal.acr.clone().unwrap_or_default()),
@@ -141,19 +200,13 @@ pub(crate) fn build(
         ),
     ])
     .map_err(|e| e.to_string())?;
-    let request = Request::new(
-        principal_uid,
-        action,
-        resource.clone(),
-        context,
-        Some(schema),
-    )
-    .map_err(|e| e.to_string())?;
+    let request = Request::new(principal_uid, action, resource.clone(), context, None)
+        .map_err(|e| e.to_string())?;
     let mut resource_attrs = HashMap::new();
     if let Some(creator) = &facts.resource.creator {
         resource_attrs.insert(
             "creator".to_owned(),
-            RestrictedExpression::new_entity_uid(uid("User", creator)?),
+            RestrictedExpression::new_entity_uid(prepared.uid("User", creator)?),
         );
     }
     if let Some(amount) = facts.resource.amount {
@@ -174,8 +227,11 @@ pub(crate) fn build(
     let resource_entity =
         Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;
     let entities = Entities::from_entities(
-        roles.into_iter().chain([principal_entity, resource_entity]),
-        Some(schema),
+        roles
+            .into_iter()
+            .chain([principal_entity, resource_entity])
+            .chain(action_entities),
+        None,
     )
     .map_err(|e| e.to_string())?;
     Ok(CedarRequest { request, entities })
@@ -183,16 +239,17 @@ pub(crate) fn build(
 
 /// The principal's entity, and the role entities it is a member of.
 fn principal_entity(
+    prepared: &Prepared,
     principal: &Principal,
     limits: Limits,
 ) -> Result<(EntityUid, Entity, Vec<Entity>), String> {
     match principal.kind {
         PrincipalKind::User => {
-            let me = uid("User", &principal.id)?;
+            let me = prepared.uid("User", &principal.id)?;
             let roles = principal
                 .roles
                 .iter()
-                .map(|role| uid("Role", role))
+                .map(|role| prepared.uid("Role", role))
                 .collect::<Result<HashSet<_>, _>>()?;
             let role_entities = roles
                 .iter()
@@ -210,7 +267,7 @@ fn principal_entity(
             Ok((me, entity, role_entities))
         }
         PrincipalKind::ServiceAccount => {
-            let me = uid("ServiceAccount", &principal.id)?;
+            let me = prepared.uid("ServiceAccount", &principal.id)?;
             let scopes = RestrictedExpression::new_set(
                 principal
                     .scopes
