@@ -106,21 +106,24 @@ fn parse(value: &str) -> Option<(String, String, bool)> {
 
 /// `bytes` random bytes as lower-case hex (never all zeros).
 fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    loop {
-        if aws_lc_rs::rand::fill(&mut buffer).is_err() {
-            // The system's generator failed: a time-derived id still keeps traces apart.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos());
-            for (i, byte) in buffer.iter_mut().enumerate() {
-                *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
-            }
-        }
-        if buffer.iter().any(|b| *b != 0) {
-            return buffer.iter().map(|b| format!("{b:02x}")).collect();
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buffer = [0u8; 16];
+    let buffer = &mut buffer[..bytes.min(16)];
+    if aws_lc_rs::rand::fill(buffer).is_err() || buffer.iter().all(|b| *b == 0) {
+        // The system's generator failed: a time-derived id still keeps traces apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos());
+        for (i, byte) in buffer.iter_mut().enumerate() {
+            *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
         }
     }
+    let mut text = String::with_capacity(buffer.len() * 2);
+    for byte in buffer.iter() {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 #[cfg(test)]
