@@ -114,10 +114,21 @@ struct Kick {
     urgent: bool,
 }
 
+/// The files the fsync thread makes durable.
+struct SyncFiles {
+    /// The open segment.
+    open: File,
+    /// Segments closed since the last sync (synced before the open one is counted on disk).
+    closed: Vec<File>,
+    /// A segment was created: the folder's entry must be made durable too.
+    dir_changed: bool,
+}
+
 /// The group commit: one `fsync` covers every line written before it.
 struct Syncer {
-    /// The open segment (swapped at rotation).
-    file: Mutex<File>,
+    /// What to sync; a rotation only swaps files here (the syncing happens on the fsync thread,
+    /// never under the writer's lock).
+    files: Mutex<SyncFiles>,
     /// The highest sequence number written (maybe not yet on disk).
     written: AtomicU64,
     kicked: Mutex<Kick>,
@@ -174,7 +185,11 @@ impl AuditLog {
         let file = open_segment(&file_path).map_err(open_error(&file_path))?;
         let file_bytes = file.metadata().map_err(open_error(&file_path))?.len();
         let syncer = Arc::new(Syncer {
-            file: Mutex::new(file.try_clone().map_err(open_error(&file_path))?),
+            files: Mutex::new(SyncFiles {
+                open: file.try_clone().map_err(open_error(&file_path))?,
+                closed: Vec::new(),
+                dir_changed: false,
+            }),
             written: AtomicU64::new(last_seq),
             kicked: Mutex::new(Kick::default()),
             wake: Condvar::new(),
@@ -321,30 +336,24 @@ impl AuditLog {
         Ok(event.seq)
     }
 
-    /// Closes the open segment (on disk first) and starts the one whose first event is
-    /// `first_seq`; then removes what every sink has delivered.
+    /// Closes the open segment and starts the one whose first event is `first_seq`; then removes
+    /// what every sink has delivered. The closed segment is handed to the fsync thread, so the
+    /// requests waiting for the writer never wait for a disk sync.
     fn rotate(&self, writer: &mut Writer, first_seq: u64) -> Result<(), AuditError> {
-        let write_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| AuditError::Write { path, source }
-        };
-        writer
-            .file
-            .sync_data()
-            .map_err(write_error(&writer.file_path))?;
         let path = segment_path(&self.dir, first_seq);
-        let file = open_segment(&path).map_err(write_error(&path))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(write_error(&self.dir))?;
-        *self.syncer.file.lock().unwrap_or_else(|p| p.into_inner()) =
-            file.try_clone().map_err(write_error(&path))?;
-        self.durable.send_if_modified(|on_disk| {
-            let closed_last = first_seq - 1;
-            (*on_disk < closed_last)
-                .then(|| *on_disk = closed_last)
-                .is_some()
-        });
+        let write_error = |source| AuditError::Write {
+            path: path.clone(),
+            source,
+        };
+        let file = open_segment(&path).map_err(write_error)?;
+        let for_syncer = file.try_clone().map_err(write_error)?;
+        {
+            let mut files = self.syncer.files.lock().unwrap_or_else(|p| p.into_inner());
+            let closed = std::mem::replace(&mut files.open, for_syncer);
+            files.closed.push(closed);
+            files.dir_changed = true;
+        }
+        self.syncer.kick(false);
         writer.file = file;
         writer.file_path = path;
         writer.file_first_seq = first_seq;
@@ -506,8 +515,7 @@ fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, d
             if target <= *durable.borrow() {
                 continue;
             }
-            // Holding the lock: a rotation (which syncs the closed segment itself) waits.
-            let synced = syncer.file.lock().unwrap_or_else(|p| p.into_inner()).sync_data();
+            let synced = sync_files(&syncer, &dir);
             match synced {
                 Ok(()) => {
                     failing = false;
@@ -526,6 +534,32 @@ fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, d
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start the audit fsync thread; sensitive requests will be refused");
     }
+}
+
+/// Syncs the closed segments, the folder (after a rotation) and the open segment: every event
+/// written before the call is then on disk. The files are taken out of the lock first, so a
+/// rotation never waits for a sync; what fails is put back for the next attempt.
+fn sync_files(syncer: &Syncer, dir: &Path) -> std::io::Result<()> {
+    let (closed, dir_changed, open) = {
+        let mut files = syncer.files.lock().unwrap_or_else(|p| p.into_inner());
+        let open = files.open.try_clone()?;
+        let dir_changed = std::mem::take(&mut files.dir_changed);
+        (std::mem::take(&mut files.closed), dir_changed, open)
+    };
+    let result = closed.iter().try_for_each(File::sync_data).and_then(|()| {
+        if dir_changed {
+            File::open(dir)?.sync_all()?;
+        }
+        open.sync_data()
+    });
+    if result.is_err() {
+        let mut files = syncer.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retry = closed;
+        retry.append(&mut files.closed);
+        files.closed = retry;
+        files.dir_changed |= dir_changed;
+    }
+    result
 }
 
 /// The `seq` and the bytes of the spool's last complete event; 0 and none for an empty spool.
@@ -692,6 +726,26 @@ mod tests {
             written + 1,
             "a refused event takes no sequence number"
         );
+        std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn durable_appends_span_rotations_without_syncing_under_the_writer() {
+        let mut config = config("durable");
+        config.segment_bytes = 4096;
+        config.max_bytes = 1 << 20;
+        let log = AuditLog::open(&config).unwrap();
+        for i in 0..40 {
+            let seq = log.record_durable(event(&format!("d{i}"))).await.unwrap();
+            assert_eq!(seq, i + 1);
+        }
+        // The closed segments went to the fsync thread; each durable append still completed.
+        assert!(segments(&config.spool).unwrap().len() >= 5);
+        assert!(
+            log.syncer.files.lock().unwrap().closed.is_empty(),
+            "every closed segment synced"
+        );
+        assert_eq!(*log.durable.borrow(), 40);
         std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
     }
 }

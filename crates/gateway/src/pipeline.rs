@@ -186,16 +186,15 @@ impl Gateway {
             trace_from_client = trail.trace.from_client,
         );
         // With spans exported, the exporter's ids are the ones the upstream and the event get.
-        let client = trail
-            .trace
-            .parent_id
-            .clone()
-            .map(|parent| (trail.trace.trace_id.clone(), parent, trail.trace.sampled));
-        let client = client
-            .as_ref()
-            .map(|(t, p, s)| (t.as_str(), p.as_str(), *s));
-        if let Some(ids) = invoiceguard_telemetry::continue_trace(&span, client) {
-            trail.trace.adopt(ids);
+        if invoiceguard_telemetry::exporting() {
+            let trace = &trail.trace;
+            let client = trace
+                .parent_id
+                .as_deref()
+                .map(|parent| (trace.trace_id.as_str(), parent, trace.sampled));
+            if let Some(ids) = invoiceguard_telemetry::continue_trace(&span, client) {
+                trail.trace.adopt(ids);
+            }
         }
         let policy = self.policies.current();
         let decided = match &policy {

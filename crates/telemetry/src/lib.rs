@@ -9,4 +9,4 @@ mod subscriber;
 
 pub use config::{LogFormat, TelemetryConfig};
 pub use metrics::{Metrics, metrics, status_class};
-pub use subscriber::{Telemetry, continue_trace, init};
+pub use subscriber::{Telemetry, continue_trace, exporting, init};

@@ -16,6 +16,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
+/// Whether spans are exported (set once, by [`init`]).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported: without an exporter there is no trace context to continue.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The installed subscriber; [`Telemetry::shutdown`] exports the spans still buffered.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -66,6 +74,10 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
         .with(logs)
         .with(spans)
         .try_init();
+    EXPORTING.store(
+        provider.is_some() && installed.is_ok(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if let Err(error) = installed {
         eprintln!("invoiceguard: cannot install the log subscriber: {error}");
     }
