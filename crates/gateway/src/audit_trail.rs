@@ -311,3 +311,56 @@ pub(crate) fn admin_event(
         prev_hash: String::new(),
     }
 }
+
+/// The audit event of a request the HTTP layer refused before the gateway could read it (a
+/// malformed or oversized request head, ambiguous framing): its source, the status the client
+/// got, and the parser's reason. Method and path are unknown (empty).
+pub(crate) fn malformed_event(
+    peer: SocketAddr,
+    status: u16,
+    detail: &str,
+    policy_version: &str,
+) -> AuditEvent {
+    AuditEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        seq: 0,
+        stage: "complete",
+        time: now_rfc3339(),
+        instance: String::new(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        trace_id: None,
+        actor: None,
+        source: Source {
+            ip: peer.ip().to_string(),
+            user_agent: None,
+        },
+        request: RequestRecord {
+            method: String::new(),
+            path: String::new(),
+            route: None,
+            protocol: "HTTP/1.1".to_owned(),
+        },
+        action: None,
+        resource: None,
+        break_glass_reason: None,
+        decision: DecisionRecord {
+            effect: "deny",
+            reason: "malformed",
+            policies: Vec::new(),
+            policy_version: policy_version.to_owned(),
+            detail: Some(detail.to_owned()),
+            shadow: None,
+        },
+        outcome: Outcome {
+            status,
+            upstream_status: None,
+            duration_ms: 0.0,
+            response_bytes: None,
+            error_side: Some("client"),
+            export_rows: None,
+        },
+        severity: "warning",
+        category: "authorization",
+        prev_hash: String::new(),
+    }
+}

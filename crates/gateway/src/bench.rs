@@ -87,7 +87,11 @@ async fn forward(
         tls: false,
     };
     match upstream
-        .send(Request::from_parts(parts, body.boxed()), &path, &context)
+        .send(
+            Request::from_parts(parts, body.map_err(crate::body::BodyError::Client).boxed()),
+            &path,
+            &context,
+        )
         .await
     {
         Ok(response) => response.map(BodyExt::boxed),

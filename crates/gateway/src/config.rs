@@ -61,8 +61,9 @@ impl Default for AdminConfig {
     }
 }
 
-/// Brute-force protection: failed authentications counted per source address and per claimed
-/// subject over a sliding window; past the limit, 429 with `Retry-After`.
+/// Brute-force protection (failed authentications counted per source address and per claimed
+/// subject over a sliding window; past the limit, 429 with `Retry-After`), and the size and
+/// concurrency limits of requests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -75,6 +76,13 @@ pub struct LimitsConfig {
     /// The window, in seconds.
     #[serde(default = "default_failed_window_s")]
     pub failed_auth_window_s: u64,
+    /// The largest request body, in bytes; a longer one is refused with 413 (before it is
+    /// forwarded when `Content-Length` says so, or cut off mid-stream).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Requests handled at once by this gateway; more are refused with 503 and `Retry-After`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for LimitsConfig {
@@ -83,6 +91,8 @@ impl Default for LimitsConfig {
             failed_auth_per_ip: default_failed_per_ip(),
             failed_auth_per_subject: default_failed_per_subject(),
             failed_auth_window_s: default_failed_window_s(),
+            max_body_bytes: default_max_body_bytes(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -97,6 +107,14 @@ fn default_failed_per_subject() -> u64 {
 
 fn default_failed_window_s() -> u64 {
     60
+}
+
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+fn default_max_in_flight() -> usize {
+    1024
 }
 
 /// The public listener.
@@ -114,6 +132,15 @@ pub struct ListenConfig {
     /// Time allowed for a client to send a request's headers, in milliseconds.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
+    /// Longest pause allowed between two chunks of a request body, in milliseconds (then 408).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Open client connections at most; more are closed as soon as they are accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open client connections at most from one IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[serde(default = "default_drain_timeout_s")]
     pub drain_timeout_s: u64,
@@ -158,6 +185,18 @@ fn default_header_timeout_ms() -> u64 {
     10_000
 }
 
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_connections_per_ip() -> usize {
+    512
+}
+
 fn default_drain_timeout_s() -> u64 {
     30
 }
@@ -173,6 +212,9 @@ impl Default for ListenConfig {
             tls: None,
             client_ca_file: None,
             header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
             drain_timeout_s: default_drain_timeout_s(),
         }
     }
@@ -316,8 +358,18 @@ impl Config {
         if self.upstream.client_cert.is_some() && !self.upstream.url.starts_with("https://") {
             problems.push("upstream.client_cert: needs an https `upstream.url`".to_owned());
         }
-        if self.listen.header_timeout_ms == 0 {
-            problems.push("listen.header_timeout_ms: must be at least 1".to_owned());
+        for (key, value) in [
+            ("header_timeout_ms", self.listen.header_timeout_ms),
+            ("body_timeout_ms", self.listen.body_timeout_ms),
+            ("max_connections", self.listen.max_connections as u64),
+            (
+                "max_connections_per_ip",
+                self.listen.max_connections_per_ip as u64,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("listen.{key}: must be at least 1"));
+            }
         }
         let files = self
             .listen
@@ -378,6 +430,8 @@ impl Config {
             ("failed_auth_per_ip", limits.failed_auth_per_ip),
             ("failed_auth_per_subject", limits.failed_auth_per_subject),
             ("failed_auth_window_s", limits.failed_auth_window_s),
+            ("max_body_bytes", limits.max_body_bytes),
+            ("max_in_flight", limits.max_in_flight as u64),
         ] {
             if value == 0 {
                 problems.push(format!("limits.{key}: must be at least 1"));

@@ -10,6 +10,9 @@ use invoiceguard_policy::StepUp;
 /// The body of every response the gateway sends: the upstream's stream, or a problem document.
 pub(crate) type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
+/// The body of every request sent to the upstream: the client's, held to its limits.
+pub(crate) type RequestBody = BoxBody<Bytes, crate::body::BodyError>;
+
 /// Which side caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -37,6 +40,15 @@ pub enum GatewayError {
     /// The request is malformed or ambiguous (normalize phase).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The request body is larger than `limits.max_body_bytes` (the limit).
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(u64),
+    /// The client paused its request body longer than `listen.body_timeout_ms`.
+    #[error("request body timed out after {0} ms of silence")]
+    BodyTimeout(u64),
+    /// The gateway is handling `limits.max_in_flight` requests already.
+    #[error("too many requests in flight")]
+    Overloaded,
     /// No route of `routes.toml` matches (default deny).
     #[error("no route matches")]
     NoRoute,
@@ -83,6 +95,9 @@ impl GatewayError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             Self::FactUnavailable(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
@@ -101,18 +116,22 @@ impl GatewayError {
     /// Which side is at fault.
     pub(crate) fn side(&self) -> Side {
         match self {
-            Self::BadRequest(_) | Self::NoRoute | Self::Forbidden | Self::StepUpRequired(_) => {
-                Side::Client
-            }
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge(_)
+            | Self::BodyTimeout(_)
+            | Self::NoRoute
+            | Self::Forbidden
+            | Self::StepUpRequired(_) => Side::Client,
             Self::Unauthenticated(e) if e.is_unavailable() => Side::Upstream,
             Self::Unauthenticated(_) => Side::Client,
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout | Self::FactUnavailable(_) => {
                 Side::Upstream
             }
             Self::NotFound | Self::TooManyRequests(_) => Side::Client,
-            Self::Internal(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
-                Side::Internal
-            }
+            Self::Internal(_)
+            | Self::AuditUnavailable(_)
+            | Self::PolicyUnavailable
+            | Self::Overloaded => Side::Internal,
         }
     }
 
@@ -120,6 +139,9 @@ impl GatewayError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::PayloadTooLarge(_) => "too_large",
+            Self::BodyTimeout(_) => "timeout",
+            Self::Overloaded => "overloaded",
             Self::NoRoute => "no_route",
             Self::Unauthenticated(e) if e.is_unavailable() => "unavailable",
             Self::Unauthenticated(_) => "unauthenticated",
@@ -139,6 +161,8 @@ impl GatewayError {
     pub(crate) fn audit_detail(&self) -> Option<String> {
         match self {
             Self::BadRequest(why) => Some(why.clone()),
+            Self::PayloadTooLarge(_) | Self::BodyTimeout(_) => Some(self.to_string()),
+            Self::Overloaded => None,
             Self::Unauthenticated(e) => Some(e.reason().to_owned()),
             Self::UpstreamUnreachable(why)
             | Self::Internal(why)
@@ -162,6 +186,21 @@ impl GatewayError {
     fn problem(&self) -> (&'static str, &'static str, String) {
         match self {
             Self::BadRequest(why) => ("bad-request", "Bad request", why.clone()),
+            Self::PayloadTooLarge(limit) => (
+                "payload-too-large",
+                "Content too large",
+                format!("the request body is larger than {limit} bytes"),
+            ),
+            Self::BodyTimeout(_) => (
+                "request-timeout",
+                "Request timeout",
+                "the request body was not sent in time".to_owned(),
+            ),
+            Self::Overloaded => (
+                "overloaded",
+                "Service unavailable",
+                "the gateway is busy; try again shortly".to_owned(),
+            ),
             Self::NoRoute => (
                 "access-denied",
                 "Forbidden",
@@ -264,6 +303,12 @@ impl GatewayError {
         {
             headers.insert(header::RETRY_AFTER, value);
         }
+        if matches!(self, Self::Overloaded) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Self::BodyTimeout(_)) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let challenge = match self {
             Self::Unauthenticated(error) => challenge(error),
             Self::StepUpRequired(step_up) => step_up_challenge(step_up, mfa_acr),
@@ -321,6 +366,9 @@ mod tests {
     fn classification() {
         let cases = [
             (GatewayError::BadRequest("x".into()), 400, Side::Client),
+            (GatewayError::PayloadTooLarge(10), 413, Side::Client),
+            (GatewayError::BodyTimeout(10), 408, Side::Client),
+            (GatewayError::Overloaded, 503, Side::Internal),
             (GatewayError::NoRoute, 403, Side::Client),
             (GatewayError::Forbidden, 403, Side::Client),
             (

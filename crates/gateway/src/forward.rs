@@ -12,8 +12,9 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use invoiceguard_authn::{Principal, PrincipalKind};
 
+use crate::body::BodyError;
 use crate::config::UpstreamConfig;
-use crate::error::{GatewayError, ResponseBody};
+use crate::error::{GatewayError, RequestBody};
 use crate::tls;
 
 /// Every header with this prefix is the gateway's to set; client-sent ones are removed.
@@ -48,12 +49,13 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Forwarding headers a client could forge; the gateway writes its own.
-const FORWARDING: [&str; 6] = [
+const FORWARDING: [&str; 7] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-forwarded-port",
+    "x-forwarded-prefix",
     "x-real-ip",
 ];
 
@@ -69,7 +71,7 @@ pub(crate) struct ForwardContext<'a> {
 
 /// The upstream and its connection pool.
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, ResponseBody>,
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     base_path: String,
@@ -123,7 +125,7 @@ impl Upstream {
     /// Sends the request to the upstream at `path` (canonical, authorized) and the original query.
     pub(crate) async fn send(
         &self,
-        request: Request<ResponseBody>,
+        request: Request<RequestBody>,
         path: &str,
         context: &ForwardContext<'_>,
     ) -> Result<Response<Incoming>, GatewayError> {
@@ -154,7 +156,16 @@ impl Upstream {
         let sent = self.client.request(Request::from_parts(parts, body));
         let mut response = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(error)) => return Err(GatewayError::UpstreamUnreachable(error_chain(&error))),
+            Ok(Err(error)) => {
+                return Err(match BodyError::find(&error) {
+                    Some(BodyError::TooLarge(limit)) => GatewayError::PayloadTooLarge(*limit),
+                    Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
+                    Some(BodyError::Client(cause)) => GatewayError::BadRequest(format!(
+                        "the request body could not be read: {cause}"
+                    )),
+                    None => GatewayError::UpstreamUnreachable(error_chain(&error)),
+                });
+            }
             Ok(Ok(response)) => response,
         };
         strip_hop_by_hop(response.headers_mut());

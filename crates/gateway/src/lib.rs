@@ -3,7 +3,8 @@
 //! turns every refusal into one standard answer (`application/problem+json` with the request id).
 //! It also gathers each crate's configuration section into the one configuration file.
 //!
-//! Where things happen: `normalize.rs` (the canonical path), `pipeline.rs` (the phases in order),
+//! Where things happen: `normalize.rs` (the canonical path and the refusal of ambiguous
+//! requests), `body.rs` (the request body's size and time limits), `pipeline.rs` (the phases in order),
 //! `enrich.rs` (facts for the decision: invoice creator and amount, export quota), `forward.rs`
 //! (the upstream call and its headers), `settle.rs` (what the answer proves), `audit_trail.rs`
 //! (the event of each request), `error.rs` (classification and the problem answer), `server.rs`
@@ -15,6 +16,7 @@ mod admin;
 mod audit_trail;
 #[cfg(feature = "bench")]
 pub mod bench;
+mod body;
 mod config;
 mod enrich;
 mod error;

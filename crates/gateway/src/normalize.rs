@@ -1,7 +1,7 @@
 //! The normalize phase: one canonical path, so that the upstream receives exactly the path that
 //! was authorized, and refusal of requests whose meaning another server could read differently.
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, Method, Uri, Version, header};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 /// Characters re-encoded in a canonical path segment: everything but RFC 3986 unreserved
@@ -24,12 +24,33 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// Headers that ask a server to run another method than the request line's: each would let the
+/// Headers that ask a server to run another method, or serve another path, than the request
+/// line's (method-override middleware, IIS and Symfony URL rewriting): each would let the
 /// upstream perform an operation other than the one authorized.
-const METHOD_OVERRIDES: [&str; 3] = [
+const OVERRIDES: [&str; 6] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Query parameters that method-override middleware reads as the method (Rails, Laravel,
+/// Express `method-override`), compared after decoding and ignoring case.
+const QUERY_OVERRIDES: [&str; 2] = ["_method", "x-http-method-override"];
+
+/// What `Connection` may name: only headers that are hop-by-hop anyway. A client naming an
+/// end-to-end header there would have a proxy drop it on the way (RFC 9110 section 7.6.1).
+const CONNECTION_OPTIONS: [&str; 8] = [
+    "close",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "http2-settings",
+    "proxy-connection",
+    "trailer",
+    "transfer-encoding",
 ];
 
 /// A request path in canonical form.
@@ -44,20 +65,90 @@ pub(crate) struct CanonicalPath {
 /// Checks the request line and headers, and returns the canonical path.
 pub(crate) fn request(
     method: &Method,
-    path: &str,
+    uri: &Uri,
+    version: Version,
     headers: &HeaderMap,
 ) -> Result<CanonicalPath, String> {
     if *method == Method::CONNECT || *method == Method::TRACE {
         return Err(format!("method `{method}` is not allowed"));
     }
     framing(headers)?;
-    if let Some(name) = METHOD_OVERRIDES
-        .iter()
-        .find(|name| headers.contains_key(**name))
-    {
+    host(uri, version, headers)?;
+    connection(headers)?;
+    if let Some(name) = OVERRIDES.iter().find(|name| headers.contains_key(**name)) {
         return Err(format!("header `{name}` is not allowed"));
     }
-    canonical_path(path)
+    if let Some(query) = uri.query() {
+        query_overrides(query)?;
+    }
+    canonical_path(uri.path())
+}
+
+/// One host per request: a single valid `Host`, equal to the request target's authority when
+/// both are sent (absolute-form on HTTP/1.1, `:authority` on HTTP/2), required on HTTP/1.1.
+fn host(uri: &Uri, version: Version, headers: &HeaderMap) -> Result<(), String> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one host header".to_owned());
+    }
+    let host = match host {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<http::uri::Authority>().ok())
+                .filter(|authority| authority.as_str().find('@').is_none())
+                .ok_or_else(|| "the host header is not a host".to_owned())?,
+        ),
+        None => None,
+    };
+    match (uri.authority(), host) {
+        (Some(target), Some(host)) if !target.as_str().eq_ignore_ascii_case(host.as_str()) => {
+            Err("the request target's authority and the host header differ".to_owned())
+        }
+        (Some(target), _) if target.as_str().contains('@') => {
+            Err("the request target carries user information".to_owned())
+        }
+        (None, None) if version == Version::HTTP_11 => Err("the host header is missing".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a `Connection` header that names anything but hop-by-hop headers.
+fn connection(headers: &HeaderMap) -> Result<(), String> {
+    for value in headers.get_all(header::CONNECTION) {
+        let text = value
+            .to_str()
+            .map_err(|_| "the connection header is not text".to_owned())?;
+        for option in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if !CONNECTION_OPTIONS
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(option))
+            {
+                return Err(format!(
+                    "the connection header may name only hop-by-hop headers, not `{option}`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses method-override query parameters.
+fn query_overrides(query: &str) -> Result<(), String> {
+    for pair in query.split('&') {
+        let key = pair.split('=').next().unwrap_or_default();
+        let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+        let key = key.replace('+', " ");
+        if let Some(name) = QUERY_OVERRIDES
+            .iter()
+            .find(|name| name.eq_ignore_ascii_case(key.trim()))
+        {
+            return Err(format!("query parameter `{name}` is not allowed"));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses ambiguous body framing (RFC 9112 section 6.3): both `Content-Length` and
@@ -190,6 +281,9 @@ mod tests {
             "/invoices/%zz",
             "/invoices/%4",
             "/invoices/%ff",
+            "/invoices/%c0%ae%c0%ae/x",
+            "/invoices/%e0%80%ae",
+            "/invoices/%ed%a0%80",
             "/../invoices",
             "/%2e%2e/invoices",
             "*",
@@ -212,16 +306,93 @@ mod tests {
         }
     }
 
+    fn check(method: Method, target: &str, headers: &[(&str, &str)]) -> Result<String, String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let uri: Uri = target.parse().unwrap();
+        request(&method, &uri, Version::HTTP_11, &map).map(|p| p.path)
+    }
+
+    const HOST: (&str, &str) = ("host", "gw.example");
+
     #[test]
-    fn framing_and_method_overrides() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_LENGTH, "3".parse().unwrap());
-        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        assert!(request(&Method::POST, "/invoices", &headers).is_err());
-        let mut headers = HeaderMap::new();
-        headers.insert("x-http-method-override", "DELETE".parse().unwrap());
-        assert!(request(&Method::POST, "/invoices", &headers).is_err());
-        assert!(request(&Method::CONNECT, "/", &HeaderMap::new()).is_err());
-        assert!(request(&Method::GET, "/invoices", &HeaderMap::new()).is_ok());
+    fn framing_and_overrides() {
+        let both = [
+            HOST,
+            ("content-length", "3"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert!(check(Method::POST, "/invoices", &both).is_err());
+        let twice = [HOST, ("content-length", "3"), ("content-length", "3")];
+        assert!(check(Method::POST, "/invoices", &twice).is_err());
+        for name in OVERRIDES {
+            let err = check(Method::POST, "/invoices", &[HOST, (name, "DELETE")]).unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=delete",
+            "%5Fmethod=DELETE",
+            "x-http-method-override=PUT",
+        ] {
+            let target = format!("/invoices/INV-1?{query}");
+            assert!(check(Method::POST, &target, &[HOST]).is_err(), "{query}");
+        }
+        assert!(check(Method::GET, "/invoices?method=x&_methods=1", &[HOST]).is_ok());
+        assert!(check(Method::CONNECT, "/", &[HOST]).is_err());
+        assert!(check(Method::TRACE, "/", &[HOST]).is_err());
+        assert_eq!(
+            check(Method::GET, "/invoices", &[HOST]).unwrap(),
+            "/invoices"
+        );
+    }
+
+    #[test]
+    fn one_host() {
+        assert!(check(Method::GET, "/invoices", &[]).is_err(), "no host");
+        assert!(check(Method::GET, "/invoices", &[HOST, ("host", "other")]).is_err());
+        assert!(check(Method::GET, "/invoices", &[("host", "a b")]).is_err());
+        assert!(check(Method::GET, "/invoices", &[("host", "user@gw.example")]).is_err());
+        assert!(check(Method::GET, "http://gw.example/invoices", &[HOST]).is_ok());
+        assert!(check(Method::GET, "http://GW.example/invoices", &[HOST]).is_ok());
+        assert!(check(Method::GET, "http://other.example/invoices", &[HOST]).is_err());
+        assert!(check(Method::GET, "http://u@gw.example/invoices", &[]).is_err());
+    }
+
+    #[test]
+    fn connection_names_only_hop_by_hop_headers() {
+        assert!(
+            check(
+                Method::GET,
+                "/invoices",
+                &[HOST, ("connection", "keep-alive")]
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                Method::GET,
+                "/invoices",
+                &[HOST, ("connection", "Close, TE")]
+            )
+            .is_ok()
+        );
+        for named in [
+            "x-invoiceguard-subject",
+            "authorization",
+            "content-length",
+            "keep-alive, x-request-id",
+            "cookie",
+        ] {
+            assert!(
+                check(Method::GET, "/invoices", &[HOST, ("connection", named)]).is_err(),
+                "{named}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, header};
@@ -16,6 +17,7 @@ use rustls::pki_types::CertificateDer;
 use tracing::Instrument;
 
 use crate::audit_trail::Trail;
+use crate::body::{BodyError, GuardedBody};
 use crate::config::{Config, LimitsConfig};
 use crate::error::{GatewayError, ResponseBody};
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
@@ -101,6 +103,27 @@ pub struct Gateway {
     /// Actions whose `authorized` event must be durable before forwarding.
     sensitive: Vec<String>,
     audit_fail_open: bool,
+    /// Longest pause in a request body.
+    body_timeout: Duration,
+    /// Requests being handled now (`limits.max_in_flight` at most).
+    in_flight: AtomicUsize,
+}
+
+/// One request counted in flight until it is dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Counts the request in; also returns how many were in flight before it.
+    fn enter(counter: &'a AtomicUsize) -> (Self, usize) {
+        let before = counter.fetch_add(1, Ordering::Relaxed);
+        (Self(counter), before)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the accept phase knows about a connection.
@@ -162,6 +185,8 @@ impl Gateway {
             api_key_header,
             sensitive: config.audit.sensitive_actions.clone(),
             audit_fail_open: config.audit.fail_open,
+            body_timeout: Duration::from_millis(config.listen.body_timeout_ms),
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -197,7 +222,9 @@ impl Gateway {
             }
         }
         let policy = self.policies.current();
+        let (_in_flight, before) = InFlight::enter(&self.in_flight);
         let decided = match &policy {
+            _ if before >= self.limits.max_in_flight => Err(GatewayError::Overloaded),
             Some(policy) => {
                 self.phases(request, connection, policy, &mut trail)
                     .instrument(span)
@@ -329,6 +356,15 @@ impl Gateway {
         Ok(())
     }
 
+    /// Records a request the HTTP layer refused before it reached the phases.
+    pub(crate) fn record_malformed(&self, peer: SocketAddr, status: u16, detail: &str) {
+        let event =
+            crate::audit_trail::malformed_event(peer, status, detail, &self.policies.version());
+        if let Err(error) = self.audit.record_refusal(event) {
+            tracing::error!(%error, "audit event of a malformed request not written");
+        }
+    }
+
     fn record_admin(
         &self,
         method: &str,
@@ -397,8 +433,20 @@ impl Gateway {
         trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         // normalize
-        let path = normalize::request(request.method(), request.uri().path(), request.headers())
-            .map_err(GatewayError::BadRequest)?;
+        let path = normalize::request(
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+        )
+        .map_err(GatewayError::BadRequest)?;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.limits.max_body_bytes) {
+            return Err(GatewayError::PayloadTooLarge(self.limits.max_body_bytes));
+        }
         trail.normalized(&path.path);
         let break_glass = break_glass_reason(request.headers())?;
         trail.break_glass(break_glass.as_deref());
@@ -489,13 +537,17 @@ impl Gateway {
             Err(error) => return Err(error),
         };
         let (parts, body) = request.into_parts();
+        let body = GuardedBody::new(body, self.limits.max_body_bytes, self.body_timeout);
         let (body, export, reservation) = match &route.route.export {
             None => (body.boxed(), ExportFacts::default(), None),
             Some(spec) => {
                 let bytes = Limited::new(body, MAX_EXPORT_REQUEST_BYTES)
                     .collect()
                     .await
-                    .map_err(|e| GatewayError::BadRequest(format!("export request body: {e}")))?
+                    .map_err(|error| match BodyError::find(&*error) {
+                        Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
+                        _ => GatewayError::BadRequest(format!("export request body: {error}")),
+                    })?
                     .to_bytes();
                 let requested = enrich::requested_rows(spec, &bytes);
                 let limits = policy.limits(&principal);

@@ -1,9 +1,11 @@
-//! The accept phase: the public listener (plain TCP or TLS), HTTP/1.1 and HTTP/2 connections, and
-//! graceful shutdown.
+//! The accept phase: the public listener (plain TCP or TLS), HTTP/1.1 and HTTP/2 connections,
+//! the connection limits and the HTTP-level limits (header size and time, HTTP/2 streams and
+//! resets), and graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -21,6 +23,111 @@ use crate::tls;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the sinks get, after the drain, to deliver what is in the spool.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (request line and headers) read, in bytes (then 431).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most headers in one HTTP/1.1 request (then 431).
+const MAX_HEADERS: usize = 100;
+/// HTTP/2: streams open at once on one connection.
+const MAX_STREAMS: u32 = 128;
+/// HTTP/2: the largest header list (then the stream is refused).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// HTTP/2: streams a client may reset before the gateway accepted them, before the connection
+/// is closed with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487).
+const MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2: streams the gateway may reset because of the client's protocol errors before it
+/// closes the connection.
+const MAX_ERROR_RESETS: usize = 64;
+
+/// Open client connections, overall and per source address.
+struct Admission {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; it leaves the count when dropped.
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    /// Counts the connection in, or says which limit it is over.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, &'static str> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (total, per_ip) = &mut *open;
+        if *total >= self.max_total {
+            return Err("max_connections");
+        }
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err("max_connections_per_ip");
+        }
+        *from_ip += 1;
+        *total += 1;
+        Ok(Admitted {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self
+            .admission
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (total, per_ip) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(from_ip) = per_ip.get_mut(&self.ip) {
+            *from_ip = from_ip.saturating_sub(1);
+            if *from_ip == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection that ended with an error says about the client: a request the HTTP layer
+/// refused before the gateway saw it (audited, with the status the client got), or a client that
+/// was too slow to send its headers (counted).
+fn connection_ended(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    error: &(dyn std::error::Error + 'static),
+) {
+    let Some(error) = error.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+        return;
+    };
+    let metrics = invoiceguard_telemetry::metrics();
+    if error.is_parse_too_large() {
+        metrics
+            .connections_refused
+            .with_label_values(&["malformed"])
+            .inc();
+        gateway.record_malformed(peer, 431, &error.to_string());
+    } else if error.is_parse() {
+        metrics
+            .connections_refused
+            .with_label_values(&["malformed"])
+            .inc();
+        gateway.record_malformed(peer, 400, &error.to_string());
+    } else if error.is_timeout() {
+        metrics
+            .connections_refused
+            .with_label_values(&["header_timeout"])
+            .inc();
+        tracing::debug!(%peer, "request head not received in time");
+    } else {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
 
 /// The server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +220,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.listen.header_timeout_ms))
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(MAX_ERROR_RESETS);
     let builder = Arc::new(builder);
+    let admission = Arc::new(Admission {
+        max_total: config.listen.max_connections,
+        max_per_ip: config.listen.max_connections_per_ip,
+        open: Mutex::new((0, HashMap::new())),
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -134,18 +250,38 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             },
             () = &mut shutdown => break,
         };
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(limit) => {
+                invoiceguard_telemetry::metrics()
+                    .connections_refused
+                    .with_label_values(&[limit])
+                    .inc();
+                tracing::debug!(%peer, limit, "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let acceptor = acceptor.as_ref().map(|current| current.borrow().clone());
         let (gateway, builder) = (gateway.clone(), builder.clone());
         tokio::spawn(async move {
+            let _admitted = admitted;
+            // Each request runs in its own task, to its end: a client that resets its stream or
+            // closes its connection does not cut a request (and its audit event) short.
             let service = |connection: Arc<Connection>| {
+                let gateway = gateway.clone();
                 service_fn(move |request| {
                     let (gateway, connection) = (gateway.clone(), connection.clone());
+                    let handled =
+                        tokio::spawn(async move { gateway.handle(request, &connection).await });
                     async move {
-                        Ok::<_, std::convert::Infallible>(
-                            gateway.handle(request, &connection).await,
-                        )
+                        Ok::<_, std::convert::Infallible>(match handled.await {
+                            Ok(response) => response,
+                            Err(error) => crate::error::GatewayError::Internal(error.to_string())
+                                .to_response("unknown", &[]),
+                        })
                     }
                 })
             };
@@ -158,7 +294,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service(info));
                     if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+                        connection_ended(&gateway, peer, &*error);
                     }
                 }
                 Some(acceptor) => {
@@ -178,7 +314,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                     });
                     let connection = builder.serve_connection(TokioIo::new(tls), service(info));
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+                        connection_ended(&gateway, peer, &*error);
                     }
                 }
             }

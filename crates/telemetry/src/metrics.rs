@@ -32,6 +32,9 @@ pub struct Metrics {
     pub state_errors: IntCounter,
     /// Requests the upstream failed, by kind (`connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
+    /// Client connections closed by the gateway before or instead of a request, by reason
+    /// (`max_connections`, `max_connections_per_ip`, `malformed`, `header_timeout`).
+    pub connections_refused: IntCounterVec,
     /// Audit events written to the spool.
     pub audit_events_written: IntCounter,
     /// Audit events that could not be written (the disk failed, or the spool is full).
@@ -144,6 +147,11 @@ impl Metrics {
                 "upstream_errors_total",
                 "Requests the upstream failed, by kind.",
                 &["kind"],
+            ),
+            connections_refused: counters(
+                "connections_refused_total",
+                "Client connections closed by the gateway before or instead of a request, by reason.",
+                &["reason"],
             ),
             audit_events_written: counter(
                 "audit_events_written_total",

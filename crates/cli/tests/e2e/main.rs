@@ -18,6 +18,7 @@ use invoiceguard_testkit::{
 };
 use serde_json::{Value, json};
 
+mod attacks;
 mod audit;
 mod deploy;
 mod identity;
