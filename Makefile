@@ -3,7 +3,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help demo test check deps build fmt clean bench
+.PHONY: help demo test check deps build fmt clean bench soak fuzz fuzz-smoke
 
 help:
 	@echo "make demo   run the gateway on embedded defaults with the real IdP and the example API"
@@ -11,6 +11,9 @@ help:
 	@echo "make check  cargo fmt --check and cargo clippy -D warnings"
 	@echo "make bench  criterion benches of the hot path, the audit share, and the side-by-side"
 	@echo "            comparison with nginx and Apache mod_auth_openidc (target/bench/)"
+	@echo "make soak   traffic while the IdP, Redis, the collector and the upstream fail in turn,"
+	@echo "            reconciled against the audit trail (SOAK_SECONDS=120; target/soak/)"
+	@echo "make fuzz   each fuzz target for FUZZ_SECONDS (300); make fuzz-smoke: 20 s each (CI)"
 
 deps:
 	@bash tests/deps.sh
@@ -30,8 +33,9 @@ test: deps
 
 check:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --locked -p invoiceguard-gateway --features bench --all-targets -- -D warnings
+	$(CARGO) clippy --locked -p invoiceguard-gateway -p invoiceguard-authn --features invoiceguard-gateway/bench,invoiceguard-gateway/fuzzing,invoiceguard-authn/fuzzing --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -49,3 +53,25 @@ bench: deps
 	$(CARGO) build --locked --release -p invoiceguard-gateway --features bench --example proxy_only
 	$(CARGO) bench --locked --workspace
 	$(CARGO) bench --locked -p invoiceguard-gateway --features bench --bench normalize
+
+# The soak (crates/cli/tests/soak.rs): steady traffic from many identities while the IdP, Redis,
+# the syslog collector and the upstream are stopped and restarted in turn; then every answer,
+# audit event, delivery and the memory bound are checked. Summary in target/soak/summary.md.
+SOAK_SECONDS ?= 120
+soak: deps
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --locked -p invoiceguard-cli --test soak -- --ignored --nocapture
+
+# The fuzz targets of fuzz/ (cargo fuzz on the nightly toolchain; installs cargo-fuzz into
+# target/tools when missing). Findings are written to fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := token normalize routes cedar_request
+fuzz:
+	@bash tests/fuzz-deps.sh
+	@set -e; cd fuzz; for target in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+		PATH="$(CURDIR)/target/tools/bin:$$PATH" cargo +nightly fuzz run $$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1; \
+	done
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20

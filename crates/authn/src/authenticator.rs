@@ -277,7 +277,7 @@ pub fn claimed_subject(authorization: &HeaderValue) -> Option<String> {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 6750).
-fn bearer_token(value: &HeaderValue) -> Result<&str, AuthnError> {
+pub(crate) fn bearer_token(value: &HeaderValue) -> Result<&str, AuthnError> {
     let value = value.to_str().map_err(|_| AuthnError::NotBearer)?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthnError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") {

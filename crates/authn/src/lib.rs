@@ -11,6 +11,8 @@ mod cache;
 mod config;
 mod credentials;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod idp_client;
 mod introspection;
 mod keys;

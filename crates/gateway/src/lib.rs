@@ -21,6 +21,8 @@ mod config;
 mod enrich;
 mod error;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod normalize;
 mod pipeline;
 mod reload;

@@ -195,6 +195,56 @@ pub(crate) fn canonical_path(raw: &str) -> Result<CanonicalPath, String> {
     Ok(CanonicalPath { segments, path })
 }
 
+/// The properties the rest of the gateway relies on, for an accepted path: it is absolute,
+/// without a trailing slash, empty or dot segments; the upstream parses the request line the
+/// gateway writes back to exactly this path, and decodes it to exactly the segments that were
+/// routed; and normalizing it again changes nothing. Checked by the unit properties below and by
+/// the `normalize` fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn round_trip(canonical: &CanonicalPath) -> Result<(), String> {
+    let path = &canonical.path;
+    if !path.starts_with('/') || (path != "/" && path.ends_with('/')) {
+        return Err(format!("{path:?} is not absolute, or ends with a slash"));
+    }
+    if path != "/"
+        && path
+            .split('/')
+            .skip(1)
+            .any(|segment| matches!(segment, "" | "." | ".."))
+    {
+        return Err(format!("{path:?} has an empty or dot segment"));
+    }
+    let uri: Uri = path
+        .parse()
+        .map_err(|e| format!("{path:?} is not a valid request target: {e}"))?;
+    if uri.path() != path {
+        return Err(format!(
+            "the upstream would read {:?} for {path:?}",
+            uri.path()
+        ));
+    }
+    let again = canonical_path(path).map_err(|e| format!("{path:?} is refused: {e}"))?;
+    if &again != canonical {
+        return Err(format!("normalizing {path:?} again gives {:?}", again.path));
+    }
+    let decoded: Vec<String> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    if decoded != canonical.segments {
+        return Err(format!(
+            "the upstream would decode {decoded:?}, the routes saw {:?}",
+            canonical.segments
+        ));
+    }
+    Ok(())
+}
+
 /// One decoded segment in the canonical encoding (what the upstream receives).
 pub(crate) fn encode_segment(segment: &str) -> String {
     utf8_percent_encode(segment, SEGMENT).to_string()
@@ -393,6 +443,83 @@ mod tests {
                 check(Method::GET, "/invoices", &[HOST, ("connection", named)]).is_err(),
                 "{named}"
             );
+        }
+    }
+
+    /// Pieces a hostile path is made of: encodings of `.`, `/`, `\`, `;` and `%` in both cases,
+    /// overlong and invalid UTF-8, NUL, route names and ids.
+    const PIECES: [&str; 28] = [
+        "",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%2e%2e",
+        ".%2e",
+        "%2f",
+        "%2F",
+        "%5c",
+        "\\",
+        ";",
+        "%3b",
+        "%25",
+        "%252e",
+        "%c0%ae",
+        "%ff",
+        "%00",
+        "%",
+        "%zz",
+        "%41",
+        "a%20b",
+        "%C3%A9",
+        "invoices",
+        "INV-1",
+        "approve",
+        "settings",
+        "~!$&'()*+,=:@",
+    ];
+
+    fn hostile_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (0..PIECES.len(), 0..PIECES.len())
+                .prop_map(|(a, b)| format!("{}{}", PIECES[a], PIECES[b])),
+            0..8,
+        )
+        .prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The path the policy sees is the path the upstream receives, for every path the
+        /// gateway accepts; the others are refused without a panic.
+        #[test]
+        fn the_routed_path_is_the_forwarded_path(raw in hostile_path()) {
+            if let Ok(canonical) = canonical_path(&raw) {
+                proptest::prop_assert_eq!(round_trip(&canonical), Ok(()));
+                proptest::prop_assert!(!canonical.segments.iter().any(|s| s == "." || s == ".."));
+            }
+        }
+
+        /// Any printable request path: accepted ones keep the property too.
+        #[test]
+        fn any_printable_path(raw in "/[!-~]{0,40}") {
+            if let Ok(canonical) = canonical_path(&raw) {
+                proptest::prop_assert_eq!(round_trip(&canonical), Ok(()));
+            }
+        }
+
+        /// A path with an encoded slash, backslash or `;` anywhere is refused: no segment can
+        /// be read as two by the upstream.
+        #[test]
+        fn encoded_separators_are_refused(
+            before in hostile_path(),
+            separator in proptest::sample::select(vec!["%2f", "%2F", "%5c", "%5C", "%3b", "%3B"]),
+            after in "[a-z]{0,5}",
+        ) {
+            let raw = format!("{before}{separator}{after}");
+            proptest::prop_assert!(canonical_path(&raw).is_err(), "{} was accepted", raw);
         }
     }
 }

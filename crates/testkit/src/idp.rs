@@ -69,22 +69,55 @@ impl Idp {
         if !idp_dir.join("node_modules/oidc-provider").is_dir() {
             bail!("the test IdP is not installed: run `npm ci` in tests/idp (make test does it)");
         }
-        let child = Command::new("node")
-            .arg(idp_dir.join("server.mjs"))
-            .args(["--port", &port.to_string(), "--test-endpoints", "--keys"])
-            .arg(keys)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start node (is Node.js installed?)")?;
         let mut idp = Self {
-            child,
+            child: Self::spawn(keys, port)?,
             issuer: format!("http://127.0.0.1:{port}"),
             keys: keys.to_owned(),
             _dir: None,
         };
         idp.wait_ready().await?;
         Ok(idp)
+    }
+
+    fn spawn(keys: &Path, port: u16) -> anyhow::Result<Child> {
+        Command::new("node")
+            .arg(repo_root().join("tests/idp/server.mjs"))
+            .args(["--port", &port.to_string(), "--test-endpoints", "--keys"])
+            .arg(keys)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start node (is Node.js installed?)")
+    }
+
+    /// Stops the IdP (an outage): discovery, keys and tokens stop answering.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts it again on the same port with the same keys (tokens it issued stay valid).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        let port: u16 = self
+            .issuer
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .context("the issuer has no port")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = Self::spawn(&self.keys, port)?;
+            match self.wait_ready().await {
+                Ok(()) => return Ok(()),
+                // The port may still be held for a moment by the stopped process.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The file holding the IdP's signing keys.

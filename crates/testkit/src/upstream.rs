@@ -15,6 +15,7 @@ pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
     https: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -22,7 +23,8 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the example API.
     pub fn start() -> anyhow::Result<Self> {
-        Self::launch(None)
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::launch(listener, None)
     }
 
     /// Starts it over HTTPS with `cert` and `key` (for `localhost`), accepting only clients
@@ -44,12 +46,43 @@ impl Upstream {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, PrivateKeyDer::from_pem_file(key)?)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self::launch(Some(Arc::new(config)))
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::launch(listener, Some(Arc::new(config)))
     }
 
-    fn launch(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<Self> {
+    /// Stops the API (an outage): its port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Starts it again on the same address, with a fresh store (as after a crash).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        *self = Self::launch(listener, self.tls.clone())?;
+        Ok(())
+    }
+
+    fn launch(
+        listener: std::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Self> {
         let https = tls.is_some();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let kept = tls.clone();
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -77,6 +110,7 @@ impl Upstream {
         Ok(Self {
             addr,
             https,
+            tls: kept,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -117,11 +151,6 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop();
     }
 }
