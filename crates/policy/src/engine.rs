@@ -24,6 +24,8 @@ pub const ROUTES_FILE: &str = "routes.toml";
 /// A loaded, validated policy folder.
 pub struct PolicyEngine {
     policies: PolicySet,
+    /// For each action, the policies that can apply to it (what a request is decided on).
+    by_action: HashMap<cedar_policy::EntityUid, PolicySet>,
     /// The step-up demand of each forbid that carries `@step_up` / `@step_up_max_age`.
     step_ups: HashMap<String, StepUp>,
     routes: RouteTable,
@@ -125,8 +127,15 @@ impl PolicyEngine {
                 format!("cannot prepare the schema: {error}"),
             )])
         })?;
+        let by_action = prepared.policies_by_action(&policies).map_err(|error| {
+            LoadError(vec![Problem::in_file(
+                dir,
+                format!("cannot index the policies by action: {error}"),
+            )])
+        })?;
         Ok(Self {
             prepared,
+            by_action,
             policies,
             step_ups,
             routes,
@@ -164,6 +173,16 @@ impl PolicyEngine {
         route: &RouteMatch<'_>,
         facts: &RequestFacts,
     ) -> Decision {
+        self.decide(principal, route, facts, Subset::ByAction)
+    }
+
+    fn decide(
+        &self,
+        principal: &Principal,
+        route: &RouteMatch<'_>,
+        facts: &RequestFacts,
+        subset: Subset,
+    ) -> Decision {
         let limits = self.entities.limits(principal);
         let cedar = match request::build(&self.prepared, principal, route, facts, limits) {
             Ok(cedar) => cedar,
@@ -176,9 +195,13 @@ impl PolicyEngine {
                 };
             }
         };
-        let response =
-            self.authorizer
-                .is_authorized(&cedar.request, &self.policies, &cedar.entities);
+        let policies = match subset {
+            Subset::ByAction => self.by_action.get(&cedar.action).unwrap_or(&self.policies),
+            Subset::All => &self.policies,
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&cedar.request, policies, &cedar.entities);
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -208,6 +231,18 @@ impl PolicyEngine {
                 .collect(),
         }
     }
+}
+
+/// Which policies a request is evaluated against: those whose scope can include its action
+/// (always, in the product), or all of them (to check, in tests, that the answer is the same).
+#[derive(Clone, Copy)]
+enum Subset {
+    ByAction,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the equivalence test's reference")
+    )]
+    All,
 }
 
 fn read(path: &Path, problems: &mut Vec<Problem>) -> Option<String> {
@@ -376,5 +411,106 @@ fn check_routes(
                 ),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use invoiceguard_authn::{AuthMethod, PrincipalKind};
+
+    use super::*;
+    use crate::request::{ExportFacts, ResourceFacts};
+
+    /// Every route of the baseline, for principals of every role with and without MFA, fresh and
+    /// stale logins, as the creator or not, over and under limits: the decision on the action's
+    /// policies is the decision on all of them — effect, determining policies, errors, step-up.
+    #[test]
+    fn deciding_on_the_actions_policies_is_deciding_on_all() {
+        let engine = PolicyEngine::load(&PolicyConfig {
+            dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies").into(),
+            watch_ms: 0,
+            shadow_dir: None,
+        })
+        .unwrap();
+        let now = 1_800_000_000;
+        let roles = [
+            "invoicing",
+            "approver",
+            "accountant",
+            "admin",
+            "auditor",
+            "break-glass",
+        ];
+        let mut compared = 0;
+        for route in engine.routes().routes() {
+            let segments: Vec<String> = route
+                .template
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    if s.starts_with('{') {
+                        "X-1".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                })
+                .collect();
+            let Some(matched) = engine.routes().find(&route.method, &segments) else {
+                continue;
+            };
+            for (role, mfa, age, mine, rows) in roles.iter().flat_map(|role| {
+                [
+                    (*role, true, 60, false, 10),
+                    (*role, false, 60, true, 10),
+                    (*role, true, 4000, true, 5000),
+                ]
+            }) {
+                for kind in [PrincipalKind::User, PrincipalKind::ServiceAccount] {
+                    let principal = Principal {
+                        kind,
+                        id: "p-1".to_owned(),
+                        client_id: (kind == PrincipalKind::ServiceAccount)
+                            .then(|| "p-1".to_owned()),
+                        roles: vec![role.to_owned()],
+                        scopes: vec!["invoices:read".to_owned(), "invoices:write".to_owned()],
+                        amr: Vec::new(),
+                        acr: None,
+                        auth_time: Some(now - age),
+                        mfa,
+                        method: AuthMethod::Jwt,
+                    };
+                    let facts = RequestFacts {
+                        source_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+                        now_unix: now,
+                        resource: ResourceFacts {
+                            creator: Some(if mine { "p-1" } else { "p-2" }.to_owned()),
+                            amount: Some(if mine { 900_000 } else { 100 }),
+                            ..ResourceFacts::default()
+                        },
+                        export: ExportFacts {
+                            rows_requested: rows,
+                            within_limits: !mine,
+                        },
+                        break_glass_reason: mine.then(|| "incident 42".to_owned()),
+                    };
+                    let subset = engine.decide(&principal, &matched, &facts, Subset::ByAction);
+                    let all = engine.decide(&principal, &matched, &facts, Subset::All);
+                    assert_eq!(subset, all, "{} {} as {role}", route.method, route.template);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 200, "{compared}");
+        let smallest = engine
+            .by_action
+            .values()
+            .map(|set| set.policies().count())
+            .min();
+        assert!(
+            smallest < Some(engine.policy_count()),
+            "nothing was left out"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-    Schema,
+    ActionConstraint, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
+    Request, RestrictedExpression, Schema,
 };
 use invoiceguard_authn::{Principal, PrincipalKind};
 
@@ -67,6 +67,8 @@ impl Default for ExportFacts {
 pub(crate) struct CedarRequest {
     pub(crate) request: Request,
     pub(crate) entities: Entities,
+    /// The request's action.
+    pub(crate) action: EntityUid,
 }
 
 pub(crate) fn uid(entity_type: &str, id: &str) -> Result<EntityUid, String> {
@@ -121,6 +123,34 @@ impl Prepared {
             actions.insert(action, with_groups);
         }
         Ok(Self { names, actions })
+    }
+
+    /// Each action with the policies whose action scope can include it (`action`, `action ==`
+    /// it, `action in` it or one of its groups). A policy whose scope excludes the action can
+    /// never apply to it, so deciding on this subset gives the same answer, the same
+    /// determining policies and the same errors as on the whole set, with less to evaluate.
+    pub(crate) fn policies_by_action(
+        &self,
+        policies: &PolicySet,
+    ) -> Result<HashMap<EntityUid, PolicySet>, String> {
+        let mut by_action = HashMap::new();
+        for (action, with_groups) in &self.actions {
+            let mut subset = PolicySet::new();
+            for policy in policies.policies() {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(only) => only == *action,
+                    ActionConstraint::In(groups) => with_groups
+                        .iter()
+                        .any(|entity| groups.contains(&entity.uid())),
+                };
+                if applies {
+                    subset.add(policy.clone()).map_err(|e| e.to_string())?;
+                }
+            }
+            by_action.insert(action.clone(), subset);
+        }
+        Ok(by_action)
     }
 
     fn uid(&self, entity_type: &str, id: &str) -> Result<EntityUid, String> {
@@ -200,8 +230,14 @@ pub(crate) fn build(
         ),
     ])
     .map_err(|e| e.to_string())?;
-    let request = Request::new(principal_uid, action, resource.clone(), context, None)
-        .map_err(|e| e.to_string())?;
+    let request = Request::new(
+        principal_uid,
+        action.clone(),
+        resource.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     let mut resource_attrs = HashMap::new();
     if let Some(creator) = &facts.resource.creator {
         resource_attrs.insert(
@@ -234,7 +270,11 @@ pub(crate) fn build(
         None,
     )
     .map_err(|e| e.to_string())?;
-    Ok(CedarRequest { request, entities })
+    Ok(CedarRequest {
+        request,
+        entities,
+        action,
+    })
 }
 
 /// The principal's entity, and the role entities it is a member of.
