@@ -33,7 +33,8 @@ pub struct Metrics {
     /// Requests the upstream failed, by kind (`connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
     /// Client connections closed by the gateway before or instead of a request, by reason
-    /// (`max_connections`, `max_connections_per_ip`, `malformed`, `header_timeout`).
+    /// (`max_connections`, `max_connections_per_ip`, `malformed`, `header_timeout` — which also
+    /// counts keep-alive connections left idle that long).
     pub connections_refused: IntCounterVec,
     /// Audit events written to the spool.
     pub audit_events_written: IntCounter,

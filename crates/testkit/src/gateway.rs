@@ -80,7 +80,11 @@ impl GatewayProcess {
     ) -> anyhow::Result<Self> {
         let dir = TempDir::new("gateway")?;
         let port = free_port()?;
-        let admin_port = free_port()?;
+        // Two ports released one after the other may be the same one.
+        let mut admin_port = free_port()?;
+        while admin_port == port {
+            admin_port = free_port()?;
+        }
         let spool = spool.map_or_else(|| dir.path().join("audit"), Path::to_path_buf);
         let mut sections = sections
             .replace("{port}", &port.to_string())
