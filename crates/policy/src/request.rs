@@ -96,11 +96,17 @@ fn ip_expression(address: std::net::IpAddr) -> RestrictedExpression {
 }
 
 /// What every request shares, prepared once when the policy folder loads: the entity type names,
-/// parsed (Cedar's parser is not free), and for each action its entity and its groups' (with
-/// their parents), so a request carries only the action entities its decision can touch.
+/// parsed (Cedar's parser is not free), and for each action its entity with every group it is
+/// in, directly or not, as its parents.
 pub(crate) struct Prepared {
     names: HashMap<String, EntityTypeName>,
-    actions: HashMap<EntityUid, Vec<Entity>>,
+    actions: HashMap<EntityUid, Action>,
+}
+
+/// An action, prepared: its entity (with all its groups as parents), and those groups.
+struct Action {
+    entity: Entity,
+    groups: HashSet<EntityUid>,
 }
 
 impl Prepared {
@@ -116,11 +122,14 @@ impl Prepared {
         let mut actions = HashMap::new();
         for entity in all.iter() {
             let action = entity.uid();
-            let mut with_groups = vec![entity.clone()];
-            for group in all.ancestors(&action).into_iter().flatten() {
-                with_groups.extend(all.get(group).cloned());
-            }
-            actions.insert(action, with_groups);
+            let groups: HashSet<EntityUid> = all
+                .ancestors(&action)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            let entity = Entity::new_no_attrs(action.clone(), groups.clone());
+            actions.insert(action, Action { entity, groups });
         }
         Ok(Self { names, actions })
     }
@@ -134,15 +143,15 @@ impl Prepared {
         policies: &PolicySet,
     ) -> Result<HashMap<EntityUid, PolicySet>, String> {
         let mut by_action = HashMap::new();
-        for (action, with_groups) in &self.actions {
+        for (action, prepared) in &self.actions {
             let mut subset = PolicySet::new();
             for policy in policies.policies() {
                 let applies = match policy.action_constraint() {
                     ActionConstraint::Any => true,
                     ActionConstraint::Eq(only) => only == *action,
-                    ActionConstraint::In(groups) => with_groups
+                    ActionConstraint::In(named) => named
                         .iter()
-                        .any(|entity| groups.contains(&entity.uid())),
+                        .any(|group| group == action || prepared.groups.contains(group)),
                 };
                 if applies {
                     subset.add(policy.clone()).map_err(|e| e.to_string())?;
@@ -174,9 +183,9 @@ pub(crate) fn build(
     facts: &RequestFacts,
     limits: Limits,
 ) -> Result<CedarRequest, String> {
-    let (principal_uid, principal_entity, roles) = principal_entity(prepared, principal, limits)?;
+    let (principal_uid, principal_entity) = principal_entity(prepared, principal, limits)?;
     let action = prepared.uid("Action", &route.route.action)?;
-    let action_entities = prepared.actions.get(&action).cloned().unwrap_or_default();
+    let action_entity = prepared.actions.get(&action).map(|a| a.entity.clone());
     let resource = prepared.uid(&route.route.resource_type, &route.resource_id)?;
     let context = Context::from_pairs([
         (
@@ -262,11 +271,13 @@ pub(crate) fn build(
     }
     let resource_entity =
         Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;
+    // Three entities: the principal (its roles as parents), the resource and the action (its
+    // groups as parents). Roles and action groups have no attributes, so `in` needs nothing
+    // more, and the fewer entities, the less Cedar has to close over.
     let entities = Entities::from_entities(
-        roles
+        [principal_entity, resource_entity]
             .into_iter()
-            .chain([principal_entity, resource_entity])
-            .chain(action_entities),
+            .chain(action_entity),
         None,
     )
     .map_err(|e| e.to_string())?;
@@ -277,12 +288,12 @@ pub(crate) fn build(
     })
 }
 
-/// The principal's entity, and the role entities it is a member of.
+/// The principal's entity, with its roles as parents.
 fn principal_entity(
     prepared: &Prepared,
     principal: &Principal,
     limits: Limits,
-) -> Result<(EntityUid, Entity, Vec<Entity>), String> {
+) -> Result<(EntityUid, Entity), String> {
     match principal.kind {
         PrincipalKind::User => {
             let me = prepared.uid("User", &principal.id)?;
@@ -291,10 +302,6 @@ fn principal_entity(
                 .iter()
                 .map(|role| prepared.uid("Role", role))
                 .collect::<Result<HashSet<_>, _>>()?;
-            let role_entities = roles
-                .iter()
-                .map(|role| Entity::new_no_attrs(role.clone(), HashSet::new()))
-                .collect();
             let approval_limit = RestrictedExpression::new_long(
                 i64::try_from(limits.approval_limit).unwrap_or(i64::MAX),
             );
@@ -304,7 +311,7 @@ fn principal_entity(
                 roles,
             )
             .map_err(|e| e.to_string())?;
-            Ok((me, entity, role_entities))
+            Ok((me, entity))
         }
         PrincipalKind::ServiceAccount => {
             let me = prepared.uid("ServiceAccount", &principal.id)?;
@@ -320,7 +327,7 @@ fn principal_entity(
                 HashSet::new(),
             )
             .map_err(|e| e.to_string())?;
-            Ok((me, entity, Vec::new()))
+            Ok((me, entity))
         }
     }
 }
