@@ -230,7 +230,9 @@ pub(crate) fn encode(line: &[u8], format: Format, out: &mut Vec<u8>) {
 enum Destination {
     Syslog(Syslog),
     Http(Box<HttpSink>),
-    File(FileSink),
+    /// Written and synced on tokio's blocking pool: an `fsync` never holds up a worker thread
+    /// (and the requests queued on it).
+    File(Arc<std::sync::Mutex<FileSink>>),
 }
 
 impl Destination {
@@ -238,7 +240,9 @@ impl Destination {
         match (&sink.syslog, &sink.http, &sink.file) {
             (Some(address), _, _) => Syslog::new(sink, address).map(Self::Syslog),
             (_, Some(url), _) => HttpSink::new(sink, url).map(|http| Self::Http(Box::new(http))),
-            (_, _, Some(path)) => Ok(Self::File(FileSink::new(sink, path))),
+            (_, _, Some(path)) => Ok(Self::File(Arc::new(std::sync::Mutex::new(FileSink::new(
+                sink, path,
+            ))))),
             _ => Err("no destination".to_owned()),
         }
     }
@@ -249,7 +253,17 @@ impl Destination {
         match self {
             Self::Syslog(syslog) => syslog.send(lines).await.map(|()| false),
             Self::Http(http) => http.send(lines).await.map(|()| true),
-            Self::File(file) => file.send(lines).map(|()| true),
+            Self::File(file) => {
+                let (file, lines) = (file.clone(), lines.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    file.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .send(&lines)
+                })
+                .await
+                .map_err(|e| format!("the file sink's writer stopped: {e}"))?
+                .map(|()| true)
+            }
         }
     }
 
@@ -260,6 +274,17 @@ impl Destination {
             Self::Syslog(syslog) => syslog.lost().await,
             Self::Http(_) | Self::File(_) => false,
         }
+    }
+}
+
+/// Saves a sink's cursor on tokio's blocking pool (a file write and a rename, which can wait
+/// for the file system's journal).
+async fn persist_cursor(spool: &Path, sink: &str, cursor: Cursor) {
+    let (spool, sink) = (spool.to_path_buf(), sink.to_owned());
+    if let Err(error) =
+        tokio::task::spawn_blocking(move || save_cursor(&spool, &sink, cursor)).await
+    {
+        tracing::warn!(%error, "the cursor writer stopped");
     }
 }
 
@@ -311,7 +336,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 committed = cursor;
                 committed_seq = seq;
                 shipped.inc_by(count as u64);
-                save_cursor(&spool, &sink.name, committed);
+                persist_cursor(&spool, &sink.name, committed).await;
             }
         }
         let written_before = written.load(Ordering::SeqCst);
@@ -328,7 +353,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
             // nothing is pending, so the closed segment can be removed.
             if next != sent && pending.is_empty() && sent == committed {
                 committed = next;
-                save_cursor(&spool, &sink.name, committed);
+                persist_cursor(&spool, &sink.name, committed).await;
             }
             sent = next;
             if pending.is_empty() {
@@ -356,7 +381,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 committed = next;
                 committed_seq = last_seq;
                 shipped.inc_by(lines.len() as u64);
-                save_cursor(&spool, &sink.name, committed);
+                persist_cursor(&spool, &sink.name, committed).await;
             }
             Ok(false) => {
                 backoff = Duration::from_millis(100);
