@@ -5,12 +5,13 @@
 //! without a stated reason is never allowed.
 #![no_main]
 
+mod baseline;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use invoiceguard_authn::{AuthMethod, Principal, PrincipalKind};
-use invoiceguard_policy::{ExportFacts, PolicyConfig, PolicyEngine, RequestFacts, ResourceFacts};
+use invoiceguard_policy::{ExportFacts, RequestFacts, ResourceFacts};
 use libfuzzer_sys::fuzz_target;
 
 const ROLES: [&str; 8] = [
@@ -62,26 +63,10 @@ struct Input {
     ip: u32,
 }
 
-fn engine() -> &'static PolicyEngine {
-    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
-        let config = PolicyConfig {
-            dir: dir.into(),
-            watch_ms: 0,
-            shadow_dir: None,
-        };
-        match PolicyEngine::load(&config) {
-            Ok(engine) => engine,
-            Err(error) => panic!("the baseline policies do not load: {error}"),
-        }
-    })
-}
-
 const NOW: u64 = 1_800_000_000;
 
 fuzz_target!(|input: Input| {
-    let engine = engine();
+    let engine = baseline::engine();
     let method = METHODS[usize::from(input.method) % METHODS.len()];
     let path = PATHS[usize::from(input.path) % PATHS.len()];
     let segments: Vec<String> = path.split('/').skip(1).map(str::to_owned).collect();

@@ -3,10 +3,9 @@
 //! is one of the path's segments or fixed by the route.
 #![no_main]
 
-use std::sync::OnceLock;
+mod baseline;
 
 use arbitrary::Arbitrary;
-use invoiceguard_policy::{PolicyConfig, PolicyEngine};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -17,28 +16,12 @@ struct Input<'a> {
 
 const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
-fn engine() -> &'static PolicyEngine {
-    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
-        let config = PolicyConfig {
-            dir: dir.into(),
-            watch_ms: 0,
-            shadow_dir: None,
-        };
-        match PolicyEngine::load(&config) {
-            Ok(engine) => engine,
-            Err(error) => panic!("the baseline policies do not load: {error}"),
-        }
-    })
-}
-
 fuzz_target!(|input: Input<'_>| {
     let method = METHODS[usize::from(input.method) % METHODS.len()];
     let Some((segments, _)) = invoiceguard_gateway::fuzzing::canonical_path(input.path) else {
         return;
     };
-    let Some(matched) = engine().routes().find(method, &segments) else {
+    let Some(matched) = baseline::engine().routes().find(method, &segments) else {
         return;
     };
     // HEAD is decided as the GET of the same path.

@@ -440,6 +440,7 @@ impl Gateway {
             request.headers(),
         )
         .map_err(GatewayError::BadRequest)?;
+        trail.normalized(&path.path);
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -447,7 +448,6 @@ impl Gateway {
         if declared.is_some_and(|length| length > self.limits.max_body_bytes) {
             return Err(GatewayError::PayloadTooLarge(self.limits.max_body_bytes));
         }
-        trail.normalized(&path.path);
         let break_glass = break_glass_reason(request.headers())?;
         trail.break_glass(break_glass.as_deref());
 

@@ -14,7 +14,9 @@ use super::*;
 const LISTEN: &str = "header_timeout_ms = 1000\nbody_timeout_ms = 700\n";
 const LIMITS: &str = "\n[limits]\nmax_body_bytes = 4096\n";
 
-async fn attack_world(listen: &str, limits: &str) -> World {
+/// A gateway with `listen` and `limits` lines, in front of the example API; alice's token and
+/// the gateway's address.
+async fn attack_world(listen: &str, limits: &str) -> (World, String, String) {
     let idp = Idp::start().await.unwrap();
     let upstream = Upstream::start().unwrap();
     let text = format!(
@@ -24,15 +26,19 @@ async fn attack_world(listen: &str, limits: &str) -> World {
     let gateway = GatewayProcess::start(Path::new(BINARY), &text, false)
         .await
         .unwrap();
-    World {
+    let world = World {
         idp,
         upstream,
         gateway,
-    }
+    };
+    let alice = world.token("alice").await;
+    let host = world.gateway.url.trim_start_matches("http://").to_owned();
+    (world, alice, host)
 }
 
-fn address(world: &World) -> String {
-    world.gateway.url.trim_start_matches("http://").to_owned()
+/// A raw request template with its `{host}` and `{token}` filled in.
+fn fill(template: &str, host: &str, token: &str) -> String {
+    template.replace("{host}", host).replace("{token}", token)
 }
 
 /// What came back on a raw connection.
@@ -421,14 +427,12 @@ fn corpus() -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_attack_corpus_is_refused_or_canonicalized() {
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
     let mut forwarded = world.upstream.journal().await.unwrap().len();
     let mut failures = Vec::new();
     let mut malformed_before = 0;
     for case in corpus() {
-        let raw = case.raw.replace("{host}", &host).replace("{token}", &alice);
+        let raw = fill(&case.raw, &host, &alice);
         let answer = exchange(&host, raw.as_bytes(), Duration::from_secs(3)).await;
         let journal = world.upstream.journal().await.unwrap();
         let received: Vec<&str> = journal[forwarded..]
@@ -543,13 +547,9 @@ async fn the_attack_corpus_is_refused_or_canonicalized() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_identity_headers_are_the_gateways_alone() {
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
     let forged = "X-Invoiceguard-Subject: dave\r\nx-invoiceguard-roles: admin\r\nX-INVOICEGUARD-MFA: false\r\nX-Invoiceguard-Anything: 1\r\nX-Request-Id: chosen\r\nX-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\nX-Forwarded-Prefix: /admin\r\nX-Real-IP: 10.0.0.1\r\n";
-    let raw = get_as_alice("/invoices/INV-1", forged)
-        .replace("{host}", &host)
-        .replace("{token}", &alice);
+    let raw = fill(&get_as_alice("/invoices/INV-1", forged), &host, &alice);
     let answer = exchange(&host, raw.as_bytes(), Duration::from_secs(3)).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let journal = world.upstream.journal().await.unwrap();
@@ -590,9 +590,7 @@ async fn the_upstream_identity_headers_are_the_gateways_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
 
     // Slowloris: a request head that never ends is closed after header_timeout_ms.
     let started = Instant::now();
@@ -643,18 +641,18 @@ async fn slow_clients_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_and_concurrency_limits_hold() {
-    let world = attack_world(
+    let (world, alice, host) = attack_world(
         "max_connections_per_ip = 3\n",
         "\n[limits]\nmax_in_flight = 2\n",
     )
     .await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
 
     // Two slow requests fill the in-flight limit; the third is refused with 503 and Retry-After.
-    let slow = get_as_alice("/invoices/INV-1?delay_ms=1500", "")
-        .replace("{host}", &host)
-        .replace("{token}", &alice);
+    let slow = fill(
+        &get_as_alice("/invoices/INV-1?delay_ms=1500", ""),
+        &host,
+        &alice,
+    );
     let first = tokio::spawn({
         let (host, slow) = (host.clone(), slow.clone());
         async move { exchange(&host, slow.as_bytes(), Duration::from_secs(5)).await }
@@ -664,9 +662,7 @@ async fn connection_and_concurrency_limits_hold() {
         async move { exchange(&host, slow.as_bytes(), Duration::from_secs(5)).await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let raw = get_as_alice("/invoices/INV-1", "")
-        .replace("{host}", &host)
-        .replace("{token}", &alice);
+    let raw = fill(&get_as_alice("/invoices/INV-1", ""), &host, &alice);
     let third = exchange(&host, raw.as_bytes(), Duration::from_secs(3)).await;
     assert_eq!(third.status, 503, "{}", third.text);
     assert_eq!(third.header("retry-after"), Some("1"));
@@ -714,12 +710,12 @@ async fn connection_and_concurrency_limits_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_does_not_lose_the_event() {
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
-    let raw = get_as_alice("/invoices/INV-1?delay_ms=800&hangup=1", "")
-        .replace("{host}", &host)
-        .replace("{token}", &alice);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
+    let raw = fill(
+        &get_as_alice("/invoices/INV-1?delay_ms=800&hangup=1", ""),
+        &host,
+        &alice,
+    );
     // The client leaves while the upstream is still working on its request.
     let answer = exchange(&host, raw.as_bytes(), Duration::from_millis(200)).await;
     assert_eq!(answer.status, 0);
@@ -847,9 +843,7 @@ async fn h2_exchange(address: &str, fields: &[(&str, &str)]) -> H2Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_pseudo_header_misuse_is_refused() {
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
     let bearer = format!("Bearer {alice}");
     let before = world.upstream.journal().await.unwrap().len();
     let request = |extra: &[(&'static str, &'static str)]| {
@@ -951,9 +945,7 @@ async fn http2_pseudo_header_misuse_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_stream_limits_and_rapid_reset() {
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
     let bearer = format!("Bearer {alice}");
     let before = world.upstream.journal().await.unwrap().len();
     // 1,000 streams, each opened and cancelled at once (HEADERS then RST_STREAM CANCEL), in
@@ -1041,9 +1033,7 @@ async fn the_path_the_policy_saw_is_the_path_the_upstream_received() {
         "partners",
         "P-1",
     ];
-    let world = attack_world(LISTEN, LIMITS).await;
-    let alice = world.token("alice").await;
-    let host = address(&world);
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |bound: usize| {
         seed ^= seed << 13;
@@ -1058,9 +1048,7 @@ async fn the_path_the_policy_saw_is_the_path_the_upstream_received() {
             .collect();
         let target = format!("/{}", segments.join("/"));
         let before = world.upstream.journal().await.unwrap().len();
-        let raw = get_as_alice(&target, "")
-            .replace("{host}", &host)
-            .replace("{token}", &alice);
+        let raw = fill(&get_as_alice(&target, ""), &host, &alice);
         let answer = exchange(&host, raw.as_bytes(), Duration::from_secs(3)).await;
         assert_ne!(answer.status, 0, "case {case}: {target} got no answer");
         let journal = world.upstream.journal().await.unwrap();
