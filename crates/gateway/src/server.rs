@@ -352,3 +352,30 @@ async fn handshake(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_admitted_up_to_both_limits_and_released_when_dropped() {
+        let admission = Arc::new(Admission {
+            max_total: 3,
+            max_per_ip: 2,
+            open: Mutex::new((0, HashMap::new())),
+        });
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = admission.admit(a).unwrap();
+        let _second = admission.admit(a).unwrap();
+        assert_eq!(admission.admit(a).err(), Some("max_connections_per_ip"));
+        let _third = admission.admit(b).unwrap();
+        assert_eq!(admission.admit(b).err(), Some("max_connections"));
+        drop(first);
+        assert!(
+            admission.admit(a).is_ok(),
+            "a closed connection leaves the count"
+        );
+        let open = admission.open.lock().unwrap();
+        assert_eq!(open.0, 2, "the admission just tested was dropped too");
+    }
+}
