@@ -105,24 +105,18 @@ fn connection_ended(
         tracing::debug!(%peer, %error, "connection ended with an error");
         return;
     };
-    let metrics = invoiceguard_telemetry::metrics();
-    if error.is_parse_too_large() {
-        metrics
+    let refused = |reason: &str| {
+        invoiceguard_telemetry::metrics()
             .connections_refused
-            .with_label_values(&["malformed"])
+            .with_label_values(&[reason])
             .inc();
-        gateway.record_malformed(peer, 431, &error.to_string());
-    } else if error.is_parse() {
-        metrics
-            .connections_refused
-            .with_label_values(&["malformed"])
-            .inc();
-        gateway.record_malformed(peer, 400, &error.to_string());
+    };
+    if error.is_parse() || error.is_parse_too_large() {
+        refused("malformed");
+        let status = if error.is_parse_too_large() { 431 } else { 400 };
+        gateway.record_malformed(peer, status, &error.to_string());
     } else if error.is_timeout() {
-        metrics
-            .connections_refused
-            .with_label_values(&["header_timeout"])
-            .inc();
+        refused("header_timeout");
         tracing::debug!(%peer, "request head not received in time");
     } else {
         tracing::debug!(%peer, %error, "connection ended with an error");

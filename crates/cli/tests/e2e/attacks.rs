@@ -532,6 +532,16 @@ async fn the_attack_corpus_is_refused_or_canonicalized() {
                 .as_u64()
                 .is_some_and(|s| s == 400 || s == 431)
     }));
+    // Each event has the status its client got: as many 431s as oversized heads.
+    let oversized = corpus()
+        .iter()
+        .filter(|case| matches!(case.expect, Expect::Bare(431)))
+        .count();
+    let recorded_431 = malformed
+        .iter()
+        .filter(|event| event["outcome"]["status"] == 431)
+        .count();
+    assert_eq!(recorded_431, oversized);
     let too_large = events
         .iter()
         .filter(|event| event["outcome"]["status"] == 413)
