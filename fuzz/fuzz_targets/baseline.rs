@@ -12,6 +12,7 @@ pub fn engine() -> &'static PolicyEngine {
             dir: dir.into(),
             watch_ms: 0,
             shadow_dir: None,
+            decision_cache_entries: 4096,
         };
         match PolicyEngine::load(&config) {
             Ok(engine) => engine,

@@ -7,7 +7,8 @@
 //! For each: the maximum requests per second (closed loop), latency p50 / p99 at one fixed rate
 //! for all (open loop, measured from each request's scheduled time), and the proxy's CPU time
 //! per request (from /proc, its whole process tree) — with many distinct tokens (thousands,
-//! rotated; invoiceguard's token cache off, so no proxy is flattered) and with one hot token.
+//! rotated; invoiceguard's token and decision caches off, so no proxy is flattered) and with one
+//! hot token (both caches on).
 //! The proxies are pinned to CPU 1, the upstream, the IdP and this load generator to CPU 0.
 //! Writes `target/bench/compare.json` and `compare.md`. Under `cargo test` (no `--bench`) it
 //! does nothing.
@@ -420,9 +421,17 @@ async fn main() {
         )
     };
     let binary = release.join("invoiceguard");
-    let full_cold = GatewayProcess::start_with_audit(&binary, &sections(0), None, "stdout = false")
-        .await
-        .unwrap();
+    // Many tokens: nothing cached, every request verified and decided. Hot token: the token and
+    // decision caches on, as in the product's defaults.
+    let full_cold = GatewayProcess::start_with_audit_and_policy(
+        &binary,
+        &sections(0),
+        None,
+        "stdout = false",
+        "decision_cache_entries = 0",
+    )
+    .await
+    .unwrap();
     let full_hot =
         GatewayProcess::start_with_audit(&binary, &sections(10_000), None, "stdout = false")
             .await
@@ -557,7 +566,7 @@ async fn main() {
         "path": PATH, "tokens": TOKENS, "connections": CONNECTIONS, "run_s": RUN.as_secs(), "rounds": ROUNDS,
         "pinning": "proxies on CPU 1; upstream, IdP and load generator on CPU 0",
         "tokens_alg": "RS256 (2048), one key: Apache from its certificate, invoiceguard from the JWKS",
-        "invoiceguard_full": "JWT RS256 (token cache off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink",
+        "invoiceguard_full": "JWT RS256 (token and decision caches off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink",
         "apache": "mod_auth_openidc AuthType oauth20, JWT verified against the IdP's JWKS, event MPM 1x64 threads",
         "nginx": "proxy_pass with an upstream keepalive pool, 1 worker",
     });

@@ -1,5 +1,6 @@
 //! The authorize phase's hot path: one Cedar decision (request and entities built, policies
-//! evaluated) for the baseline, and for the baseline plus 1,000 generated policies.
+//! evaluated) for the baseline, and for the baseline plus 1,000 generated policies, with the
+//! decision cache off; and a decision the cache holds.
 #![expect(clippy::unwrap_used, reason = "a bench fails loudly at setup")]
 
 use std::path::{Path, PathBuf};
@@ -35,9 +36,10 @@ fn with_generated(n: usize) -> PathBuf {
     dir
 }
 
-fn engine(dir: PathBuf) -> PolicyEngine {
+fn engine(dir: PathBuf, decision_cache_entries: usize) -> PolicyEngine {
     PolicyEngine::load(&PolicyConfig {
         dir,
+        decision_cache_entries,
         ..Default::default()
     })
     .unwrap()
@@ -70,8 +72,9 @@ fn authorize(c: &mut Criterion) {
     let segments: Vec<String> = ["invoices", "INV-1"].map(str::to_owned).to_vec();
     let mut group = c.benchmark_group("authorize");
     for (name, engine) in [
-        ("baseline", engine(baseline_dir())),
-        ("baseline+1000", engine(with_generated(1000))),
+        ("baseline", engine(baseline_dir(), 0)),
+        ("baseline+1000", engine(with_generated(1000), 0)),
+        ("cache-hit", engine(baseline_dir(), 4096)),
     ] {
         let route = engine.routes().find("GET", &segments).unwrap();
         assert!(engine.authorize(&alice, &route, &facts).is_allowed());
@@ -84,7 +87,7 @@ fn authorize(c: &mut Criterion) {
 
 /// Route matching: the method and the decoded segments to a route of the baseline's table.
 fn routes(c: &mut Criterion) {
-    let engine = engine(baseline_dir());
+    let engine = engine(baseline_dir(), 0);
     let mut group = c.benchmark_group("routes");
     for (name, method, path) in [
         ("invoice-read", "GET", &["invoices", "INV-1042"][..]),

@@ -21,6 +21,11 @@ pub struct PolicyConfig {
     /// mode): it never decides, and only where it would decide differently is that recorded in
     /// the audit event. Reloaded with the enforced folder.
     pub shadow_dir: Option<PathBuf>,
+    /// How many recent decisions are kept, by everything they were decided on (0: none). A
+    /// request whose principal, action, resource, resource facts and context — to the second —
+    /// repeat one kept gets its decision without evaluating the policies again.
+    #[serde(default = "default_decision_cache_entries")]
+    pub decision_cache_entries: usize,
 }
 
 impl Default for PolicyConfig {
@@ -29,12 +34,17 @@ impl Default for PolicyConfig {
             dir: default_dir(),
             watch_ms: default_watch_ms(),
             shadow_dir: None,
+            decision_cache_entries: default_decision_cache_entries(),
         }
     }
 }
 
 fn default_watch_ms() -> u64 {
     1000
+}
+
+fn default_decision_cache_entries() -> usize {
+    4096
 }
 
 fn default_dir() -> PathBuf {

@@ -9,11 +9,12 @@ use cedar_policy::{
 };
 use invoiceguard_authn::Principal;
 
+use crate::cache::DecisionCache;
 use crate::config::PolicyConfig;
 use crate::decision::{Decision, Effect, StepUp};
 use crate::entities::{ENTITIES_FILE, Entities, Limits};
 use crate::problem::{LoadError, Problem};
-use crate::request::{self, RequestFacts};
+use crate::request::{self, Inputs, RequestFacts};
 use crate::routes::{RouteMatch, RouteTable};
 
 /// The schema file's name in the policy folder.
@@ -34,6 +35,8 @@ pub struct PolicyEngine {
     authorizer: Authorizer,
     /// Type names and action entities, prepared once for every request.
     prepared: request::Prepared,
+    /// Decisions of recent requests, by everything they were decided on.
+    cache: DecisionCache,
 }
 
 impl PolicyEngine {
@@ -142,6 +145,7 @@ impl PolicyEngine {
             entities,
             version,
             authorizer: Authorizer::new(),
+            cache: DecisionCache::new(config.decision_cache_entries),
         })
     }
 
@@ -166,25 +170,26 @@ impl PolicyEngine {
         self.policies.policies().count()
     }
 
-    /// Decides whether `principal` may perform the route's action on its resource.
+    /// Decides whether `principal` may perform the route's action on its resource. A request
+    /// whose inputs repeat a recent one's exactly gets that one's decision from the cache.
     pub fn authorize(
         &self,
         principal: &Principal,
         route: &RouteMatch<'_>,
         facts: &RequestFacts,
     ) -> Decision {
-        self.decide(principal, route, facts, Subset::ByAction)
+        let inputs = Inputs::new(principal, route, facts, self.entities.limits(principal));
+        if let Some(kept) = self.cache.get(&inputs) {
+            return kept;
+        }
+        let decision = self.evaluate(&inputs, Subset::ByAction);
+        self.cache.insert(inputs, &decision);
+        decision
     }
 
-    fn decide(
-        &self,
-        principal: &Principal,
-        route: &RouteMatch<'_>,
-        facts: &RequestFacts,
-        subset: Subset,
-    ) -> Decision {
-        let limits = self.entities.limits(principal);
-        let cedar = match request::build(&self.prepared, principal, route, facts, limits) {
+    /// Evaluates the request on the policies of `subset`, never from the cache.
+    fn evaluate(&self, inputs: &Inputs, subset: Subset) -> Decision {
+        let cedar = match request::build(&self.prepared, inputs) {
             Ok(cedar) => cedar,
             Err(error) => {
                 return Decision {
@@ -423,17 +428,19 @@ mod tests {
     use super::*;
     use crate::request::{ExportFacts, ResourceFacts};
 
-    /// Every route of the baseline, for principals of every role with and without MFA, fresh and
-    /// stale logins, as the creator or not, over and under limits: the decision on the action's
-    /// policies is the decision on all of them — effect, determining policies, errors, step-up.
-    #[test]
-    fn deciding_on_the_actions_policies_is_deciding_on_all() {
-        let engine = PolicyEngine::load(&PolicyConfig {
+    fn baseline(decision_cache_entries: usize) -> PolicyEngine {
+        PolicyEngine::load(&PolicyConfig {
             dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies").into(),
             watch_ms: 0,
             shadow_dir: None,
+            decision_cache_entries,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Every route of the baseline, for principals of every role and kind with and without MFA,
+    /// fresh and stale logins, as the creator or not, over and under limits.
+    fn grid(engine: &PolicyEngine) -> Vec<(Principal, RouteMatch<'_>, RequestFacts, String)> {
         let now = 1_800_000_000;
         let roles = [
             "invoicing",
@@ -443,7 +450,7 @@ mod tests {
             "auditor",
             "break-glass",
         ];
-        let mut compared = 0;
+        let mut cases = Vec::new();
         for route in engine.routes().routes() {
             let segments: Vec<String> = route
                 .template
@@ -495,14 +502,38 @@ mod tests {
                         },
                         break_glass_reason: mine.then(|| "incident 42".to_owned()),
                     };
-                    let subset = engine.decide(&principal, &matched, &facts, Subset::ByAction);
-                    let all = engine.decide(&principal, &matched, &facts, Subset::All);
-                    assert_eq!(subset, all, "{} {} as {role}", route.method, route.template);
-                    compared += 1;
+                    let label = format!(
+                        "{} {} as {role} ({kind:?}, mfa {mfa}, age {age}, mine {mine})",
+                        route.method, route.template
+                    );
+                    cases.push((principal, matched.clone(), facts, label));
                 }
             }
         }
-        assert!(compared > 200, "{compared}");
+        cases
+    }
+
+    fn inputs(
+        engine: &PolicyEngine,
+        case: &(Principal, RouteMatch<'_>, RequestFacts, String),
+    ) -> Inputs {
+        let (principal, route, facts, _) = case;
+        Inputs::new(principal, route, facts, engine.entities.limits(principal))
+    }
+
+    /// Over the grid, the decision on the action's policies is the decision on all of them —
+    /// effect, determining policies, errors, step-up.
+    #[test]
+    fn deciding_on_the_actions_policies_is_deciding_on_all() {
+        let engine = baseline(0);
+        let cases = grid(&engine);
+        for case in &cases {
+            let inputs = inputs(&engine, case);
+            let subset = engine.evaluate(&inputs, Subset::ByAction);
+            let all = engine.evaluate(&inputs, Subset::All);
+            assert_eq!(subset, all, "{}", case.3);
+        }
+        assert!(cases.len() > 200, "{}", cases.len());
         let smallest = engine
             .by_action
             .values()
@@ -512,5 +543,92 @@ mod tests {
             smallest < Some(engine.policy_count()),
             "nothing was left out"
         );
+    }
+
+    /// One input changed: the decision cache must tell the changed request from the original.
+    type Change = (&'static str, fn(&mut Principal, &mut RequestFacts));
+    const CHANGES: [Change; 10] = [
+        ("mfa", |p, _| p.mfa = !p.mfa),
+        ("login age", |p, _| {
+            p.auth_time = p.auth_time.map(|t| t - 4000)
+        }),
+        ("kind", |p, _| {
+            p.kind = match p.kind {
+                PrincipalKind::User => PrincipalKind::ServiceAccount,
+                PrincipalKind::ServiceAccount => PrincipalKind::User,
+            }
+        }),
+        ("roles", |p, _| p.roles = vec!["auditor".to_owned()]),
+        ("scopes", |p, _| p.scopes = vec!["invoices:read".to_owned()]),
+        ("creator", |_, f| {
+            f.resource.creator = match f.resource.creator.as_deref() {
+                Some("p-1") => Some("p-2".to_owned()),
+                _ => Some("p-1".to_owned()),
+            }
+        }),
+        ("amount", |_, f| {
+            f.resource.amount = f.resource.amount.map(|a| a * 1000 + 5_000_000)
+        }),
+        ("rows", |_, f| f.export.rows_requested += 100_000),
+        ("within limits", |_, f| {
+            f.export.within_limits = !f.export.within_limits
+        }),
+        ("break-glass reason", |_, f| {
+            f.break_glass_reason = match f.break_glass_reason {
+                Some(_) => None,
+                None => Some("incident 43".to_owned()),
+            }
+        }),
+    ];
+
+    /// Over the grid, a decision from the cache is the evaluated one: each case is decided (and
+    /// kept), then the same case with one input changed must get its own evaluated decision —
+    /// and every change listed does change some decision, so a key that missed it would fail.
+    /// A second pass takes every decision from the cache.
+    #[test]
+    fn a_cached_decision_is_the_evaluated_one() {
+        let engine = baseline(1_000_000);
+        let cases = grid(&engine);
+        let mut changed_some = std::collections::HashSet::new();
+        for pass in 0..2 {
+            for case in &cases {
+                let (principal, route, facts, label) = case;
+                let evaluated = engine.evaluate(&inputs(&engine, case), Subset::ByAction);
+                assert_eq!(
+                    engine.authorize(principal, route, facts),
+                    evaluated,
+                    "{label}"
+                );
+                for (name, change) in CHANGES {
+                    let (mut principal, mut facts) = (principal.clone(), facts.clone());
+                    change(&mut principal, &mut facts);
+                    let changed = (principal, route.clone(), facts, String::new());
+                    let expected = engine.evaluate(&inputs(&engine, &changed), Subset::ByAction);
+                    let decided = engine.authorize(&changed.0, route, &changed.2);
+                    assert_eq!(decided, expected, "pass {pass}, {name} changed: {label}");
+                    if decided != evaluated {
+                        changed_some.insert(name);
+                    }
+                }
+            }
+        }
+        for (name, _) in CHANGES {
+            assert!(
+                changed_some.contains(name),
+                "changing {name} changed no decision"
+            );
+        }
+    }
+
+    /// A full cache starts over: it never holds more than its capacity, and 0 holds nothing.
+    #[test]
+    fn the_cache_is_bounded() {
+        for capacity in [0, 7] {
+            let engine = baseline(capacity);
+            for (principal, route, facts, _) in grid(&engine).iter().take(50) {
+                engine.authorize(principal, route, facts);
+                assert!(engine.cache.len() <= capacity);
+            }
+        }
     }
 }

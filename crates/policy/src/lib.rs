@@ -3,6 +3,7 @@
 //! a Cedar action and resource, and the decision — allow or deny, with the ids of the policies
 //! that decided it.
 
+mod cache;
 mod cases;
 mod config;
 mod decision;

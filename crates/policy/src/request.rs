@@ -31,7 +31,7 @@ pub struct RequestFacts {
 }
 
 /// Facts about the resource, from the enrich phase.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ResourceFacts {
     /// The subject that created it.
     pub creator: Option<String>,
@@ -173,69 +173,140 @@ impl Prepared {
     }
 }
 
-/// Builds the request. Its shape is the schema's by construction — typed values, entity types
-/// from the schema, routes checked against it at load — so it is not validated again per
-/// request; a failure means an id Cedar cannot hold (the caller denies).
-pub(crate) fn build(
-    prepared: &Prepared,
-    principal: &Principal,
-    route: &RouteMatch<'_>,
-    facts: &RequestFacts,
-    limits: Limits,
-) -> Result<CedarRequest, String> {
-    let (principal_uid, principal_entity) = principal_entity(prepared, principal, limits)?;
-    let action = prepared.uid("Action", &route.route.action)?;
+/// Everything a Cedar request is built from, as plain values. The request is built from these
+/// alone, and Cedar's evaluation is deterministic, so two requests with equal inputs get the same
+/// decision from the same policy set: what the decision cache relies on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Inputs {
+    principal: PrincipalInputs,
+    action: String,
+    resource_type: String,
+    resource_id: String,
+    resource: ResourceFacts,
+    context: ContextInputs,
+}
+
+/// The principal's entity: a user with its roles and approval limit, or an integration account
+/// with its scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PrincipalInputs {
+    User {
+        id: String,
+        roles: Vec<String>,
+        approval_limit: i64,
+    },
+    ServiceAccount {
+        id: String,
+        scopes: Vec<String>,
+    },
+}
+
+/// The request's context, as the schema declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ContextInputs {
+    mfa: bool,
+    interactive: bool,
+    source_ip: IpAddr,
+    acr: String,
+    auth_age_s: i64,
+    export_rows_requested: i64,
+    export_within_limits: bool,
+    break_glass_reason: String,
+    hour_utc: i64,
+    day_of_week: i64,
+}
+
+impl Inputs {
+    /// What the request is decided on: the principal as its entity holds it, the route's action
+    /// and resource, what is known about the resource, and the context (times in whole seconds,
+    /// hours and days).
+    pub(crate) fn new(
+        principal: &Principal,
+        route: &RouteMatch<'_>,
+        facts: &RequestFacts,
+        limits: Limits,
+    ) -> Self {
+        let principal_inputs = match principal.kind {
+            PrincipalKind::User => PrincipalInputs::User {
+                id: principal.id.clone(),
+                roles: principal.roles.clone(),
+                approval_limit: i64::try_from(limits.approval_limit).unwrap_or(i64::MAX),
+            },
+            PrincipalKind::ServiceAccount => PrincipalInputs::ServiceAccount {
+                id: principal.id.clone(),
+                scopes: principal.scopes.clone(),
+            },
+        };
+        let context = ContextInputs {
+            mfa: principal.mfa,
+            interactive: principal.kind == PrincipalKind::User,
+            source_ip: facts.source_ip,
+            acr: principal.acr.clone().unwrap_or_default(),
+            auth_age_s: principal
+                .auth_age_s(facts.now_unix)
+                .and_then(|age| i64::try_from(age).ok())
+                .unwrap_or(i64::MAX),
+            export_rows_requested: i64::try_from(facts.export.rows_requested).unwrap_or(i64::MAX),
+            export_within_limits: facts.export.within_limits,
+            break_glass_reason: facts.break_glass_reason.clone().unwrap_or_default(),
+            hour_utc: i64::try_from(facts.now_unix % 86_400 / 3600).unwrap_or(0),
+            // 1970-01-01 was a Thursday (4).
+            day_of_week: i64::try_from((facts.now_unix / 86_400 + 3) % 7 + 1).unwrap_or(1),
+        };
+        Self {
+            principal: principal_inputs,
+            action: route.route.action.clone(),
+            resource_type: route.route.resource_type.clone(),
+            resource_id: route.resource_id.clone(),
+            resource: facts.resource.clone(),
+            context,
+        }
+    }
+}
+
+/// Builds the request from its inputs. Its shape is the schema's by construction — typed values,
+/// entity types from the schema, routes checked against it at load — so it is not validated
+/// again per request; a failure means an id Cedar cannot hold (the caller denies).
+pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest, String> {
+    let (principal_uid, principal_entity) = principal_entity(prepared, &inputs.principal)?;
+    let action = prepared.uid("Action", &inputs.action)?;
     let action_entity = prepared.actions.get(&action).map(|a| a.entity.clone());
-    let resource = prepared.uid(&route.route.resource_type, &route.resource_id)?;
+    let resource = prepared.uid(&inputs.resource_type, &inputs.resource_id)?;
+    let c = &inputs.context;
     let context = Context::from_pairs([
-        (
-            "mfa".to_owned(),
-            RestrictedExpression::new_bool(principal.mfa),
-        ),
+        ("mfa".to_owned(), RestrictedExpression::new_bool(c.mfa)),
         (
             "interactive".to_owned(),
-            RestrictedExpression::new_bool(principal.kind == PrincipalKind::User),
+            RestrictedExpression::new_bool(c.interactive),
         ),
-        ("source_ip".to_owned(), ip_expression(facts.source_ip)),
+        ("source_ip".to_owned(), ip_expression(c.source_ip)),
         (
             "acr".to_owned(),
-            RestrictedExpression::new_string(principal.acr.clone().unwrap_or_default()),
+            RestrictedExpression::new_string(c.acr.clone()),
         ),
         (
             "auth_age_s".to_owned(),
-            RestrictedExpression::new_long(
-                principal
-                    .auth_age_s(facts.now_unix)
-                    .and_then(|age| i64::try_from(age).ok())
-                    .unwrap_or(i64::MAX),
-            ),
+            RestrictedExpression::new_long(c.auth_age_s),
         ),
         (
             "export_rows_requested".to_owned(),
-            RestrictedExpression::new_long(
-                i64::try_from(facts.export.rows_requested).unwrap_or(i64::MAX),
-            ),
+            RestrictedExpression::new_long(c.export_rows_requested),
         ),
         (
             "export_within_limits".to_owned(),
-            RestrictedExpression::new_bool(facts.export.within_limits),
+            RestrictedExpression::new_bool(c.export_within_limits),
         ),
         (
             "break_glass_reason".to_owned(),
-            RestrictedExpression::new_string(facts.break_glass_reason.clone().unwrap_or_default()),
+            RestrictedExpression::new_string(c.break_glass_reason.clone()),
         ),
         (
             "hour_utc".to_owned(),
-            RestrictedExpression::new_long(
-                i64::try_from(facts.now_unix % 86_400 / 3600).unwrap_or(0),
-            ),
+            RestrictedExpression::new_long(c.hour_utc),
         ),
         (
             "day_of_week".to_owned(),
-            // 1970-01-01 was a Thursday (4).
-            RestrictedExpression::new_long(
-                i64::try_from((facts.now_unix / 86_400 + 3) % 7 + 1).unwrap_or(1),
-            ),
+            RestrictedExpression::new_long(c.day_of_week),
         ),
     ])
     .map_err(|e| e.to_string())?;
@@ -247,20 +318,21 @@ pub(crate) fn build(
         None,
     )
     .map_err(|e| e.to_string())?;
+    let facts = &inputs.resource;
     let mut resource_attrs = HashMap::new();
-    if let Some(creator) = &facts.resource.creator {
+    if let Some(creator) = &facts.creator {
         resource_attrs.insert(
             "creator".to_owned(),
             RestrictedExpression::new_entity_uid(prepared.uid("User", creator)?),
         );
     }
-    if let Some(amount) = facts.resource.amount {
+    if let Some(amount) = facts.amount {
         resource_attrs.insert("amount".to_owned(), RestrictedExpression::new_long(amount));
     }
     for (name, value) in [
-        ("currency", &facts.resource.currency),
-        ("status", &facts.resource.status),
-        ("company", &facts.resource.company),
+        ("currency", &facts.currency),
+        ("status", &facts.status),
+        ("company", &facts.company),
     ] {
         if let Some(value) = value {
             resource_attrs.insert(
@@ -291,20 +363,20 @@ pub(crate) fn build(
 /// The principal's entity, with its roles as parents.
 fn principal_entity(
     prepared: &Prepared,
-    principal: &Principal,
-    limits: Limits,
+    principal: &PrincipalInputs,
 ) -> Result<(EntityUid, Entity), String> {
-    match principal.kind {
-        PrincipalKind::User => {
-            let me = prepared.uid("User", &principal.id)?;
-            let roles = principal
-                .roles
+    match principal {
+        PrincipalInputs::User {
+            id,
+            roles,
+            approval_limit,
+        } => {
+            let me = prepared.uid("User", id)?;
+            let roles = roles
                 .iter()
                 .map(|role| prepared.uid("Role", role))
                 .collect::<Result<HashSet<_>, _>>()?;
-            let approval_limit = RestrictedExpression::new_long(
-                i64::try_from(limits.approval_limit).unwrap_or(i64::MAX),
-            );
+            let approval_limit = RestrictedExpression::new_long(*approval_limit);
             let entity = Entity::new(
                 me.clone(),
                 HashMap::from([("approval_limit".to_owned(), approval_limit)]),
@@ -313,11 +385,10 @@ fn principal_entity(
             .map_err(|e| e.to_string())?;
             Ok((me, entity))
         }
-        PrincipalKind::ServiceAccount => {
-            let me = prepared.uid("ServiceAccount", &principal.id)?;
+        PrincipalInputs::ServiceAccount { id, scopes } => {
+            let me = prepared.uid("ServiceAccount", id)?;
             let scopes = RestrictedExpression::new_set(
-                principal
-                    .scopes
+                scopes
                     .iter()
                     .map(|scope| RestrictedExpression::new_string(scope.clone())),
             );

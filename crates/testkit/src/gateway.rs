@@ -59,12 +59,23 @@ impl GatewayProcess {
         spool: Option<&Path>,
         audit_lines: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_audit_and_policy(binary, sections, spool, audit_lines, "").await
+    }
+
+    /// Like [`GatewayProcess::start_with_audit`], with more `[policy]` lines.
+    pub async fn start_with_audit_and_policy(
+        binary: &Path,
+        sections: &str,
+        spool: Option<&Path>,
+        audit_lines: &str,
+        policy_extra: &str,
+    ) -> anyhow::Result<Self> {
         Self::attempt(
             binary,
             sections,
             false,
             &repo_root().join("policies"),
-            "",
+            policy_extra,
             (spool, audit_lines),
         )
         .await
