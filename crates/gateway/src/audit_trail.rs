@@ -56,7 +56,7 @@ impl Trail {
             path.truncate(end);
         }
         Self {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: crate::trace::random_uuid(),
             trace: crate::trace::TraceContext::from_headers(headers),
             started: Instant::now(),
             time: now_rfc3339(),
@@ -202,7 +202,7 @@ impl Trail {
             Some(_) => "warning",
         };
         AuditEvent {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            event_id: crate::trace::random_uuid(),
             seq: 0,
             stage: "complete",
             time: self.time,
@@ -256,12 +256,12 @@ pub(crate) fn admin_event(
     policy_version: &str,
 ) -> AuditEvent {
     AuditEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
+        event_id: crate::trace::random_uuid(),
         seq: 0,
         stage: "complete",
         time: now_rfc3339(),
         instance: String::new(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: crate::trace::random_uuid(),
         trace_id: None,
         actor: Some(Actor {
             kind: "admin",
@@ -322,12 +322,12 @@ pub(crate) fn malformed_event(
     policy_version: &str,
 ) -> AuditEvent {
     AuditEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
+        event_id: crate::trace::random_uuid(),
         seq: 0,
         stage: "complete",
         time: now_rfc3339(),
         instance: String::new(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: crate::trace::random_uuid(),
         trace_id: None,
         actor: None,
         source: Source {

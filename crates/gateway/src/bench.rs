@@ -75,7 +75,7 @@ async fn forward(
     peer: SocketAddr,
     request: Request<hyper::body::Incoming>,
 ) -> http::Response<crate::error::ResponseBody> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = crate::trace::random_uuid();
     let trace = TraceContext::from_headers(request.headers());
     let path = request.uri().path().to_owned();
     let (parts, body) = request.into_parts();

@@ -268,8 +268,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 let gateway = gateway.clone();
                 service_fn(move |request| {
                     let (gateway, connection) = (gateway.clone(), connection.clone());
-                    let handled =
-                        tokio::spawn(async move { gateway.handle(request, &connection).await });
+                    // Boxed: the request's future is large, and a task moves its future
+                    // several times while it is spawned; a box is moved as a pointer.
+                    let handled = tokio::spawn(Box::pin(async move {
+                        gateway.handle(request, &connection).await
+                    }));
                     async move {
                         Ok::<_, std::convert::Infallible>(match handled.await {
                             Ok(response) => response,

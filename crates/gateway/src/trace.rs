@@ -104,6 +104,18 @@ fn parse(value: &str) -> Option<(String, String, bool)> {
     valid.then(|| (trace.to_owned(), parent.to_owned(), sampled))
 }
 
+/// A random (version 4) UUID, from the same generator as the trace ids: aws-lc's, seeded once
+/// per thread, where `Uuid::new_v4` asks the kernel (a system call) for every id.
+pub(crate) fn random_uuid() -> String {
+    let mut bytes = [0u8; 16];
+    match aws_lc_rs::rand::fill(&mut bytes) {
+        Ok(()) => uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string(),
+        Err(_) => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
 /// `bytes` random bytes as lower-case hex (never all zeros).
 fn random_hex(bytes: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -128,6 +140,17 @@ fn random_hex(bytes: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let (a, b) = (super::random_uuid(), super::random_uuid());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.to_string(), id);
+        }
+    }
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
