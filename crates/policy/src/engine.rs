@@ -545,6 +545,43 @@ mod tests {
         );
     }
 
+    /// Over the grid, the request is what Cedar's public API would build: the entities' parents
+    /// are already closed (Cedar computing the transitive closure adds no ancestor), and the
+    /// context record equals the one built from expressions.
+    #[test]
+    fn requests_are_built_as_cedars_public_api_would() {
+        let engine = baseline(0);
+        for case in &grid(&engine) {
+            let inputs = inputs(&engine, case);
+            let built = request::build(&engine.prepared, &inputs).unwrap();
+            let closed =
+                cedar_policy::Entities::from_entities(built.entities.iter().cloned(), None)
+                    .unwrap();
+            for entity in built.entities.iter() {
+                let uid = entity.uid();
+                let ours: std::collections::BTreeSet<String> = built
+                    .entities
+                    .ancestors(&uid)
+                    .unwrap()
+                    .map(ToString::to_string)
+                    .collect();
+                let computed: std::collections::BTreeSet<String> = closed
+                    .ancestors(&uid)
+                    .unwrap()
+                    .map(ToString::to_string)
+                    .collect();
+                assert_eq!(ours, computed, "{uid}: {}", case.3);
+            }
+            assert_eq!(built.entities.iter().count(), 3, "{}", case.3);
+            assert_eq!(
+                built.request.context(),
+                Some(&inputs.reference_context()),
+                "{}",
+                case.3
+            );
+        }
+    }
+
     /// One input changed: the decision cache must tell the changed request from the original.
     type Change = (&'static str, fn(&mut Principal, &mut RequestFacts));
     const CHANGES: [Change; 10] = [

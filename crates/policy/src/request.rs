@@ -1,14 +1,18 @@
 //! Builds the Cedar request for one HTTP request: principal and its entities, action, resource and
 //! context.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     ActionConstraint, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
     Request, RestrictedExpression, Schema,
 };
+use cedar_policy_core::ast::{self, Value};
+use cedar_policy_core::entities::{NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
 use invoiceguard_authn::{Principal, PrincipalKind};
 
 use crate::entities::Limits;
@@ -77,22 +81,34 @@ pub(crate) fn uid(entity_type: &str, id: &str) -> Result<EntityUid, String> {
     Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
-/// `ip("…")` for an address. Cedar parses its extension's name on every call, so the expressions
-/// of recent addresses are kept per thread (at most 1024; then the cache starts over).
-fn ip_expression(address: std::net::IpAddr) -> RestrictedExpression {
+/// The value of `ip("…")` for an address. Cedar parses its extension's name and the address on
+/// every call, so the values of recent addresses are kept per thread (at most 1024; then the
+/// cache starts over).
+fn ip_value(address: IpAddr) -> Result<Value, String> {
     thread_local! {
-        static CACHE: std::cell::RefCell<HashMap<std::net::IpAddr, RestrictedExpression>> =
+        static CACHE: std::cell::RefCell<HashMap<IpAddr, Value>> =
             std::cell::RefCell::new(HashMap::new());
     }
+    if let Some(value) = CACHE.with_borrow(|cache| cache.get(&address).cloned()) {
+        return Ok(value);
+    }
+    let context = Context::from_pairs([(
+        "ip".to_owned(),
+        RestrictedExpression::new_ip(address.to_string()),
+    )])
+    .map_err(|e| e.to_string())?;
+    let value = match context.as_ref() {
+        ast::Context::Value(record) => record.get("ip").cloned(),
+        ast::Context::RestrictedResidual(_) => None,
+    }
+    .ok_or_else(|| format!("`{address}` gives no ip value"))?;
     CACHE.with_borrow_mut(|cache| {
         if cache.len() >= 1024 {
             cache.clear();
         }
-        cache
-            .entry(address)
-            .or_insert_with(|| RestrictedExpression::new_ip(address.to_string()))
-            .clone()
-    })
+        cache.insert(address, value.clone());
+    });
+    Ok(value)
 }
 
 /// What every request shares, prepared once when the policy folder loads: the entity type names,
@@ -264,6 +280,41 @@ impl Inputs {
     }
 }
 
+#[cfg(test)]
+impl Inputs {
+    /// The context as Cedar's public API builds it, from expressions: what `build`'s record of
+    /// values must equal.
+    pub(crate) fn reference_context(&self) -> Context {
+        let c = &self.context;
+        let pairs = [
+            ("mfa", RestrictedExpression::new_bool(c.mfa)),
+            ("interactive", RestrictedExpression::new_bool(c.interactive)),
+            (
+                "source_ip",
+                RestrictedExpression::new_ip(c.source_ip.to_string()),
+            ),
+            ("acr", RestrictedExpression::new_string(c.acr.clone())),
+            ("auth_age_s", RestrictedExpression::new_long(c.auth_age_s)),
+            (
+                "export_rows_requested",
+                RestrictedExpression::new_long(c.export_rows_requested),
+            ),
+            (
+                "export_within_limits",
+                RestrictedExpression::new_bool(c.export_within_limits),
+            ),
+            (
+                "break_glass_reason",
+                RestrictedExpression::new_string(c.break_glass_reason.clone()),
+            ),
+            ("hour_utc", RestrictedExpression::new_long(c.hour_utc)),
+            ("day_of_week", RestrictedExpression::new_long(c.day_of_week)),
+        ];
+        Context::from_pairs(pairs.map(|(name, value)| (name.to_owned(), value)))
+            .expect("the reference context")
+    }
+}
+
 /// Builds the request from its inputs. Its shape is the schema's by construction — typed values,
 /// entity types from the schema, routes checked against it at load — so it is not validated
 /// again per request; a failure means an id Cedar cannot hold (the caller denies).
@@ -273,43 +324,29 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
     let action_entity = prepared.actions.get(&action).map(|a| a.entity.clone());
     let resource = prepared.uid(&inputs.resource_type, &inputs.resource_id)?;
     let c = &inputs.context;
-    let context = Context::from_pairs([
-        ("mfa".to_owned(), RestrictedExpression::new_bool(c.mfa)),
+    // The context as a record of values: Cedar's `Context::from_pairs` would build expressions
+    // and evaluate them back into these values for every request.
+    let context = Context::from(ast::Context::Value(Arc::new(BTreeMap::from([
+        ("mfa".into(), Value::from(c.mfa)),
+        ("interactive".into(), Value::from(c.interactive)),
+        ("source_ip".into(), ip_value(c.source_ip)?),
+        ("acr".into(), Value::from(c.acr.as_str())),
+        ("auth_age_s".into(), Value::from(c.auth_age_s)),
         (
-            "interactive".to_owned(),
-            RestrictedExpression::new_bool(c.interactive),
-        ),
-        ("source_ip".to_owned(), ip_expression(c.source_ip)),
-        (
-            "acr".to_owned(),
-            RestrictedExpression::new_string(c.acr.clone()),
-        ),
-        (
-            "auth_age_s".to_owned(),
-            RestrictedExpression::new_long(c.auth_age_s),
+            "export_rows_requested".into(),
+            Value::from(c.export_rows_requested),
         ),
         (
-            "export_rows_requested".to_owned(),
-            RestrictedExpression::new_long(c.export_rows_requested),
+            "export_within_limits".into(),
+            Value::from(c.export_within_limits),
         ),
         (
-            "export_within_limits".to_owned(),
-            RestrictedExpression::new_bool(c.export_within_limits),
+            "break_glass_reason".into(),
+            Value::from(c.break_glass_reason.as_str()),
         ),
-        (
-            "break_glass_reason".to_owned(),
-            RestrictedExpression::new_string(c.break_glass_reason.clone()),
-        ),
-        (
-            "hour_utc".to_owned(),
-            RestrictedExpression::new_long(c.hour_utc),
-        ),
-        (
-            "day_of_week".to_owned(),
-            RestrictedExpression::new_long(c.day_of_week),
-        ),
-    ])
-    .map_err(|e| e.to_string())?;
+        ("hour_utc".into(), Value::from(c.hour_utc)),
+        ("day_of_week".into(), Value::from(c.day_of_week)),
+    ]))));
     let request = Request::new(
         principal_uid,
         action.clone(),
@@ -345,14 +382,21 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
         Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;
     // Three entities: the principal (its roles as parents), the resource and the action (its
     // groups as parents). Roles and action groups have no attributes, so `in` needs nothing
-    // more, and the fewer entities, the less Cedar has to close over.
-    let entities = Entities::from_entities(
+    // more. Their parents are already closed (roles and the resource have none; an action's are
+    // all its groups, from `Prepared`), yet Cedar's public constructors compute the transitive
+    // closure again — a third of a decision — so Cedar's core constructor is told it is done
+    // (the tests check it is).
+    let entities = cedar_policy_core::entities::Entities::from_entities(
         [principal_entity, resource_entity]
             .into_iter()
-            .chain(action_entity),
-        None,
+            .chain(action_entity)
+            .map(|entity| entity.as_ref().clone()),
+        None::<&NoEntitiesSchema>,
+        TCComputation::AssumeAlreadyComputed,
+        Extensions::all_available(),
     )
     .map_err(|e| e.to_string())?;
+    let entities = Entities::from(entities);
     Ok(CedarRequest {
         request,
         entities,
