@@ -471,10 +471,7 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match invoiceguard_gateway::runtime::build(config.listen.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("invoiceguard: cannot start the runtime: {error}");

@@ -3,8 +3,18 @@
 
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// On the gateway's runtime (`invoiceguard_gateway::runtime`): single-threaded on one CPU.
+fn main() -> ExitCode {
+    match invoiceguard_gateway::runtime::build(0) {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("proxy_only: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut upstream) = (None, None);
     while let Some(arg) = args.next() {

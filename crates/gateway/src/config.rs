@@ -144,6 +144,11 @@ pub struct ListenConfig {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[serde(default = "default_drain_timeout_s")]
     pub drain_timeout_s: u64,
+    /// Threads serving requests: 0 for one per CPU the process may use (its affinity and cgroup
+    /// quota), 1 for a single-threaded runtime (what 0 gives on one CPU: the same work without
+    /// the cost of sharing tasks between threads).
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -216,6 +221,7 @@ impl Default for ListenConfig {
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             drain_timeout_s: default_drain_timeout_s(),
+            worker_threads: 0,
         }
     }
 }

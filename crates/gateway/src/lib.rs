@@ -27,6 +27,7 @@ mod normalize;
 mod pipeline;
 mod reload;
 mod revocation;
+pub mod runtime;
 mod server;
 mod settle;
 mod tls;

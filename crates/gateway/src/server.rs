@@ -176,7 +176,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .await
         .map_err(|source| ServeError::Bind { address, source })?;
     let scheme = if acceptor.is_some() { "https" } else { "http" };
-    tracing::info!(%address, scheme, "listening");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    invoiceguard_telemetry::metrics()
+        .worker_threads
+        .set(i64::try_from(workers).unwrap_or(i64::MAX));
+    tracing::info!(%address, scheme, workers, "listening");
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(admin_address) = config.admin.address {
         let admin_listener =

@@ -545,9 +545,10 @@ mod tests {
         );
     }
 
-    /// Over the grid, the request is what Cedar's public API would build: the entities' parents
-    /// are already closed (Cedar computing the transitive closure adds no ancestor), and the
-    /// context record equals the one built from expressions.
+    /// Over the grid, the request is what Cedar's public API would build: Cedar's transitive
+    /// closure over the three entities adds no ancestor (an action's groups are closed when the
+    /// policies load: `deciding_on_the_actions_policies_is_deciding_on_all` and the policy tests
+    /// decide through them), and the context record equals the one built from expressions.
     #[test]
     fn requests_are_built_as_cedars_public_api_would() {
         let engine = baseline(0);

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub audit_sink_retries: IntCounterVec,
     /// Events written and not yet delivered, by sink.
     pub audit_sink_lag: IntGaugeVec,
+    /// Threads serving requests (1: the single-threaded runtime, see `listen.worker_threads`).
+    pub worker_threads: IntGauge,
 }
 
 /// The metrics, registered on first use.
@@ -115,6 +117,12 @@ impl Metrics {
         let audit_spool_bytes =
             IntGauge::new("audit_spool_bytes", "Bytes in the audit spool.").expect("a valid name");
         register(Box::new(audit_spool_bytes.clone()));
+        let worker_threads = IntGauge::new(
+            "worker_threads",
+            "Threads serving requests (1: the single-threaded runtime).",
+        )
+        .expect("a valid name");
+        register(Box::new(worker_threads.clone()));
         Self {
             requests: counters(
                 "requests_total",
@@ -178,6 +186,7 @@ impl Metrics {
                 "Events written and not yet delivered, by sink.",
                 &["sink"],
             ),
+            worker_threads,
             registry,
         }
     }

@@ -40,8 +40,8 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber. Call it inside the tokio runtime: the span exporter runs
-/// there. An exporter that cannot be built is reported and left out; logs still work.
+/// Installs the global subscriber; spans are exported from a thread of their own. An exporter
+/// that cannot be built is reported and left out; logs still work.
 pub fn init(config: &TelemetryConfig) -> Telemetry {
     let filter =
         || EnvFilter::try_from_env("INVOICEGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -110,7 +110,10 @@ fn exporter(config: &TelemetryConfig, endpoint: &str) -> Result<SdkTracerProvide
     let processor =
         opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
             exporter,
-            opentelemetry_sdk::runtime::Tokio,
+            // Batches are exported from a thread of their own (its own single-threaded runtime):
+            // never on the request threads, and flushing at shutdown cannot wait on a runtime
+            // that is blocked flushing — which it would on a single-threaded gateway.
+            opentelemetry_sdk::runtime::TokioCurrentThread,
         )
         .build();
     Ok(SdkTracerProvider::builder()

@@ -51,9 +51,22 @@ impl World {
         policies: Option<&Path>,
         policy_extra: &str,
     ) -> Self {
+        Self::start_with_listen("", extra, policies, policy_extra).await
+    }
+
+    /// Like [`World::start_with`], with more `[listen]` lines.
+    pub(crate) async fn start_with_listen(
+        listen_extra: &str,
+        extra: &str,
+        policies: Option<&Path>,
+        policy_extra: &str,
+    ) -> Self {
         let idp = Idp::start().await.unwrap();
         let upstream = Upstream::start().unwrap();
-        let text = format!("{}{extra}\n", sections(&idp.issuer, &upstream.url(), ""));
+        let text = format!(
+            "{}{extra}\n",
+            sections(&idp.issuer, &upstream.url(), listen_extra)
+        );
         let baseline = invoiceguard_testkit::repo_root().join("policies");
         let policies = policies.unwrap_or(&baseline);
         let gateway = GatewayProcess::start_with_policies(

@@ -176,7 +176,17 @@ async fn a_client_trace_continues_to_the_upstream_and_into_the_audit_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_slow_requests_finish_and_loses_no_audit_event() {
-    let mut world = World::start_with(
+    slow_requests_finish_at_sigterm("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_gateway_lets_slow_requests_finish_at_sigterm() {
+    slow_requests_finish_at_sigterm("worker_threads = 1").await;
+}
+
+async fn slow_requests_finish_at_sigterm(listen_extra: &str) {
+    let mut world = World::start_with_listen(
+        listen_extra,
         "[[audit.sinks]]\nname = \"archive\"\nfile = \"archive.log\"\n",
         None,
         "",
@@ -341,8 +351,20 @@ async fn tls_at_both_hops_with_a_client_certificate_to_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_in_the_clients_trace_and_logs_are_json() {
+    spans_exported_and_logs_json("").await;
+}
+
+/// The same on a single-threaded runtime (what a gateway with one CPU runs on): requests are
+/// served, and at SIGTERM the span batches are flushed without waiting on the blocked runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_gateway_serves_and_exports_its_spans_at_sigterm() {
+    spans_exported_and_logs_json("worker_threads = 1").await;
+}
+
+async fn spans_exported_and_logs_json(listen_extra: &str) {
     let otlp = invoiceguard_testkit::HttpCollector::start().unwrap();
-    let mut world = World::start_with(
+    let mut world = World::start_with_listen(
+        listen_extra,
         &format!(
             "[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"http://{}/v1/traces\"\nservice_name = \"gw-test\"\n",
             otlp.addr
@@ -363,6 +385,13 @@ async fn spans_are_exported_over_otlp_in_the_clients_trace_and_logs_are_json() {
     .await
     .unwrap();
     assert_eq!(reply.status, 200);
+    let workers = metric(&world.gateway, "invoiceguard_worker_threads").await;
+    if listen_extra.contains("worker_threads = 1") {
+        assert_eq!(workers, 1.0, "single-threaded");
+    } else {
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(workers, cpus as f64, "one worker per CPU");
+    }
     // The upstream is told the exported span is its parent.
     let journal = world.upstream.journal().await.unwrap();
     let sent = journal[0]["headers"]
@@ -417,8 +446,12 @@ async fn spans_are_exported_over_otlp_in_the_clients_trace_and_logs_are_json() {
     let logged = gateway.stderr_text();
     let line = logged
         .lines()
-        .find(|l| l.contains(failed.header("x-request-id")))
-        .unwrap_or_else(|| panic!("no log line for the failed request in:\n{logged}"));
+        .find(|l| l.contains(failed.header("x-request-id")));
+    assert!(
+        line.is_some(),
+        "no log line for the failed request in:\n{logged}"
+    );
+    let line = line.unwrap();
     let line: Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["fields"]["message"], "request failed");
