@@ -36,16 +36,17 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
 /// `Transfer-Encoding` is among them: each hop frames the body itself (and HTTP/2 forbids it).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// (Header names, not text: removing by name skips parsing it for every request.)
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Forwarding headers a client could forge; the gateway writes its own.
@@ -301,7 +302,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -104,15 +104,43 @@ fn parse(value: &str) -> Option<(String, String, bool)> {
     valid.then(|| (trace.to_owned(), parent.to_owned(), sampled))
 }
 
-/// A random (version 4) UUID, from the same generator as the trace ids: aws-lc's, seeded once
-/// per thread, where `Uuid::new_v4` asks the kernel (a system call) for every id.
+/// Fills `out` from aws-lc's generator (seeded from the system once), drawing 512 bytes at a
+/// time per thread: one draw serves the ids of a dozen requests. The ids are identifiers, not
+/// secrets; the generator is a CSPRNG all the same. `false` when the generator fails.
+fn random_bytes(out: &mut [u8]) -> bool {
+    const POOL: usize = 512;
+    thread_local! {
+        static DRAWN: std::cell::RefCell<(usize, [u8; POOL])> =
+            const { std::cell::RefCell::new((POOL, [0; POOL])) };
+    }
+    if out.len() > POOL {
+        return aws_lc_rs::rand::fill(out).is_ok();
+    }
+    DRAWN.with_borrow_mut(|(used, pool)| {
+        if POOL - *used < out.len() {
+            if aws_lc_rs::rand::fill(pool).is_err() {
+                return false;
+            }
+            *used = 0;
+        }
+        out.copy_from_slice(&pool[*used..*used + out.len()]);
+        // What was handed out is not handed out again.
+        pool[*used..*used + out.len()].fill(0);
+        *used += out.len();
+        true
+    })
+}
+
+/// A random (version 4) UUID, from the same generator as the trace ids (`Uuid::new_v4` asks the
+/// kernel, a system call, for every id).
 pub(crate) fn random_uuid() -> String {
     let mut bytes = [0u8; 16];
-    match aws_lc_rs::rand::fill(&mut bytes) {
-        Ok(()) => uuid::Builder::from_random_bytes(bytes)
+    if random_bytes(&mut bytes) {
+        uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
-            .to_string(),
-        Err(_) => uuid::Uuid::new_v4().to_string(),
+            .to_string()
+    } else {
+        uuid::Uuid::new_v4().to_string()
     }
 }
 
@@ -121,7 +149,7 @@ fn random_hex(bytes: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buffer = [0u8; 16];
     let buffer = &mut buffer[..bytes.min(16)];
-    if aws_lc_rs::rand::fill(buffer).is_err() || buffer.iter().all(|b| *b == 0) {
+    if !random_bytes(buffer) || buffer.iter().all(|b| *b == 0) {
         // The system's generator failed: a time-derived id still keeps traces apart.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -142,13 +170,28 @@ fn random_hex(bytes: usize) -> String {
 mod tests {
     #[test]
     fn random_uuids_are_version_4_and_differ() {
-        let (a, b) = (super::random_uuid(), super::random_uuid());
-        assert_ne!(a, b);
-        for id in [a, b] {
-            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        // More than a pool's worth: ids stay distinct across refills.
+        let ids: Vec<String> = (0..200).map(|_| super::random_uuid()).collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
             assert_eq!(parsed.get_version_num(), 4, "{id}");
-            assert_eq!(parsed.to_string(), id);
+            assert_eq!(&parsed.to_string(), id);
         }
+    }
+
+    #[test]
+    fn random_bytes_are_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let mut bytes = [0u8; 8];
+            assert!(super::random_bytes(&mut bytes));
+            assert!(seen.insert(bytes), "{bytes:?} drawn twice");
+        }
+        let mut large = [0u8; 600];
+        assert!(super::random_bytes(&mut large));
+        assert!(large.iter().any(|b| *b != 0));
     }
 
     use super::*;
