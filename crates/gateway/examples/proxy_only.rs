@@ -3,6 +3,10 @@
 
 use std::process::ExitCode;
 
+/// The product binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// On the gateway's runtime (`invoiceguard_gateway::runtime`): single-threaded on one CPU.
 fn main() -> ExitCode {
     match invoiceguard_gateway::runtime::build(0) {
