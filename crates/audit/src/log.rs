@@ -122,6 +122,9 @@ struct SyncFiles {
     closed: Vec<File>,
     /// A segment was created: the folder's entry must be made durable too.
     dir_changed: bool,
+    /// Delivered segments to remove: unlinking a full segment frees its pages and blocks, which
+    /// takes milliseconds, so it is done here rather than on a request's thread.
+    delivered: Vec<PathBuf>,
 }
 
 /// The group commit: one `fsync` covers every line written before it.
@@ -189,6 +192,7 @@ impl AuditLog {
                 open: file.try_clone().map_err(open_error(&file_path))?,
                 closed: Vec::new(),
                 dir_changed: false,
+                delivered: Vec::new(),
             }),
             written: AtomicU64::new(last_seq),
             kicked: Mutex::new(Kick::default()),
@@ -301,7 +305,7 @@ impl AuditLog {
             self.rotate(&mut writer, event.seq)?;
         }
         if writer.spool_bytes + size > limit {
-            self.remove_delivered(&mut writer);
+            self.remove_delivered(&mut writer, Removal::Now);
             if writer.spool_bytes + size > limit {
                 return Err(AuditError::Full {
                     path: self.dir.clone(),
@@ -358,13 +362,14 @@ impl AuditLog {
         writer.file_path = path;
         writer.file_first_seq = first_seq;
         writer.file_bytes = 0;
-        self.remove_delivered(writer);
+        self.remove_delivered(writer, Removal::Later);
         Ok(())
     }
 
-    /// Removes the closed segments every sink has moved past. Without sinks, nothing: the spool
-    /// is then the only copy.
-    fn remove_delivered(&self, writer: &mut Writer) {
+    /// Removes the closed segments every sink has moved past: `Now` when the spool is at its cap
+    /// and needs the room for this event, else `Later`, by the fsync thread (their bytes no longer
+    /// count from now). Without sinks, nothing: the spool is then the only copy.
+    fn remove_delivered(&self, writer: &mut Writer, when: Removal) {
         let Some(oldest_cursor) = self
             .sink_configs
             .iter()
@@ -376,26 +381,64 @@ impl AuditLog {
         let Ok(existing) = segments(&self.dir) else {
             return;
         };
+        let mut later = Vec::new();
         for (first_seq, path) in existing {
             if first_seq >= oldest_cursor || path == writer.file_path {
                 break;
             }
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
+            match when {
+                Removal::Later => {
                     writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
-                    tracing::info!(segment = %path.display(), "delivered audit segment removed");
+                    later.push(path);
                 }
-                Err(error) => {
-                    tracing::warn!(%error, segment = %path.display(), "cannot remove a delivered audit segment");
+                Removal::Now => {
+                    if remove_segment(&path) {
+                        writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
+                    }
                 }
             }
+        }
+        if !later.is_empty() {
+            let mut files = self.syncer.files.lock().unwrap_or_else(|p| p.into_inner());
+            for path in later {
+                if !files.delivered.contains(&path) {
+                    files.delivered.push(path);
+                }
+            }
+            drop(files);
+            // Rotations are rare: the fsync thread need not wait for more events to come.
+            self.syncer.kick(true);
         }
         self.spool_bytes
             .store(writer.spool_bytes, Ordering::Relaxed);
         metrics()
             .audit_spool_bytes
             .set(i64::try_from(writer.spool_bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// When delivered segments are removed.
+#[derive(Clone, Copy)]
+enum Removal {
+    /// At once: the spool needs the room.
+    Now,
+    /// By the fsync thread.
+    Later,
+}
+
+/// Removes a delivered segment; `false` (and a warning) when it cannot be.
+fn remove_segment(path: &Path) -> bool {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::info!(segment = %path.display(), "delivered audit segment removed");
+            true
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+        Err(error) => {
+            tracing::warn!(%error, segment = %path.display(), "cannot remove a delivered audit segment");
+            false
+        }
     }
 }
 
@@ -510,6 +553,16 @@ fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, d
             }
             if syncer.closed.load(Ordering::SeqCst) {
                 return;
+            }
+            let delivered = std::mem::take(
+                &mut syncer
+                    .files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delivered,
+            );
+            for path in &delivered {
+                remove_segment(path);
             }
             let target = syncer.written.load(Ordering::SeqCst);
             if target <= *durable.borrow() {

@@ -21,6 +21,10 @@ use invoiceguard_audit::{
 };
 use invoiceguard_testkit::{GatewayProcess, Idp, TokenRequest, Upstream, repo_root};
 
+/// The product binary's allocator, so the audit path alone is timed as the gateway runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONCURRENCY: usize = 16;
 
 /// Requests per measurement: 20,000 under `cargo bench`; a quick check of the harness under
