@@ -485,7 +485,21 @@ async fn main() {
         ("many-tokens", &many, &full_cold),
         ("hot-token", &hot, &full_hot),
     ] {
-        let list = targets(full);
+        // COMPARE_ONLY=<case>/<target>,… narrows a run to some measurements (to look into one);
+        // the report then holds only those.
+        let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
+        let list: Vec<Target> = targets(full)
+            .into_iter()
+            .filter(|t| {
+                only.is_empty()
+                    || only
+                        .split(',')
+                        .any(|o| o == format!("{case}/{}", t.name).as_str())
+            })
+            .collect();
+        if list.is_empty() {
+            continue;
+        }
         let mut rps: HashMap<&str, Vec<f64>> = HashMap::new();
         let mut cpu: HashMap<&str, Vec<f64>> = HashMap::new();
         let mut errors: HashMap<&str, usize> = HashMap::new();
