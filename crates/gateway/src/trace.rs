@@ -105,7 +105,7 @@ fn parse(value: &str) -> Option<(String, String, bool)> {
 }
 
 /// Fills `out` from aws-lc's generator (seeded from the system once), drawing 512 bytes at a
-/// time per thread: one draw serves the ids of a dozen requests. The ids are identifiers, not
+/// time per thread: one draw serves the ids of about nine requests. The ids are identifiers, not
 /// secrets; the generator is a CSPRNG all the same. `false` when the generator fails.
 fn random_bytes(out: &mut [u8]) -> bool {
     const POOL: usize = 512;
