@@ -34,6 +34,11 @@ use serde_json::json;
 
 const TOKENS: usize = 4000;
 const CONNECTIONS: usize = 32;
+/// At the fixed rate, requests in flight at most (so connections at most), as wrk2 holds its
+/// connection count: a request that finds them all busy waits, and the wait counts in its
+/// latency. Without a bound the client opened a connection for every waiting request, hundreds
+/// after any hiccup, and what was measured was that connection storm (docs/performance.md).
+const FIXED_RATE_CONNECTIONS: usize = 64;
 const RUN: Duration = Duration::from_secs(8);
 const ROUNDS: usize = 2;
 const PATH: &str = "/invoices/INV-1";
@@ -182,7 +187,8 @@ async fn max_rate(url: &http::Uri, tokens: &Arc<Vec<String>>) -> (f64, usize) {
     (done as f64 / RUN.as_secs_f64(), errors)
 }
 
-/// Open loop at `rate` requests/s for `RUN`: latency of each from its scheduled start.
+/// Open loop at `rate` requests/s for `RUN`, at most `FIXED_RATE_CONNECTIONS` in flight: latency
+/// of each from its scheduled start.
 /// Returns (p50 ms, p99 ms, errors).
 async fn fixed_rate(url: &http::Uri, tokens: &Arc<Vec<String>>, rate: f64) -> (f64, f64, usize) {
     let client: HttpClient = Client::builder(TokioExecutor::new())
@@ -192,11 +198,14 @@ async fn fixed_rate(url: &http::Uri, tokens: &Arc<Vec<String>>, rate: f64) -> (f
     let total = (rate * RUN.as_secs_f64()) as usize;
     let start = Instant::now();
     let mut requests = Vec::with_capacity(total);
+    let permits = Arc::new(tokio::sync::Semaphore::new(FIXED_RATE_CONNECTIONS));
     for i in 0..total {
         let scheduled = start + interval * u32::try_from(i).unwrap();
         tokio::time::sleep_until(scheduled.into()).await;
-        let (client, url, tokens) = (client.clone(), url.clone(), tokens.clone());
+        let (client, url, tokens, permits) =
+            (client.clone(), url.clone(), tokens.clone(), permits.clone());
         requests.push(tokio::spawn(async move {
+            let _permit = permits.acquire().await.unwrap();
             let ok = call(&client, &url, &tokens[i % tokens.len()]).await;
             (scheduled.elapsed().as_secs_f64() * 1000.0, ok)
         }));
@@ -577,7 +586,7 @@ async fn main() {
         "rustc": version("rustc", &["--version"]),
     });
     let parameters = json!({
-        "path": PATH, "tokens": TOKENS, "connections": CONNECTIONS, "run_s": RUN.as_secs(), "rounds": ROUNDS,
+        "path": PATH, "tokens": TOKENS, "connections": CONNECTIONS, "fixed_rate_connections": FIXED_RATE_CONNECTIONS, "run_s": RUN.as_secs(), "rounds": ROUNDS,
         "pinning": "proxies on CPU 1; upstream, IdP and load generator on CPU 0",
         "tokens_alg": "RS256 (2048), one key: Apache from its certificate, invoiceguard from the JWKS",
         "invoiceguard_full": "JWT RS256 (token and decision caches off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink",
