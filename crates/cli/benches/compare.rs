@@ -5,7 +5,8 @@
 //! invoiceguard pipeline (JWT, Cedar baseline, memory state, audit spool with a file sink).
 //!
 //! For each: the maximum requests per second (closed loop), latency p50 / p99 at one fixed rate
-//! for all (open loop, measured from each request's scheduled time), and the proxy's CPU time
+//! for all (open loop with at most 64 requests in flight, as wrk2 holds its connections;
+//! measured from each request's scheduled time), and the proxy's CPU time
 //! per request (from /proc, its whole process tree) — with many distinct tokens (thousands,
 //! rotated; invoiceguard's token and decision caches off, so no proxy is flattered) and with one
 //! hot token (both caches on).
