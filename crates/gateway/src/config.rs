@@ -202,6 +202,9 @@ fn default_max_connections_per_ip() -> usize {
     512
 }
 
+/// The most threads `listen.worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 1024;
+
 fn default_drain_timeout_s() -> u64 {
     30
 }
@@ -377,6 +380,11 @@ impl Config {
                 problems.push(format!("listen.{key}: must be at least 1"));
             }
         }
+        if self.listen.worker_threads > MAX_WORKER_THREADS {
+            problems.push(format!(
+                "listen.worker_threads: at most {MAX_WORKER_THREADS} (0: one per CPU)"
+            ));
+        }
         let files = self
             .listen
             .tls
@@ -525,7 +533,8 @@ mod tests {
         let text = MINIMAL
             .replace("http://127.0.0.1:9500", "ftp://x")
             .replace("http://127.0.0.1:9400", "nope")
-            + "[listen]\ntls = { cert_file = \"missing.pem\", key_file = \"missing.key\" }\n";
+            + "[listen]\ntls = { cert_file = \"missing.pem\", key_file = \"missing.key\" }\n\
+               worker_threads = 100000\n";
         let error = Config::load(&write("invalid", &text))
             .unwrap_err()
             .to_string();
@@ -534,6 +543,7 @@ mod tests {
             "authn.issuer",
             "listen.tls.cert_file",
             "listen.tls.key_file",
+            "listen.worker_threads",
         ] {
             assert!(error.contains(key), "{key} missing from {error}");
         }
