@@ -104,9 +104,9 @@ fn parse(value: &str) -> Option<(String, String, bool)> {
     valid.then(|| (trace.to_owned(), parent.to_owned(), sampled))
 }
 
-/// Fills `out` from aws-lc's generator (seeded from the system once), drawing 512 bytes at a
+/// Fills `out` from aws-lc's generator (a CSPRNG seeded from the system), drawing 512 bytes at a
 /// time per thread: one draw serves the ids of about nine requests. The ids are identifiers, not
-/// secrets; the generator is a CSPRNG all the same. `false` when the generator fails.
+/// secrets. `false` when the generator fails.
 fn random_bytes(out: &mut [u8]) -> bool {
     const POOL: usize = 512;
     thread_local! {
@@ -168,6 +168,8 @@ fn random_hex(bytes: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn random_uuids_are_version_4_and_differ() {
         // More than a pool's worth: ids stay distinct across refills.
@@ -193,8 +195,6 @@ mod tests {
         assert!(super::random_bytes(&mut large));
         assert!(large.iter().any(|b| *b != 0));
     }
-
-    use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -9,8 +9,14 @@ use std::sync::{Mutex, PoisonError};
 use crate::decision::Decision;
 use crate::request::Inputs;
 
-/// At most `capacity` decisions; when full, it starts over (a flood of distinct requests costs
-/// one clearing per `capacity` requests, never memory).
+/// The most text a kept key may hold: a request with a longer resource id, list of roles or
+/// reason is decided every time, so a client sending long distinct paths cannot make the cache
+/// hold `capacity` times its longest request.
+const MAX_KEY_TEXT_BYTES: usize = 1024;
+
+/// At most `capacity` decisions, each key at most `MAX_KEY_TEXT_BYTES` of text (about 6 MiB with
+/// the default 4096); when full, it starts over (a flood of distinct requests costs one clearing
+/// per `capacity` requests, never memory).
 pub(crate) struct DecisionCache {
     capacity: usize,
     entries: Mutex<HashMap<Inputs, Decision>>,
@@ -44,7 +50,7 @@ impl DecisionCache {
 
     /// Keeps a decision.
     pub(crate) fn insert(&self, inputs: Inputs, decision: &Decision) {
-        if !self.enabled() {
+        if !self.enabled() || inputs.text_bytes() > MAX_KEY_TEXT_BYTES {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);

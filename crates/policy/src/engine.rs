@@ -658,6 +658,29 @@ mod tests {
         }
     }
 
+    /// A request holding more than 1 KiB of text (here a long resource id) is decided as usual
+    /// but not kept; the same request with a short id is.
+    #[test]
+    fn long_requests_are_decided_but_not_kept() {
+        let engine = baseline(4096);
+        let cases = grid(&engine);
+        let (principal, route, facts, label) = &cases[0];
+        let mut long = route.clone();
+        long.resource_id = "X".repeat(2000);
+        let expected = engine.evaluate(
+            &Inputs::new(principal, &long, facts, engine.entities.limits(principal)),
+            Subset::ByAction,
+        );
+        assert_eq!(
+            engine.authorize(principal, &long, facts),
+            expected,
+            "{label}"
+        );
+        assert_eq!(engine.cache.len(), 0, "a long key is not kept");
+        engine.authorize(principal, route, facts);
+        assert_eq!(engine.cache.len(), 1, "a short one is");
+    }
+
     /// A full cache starts over: it never holds more than its capacity, and 0 holds nothing.
     #[test]
     fn the_cache_is_bounded() {

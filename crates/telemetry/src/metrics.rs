@@ -20,7 +20,7 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests whose caller could not be authenticated, by reason (`expired`, `bad_signature`…).
     pub auth_failures: IntCounterVec,
-    /// Time to evaluate the policies for one request.
+    /// Time to decide one request (evaluated, or from the decision cache).
     pub policy_evaluation: Histogram,
     /// Policy-set reloads, by result (`loaded` / `refused`).
     pub policy_reloads: IntCounterVec,
@@ -108,7 +108,7 @@ impl Metrics {
         let policy_evaluation = Histogram::with_opts(
             HistogramOpts::new(
                 "policy_evaluation_seconds",
-                "Time to evaluate the policies for one request.",
+                "Time to decide one request (evaluated, or from the decision cache).",
             )
             .buckets(POLICY_BUCKETS.to_vec()),
         )
