@@ -423,7 +423,7 @@ async fn main() {
     }
     let sections = |cache: usize| {
         format!(
-            "[listen]\naddress = \"127.0.0.1:{{port}}\"\n\n[upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\n\
+            "[listen]\naddress = \"127.0.0.1:{{port}}\"\nworker_threads = 1\n\n[upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\n\
              [authn]\nissuer = \"{}\"\naudience = [\"urn:invoiceguard:invoicing-api\"]\nrequire_typ = \"at+jwt\"\n\
              mfa_acr = [\"urn:invoiceguard:acr:mfa\"]\ntoken_cache_entries = {cache}\n\n\
              [[audit.sinks]]\nname = \"archive\"\nfile = \"archive.log\"\n",
