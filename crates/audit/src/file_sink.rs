@@ -2,6 +2,7 @@
 //! `audit.log` becomes `audit.log.1`, `.1` becomes `.2`… and the oldest beyond `keep_files` is
 //! removed. A batch is delivered once it is on disk (`fsync`).
 
+use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,8 +32,8 @@ impl FileSink {
     }
 
     /// Appends the events (rotating first when they would not fit) and syncs them.
-    pub(crate) fn send(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
-        let mut bytes = Vec::new();
+    pub(crate) fn send(&mut self, lines: &[Bytes]) -> Result<(), String> {
+        let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for line in lines {
             encode(line, self.format, &mut bytes);
             bytes.push(b'\n');
@@ -107,7 +108,7 @@ mod tests {
         ))
         .unwrap();
         let mut sink = FileSink::new(&config, &path);
-        let line = format!("{{\"seq\":1,\"pad\":\"{}\"}}", "x".repeat(1000)).into_bytes();
+        let line = Bytes::from(format!("{{\"seq\":1,\"pad\":\"{}\"}}", "x".repeat(1000)));
         for _ in 0..20 {
             sink.send(std::slice::from_ref(&line)).unwrap();
         }

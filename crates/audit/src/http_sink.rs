@@ -48,8 +48,8 @@ impl HttpSink {
     }
 
     /// Posts the events as one NDJSON body.
-    pub(crate) async fn send(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
-        let mut body = Vec::new();
+    pub(crate) async fn send(&mut self, lines: &[Bytes]) -> Result<(), String> {
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for line in lines {
             encode(line, self.format, &mut body);
             body.push(b'\n');

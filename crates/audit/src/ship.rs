@@ -4,6 +4,7 @@
 //! open a while after the batch); after a failure or a restart, everything since the saved
 //! cursor is sent again. Nothing is lost; a few events may arrive twice around an outage.
 
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -252,7 +253,7 @@ impl Destination {
 
     /// Sends a batch; `Ok(true)` when it is known delivered, `Ok(false)` when that is known only
     /// later (syslog).
-    async fn send(&mut self, lines: &[Vec<u8>]) -> Result<bool, String> {
+    async fn send(&mut self, lines: &[Bytes]) -> Result<bool, String> {
         match self {
             Self::Syslog(syslog) => syslog.send(lines).await.map(|()| false),
             Self::Http(http) => http.send(lines).await.map(|()| true),
@@ -377,7 +378,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
             .last()
             .and_then(|l| seq_of(l))
             .unwrap_or(committed_seq);
-        let full = lines.iter().map(Vec::len).sum::<usize>() as u64 >= BATCH_BYTES / 2;
+        let full = lines.iter().map(Bytes::len).sum::<usize>() as u64 >= BATCH_BYTES / 2;
         match destination.send(&lines).await {
             Ok(true) => {
                 backoff = Duration::from_millis(100);

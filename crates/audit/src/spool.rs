@@ -3,6 +3,7 @@
 //! (`<sink>.cursor`: a segment and a byte offset in it). A segment is closed once a later one
 //! exists, so a reader that reaches its end moves on to the next.
 
+use bytes::Bytes;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -77,7 +78,7 @@ pub(crate) fn read_batch(
     dir: &Path,
     mut cursor: Cursor,
     max_bytes: u64,
-) -> std::io::Result<(Vec<Vec<u8>>, Cursor)> {
+) -> std::io::Result<(Vec<Bytes>, Cursor)> {
     let segments = segments(dir)?;
     loop {
         let Some(index) = segments
@@ -116,17 +117,26 @@ pub(crate) fn read_batch(
             }
         }
         file.seek(SeekFrom::Start(cursor.offset))?;
-        let mut bytes = Vec::new();
-        file.take(max_bytes.min(length - cursor.offset))
-            .read_to_end(&mut bytes)?;
+        // One buffer, read at once; the lines are slices of it (no copy each).
+        let want = max_bytes.min(length - cursor.offset);
+        let mut bytes = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+        file.take(want).read_to_end(&mut bytes)?;
         let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
             return Ok((Vec::new(), cursor));
         };
-        let lines = bytes[..end]
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
+        let bytes = Bytes::from(bytes);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (at, _) in bytes[..=end]
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+        {
+            if at > start {
+                lines.push(bytes.slice(start..at));
+            }
+            start = at + 1;
+        }
         cursor.offset += end as u64 + 1;
         return Ok((lines, cursor));
     }

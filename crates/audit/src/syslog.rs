@@ -2,6 +2,7 @@
 //! TLS (RFC 5425). Syslog has no acknowledgement: a batch counts as delivered once the
 //! connection has stayed open for a while after it (see `ship`).
 
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ impl Syslog {
     }
 
     /// Writes the events to the collector, connecting first when needed.
-    pub(crate) async fn send(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
+    pub(crate) async fn send(&mut self, lines: &[Bytes]) -> Result<(), String> {
         let mut bytes = Vec::new();
         for line in lines {
             bytes.extend(frame(line, &self.app_name, &self.hostname, self.format));
