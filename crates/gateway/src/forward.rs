@@ -8,14 +8,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::HttpConnector;
 use invoiceguard_authn::{Principal, PrincipalKind};
 
 use crate::body::BodyError;
 use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, RequestBody};
 use crate::tls;
+use crate::upstream_pool::{Pool, SendError};
 
 /// Every header with this prefix is the gateway's to set; client-sent ones are removed.
 pub(crate) const IDENTITY_PREFIX: &str = "x-invoiceguard-";
@@ -72,8 +72,7 @@ pub(crate) struct ForwardContext<'a> {
 
 /// The upstream and its connection pool.
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
-    scheme: http::uri::Scheme,
+    pool: std::sync::Arc<Pool>,
     authority: http::uri::Authority,
     base_path: String,
     timeout: Duration,
@@ -98,7 +97,7 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector: HttpsConnector<HttpConnector> = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls::client_config(
                 config.ca_file.as_deref(),
                 config
@@ -109,12 +108,14 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("upstream.url: `{}`: {e}", config.url))?;
         Ok(Self {
-            client,
-            scheme,
+            pool: Pool::new(connector, target, Duration::from_secs(60)),
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -135,13 +136,13 @@ impl Upstream {
             Some(query) => format!("{}{path}?{query}", self.base_path),
             None => format!("{}{path}", self.base_path),
         };
+        // Read before the URI is replaced: an HTTP/2 client's host is its `:authority`.
+        let original_host = original_host(&parts);
+        // Origin-form (`/path?query`): the connection is the upstream's own.
         parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| GatewayError::Internal(format!("cannot build the upstream URI: {e}")))?;
-        let original_host = original_host(&parts);
         parts.version = Version::HTTP_11;
         parts.headers.remove(&self.api_key_header);
         parts.headers.remove(crate::pipeline::BREAK_GLASS_HEADER);
@@ -154,10 +155,13 @@ impl Upstream {
         let host = HeaderValue::from_str(self.authority.as_str())
             .map_err(|e| GatewayError::Internal(format!("bad upstream authority: {e}")))?;
         parts.headers.insert(header::HOST, host);
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let sent = self.pool.send(Request::from_parts(parts, body));
         let mut response = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(error)) => {
+            Ok(Err(SendError::Connect(cause))) => {
+                return Err(GatewayError::UpstreamUnreachable(cause));
+            }
+            Ok(Err(SendError::Http(error))) => {
                 return Err(match BodyError::find(&error) {
                     Some(BodyError::TooLarge(limit)) => GatewayError::PayloadTooLarge(*limit),
                     Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
@@ -184,8 +188,6 @@ impl Upstream {
     ) -> Result<Option<serde_json::Value>, String> {
         use http_body_util::{BodyExt, Empty, Limited};
         let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(format!("{}{path}", self.base_path))
             .build()
             .map_err(|e| format!("cannot build the lookup URI: {e}"))?;
@@ -198,11 +200,10 @@ impl Upstream {
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .map_err(|e| format!("cannot build the lookup request: {e}"))?;
         let fetch = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| error_chain(&e))?;
+            let response = self.pool.send(request).await.map_err(|e| match e {
+                SendError::Connect(cause) => cause,
+                SendError::Http(error) => error_chain(&error),
+            })?;
             let status = response.status();
             if status == http::StatusCode::NOT_FOUND {
                 return Ok(None);
@@ -308,7 +309,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The error and its causes, for the audit detail.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

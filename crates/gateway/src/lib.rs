@@ -4,13 +4,13 @@
 //! It also gathers each crate's configuration section into the one configuration file.
 //!
 //! Where things happen: `normalize.rs` (the canonical path and the refusal of ambiguous
-//! requests), `body.rs` (the request body's size and time limits), `pipeline.rs` (the phases in order),
-//! `enrich.rs` (facts for the decision: invoice creator and amount, export quota), `forward.rs`
-//! (the upstream call and its headers), `settle.rs` (what the answer proves), `audit_trail.rs`
-//! (the event of each request), `error.rs` (classification and the problem answer), `server.rs`
-//! (listeners and connections), `reload.rs` (the running policy set and its hot reload),
-//! `revocation.rs` (who is blocked, on every replica), `admin.rs` (health, readiness,
-//! revocations).
+//! requests), `body.rs` (the request body's size and time limits), `pipeline.rs` (the phases in
+//! order), `enrich.rs` (facts for the decision: invoice creator and amount, export quota),
+//! `forward.rs` (the upstream call and its headers), `upstream_pool.rs` (the upstream's
+//! connections), `settle.rs` (what the answer proves), `audit_trail.rs` (the event of each
+//! request), `error.rs` (classification and the problem answer), `server.rs` (listeners and
+//! connections), `reload.rs` (the running policy set and its hot reload), `revocation.rs` (who is
+//! blocked, on every replica), `admin.rs` (health, readiness, revocations).
 
 mod admin;
 mod audit_trail;
@@ -32,6 +32,7 @@ mod server;
 mod settle;
 mod tls;
 mod trace;
+mod upstream_pool;
 
 pub use config::{
     AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,

@@ -1,0 +1,296 @@
+//! The upstream's connection pool: HTTP/1.1 connections kept open between requests, each carrying
+//! one request at a time, the most recently used first. A pooled connection that the upstream
+//! closed meanwhile gives its request back unsent, and the request goes on the next one (or on a
+//! new connection) — never twice on the wire.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use crate::error::RequestBody;
+
+/// The most idle connections kept; more are closed as their requests end.
+const MAX_IDLE: usize = 1024;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be made (the text names the cause and its causes).
+    Connect(String),
+    /// The connection failed while the request was sent or its response awaited.
+    Http(hyper::Error),
+}
+
+/// Idle connections to one upstream.
+pub(crate) struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// The upstream's scheme and authority: where new connections go.
+    target: Uri,
+    idle_timeout: Duration,
+    /// Ready connections and since when they are idle, the most recent last.
+    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        target: Uri,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            connector,
+            target,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) and returns the response head; the
+    /// connection goes back to the pool once the response body has been read.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        while let Some(mut sender) = self.checkout() {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.keep_when_ready(sender);
+                    return Ok(response);
+                }
+                Err(mut error) => match error.take_message() {
+                    // Not sent: the connection was closed while idle.
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Http(error.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                self.keep_when_ready(sender);
+                Ok(response)
+            }
+            Err(error) => Err(SendError::Http(error.into_error())),
+        }
+    }
+
+    /// The most recently used idle connection that is still open and not idle for too long.
+    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() >= self.idle_timeout {
+                // The rest are older still.
+                idle.clear();
+                return None;
+            }
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Puts the connection back once it is ready again (its response read to the end): a task
+    /// of its own, which ends with the connection when the response is abandoned.
+    fn keep_when_ready(self: &Arc<Self>, mut sender: SendRequest<RequestBody>) {
+        let pool: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok()
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.put(sender);
+            }
+        });
+    }
+
+    fn put(&self, sender: SendRequest<RequestBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // The oldest first: those idle too long are closed (dropping a sender closes its
+        // connection), and the pool never holds more than its bound.
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= self.idle_timeout)
+            .count();
+        let over = (idle.len() - stale + 1).saturating_sub(MAX_IDLE);
+        idle.drain(..stale + over);
+        idle.push((sender, Instant::now()));
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
+        let mut connector = self.connector.clone();
+        let connecting = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(self.target.clone()).await
+        };
+        let io = connecting
+            .await
+            .map_err(|error| SendError::Connect(crate::forward::error_chain(&*error)))?;
+        let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Idle connections now (for tests).
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An upstream on a free port that answers `ok` and counts its connections; with
+    /// `close_after`, it closes each connection that long after its first answer.
+    async fn upstream(close_after: Option<Duration>) -> (Uri, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let serving = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    match close_after {
+                        None => {
+                            let _ = serving.await;
+                        }
+                        Some(after) => {
+                            let _ = tokio::time::timeout(after, serving).await;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{address}/").parse().unwrap(), accepted)
+    }
+
+    fn pool(target: Uri, idle_timeout: Duration) -> Arc<Pool> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config(None, None).unwrap())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Pool::new(connector, target, idle_timeout)
+    }
+
+    async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {
+        let request = Request::get("/invoices")
+            .header(http::header::HOST, "upstream")
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let response = pool.send(request).await?;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// The connection's way back to the pool is a task: give it its turn.
+    async fn settle(pool: &Arc<Pool>, idle: usize) {
+        for _ in 0..100 {
+            if pool.idle_count() == idle {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.idle_count(), idle);
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_request_after_request() {
+        let (target, accepted) = upstream(None).await;
+        let pool = pool(target, Duration::from_secs(60));
+        for _ in 0..5 {
+            assert_eq!(get(&pool).await.unwrap(), "ok");
+            settle(&pool, 1).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_each_get_a_connection_and_all_are_kept() {
+        let (target, accepted) = upstream(None).await;
+        let pool = pool(target, Duration::from_secs(60));
+        let (a, b, c) = tokio::join!(get(&pool), get(&pool), get(&pool));
+        for answer in [a, b, c] {
+            assert_eq!(answer.unwrap(), "ok");
+        }
+        settle(&pool, 3).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(get(&pool).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a kept one was used");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        let (target, accepted) = upstream(Some(Duration::from_millis(50))).await;
+        let pool = pool(target, Duration::from_secs(60));
+        assert_eq!(get(&pool).await.unwrap(), "ok");
+        settle(&pool, 1).await;
+        // The upstream closes it while it is idle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(get(&pool).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_too_long_is_closed() {
+        let (target, accepted) = upstream(None).await;
+        let pool = pool(target, Duration::from_millis(50));
+        assert_eq!(get(&pool).await.unwrap(), "ok");
+        settle(&pool, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&pool).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        settle(&pool, 1).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let pool = pool(
+            format!("http://{address}/").parse().unwrap(),
+            Duration::from_secs(60),
+        );
+        match get(&pool).await {
+            Err(SendError::Connect(cause)) => assert!(!cause.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
