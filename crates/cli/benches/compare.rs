@@ -41,7 +41,7 @@ const CONNECTIONS: usize = 32;
 /// after any hiccup, and what was measured was that connection storm (docs/performance.md).
 const FIXED_RATE_CONNECTIONS: usize = 64;
 const RUN: Duration = Duration::from_secs(8);
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 const PATH: &str = "/invoices/INV-1";
 
 /// One thing measured: where to send requests, and which processes to charge CPU to.
@@ -590,7 +590,7 @@ async fn main() {
         "path": PATH, "tokens": TOKENS, "connections": CONNECTIONS, "fixed_rate_connections": FIXED_RATE_CONNECTIONS, "run_s": RUN.as_secs(), "rounds": ROUNDS,
         "pinning": "proxies on CPU 1; upstream, IdP and load generator on CPU 0",
         "tokens_alg": "RS256 (2048), one key: Apache from its certificate, invoiceguard from the JWKS",
-        "invoiceguard_full": "JWT RS256 (token and decision caches off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink",
+        "invoiceguard_full": "JWT RS256 (token and decision caches off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink, one worker thread (`listen.worker_threads = 1`, as nginx has one worker)",
         "apache": "mod_auth_openidc AuthType oauth20, JWT verified against the IdP's JWKS, event MPM 1x64 threads",
         "nginx": "proxy_pass with an upstream keepalive pool, 1 worker",
     });
