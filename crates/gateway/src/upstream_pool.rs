@@ -163,7 +163,7 @@ mod tests {
     use super::*;
 
     /// An upstream on a free port that answers `ok` and counts its connections; with
-    /// `close_after`, it closes each connection that long after its first answer.
+    /// `close_after`, it closes each connection that long after accepting it.
     async fn upstream(close_after: Option<Duration>) -> (Uri, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -257,12 +257,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_used_again() {
-        let (target, accepted) = upstream(Some(Duration::from_millis(50))).await;
+        let (target, accepted) = upstream(Some(Duration::from_millis(300))).await;
         let pool = pool(target, Duration::from_secs(60));
         assert_eq!(get(&pool).await.unwrap(), "ok");
         settle(&pool, 1).await;
         // The upstream closes it while it is idle.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(get(&pool).await.unwrap(), "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }

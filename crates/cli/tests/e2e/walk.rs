@@ -360,6 +360,18 @@ async fn bodies_stream_both_ways_over_http2() {
         journal[0]["version"], "HTTP/1.1",
         "HTTP/2 in, pooled HTTP/1.1 to the upstream"
     );
+    // An HTTP/2 client names the host in `:authority`, not `Host`: the upstream is told it.
+    let forwarded_host = journal[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-forwarded-host")
+        .map(|h| h[1].clone());
+    assert_eq!(
+        forwarded_host,
+        Some(json!(world.gateway.url.trim_start_matches("http://"))),
+        "the client's authority, not the upstream's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
