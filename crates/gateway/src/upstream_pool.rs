@@ -1,7 +1,9 @@
 //! The upstream's connection pool: HTTP/1.1 connections kept open between requests, each carrying
 //! one request at a time, the most recently used first. A pooled connection that the upstream
 //! closed meanwhile gives its request back unsent, and the request goes on the next one (or on a
-//! new connection) — never twice on the wire.
+//! new connection) — never twice on the wire. A connection idle longer than the idle timeout is
+//! not used again; it is closed when the pool is next used (there is no timer: an idle gateway
+//! leaves it to the upstream's keep-alive timeout, as hyper-util's pool did without one).
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
