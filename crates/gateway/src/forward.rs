@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use invoiceguard_authn::{Principal, PrincipalKind};
@@ -15,7 +14,7 @@ use crate::body::BodyError;
 use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, RequestBody};
 use crate::tls;
-use crate::upstream_pool::{Pool, SendError};
+use crate::upstream_pool::{Pool, PooledBody, SendError};
 
 /// Every header with this prefix is the gateway's to set; client-sent ones are removed.
 pub(crate) const IDENTITY_PREFIX: &str = "x-invoiceguard-";
@@ -49,6 +48,25 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// The break-glass reason: for the audit trail, never forwarded.
+static BREAK_GLASS: HeaderName = HeaderName::from_static(crate::pipeline::BREAK_GLASS_HEADER);
+
+/// The headers the gateway sets, as names made once (not checked again for every request).
+mod names {
+    use http::HeaderName;
+
+    pub(super) static SUBJECT: HeaderName = HeaderName::from_static(super::SUBJECT);
+    pub(super) static PRINCIPAL_TYPE: HeaderName = HeaderName::from_static(super::PRINCIPAL_TYPE);
+    pub(super) static ROLES: HeaderName = HeaderName::from_static(super::ROLES);
+    pub(super) static SCOPES: HeaderName = HeaderName::from_static(super::SCOPES);
+    pub(super) static CLIENT_ID: HeaderName = HeaderName::from_static(super::CLIENT_ID);
+    pub(super) static MFA: HeaderName = HeaderName::from_static(super::MFA);
+    pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID);
+    pub(super) static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub(super) static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub(super) static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+}
+
 /// Forwarding headers a client could forge; the gateway writes its own.
 const FORWARDING: [&str; 7] = [
     "forwarded",
@@ -74,6 +92,8 @@ pub(crate) struct ForwardContext<'a> {
 pub(crate) struct Upstream {
     pool: std::sync::Arc<Pool>,
     authority: http::uri::Authority,
+    /// The `Host` the upstream receives: its authority.
+    host: HeaderValue,
     base_path: String,
     timeout: Duration,
     forward_authorization: bool,
@@ -114,8 +134,11 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|e| format!("upstream.url: `{}`: {e}", config.url))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| format!("upstream.url: `{}`: {e}", config.url))?;
         Ok(Self {
             pool: Pool::new(connector, target, Duration::from_secs(60)),
+            host,
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -130,12 +153,18 @@ impl Upstream {
         request: Request<RequestBody>,
         path: &str,
         context: &ForwardContext<'_>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<PooledBody>, GatewayError> {
         let (mut parts, body) = request.into_parts();
-        let path_and_query = match parts.uri.query() {
-            Some(query) => format!("{}{path}?{query}", self.base_path),
-            None => format!("{}{path}", self.base_path),
-        };
+        let query = parts.uri.query();
+        let mut path_and_query = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        path_and_query.push_str(&self.base_path);
+        path_and_query.push_str(path);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
         // Read before the URI is replaced: an HTTP/2 client's host is its `:authority`.
         let original_host = original_host(&parts);
         // Origin-form (`/path?query`): the connection is the upstream's own.
@@ -144,17 +173,14 @@ impl Upstream {
             .build()
             .map_err(|e| GatewayError::Internal(format!("cannot build the upstream URI: {e}")))?;
         parts.version = Version::HTTP_11;
-        parts.headers.remove(&self.api_key_header);
-        parts.headers.remove(crate::pipeline::BREAK_GLASS_HEADER);
         upstream_headers(
             &mut parts.headers,
             context,
             original_host,
             self.forward_authorization,
+            &[&self.api_key_header, &BREAK_GLASS],
         )?;
-        let host = HeaderValue::from_str(self.authority.as_str())
-            .map_err(|e| GatewayError::Internal(format!("bad upstream authority: {e}")))?;
-        parts.headers.insert(header::HOST, host);
+        parts.headers.insert(header::HOST, self.host.clone());
         let sent = self.pool.send(Request::from_parts(parts, body));
         let mut response = match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
@@ -237,55 +263,57 @@ fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
 }
 
 /// Rewrites the client's headers for the upstream: hop-by-hop and forgeable headers out, the
-/// verified identity and forwarding facts in.
+/// verified identity and forwarding facts in. `also_remove` names credentials the upstream never
+/// sees (the API key header, the break-glass reason).
 pub(crate) fn upstream_headers(
     headers: &mut HeaderMap,
     context: &ForwardContext<'_>,
     original_host: Option<HeaderValue>,
     forward_authorization: bool,
+    also_remove: &[&HeaderName],
 ) -> Result<(), GatewayError> {
-    strip_hop_by_hop(headers);
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            name.starts_with(IDENTITY_PREFIX) || name == REQUEST_ID || FORWARDING.contains(&name)
-        })
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
-    if !forward_authorization {
-        headers.remove(header::AUTHORIZATION);
-    }
+    strip(headers, |name| {
+        let text = name.as_str();
+        text.starts_with(IDENTITY_PREFIX)
+            || text == REQUEST_ID
+            || FORWARDING.contains(&text)
+            || (!forward_authorization && name == header::AUTHORIZATION)
+            || also_remove.contains(&name)
+    });
     let principal = context.principal;
+    // Room for what is added below, made once.
+    headers.reserve(12);
+    let mut set = |name: &HeaderName, value: &str| -> Result<(), GatewayError> {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| GatewayError::Internal(format!("`{name}` cannot carry its value")))?;
+        headers.append(name.clone(), value);
+        Ok(())
+    };
+    set(&names::SUBJECT, &principal.id)?;
+    set(&names::ROLES, &principal.roles.join(","))?;
+    set(&names::SCOPES, &principal.scopes.join(" "))?;
+    if let Some(client) = &principal.client_id {
+        set(&names::CLIENT_ID, client)?;
+    }
+    set(&names::REQUEST_ID, context.request_id)?;
+    set(&names::FORWARDED_FOR, &context.client_ip.to_string())?;
     let kind = match principal.kind {
         PrincipalKind::User => "user",
         PrincipalKind::ServiceAccount => "service_account",
     };
-    let mut set = |name: &'static str, value: &str| -> Result<(), GatewayError> {
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| GatewayError::Internal(format!("`{name}` cannot carry its value")))?;
-        headers.insert(HeaderName::from_static(name), value);
-        Ok(())
-    };
-    set(SUBJECT, &principal.id)?;
-    set(PRINCIPAL_TYPE, kind)?;
-    set(ROLES, &principal.roles.join(","))?;
-    set(SCOPES, &principal.scopes.join(" "))?;
-    if let Some(client) = &principal.client_id {
-        set(CLIENT_ID, client)?;
+    let constant = [
+        (&names::PRINCIPAL_TYPE, kind),
+        (&names::MFA, if principal.mfa { "true" } else { "false" }),
+        (
+            &names::FORWARDED_PROTO,
+            if context.tls { "https" } else { "http" },
+        ),
+    ];
+    for (name, value) in constant {
+        headers.append(name.clone(), HeaderValue::from_static(value));
     }
-    set(MFA, if principal.mfa { "true" } else { "false" })?;
-    set(REQUEST_ID, context.request_id)?;
-    set("x-forwarded-for", &context.client_ip.to_string())?;
-    set(
-        "x-forwarded-proto",
-        if context.tls { "https" } else { "http" },
-    )?;
     if let Some(host) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.append(names::FORWARDED_HOST.clone(), host);
     }
     context.trace.inject(headers);
     Ok(())
@@ -293,17 +321,28 @@ pub(crate) fn upstream_headers(
 
 /// Removes the hop-by-hop headers, and every header the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    strip(headers, |_| false);
+}
+
+/// Removes the hop-by-hop headers, those the `Connection` header names and those `also` picks,
+/// in one pass over the names: a request that carries none of them (most) costs no lookup.
+fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut unwanted: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || also(name))
+        .cloned()
         .collect();
-    for name in named {
-        headers.remove(name);
+    if unwanted.contains(&header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        unwanted.extend(named);
     }
-    for name in &HOP_BY_HOP {
+    for name in unwanted {
         headers.remove(name);
     }
 }
@@ -350,6 +389,7 @@ mod tests {
             ("forwarded", "for=10.0.0.1"),
             ("x-request-id", "client-chosen"),
             ("authorization", "Bearer secret"),
+            ("x-api-key", "key-1"),
             ("connection", "keep-alive, x-audit-me"),
             ("x-audit-me", "1"),
             ("te", "trailers"),
@@ -374,6 +414,7 @@ mod tests {
             &context,
             Some(HeaderValue::from_static("gw.example")),
             false,
+            &[&HeaderName::from_static("x-api-key")],
         )
         .unwrap();
         assert_eq!(headers[SUBJECT], "alice");
@@ -388,6 +429,7 @@ mod tests {
             "x-invoiceguard-extra",
             "forwarded",
             "authorization",
+            "x-api-key",
             "connection",
             "x-audit-me",
             "te",
@@ -413,7 +455,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             tls: false,
         };
-        upstream_headers(&mut headers, &context, None, true).unwrap();
+        upstream_headers(&mut headers, &context, None, true, &[]).unwrap();
         assert_eq!(headers[SUBJECT], "alice");
         assert_eq!(headers[REQUEST_ID], "req-2");
     }

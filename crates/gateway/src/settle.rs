@@ -2,11 +2,11 @@
 //! creator is recorded) and the rows an export actually returned (the reservation is settled to
 //! them). It never changes the answer the client gets.
 
+use crate::upstream_pool::PooledBody;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Frame;
-use hyper::body::Incoming;
 use invoiceguard_policy::{Route, RowCount};
 use invoiceguard_state::{Reservation, StateStore};
 use serde_json::Value;
@@ -25,7 +25,7 @@ pub(crate) struct Settled {
 
 /// Settles the answer; returns it (read whole when it had to be) and what was found.
 pub(crate) async fn settle(
-    response: Response<Incoming>,
+    response: Response<PooledBody>,
     route: &Route,
     creator: &str,
     reservation: Option<Reservation>,

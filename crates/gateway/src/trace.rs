@@ -65,12 +65,16 @@ impl TraceContext {
     /// span as parent.
     pub(crate) fn inject(&self, headers: &mut HeaderMap) {
         headers.remove(TRACESTATE);
-        let value = format!(
-            "00-{}-{}-{}",
-            self.trace_id,
-            self.span_id,
-            if self.sampled { "01" } else { "00" }
-        );
+        let mut value = String::with_capacity(55);
+        for part in [
+            "00-",
+            &self.trace_id,
+            "-",
+            &self.span_id,
+            if self.sampled { "-01" } else { "-00" },
+        ] {
+            value.push_str(part);
+        }
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(TRACEPARENT, value);
         }
@@ -158,12 +162,15 @@ fn random_hex(bytes: usize) -> String {
             *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
         }
     }
-    let mut text = String::with_capacity(buffer.len() * 2);
-    for byte in buffer.iter() {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    let mut text = [0u8; 32];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(buffer.iter()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
-    text
+    // Hex digits only: always text.
+    std::str::from_utf8(&text[..buffer.len() * 2])
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -5,11 +5,14 @@
 //! not used again; it is closed when the pool is next used (there is no timer: an idle gateway
 //! leaves it to the upstream's keep-alive timeout, as hyper-util's pool did without one).
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,17 +57,14 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) and returns the response head; the
-    /// connection goes back to the pool once the response body has been read.
+    /// connection goes back to the pool once the response body has been read to its end.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<PooledBody>, SendError> {
         while let Some(mut sender) = self.checkout() {
             match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.keep_when_ready(sender);
-                    return Ok(response);
-                }
+                Ok(response) => return Ok(self.returning(response, sender)),
                 Err(mut error) => match error.take_message() {
                     // Not sent: the connection was closed while idle.
                     Some(unsent) => request = unsent,
@@ -74,12 +74,23 @@ impl Pool {
         }
         let mut sender = self.connect().await?;
         match sender.try_send_request(request).await {
-            Ok(response) => {
-                self.keep_when_ready(sender);
-                Ok(response)
-            }
+            Ok(response) => Ok(self.returning(response, sender)),
             Err(error) => Err(SendError::Http(error.into_error())),
         }
+    }
+
+    /// The response, its body holding the connection until it has been read.
+    fn returning(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<RequestBody>,
+    ) -> Response<PooledBody> {
+        let pool = Arc::downgrade(self);
+        response.map(|inner| PooledBody {
+            inner,
+            ended: false,
+            connection: Some((sender, pool)),
+        })
     }
 
     /// The most recently used idle connection that is still open and not idle for too long.
@@ -98,11 +109,19 @@ impl Pool {
         None
     }
 
-    /// Puts the connection back once it is ready again (its response read to the end): a task
-    /// of its own, which ends with the connection when the response is abandoned.
+    /// Puts back a connection whose response was read to its end: at once when it is ready for
+    /// the next request (usual: its connection task is done with the response), else from a
+    /// task that waits for it to be (which ends with the connection if the upstream closes it).
     fn keep_when_ready(self: &Arc<Self>, mut sender: SendRequest<RequestBody>) {
+        if sender.is_ready() {
+            self.put(sender);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let pool: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if sender.ready().await.is_ok()
                 && let Some(pool) = pool.upgrade()
             {
@@ -152,20 +171,66 @@ impl Pool {
     }
 }
 
+/// An upstream response's body. Read to its end, it puts its connection back in the pool when
+/// dropped; dropped before its end, its connection is closed (hyper closes a connection whose
+/// response was abandoned).
+pub(crate) struct PooledBody {
+    inner: Incoming,
+    /// `poll_frame` said there is nothing more (a chunked body's only sign of its end).
+    ended: bool,
+    connection: Option<(SendRequest<RequestBody>, Weak<Pool>)>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if let Some((sender, pool)) = self.connection.take()
+            && (self.ended || self.inner.is_end_stream())
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.keep_when_ready(sender);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use bytes::Bytes;
-    use http_body_util::{BodyExt, Empty, Full};
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     use tokio::net::TcpListener;
 
     use super::*;
 
-    /// An upstream on a free port that answers `ok` and counts its connections; with
-    /// `close_after`, it closes each connection that long after accepting it.
+    /// An upstream on a free port that answers `ok` (with a length; chunked at `/chunked`; 1 MiB
+    /// at `/large`) and counts its connections; with `close_after`, it closes each connection
+    /// that long after accepting it.
     async fn upstream(close_after: Option<Duration>) -> (Uri, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -175,10 +240,20 @@ mod tests {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let service = service_fn(|_request| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
+                    let service = service_fn(|request: Request<Incoming>| async move {
+                        let body = match request.uri().path() {
+                            // No length: the body is sent chunked.
+                            "/chunked" => StreamBody::new(futures_util::stream::iter([Ok::<
+                                _,
+                                std::convert::Infallible,
+                            >(
+                                Frame::data(Bytes::from_static(b"ok")),
+                            )]))
+                            .boxed(),
+                            "/large" => Full::new(Bytes::from(vec![b'x'; 1 << 20])).boxed(),
+                            _ => Full::new(Bytes::from_static(b"ok")).boxed(),
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
                     });
                     let serving = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service);
@@ -208,7 +283,11 @@ mod tests {
     }
 
     async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {
-        let request = Request::get("/invoices")
+        get_path(pool, "/invoices").await
+    }
+
+    async fn get_path(pool: &Arc<Pool>, path: &str) -> Result<String, SendError> {
+        let request = Request::get(path)
             .header(http::header::HOST, "upstream")
             .body(
                 Empty::<Bytes>::new()
@@ -241,6 +320,41 @@ mod tests {
             settle(&pool, 1).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_read_to_its_end_gives_its_connection_back() {
+        let (target, accepted) = upstream(None).await;
+        let pool = pool(target, Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(get_path(&pool, "/chunked").await.unwrap(), "ok");
+            settle(&pool, 1).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_abandoned_before_its_end_does_not_give_its_connection_back() {
+        let (target, accepted) = upstream(None).await;
+        let pool = pool(target, Duration::from_secs(60));
+        let request = Request::get("/large")
+            .header(http::header::HOST, "upstream")
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let response = pool.send(request).await.unwrap();
+        drop(response);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(get(&pool).await.unwrap(), "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the abandoned one was not reused"
+        );
     }
 
     #[tokio::test]
