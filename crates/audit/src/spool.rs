@@ -121,17 +121,13 @@ pub(crate) fn read_batch(
         let want = max_bytes.min(length - cursor.offset);
         let mut bytes = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
         file.take(want).read_to_end(&mut bytes)?;
-        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        let Some(end) = memchr::memrchr(b'\n', &bytes) else {
             return Ok((Vec::new(), cursor));
         };
         let bytes = Bytes::from(bytes);
         let mut lines = Vec::new();
         let mut start = 0;
-        for (at, _) in bytes[..=end]
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-        {
+        for at in memchr::memchr_iter(b'\n', &bytes[..=end]) {
             if at > start {
                 lines.push(bytes.slice(start..at));
             }
