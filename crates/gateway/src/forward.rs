@@ -263,8 +263,9 @@ fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
 }
 
 /// Rewrites the client's headers for the upstream: hop-by-hop and forgeable headers out, the
-/// verified identity and forwarding facts in. `also_remove` names credentials the upstream never
-/// sees (the API key header, the break-glass reason).
+/// verified identity and forwarding facts in. `also_remove` names other headers the upstream
+/// never sees: the API key header (a credential) and the break-glass reason (for the audit
+/// trail).
 pub(crate) fn upstream_headers(
     headers: &mut HeaderMap,
     context: &ForwardContext<'_>,
