@@ -19,7 +19,7 @@ mod spool;
 mod syslog;
 mod verify;
 
-pub use chain::{Chain, GENESIS};
+pub use chain::{Chain, GENESIS, hex};
 pub use config::AuditConfig;
 pub use event::{
     Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, ShadowRecord,

@@ -2,7 +2,6 @@
 //! creator is recorded) and the rows an export actually returned (the reservation is settled to
 //! them). It never changes the answer the client gets.
 
-use crate::upstream_pool::PooledBody;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
@@ -12,6 +11,7 @@ use invoiceguard_state::{Reservation, StateStore};
 use serde_json::Value;
 
 use crate::error::ResponseBody;
+use crate::upstream_pool::PooledBody;
 
 /// The largest answer read whole to find a created id or count rows.
 const MAX_SETTLE_BYTES: usize = 16 * 1024 * 1024;
