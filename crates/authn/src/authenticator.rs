@@ -154,27 +154,47 @@ impl Authenticator {
         Err(AuthnError::MissingToken)
     }
 
+    /// The principal of a bearer token verified before and still valid (in the token cache),
+    /// found without verifying anything; `None` for any other credentials. What
+    /// [`Authenticator::authenticate`] would answer for them, minus the work.
+    pub fn cached(&self, credentials: &Credentials<'_>) -> Option<Arc<Principal>> {
+        let token = bearer_token(credentials.authorization?).ok()?;
+        if token.len() > self.config.max_token_bytes {
+            return None;
+        }
+        self.cached_bearer(&token_hash(token), now_unix())
+    }
+
+    /// The cache's entry for a token hash, while the key that verified it is still published.
+    fn cached_bearer(&self, hash: &[u8; 32], now: u64) -> Option<Arc<Principal>> {
+        let cached = self.cache.get(hash, now)?;
+        let key_still_published = cached.verified_by.as_ref().is_none_or(|(issuer, kid)| {
+            self.issuers
+                .get(*issuer)
+                .is_some_and(|(_, keys)| matches!(keys.get(kid), Ok(Some(_))))
+        });
+        if key_still_published {
+            return Some(cached.principal);
+        }
+        self.cache.remove(hash);
+        None
+    }
+
     async fn bearer(&self, token: &str) -> Result<Arc<Principal>, AuthnError> {
         if token.len() > self.config.max_token_bytes {
             return Err(AuthnError::TooLarge);
         }
         let now = now_unix();
         let hash = token_hash(token);
-        if let Some(cached) = self.cache.get(&hash, now) {
-            let key_still_published = cached.verified_by.as_ref().is_none_or(|(issuer, kid)| {
-                self.issuers
-                    .get(*issuer)
-                    .is_some_and(|(_, keys)| matches!(keys.get(kid), Ok(Some(_))))
-            });
-            if key_still_published {
-                return Ok(cached.principal);
-            }
-            self.cache.remove(&hash);
+        if let Some(principal) = self.cached_bearer(&hash, now) {
+            return Ok(principal);
         }
+        // Boxed: a cache miss is the rare path, and its futures (a key fetch, an introspection
+        // call) would otherwise make every request's future larger.
         let cached = if token.bytes().filter(|b| *b == b'.').count() == 2 {
-            self.verify_jwt(token, now).await?
+            Box::pin(self.verify_jwt(token, now)).await?
         } else {
-            self.introspect(token, now).await?
+            Box::pin(self.introspect(token, now)).await?
         };
         let principal = cached.principal.clone();
         self.cache.insert(hash, cached, now);

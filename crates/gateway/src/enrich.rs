@@ -44,8 +44,9 @@ pub(crate) async fn resource_facts(
     let path = lookup
         .path
         .replace("{id}", &crate::normalize::encode_segment(id));
-    let answer = upstream
-        .lookup(&path, request_id)
+    // Boxed: a lookup is an upstream call of its own, on the few routes that need one; every
+    // other request's future stays without room for it.
+    let answer = Box::pin(upstream.lookup(&path, request_id))
         .await
         .map_err(|e| GatewayError::FactUnavailable(format!("lookup of `{kind}` `{id}`: {e}")))?
         .ok_or(GatewayError::NotFound)?;

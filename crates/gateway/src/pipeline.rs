@@ -10,7 +10,9 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use invoiceguard_audit::AuditLog;
-use invoiceguard_authn::{Authenticator, AuthnError, Credentials, PrincipalKind, claimed_subject};
+use invoiceguard_authn::{
+    AuthMethod, Authenticator, AuthnError, Credentials, PrincipalKind, claimed_subject,
+};
 use invoiceguard_policy::{ExportFacts, PolicyEngine, RequestFacts};
 use invoiceguard_state::StateStore;
 use rustls::pki_types::CertificateDer;
@@ -473,18 +475,28 @@ impl Gateway {
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let subject = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(claimed_subject);
+        // A token verified before is not decoded again for the subject it claims: its verified
+        // subject is the same.
+        let cached = self.authn.cached(&credentials());
+        let subject = match &cached {
+            Some(principal) if principal.method == AuthMethod::Jwt => Some(principal.id.clone()),
+            _ => request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(claimed_subject),
+        };
         let failure_keys = self.failure_keys(connection, subject.as_deref());
         self.check_failures(&failure_keys).await?;
-        let principal = match self
-            .authn
-            .authenticate(credentials())
-            .instrument(tracing::info_span!("authenticate"))
-            .await
-        {
+        let authenticated = match cached {
+            Some(principal) => Ok(principal),
+            None => {
+                self.authn
+                    .authenticate(credentials())
+                    .instrument(tracing::info_span!("authenticate"))
+                    .await
+            }
+        };
+        let principal = match authenticated {
             Ok(principal) => principal,
             Err(error) => {
                 if !error.is_missing() && !error.is_unavailable() {

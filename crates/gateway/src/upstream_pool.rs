@@ -72,7 +72,9 @@ impl Pool {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: connecting (TCP, TLS) is the rare path, and its future would otherwise make
+        // every request's future larger.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(request).await {
             Ok(response) => Ok(self.returning(response, sender)),
             Err(error) => Err(SendError::Http(error.into_error())),

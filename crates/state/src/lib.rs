@@ -5,7 +5,9 @@
 //!
 //! [`StateStore`] has two backends: `memory` (one process, nothing to install) and `redis`
 //! (shared by every replica; atomic Lua scripts, a timeout on every call, revocations announced
-//! by pub/sub).
+//! by pub/sub). A Redis call's future is boxed: the memory backend answers without waiting, and
+//! every request's future would otherwise carry room for the largest Redis call (kilobytes,
+//! copied each time the request's future is built).
 
 mod config;
 mod memory;
@@ -126,7 +128,7 @@ impl StateStore {
     pub async fn ping(&self) -> Result<(), StateError> {
         match &self.backend {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(store) => self.counted(store.ping().await),
+            Backend::Redis(store) => self.counted(Box::pin(store.ping()).await),
         }
     }
 
@@ -137,7 +139,9 @@ impl StateStore {
                 store.record_owner(invoice, creator);
                 Ok(())
             }
-            Backend::Redis(store) => self.counted(store.record_owner(invoice, creator).await),
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.record_owner(invoice, creator)).await)
+            }
         }
     }
 
@@ -145,7 +149,7 @@ impl StateStore {
     pub async fn owner(&self, invoice: &str) -> Result<Option<String>, StateError> {
         match &self.backend {
             Backend::Memory(store) => Ok(store.owner(invoice)),
-            Backend::Redis(store) => self.counted(store.owner(invoice).await),
+            Backend::Redis(store) => self.counted(Box::pin(store.owner(invoice)).await),
         }
     }
 
@@ -160,7 +164,7 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(store) => Ok(store.reserve_export(principal, rows, limits)),
             Backend::Redis(store) => {
-                self.counted(store.reserve_export(principal, rows, limits, DAY).await)
+                self.counted(Box::pin(store.reserve_export(principal, rows, limits, DAY)).await)
             }
         }
     }
@@ -177,7 +181,7 @@ impl StateStore {
                 Ok(())
             }
             Backend::Redis(store) => {
-                self.counted(store.settle_export(reservation, Some(rows)).await)
+                self.counted(Box::pin(store.settle_export(reservation, Some(rows))).await)
             }
         }
     }
@@ -189,7 +193,9 @@ impl StateStore {
                 store.release_export(reservation);
                 Ok(())
             }
-            Backend::Redis(store) => self.counted(store.settle_export(reservation, None).await),
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.settle_export(reservation, None)).await)
+            }
         }
     }
 
@@ -200,7 +206,9 @@ impl StateStore {
                 store.revoke(subject, until_unix);
                 Ok(())
             }
-            Backend::Redis(store) => self.counted(store.revoke(subject, until_unix).await),
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.revoke(subject, until_unix)).await)
+            }
         }
     }
 
@@ -211,7 +219,7 @@ impl StateStore {
                 store.lift(subject);
                 Ok(())
             }
-            Backend::Redis(store) => self.counted(store.lift(subject).await),
+            Backend::Redis(store) => self.counted(Box::pin(store.lift(subject)).await),
         }
     }
 
@@ -219,7 +227,7 @@ impl StateStore {
     pub async fn revocations(&self) -> Result<HashMap<String, u64>, StateError> {
         match &self.backend {
             Backend::Memory(store) => Ok(store.revocations()),
-            Backend::Redis(store) => self.counted(store.revocations().await),
+            Backend::Redis(store) => self.counted(Box::pin(store.revocations()).await),
         }
     }
 
@@ -242,7 +250,9 @@ impl StateStore {
     ) -> Result<Option<Duration>, StateError> {
         match &self.backend {
             Backend::Memory(store) => Ok(store.limit(key, limit, window, record)),
-            Backend::Redis(store) => self.counted(store.limit(key, limit, window, record).await),
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.limit(key, limit, window, record)).await)
+            }
         }
     }
 }

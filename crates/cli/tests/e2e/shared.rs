@@ -425,6 +425,52 @@ failed_auth_window_s = 60
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tokens_claiming_a_subject_lock_it_out_even_with_its_verified_token() {
+    let limits = "
+[limits]
+failed_auth_per_subject = 3
+failed_auth_window_s = 60
+";
+    let world = World::start_with(limits, None, "").await;
+    let gateway = &world.gateway;
+    let (alice, erin) = (world.token("alice").await, world.token("erin").await);
+    // Verified once: from here on alice's token is in the token cache, and the subject it
+    // claims is taken from there.
+    assert_eq!(
+        get(&url(gateway, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // Alice's claims under a signature that does not verify: each counts against her.
+    let (signed, signature) = alice.rsplit_once('.').unwrap();
+    for i in 0..3 {
+        let forged = format!("{signed}.{}{i}", &signature[1..]);
+        let reply = get(&url(gateway, "/invoices/INV-1"), Some(&forged))
+            .await
+            .unwrap();
+        assert_problem(&reply, 401);
+    }
+    let locked = get(&url(gateway, "/invoices/INV-1"), Some(&alice))
+        .await
+        .unwrap();
+    assert_problem(&locked, 429);
+    assert_eq!(
+        gateway.audit_event(locked.header("x-request-id"))["decision"]["reason"],
+        "rate_limited"
+    );
+    // Only that subject: another user on the same address goes on.
+    assert_eq!(
+        get(&url(gateway, "/invoices/INV-1"), Some(&erin))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_rate_limit_holds_each_principal() {
     let dir = TempDir::new("ratelimit").unwrap();
     let policies = super::policy::policy_copy(dir.path());
