@@ -4,7 +4,7 @@
 //! open a while after the batch); after a failure or a restart, everything since the saved
 //! cursor is sent again. Nothing is lost; a few events may arrive twice around an outage.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -322,6 +322,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
     let mut sent = committed;
     let mut pending: VecDeque<(Cursor, u64, usize, Instant)> = VecDeque::new();
     let mut backoff = Duration::from_millis(100);
+    let mut buffer = BytesMut::new();
     loop {
         if !pending.is_empty() {
             if destination.lost().await {
@@ -344,7 +345,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
             }
         }
         let written_before = written.load(Ordering::SeqCst);
-        let (lines, next) = match read_batch(&spool, sent, BATCH_BYTES) {
+        let (lines, next) = match read_batch(&spool, sent, BATCH_BYTES, &mut buffer) {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, sink = %sink.name, "cannot read the audit spool");
