@@ -22,15 +22,19 @@ use crate::http_sink::HttpSink;
 use crate::spool::{Cursor, read_batch, read_cursor, save_cursor};
 use crate::syslog::{Syslog, host_of};
 
-/// The most bytes of events read and sent at once.
-const BATCH_BYTES: u64 = 256 * 1024;
+/// The most bytes of events read and sent at once: each batch costs a cursor save (a write and
+/// a rename) and, for a file, a sync, so under load fewer, larger batches cost less per event.
+const BATCH_BYTES: u64 = 1024 * 1024;
+/// An HTTP sink's batch, one request body: under collectors' request limits (Splunk HEC takes
+/// 1,000,000 bytes by default).
+const HTTP_BATCH_BYTES: u64 = 256 * 1024;
 /// How often the spool is looked at for new events when there are none.
 const IDLE: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a syslog connection must stay open after a batch for it to count as delivered.
 const SYSLOG_SETTLE: Duration = Duration::from_millis(250);
-/// After a batch smaller than `BATCH_BYTES`, how long more events may gather before the next
+/// After a batch less than half full, how long more events may gather before the next
 /// read: under load, one read, send and cursor save then carry many events instead of a few.
 const LINGER: Duration = Duration::from_millis(20);
 
@@ -251,6 +255,14 @@ impl Destination {
         }
     }
 
+    /// The most bytes of events it is sent at once.
+    fn batch_bytes(&self) -> u64 {
+        match self {
+            Self::Http(_) => HTTP_BATCH_BYTES,
+            Self::Syslog(_) | Self::File(_) => BATCH_BYTES,
+        }
+    }
+
     /// Sends a batch; `Ok(true)` when it is known delivered, `Ok(false)` when that is known only
     /// later (syslog).
     async fn send(&mut self, lines: &[Bytes]) -> Result<bool, String> {
@@ -323,6 +335,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
     let mut pending: VecDeque<(Cursor, u64, usize, Instant)> = VecDeque::new();
     let mut backoff = Duration::from_millis(100);
     let mut buffer = BytesMut::new();
+    let batch_bytes = destination.batch_bytes();
     loop {
         if !pending.is_empty() {
             if destination.lost().await {
@@ -345,7 +358,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
             }
         }
         let written_before = written.load(Ordering::SeqCst);
-        let (lines, next) = match read_batch(&spool, sent, BATCH_BYTES, &mut buffer) {
+        let (lines, next) = match read_batch(&spool, sent, batch_bytes, &mut buffer) {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, sink = %sink.name, "cannot read the audit spool");
@@ -379,7 +392,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
             .last()
             .and_then(|l| seq_of(l))
             .unwrap_or(committed_seq);
-        let full = lines.iter().map(Bytes::len).sum::<usize>() as u64 >= BATCH_BYTES / 2;
+        let full = lines.iter().map(Bytes::len).sum::<usize>() as u64 >= batch_bytes / 2;
         match destination.send(&lines).await {
             Ok(true) => {
                 backoff = Duration::from_millis(100);
