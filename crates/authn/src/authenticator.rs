@@ -158,6 +158,9 @@ impl Authenticator {
     /// found without verifying anything; `None` for any other credentials. What
     /// [`Authenticator::authenticate`] would answer for them, minus the work.
     pub fn cached(&self, credentials: &Credentials<'_>) -> Option<Arc<Principal>> {
+        if !self.cache.is_enabled() {
+            return None;
+        }
         let token = bearer_token(credentials.authorization?).ok()?;
         if token.len() > self.config.max_token_bytes {
             return None;

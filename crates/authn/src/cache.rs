@@ -38,6 +38,11 @@ impl TokenCache {
         }
     }
 
+    /// Whether it remembers anything (`token_cache_entries` is not 0).
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// The remembered entry, if still valid at `now`.
     pub(crate) fn get(&self, hash: &[u8; 32], now: u64) -> Option<Cached> {
         if self.capacity == 0 {
