@@ -15,7 +15,8 @@
 //
 // --test-endpoints adds, for tests only, never for the demo:
 //   POST /__test/sign    {header, payload, kid?, hmac_with_public_key_of?}  → {token}
-//   POST /__test/rotate  new keys in front of the old ones (the provider is rebuilt) → {kids}
+//   POST /__test/rotate  {retire?}  new keys in front of the old ones, or instead of them when
+//                        `retire` (the provider is rebuilt) → {kids}
 //   GET  /__test/stats   → {jwks_fetches}
 import { generateKeyPairSync, createPublicKey, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -183,8 +184,9 @@ async function testEndpoint(req, res) {
   if (req.method === 'POST' && req.url === '/__test/sign') {
     reply(res, 200, { token: await sign(await readJson(req)) });
   } else if (req.method === 'POST' && req.url === '/__test/rotate') {
+    const { retire } = await readJson(req);
     const fresh = newKeys();
-    jwks = { keys: [...fresh, ...jwks.keys] };
+    jwks = { keys: retire ? fresh : [...fresh, ...jwks.keys] };
     if (args.keys) writeFileSync(args.keys, JSON.stringify(jwks), { mode: 0o600 });
     provider = buildProvider();
     reply(res, 200, { kids: fresh.map((k) => k.kid) });

@@ -280,8 +280,18 @@ impl Idp {
 
     /// Puts new keys in front of the old ones; returns the new key ids.
     pub async fn rotate_keys(&self) -> anyhow::Result<Vec<String>> {
+        self.rotate(false).await
+    }
+
+    /// Replaces the keys by new ones: the old ones are no longer published. Returns the new key
+    /// ids.
+    pub async fn retire_keys(&self) -> anyhow::Result<Vec<String>> {
+        self.rotate(true).await
+    }
+
+    async fn rotate(&self, retire: bool) -> anyhow::Result<Vec<String>> {
         let answer = self
-            .test_endpoint("POST", "rotate", serde_json::json!({}))
+            .test_endpoint("POST", "rotate", serde_json::json!({ "retire": retire }))
             .await?;
         Ok(serde_json::from_value(answer["kids"].clone())?)
     }

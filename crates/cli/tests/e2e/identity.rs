@@ -298,6 +298,39 @@ async fn key_rotation_at_the_idp_fails_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_idp_retires_voids_the_tokens_it_signed_cached_ones_too() {
+    let world = World::start().await;
+    let old = world.token("alice").await;
+    // Verified once: from here on the token is answered from the token cache.
+    for _ in 0..2 {
+        assert_eq!(
+            get(&world.url("/invoices"), Some(&old))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    world.idp.retire_keys().await.unwrap();
+    // A token under a new key makes the gateway fetch the keys again.
+    let new = world.token("alice").await;
+    assert_eq!(
+        get(&world.url("/invoices"), Some(&new))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let refused = get(&world.url("/invoices"), Some(&old)).await.unwrap();
+    assert_refused(
+        &world.gateway,
+        &refused,
+        "unknown_key",
+        "a retired key's token",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_unknown_key_ids_fetches_the_keys_at_most_once() {
     let idp = Idp::start().await.unwrap();
     let (_upstream, gateway) = gateway_with(&idp, "jwks_min_refresh_s = 60", "", false).await;
