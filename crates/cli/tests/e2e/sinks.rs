@@ -66,9 +66,10 @@ async fn an_http_sink_gets_ndjson_batches_with_its_secret_header_and_retries_unt
     };
     read(10).await;
     assert!(wait_delivered(&world.gateway, || collector.events()).await);
-    // The collector fails for a while: requests go on, events wait in the spool.
+    // The collector fails for a while: requests go on, events wait in the spool — more than
+    // one HTTP batch of them (about 1 KiB each).
     collector.set_failing(true);
-    read(20).await;
+    tokio::join!(read(80), read(80), read(80), read(80));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(collector.refused() > 0, "the sink kept trying");
     let lag = metric(
@@ -76,7 +77,7 @@ async fn an_http_sink_gets_ndjson_batches_with_its_secret_header_and_retries_unt
         "invoiceguard_audit_sink_lag_events{sink=\"hec\"}",
     )
     .await;
-    assert!(lag >= 20.0, "lag {lag}");
+    assert!(lag >= 320.0, "lag {lag}");
     collector.set_failing(false);
     read(10).await;
     assert!(
@@ -93,10 +94,17 @@ async fn an_http_sink_gets_ndjson_batches_with_its_secret_header_and_retries_unt
             .iter()
             .all(|a| a == "Splunk 7c3a-hec-token")
     );
+    // The backlog went out in batches as large as an HTTP sink sends, and no larger (under
+    // collectors' request limits, e.g. Splunk HEC's 1,000,000 bytes).
+    let largest = collector.raw_bodies().iter().map(Vec::len).max().unwrap();
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&largest),
+        "largest batch {largest} bytes"
+    );
     let g = &world.gateway;
-    assert!(metric(g, "invoiceguard_audit_events_shipped_total{sink=\"hec\"}").await >= 40.0);
+    assert!(metric(g, "invoiceguard_audit_events_shipped_total{sink=\"hec\"}").await >= 340.0);
     assert!(metric(g, "invoiceguard_audit_sink_retries_total{sink=\"hec\"}").await >= 1.0);
-    assert!(metric(g, "invoiceguard_audit_events_written_total").await >= 40.0);
+    assert!(metric(g, "invoiceguard_audit_events_written_total").await >= 340.0);
     assert!(metric(g, "invoiceguard_audit_spool_bytes").await > 0.0);
 }
 
