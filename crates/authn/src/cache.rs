@@ -45,7 +45,7 @@ impl TokenCache {
 
     /// The remembered entry, if still valid at `now`.
     pub(crate) fn get(&self, hash: &[u8; 32], now: u64) -> Option<Cached> {
-        if self.capacity == 0 {
+        if !self.is_enabled() {
             return None;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -62,7 +62,7 @@ impl TokenCache {
     /// Remembers an entry. When full, expired entries go first; if none has expired, the whole
     /// cache is dropped (cheap, bounded, and only costs re-verification).
     pub(crate) fn insert(&self, hash: [u8; 32], cached: Cached, now: u64) {
-        if self.capacity == 0 || cached.until <= now {
+        if !self.is_enabled() || cached.until <= now {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -132,6 +132,10 @@ mod tests {
             cache.get(&b, 1).is_none(),
             "already expired entries are not stored"
         );
-        assert!(TokenCache::new(0).get(&a, 0).is_none());
+        // `token_cache_entries = 0`: nothing is kept, so nothing is found.
+        let off = TokenCache::new(0);
+        assert!(!off.is_enabled());
+        off.insert(a, cached(100), 10);
+        assert!(off.get(&a, 10).is_none());
     }
 }
