@@ -64,7 +64,7 @@ soak: deps
 # The fuzz targets of fuzz/ (cargo fuzz on the nightly toolchain; installs cargo-fuzz into
 # target/tools when missing). Findings are written to fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS := token normalize routes cedar_request
+FUZZ_TARGETS := token normalize head_guard routes cedar_request
 fuzz:
 	@bash tests/fuzz-deps.sh
 	@set -e; cd fuzz; for target in $(FUZZ_TARGETS); do \

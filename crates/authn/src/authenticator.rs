@@ -22,7 +22,7 @@ use crate::token::{self, Expectations};
 const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(2);
 
 /// What a request offers to prove who sent it.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Credentials<'a> {
     /// The `Authorization` header.
     pub authorization: Option<&'a HeaderValue>,
@@ -131,34 +131,41 @@ impl Authenticator {
         &self.config
     }
 
-    /// Authenticates the caller: a bearer token when one is sent; otherwise a client certificate
-    /// or an API key of an integration account.
+    /// Authenticates the caller by the one credential it sends: a bearer token, an API key, or
+    /// the client certificate of an integration account. Two at once are refused
+    /// ([`AuthnError::MoreThanOneCredential`]): the gateway never picks one and ignores the
+    /// other. A client certificate that is no integration account's (a device certificate the
+    /// listener's CA also signs) is not a credential here; alone, it is refused as unknown.
     pub async fn authenticate(
         &self,
         credentials: Credentials<'_>,
     ) -> Result<Arc<Principal>, AuthnError> {
-        if let Some(authorization) = credentials.authorization {
-            let token = bearer_token(authorization)?;
-            return self.bearer(token).await;
+        let certified = credentials
+            .client_certificate
+            .map(|certificate| self.integration.by_certificate(certificate));
+        match (credentials.authorization, credentials.api_key, certified) {
+            (Some(_), Some(_), _) => Err(AuthnError::MoreThanOneCredential(
+                "a bearer token and an API key",
+            )),
+            (Some(_), None, Some(Ok(_))) | (None, Some(_), Some(Ok(_))) => Err(
+                AuthnError::MoreThanOneCredential("a client certificate and another credential"),
+            ),
+            (Some(authorization), None, _) => self.bearer(bearer_token(authorization)?).await,
+            (None, Some(key), _) => self.integration.by_api_key(key.as_bytes()).map(Arc::new),
+            (None, None, Some(certified)) => certified.map(Arc::new),
+            (None, None, None) => Err(AuthnError::MissingToken),
         }
-        if let Some(certificate) = credentials.client_certificate {
-            match self.integration.by_certificate(certificate) {
-                Ok(principal) => return Ok(Arc::new(principal)),
-                Err(error) if credentials.api_key.is_none() => return Err(error),
-                Err(_) => {}
-            }
-        }
-        if let Some(key) = credentials.api_key {
-            return self.integration.by_api_key(key.as_bytes()).map(Arc::new);
-        }
-        Err(AuthnError::MissingToken)
     }
 
     /// The principal of a bearer token verified before and still valid (in the token cache),
     /// found without verifying anything; `None` for any other credentials. What
     /// [`Authenticator::authenticate`] would answer for them, minus the work.
     pub fn cached(&self, credentials: &Credentials<'_>) -> Option<Arc<Principal>> {
-        if !self.cache.is_enabled() {
+        // Another credential beside the token is for `authenticate` to refuse.
+        if !self.cache.is_enabled()
+            || credentials.api_key.is_some()
+            || credentials.client_certificate.is_some()
+        {
             return None;
         }
         let token = bearer_token(credentials.authorization?).ok()?;
@@ -227,10 +234,18 @@ impl Authenticator {
             audience: &issuer.audience,
             leeway_s: self.config.leeway_s,
         };
-        let claims = token::verify(token, &header, &key, &expect, now)?;
+        let claims = token::verify(token, &header, &key, &expect, now)
+            .map_err(|error| proven(error, token))?;
         let until = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
         let principal =
-            Principal::from_claims(&claims, &self.config, self.roles.as_ref(), AuthMethod::Jwt)?;
+            Principal::from_claims(&claims, &self.config, self.roles.as_ref(), AuthMethod::Jwt)
+                .map_err(|error| match claims.get("sub").and_then(Value::as_str) {
+                    Some(subject) => AuthnError::Proven {
+                        subject: subject.to_owned(),
+                        error: Box::new(error),
+                    },
+                    None => error,
+                })?;
         Ok(Cached {
             principal: Arc::new(principal),
             until,
@@ -281,6 +296,25 @@ impl Authenticator {
             until: exp.min(now + cache_s),
             verified_by: None,
         })
+    }
+}
+
+/// A failure of a token whose signature verified, with the subject it proves; any other failure
+/// as it is. Expiry is not among them: an expired token of a real person is no guess.
+fn proven(error: AuthnError, token: &str) -> AuthnError {
+    #[derive(serde::Deserialize)]
+    struct Subject {
+        sub: Option<String>,
+    }
+    if !token::after_signature(&error) {
+        return error;
+    }
+    match jsonwebtoken::dangerous::insecure_decode_claims::<Subject>(token) {
+        Ok(Subject { sub: Some(subject) }) if subject.len() <= 256 => AuthnError::Proven {
+            subject,
+            error: Box::new(error),
+        },
+        _ => error,
     }
 }
 

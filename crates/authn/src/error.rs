@@ -16,6 +16,23 @@ pub enum AuthnError {
     /// The token is longer than allowed.
     #[error("token is too large")]
     TooLarge,
+    /// The token's protected header lists extensions in `crit` (RFC 7515 section 4.1.11): the
+    /// gateway understands none, so it must refuse the token.
+    #[error("token header lists critical extensions")]
+    UnsupportedCritical,
+    /// The request carries more than one credential (a bearer token and an API key, or either
+    /// with a client certificate of an integration account): which one it means is ambiguous.
+    #[error("more than one credential: {0}")]
+    MoreThanOneCredential(&'static str),
+    /// The token's signature verified, so it names its subject for certain, but it failed a
+    /// later check (audience, a required claim): a failure that counts against the subject.
+    #[error("{error}")]
+    Proven {
+        /// The verified subject.
+        subject: String,
+        /// The check it failed.
+        error: Box<AuthnError>,
+    },
     /// The token's `typ` header is not the one required.
     #[error("token is not an access token")]
     WrongType,
@@ -80,6 +97,20 @@ impl AuthnError {
         matches!(self, Self::MissingToken | Self::NotBearer)
     }
 
+    /// Whether the request is malformed rather than its credential invalid (400, not 401).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, Self::MoreThanOneCredential(_))
+    }
+
+    /// The subject a failed credential proves (its signature verified): only such failures
+    /// count against a subject, so that nobody can lock out another person by naming them.
+    pub fn proven_subject(&self) -> Option<&str> {
+        match self {
+            Self::Proven { subject, .. } => Some(subject),
+            _ => None,
+        }
+    }
+
     /// A short, stable reason code for audit events and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -88,6 +119,9 @@ impl AuthnError {
             Self::Malformed => "malformed_token",
             Self::TooLarge => "token_too_large",
             Self::WrongType => "wrong_token_type",
+            Self::UnsupportedCritical => "unsupported_crit",
+            Self::MoreThanOneCredential(_) => "more_than_one_credential",
+            Self::Proven { error, .. } => error.reason(),
             Self::UnknownSigningKey => "unknown_key",
             Self::AlgorithmMismatch(_) => "algorithm_mismatch",
             Self::BadSignature => "bad_signature",

@@ -15,9 +15,26 @@ pub(crate) struct Expectations<'a> {
     pub(crate) leeway_s: u64,
 }
 
-/// Reads the token's header without trusting it: the key id it names, and its `alg`.
+/// Reads the token's header without trusting it: the key id it names, and its `alg`. A header
+/// that lists critical extensions (`crit`) is refused, as RFC 7515 section 4.1.11 requires of a
+/// recipient that understands none. The other key-locating parameters (`jku`, `x5u`, `jwk`,
+/// `x5c`, and a `kid` that looks like a URL) are never followed nor used: the key comes only
+/// from the issuer's published set, looked up by `kid` as an opaque name.
 pub(crate) fn header(token: &str) -> Result<Header, AuthnError> {
-    jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)
+    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(AuthnError::UnsupportedCritical);
+    }
+    Ok(header)
+}
+
+/// Whether a failure of [`verify`] came after the signature was verified (the claims' checks):
+/// the token then proves its subject.
+pub(crate) fn after_signature(error: &AuthnError) -> bool {
+    matches!(
+        error,
+        AuthnError::WrongAudience | AuthnError::WrongIssuer | AuthnError::BadClaim(_)
+    )
 }
 
 /// The `iss` the token claims, read before verification only to pick the issuer's keys.

@@ -1,6 +1,7 @@
-//! The request body as the gateway reads it: at most `limits.max_body_bytes`, and never a pause
-//! between two chunks longer than `listen.body_timeout_ms` (a client dripping its body slowly
-//! holds nothing for long).
+//! The request body as the gateway reads it: at most `limits.max_body_bytes`, never a pause
+//! between two chunks longer than `listen.body_timeout_ms`, and the whole body within
+//! `listen.body_deadline_ms` of its first read (a client dripping its body slowly holds nothing
+//! for long, and is told so with 408 before the upstream's timeout could blame the upstream).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +21,9 @@ pub(crate) enum BodyError {
     /// The client paused longer than the body timeout.
     #[error("the client sent no body data for {0} ms")]
     Timeout(u64),
+    /// The client did not send the whole body within the body deadline.
+    #[error("the client did not send the whole body within {0} ms")]
+    Deadline(u64),
     /// The client broke the body's framing or closed the connection.
     #[error("the request body could not be read: {0}")]
     Client(#[from] hyper::Error),
@@ -39,28 +43,51 @@ impl BodyError {
     }
 }
 
-/// The client's body, held to a size and an idle timeout.
+/// How long the client may take to send a body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyTimes {
+    /// The longest pause between two chunks.
+    pub(crate) pause: Duration,
+    /// The longest time for the whole body, from its first read.
+    pub(crate) deadline: Duration,
+}
+
+/// The client's body, held to a size, an idle timeout and a deadline.
 pub(crate) struct GuardedBody {
     inner: Incoming,
     read: u64,
     limit: u64,
-    timeout: Duration,
+    times: BodyTimes,
     idle: Pin<Box<Sleep>>,
-    /// Whether the idle timer runs: from the first read on (the gateway authenticates and
-    /// decides before it reads the body).
+    /// When the whole body must have arrived.
+    deadline: Instant,
+    /// Whether the timers run: from the first read on (the gateway authenticates and decides
+    /// before it reads the body).
     armed: bool,
 }
 
 impl GuardedBody {
-    pub(crate) fn new(inner: Incoming, limit: u64, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: Incoming, limit: u64, times: BodyTimes) -> Self {
         Self {
             inner,
             read: 0,
             limit,
-            timeout,
-            idle: Box::pin(tokio::time::sleep(timeout)),
+            times,
+            idle: Box::pin(tokio::time::sleep(times.pause)),
+            deadline: Instant::now() + times.deadline,
             armed: false,
         }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl GuardedBody {
+    /// The next time to look: the end of the allowed pause, or the deadline if sooner.
+    fn next_wake(&self, now: Instant) -> Instant {
+        (now + self.times.pause).min(self.deadline)
     }
 }
 
@@ -73,10 +100,12 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        let now = Instant::now();
         if !this.armed {
             this.armed = true;
-            let deadline = Instant::now() + this.timeout;
-            this.idle.as_mut().reset(deadline);
+            this.deadline = now + this.times.deadline;
+            let wake = this.next_wake(now);
+            this.idle.as_mut().reset(wake);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -86,16 +115,24 @@ impl Body for GuardedBody {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
                 }
-                let deadline = Instant::now() + this.timeout;
-                this.idle.as_mut().reset(deadline);
+                if now >= this.deadline && !this.inner.is_end_stream() {
+                    return Poll::Ready(Some(Err(BodyError::Deadline(millis(
+                        this.times.deadline,
+                    )))));
+                }
+                let wake = this.next_wake(now);
+                this.idle.as_mut().reset(wake);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Timeout(
-                    u64::try_from(this.timeout.as_millis()).unwrap_or(u64::MAX),
-                )))),
+                Poll::Ready(()) if Instant::now() >= this.deadline => {
+                    Poll::Ready(Some(Err(BodyError::Deadline(millis(this.times.deadline)))))
+                }
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(BodyError::Timeout(millis(this.times.pause)))))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

@@ -135,6 +135,16 @@ pub struct ListenConfig {
     /// Longest pause allowed between two chunks of a request body, in milliseconds (then 408).
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
+    /// Longest time for a whole request body, from its first byte read, in milliseconds (then
+    /// 408, recorded as the client's doing). Below `upstream.timeout_ms`, so that a body trickled
+    /// slowly is never reported as the upstream's timeout; by default 20 s, or three quarters of
+    /// `upstream.timeout_ms` when that is less.
+    pub body_deadline_ms: Option<u64>,
+    /// The host names the gateway answers for (`Host`, or HTTP/2's `:authority`, without the
+    /// port; compared without case). A request naming another host gets 421 and is audited.
+    /// Empty: any host (not recommended where the upstream builds links from the host).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Open client connections at most; more are closed as soon as they are accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -180,6 +190,10 @@ pub struct UpstreamConfig {
     /// A client certificate (PEM chain and key) the gateway presents to an `https` upstream
     /// that asks for one (mTLS to the ERP).
     pub client_cert: Option<TlsFiles>,
+    /// More client headers never forwarded, beside the documented families of other proxies'
+    /// identity and forwarding headers (docs/security.md): names, or prefixes ending in `*`.
+    #[serde(default)]
+    pub remove_headers: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -192,6 +206,20 @@ fn default_header_timeout_ms() -> u64 {
 
 fn default_body_timeout_ms() -> u64 {
     10_000
+}
+
+/// The longest `listen.body_deadline_ms` chosen when none is set.
+const DEFAULT_BODY_DEADLINE_MS: u64 = 20_000;
+
+impl Config {
+    /// The whole-body deadline in force: `listen.body_deadline_ms`, or 20 s, or three quarters of
+    /// `upstream.timeout_ms` when that is less.
+    pub fn body_deadline_ms(&self) -> u64 {
+        self.listen
+            .body_deadline_ms
+            .unwrap_or_else(|| DEFAULT_BODY_DEADLINE_MS.min(self.upstream.timeout_ms / 4 * 3))
+            .max(1)
+    }
 }
 
 fn default_max_connections() -> usize {
@@ -221,6 +249,8 @@ impl Default for ListenConfig {
             client_ca_file: None,
             header_timeout_ms: default_header_timeout_ms(),
             body_timeout_ms: default_body_timeout_ms(),
+            body_deadline_ms: None,
+            hosts: Vec::new(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             drain_timeout_s: default_drain_timeout_s(),
@@ -364,6 +394,9 @@ impl Config {
         if self.upstream.timeout_ms == 0 {
             problems.push("upstream.timeout_ms: must be at least 1".to_owned());
         }
+        problems.extend(crate::foreign_headers::validate(
+            &self.upstream.remove_headers,
+        ));
         if self.upstream.client_cert.is_some() && !self.upstream.url.starts_with("https://") {
             problems.push("upstream.client_cert: needs an https `upstream.url`".to_owned());
         }
@@ -378,6 +411,26 @@ impl Config {
         ] {
             if value == 0 {
                 problems.push(format!("listen.{key}: must be at least 1"));
+            }
+        }
+        match self.listen.body_deadline_ms {
+            Some(0) => problems.push("listen.body_deadline_ms: must be at least 1".to_owned()),
+            Some(deadline) if deadline >= self.upstream.timeout_ms => problems.push(format!(
+                "listen.body_deadline_ms: must be less than `upstream.timeout_ms` ({}), or a slow \
+                 client's body would be reported as the upstream's timeout",
+                self.upstream.timeout_ms
+            )),
+            _ => {}
+        }
+        for (index, host) in self.listen.hosts.iter().enumerate() {
+            let bracketed = host.starts_with('[') && host.ends_with(']');
+            let valid = !host.is_empty()
+                && (bracketed || !host.contains(':'))
+                && host.parse::<http::uri::Authority>().is_ok();
+            if !valid {
+                problems.push(format!(
+                    "listen.hosts[{index}]: `{host}` is not a host name (give it without scheme or port)"
+                ));
             }
         }
         if self.listen.worker_threads > MAX_WORKER_THREADS {

@@ -46,6 +46,12 @@ pub enum GatewayError {
     /// The client paused its request body longer than `listen.body_timeout_ms`.
     #[error("request body timed out after {0} ms of silence")]
     BodyTimeout(u64),
+    /// The client did not send its whole request body within `listen.body_deadline_ms`.
+    #[error("request body timed out: not received whole within {0} ms")]
+    BodyTooSlow(u64),
+    /// The request names a host the gateway does not answer for (`listen.hosts`).
+    #[error("misdirected request: host `{0}` is not served here")]
+    MisdirectedRequest(String),
     /// The gateway is handling `limits.max_in_flight` requests already.
     #[error("too many requests in flight")]
     Overloaded,
@@ -96,7 +102,8 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout(_) | Self::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
@@ -106,6 +113,7 @@ impl GatewayError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthenticated(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -119,6 +127,8 @@ impl GatewayError {
             Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
             | Self::BodyTimeout(_)
+            | Self::BodyTooSlow(_)
+            | Self::MisdirectedRequest(_)
             | Self::NoRoute
             | Self::Forbidden
             | Self::StepUpRequired(_) => Side::Client,
@@ -140,10 +150,12 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::PayloadTooLarge(_) => "too_large",
-            Self::BodyTimeout(_) => "timeout",
+            Self::BodyTimeout(_) | Self::BodyTooSlow(_) => "timeout",
+            Self::MisdirectedRequest(_) => "misdirected",
             Self::Overloaded => "overloaded",
             Self::NoRoute => "no_route",
             Self::Unauthenticated(e) if e.is_unavailable() => "unavailable",
+            Self::Unauthenticated(e) if e.is_bad_request() => "bad_request",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden => "policy",
             Self::StepUpRequired(_) => "step_up",
@@ -161,7 +173,10 @@ impl GatewayError {
     pub(crate) fn audit_detail(&self) -> Option<String> {
         match self {
             Self::BadRequest(why) => Some(why.clone()),
-            Self::PayloadTooLarge(_) | Self::BodyTimeout(_) => Some(self.to_string()),
+            Self::PayloadTooLarge(_)
+            | Self::BodyTimeout(_)
+            | Self::BodyTooSlow(_)
+            | Self::MisdirectedRequest(_) => Some(self.to_string()),
             Self::Overloaded => None,
             Self::Unauthenticated(e) => Some(e.reason().to_owned()),
             Self::UpstreamUnreachable(why)
@@ -191,7 +206,12 @@ impl GatewayError {
                 "Content too large",
                 format!("the request body is larger than {limit} bytes"),
             ),
-            Self::BodyTimeout(_) => (
+            Self::MisdirectedRequest(_) => (
+                "misdirected-request",
+                "Misdirected request",
+                "this gateway does not answer for the requested host".to_owned(),
+            ),
+            Self::BodyTimeout(_) | Self::BodyTooSlow(_) => (
                 "request-timeout",
                 "Request timeout",
                 "the request body was not sent in time".to_owned(),
@@ -216,6 +236,9 @@ impl GatewayError {
                 "Service unavailable",
                 "authentication is temporarily unavailable".to_owned(),
             ),
+            Self::Unauthenticated(e) if e.is_bad_request() => {
+                ("bad-request", "Bad request", e.to_string())
+            }
             Self::Unauthenticated(e) if e.is_missing() => (
                 "unauthenticated",
                 "Unauthorized",
@@ -306,10 +329,11 @@ impl GatewayError {
         if matches!(self, Self::Overloaded) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, Self::BodyTimeout(_)) {
+        if matches!(self, Self::BodyTimeout(_) | Self::BodyTooSlow(_)) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let challenge = match self {
+            Self::Unauthenticated(error) if error.is_bad_request() => None,
             Self::Unauthenticated(error) => challenge(error),
             Self::StepUpRequired(step_up) => step_up_challenge(step_up, mfa_acr),
             _ => None,
@@ -368,6 +392,17 @@ mod tests {
             (GatewayError::BadRequest("x".into()), 400, Side::Client),
             (GatewayError::PayloadTooLarge(10), 413, Side::Client),
             (GatewayError::BodyTimeout(10), 408, Side::Client),
+            (GatewayError::BodyTooSlow(10), 408, Side::Client),
+            (
+                GatewayError::Unauthenticated(AuthnError::MoreThanOneCredential("two")),
+                400,
+                Side::Client,
+            ),
+            (
+                GatewayError::MisdirectedRequest("evil.example".into()),
+                421,
+                Side::Client,
+            ),
             (GatewayError::Overloaded, 503, Side::Internal),
             (GatewayError::NoRoute, 403, Side::Client),
             (GatewayError::Forbidden, 403, Side::Client),

@@ -13,6 +13,7 @@ use invoiceguard_authn::{Principal, PrincipalKind};
 use crate::body::BodyError;
 use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, RequestBody};
+use crate::foreign_headers::ForeignHeaders;
 use crate::tls;
 use crate::upstream_pool::{Pool, PooledBody, SendError};
 
@@ -67,17 +68,6 @@ mod names {
     pub(super) static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 }
 
-/// Forwarding headers a client could forge; the gateway writes its own.
-const FORWARDING: [&str; 7] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-real-ip",
-];
-
 /// What the gateway knows about the request that it passes on.
 pub(crate) struct ForwardContext<'a> {
     pub(crate) principal: &'a Principal,
@@ -99,6 +89,8 @@ pub(crate) struct Upstream {
     forward_authorization: bool,
     /// The API key header: a credential, never forwarded.
     api_key_header: HeaderName,
+    /// Other proxies' identity and forwarding headers: never forwarded.
+    foreign: ForeignHeaders,
 }
 
 impl Upstream {
@@ -144,6 +136,7 @@ impl Upstream {
             timeout: Duration::from_millis(config.timeout_ms),
             forward_authorization: config.forward_authorization,
             api_key_header,
+            foreign: ForeignHeaders::new(&config.remove_headers),
         })
     }
 
@@ -178,6 +171,7 @@ impl Upstream {
             context,
             original_host,
             self.forward_authorization,
+            &self.foreign,
             &[&self.api_key_header, &BREAK_GLASS],
         )?;
         parts.headers.insert(header::HOST, self.host.clone());
@@ -191,6 +185,7 @@ impl Upstream {
                 return Err(match BodyError::find(&error) {
                     Some(BodyError::TooLarge(limit)) => GatewayError::PayloadTooLarge(*limit),
                     Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
+                    Some(BodyError::Deadline(ms)) => GatewayError::BodyTooSlow(*ms),
                     Some(BodyError::Client(cause)) => GatewayError::BadRequest(format!(
                         "the request body could not be read: {cause}"
                     )),
@@ -262,22 +257,23 @@ fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     })
 }
 
-/// Rewrites the client's headers for the upstream: hop-by-hop and forgeable headers out, the
-/// verified identity and forwarding facts in. `also_remove` names other headers the upstream
-/// never sees: the API key header (a credential) and the break-glass reason (for the audit
-/// trail).
+/// Rewrites the client's headers for the upstream: hop-by-hop and forgeable headers out (the
+/// gateway's own, and every other proxy's `foreign` ones), the verified identity and forwarding
+/// facts in. `also_remove` names other headers the upstream never sees: the API key header (a
+/// credential) and the break-glass reason (for the audit trail).
 pub(crate) fn upstream_headers(
     headers: &mut HeaderMap,
     context: &ForwardContext<'_>,
     original_host: Option<HeaderValue>,
     forward_authorization: bool,
+    foreign: &ForeignHeaders,
     also_remove: &[&HeaderName],
 ) -> Result<(), GatewayError> {
     strip(headers, |name| {
         let text = name.as_str();
         text.starts_with(IDENTITY_PREFIX)
             || text == REQUEST_ID
-            || FORWARDING.contains(&text)
+            || foreign.is_foreign(name)
             || (!forward_authorization && name == header::AUTHORIZATION)
             || also_remove.contains(&name)
     });
@@ -387,6 +383,8 @@ mod tests {
             ("X-Invoiceguard-Roles", "admin"),
             ("x-invoiceguard-extra", "1"),
             ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-user", "dave"),
+            ("x_invoiceguard_roles", "admin"),
             ("forwarded", "for=10.0.0.1"),
             ("x-request-id", "client-chosen"),
             ("authorization", "Bearer secret"),
@@ -415,6 +413,7 @@ mod tests {
             &context,
             Some(HeaderValue::from_static("gw.example")),
             false,
+            &ForeignHeaders::new(&[]),
             &[&HeaderName::from_static("x-api-key")],
         )
         .unwrap();
@@ -427,6 +426,8 @@ mod tests {
         assert_eq!(headers["x-forwarded-host"], "gw.example");
         assert_eq!(headers.get_all(SUBJECT).iter().count(), 1);
         for gone in [
+            "x-forwarded-user",
+            "x_invoiceguard_roles",
             "x-invoiceguard-extra",
             "forwarded",
             "authorization",
@@ -456,7 +457,15 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             tls: false,
         };
-        upstream_headers(&mut headers, &context, None, true, &[]).unwrap();
+        upstream_headers(
+            &mut headers,
+            &context,
+            None,
+            true,
+            &ForeignHeaders::new(&[]),
+            &[],
+        )
+        .unwrap();
         assert_eq!(headers[SUBJECT], "alice");
         assert_eq!(headers[REQUEST_ID], "req-2");
     }

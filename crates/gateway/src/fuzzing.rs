@@ -43,3 +43,23 @@ fn check(canonical: &normalize::CanonicalPath) {
         panic!("{broken}");
     }
 }
+
+/// The head guard on any client byte stream, cut into reads of `piece` bytes: never a panic, the
+/// same verdict however the stream is cut, and a refusal changes at most one byte (to NUL).
+pub fn head_guard(stream: &[u8], piece: usize) -> Option<&'static str> {
+    let (whole, seen_whole) = crate::head_guard::scan_in_pieces(stream, usize::MAX);
+    let (cut, seen_cut) = crate::head_guard::scan_in_pieces(stream, piece);
+    if whole != cut || seen_whole != seen_cut {
+        panic!("cut into reads of {piece} bytes, the verdict {cut:?} differs from {whole:?}");
+    }
+    let changed: Vec<usize> = (0..stream.len())
+        .filter(|&i| stream[i] != seen_whole[i])
+        .collect();
+    match (whole, changed.as_slice()) {
+        // (A refusing byte that was a NUL already is not changed.)
+        (None | Some(_), []) => {}
+        (Some(_), [at]) if seen_whole[*at] == 0 => {}
+        _ => panic!("verdict {whole:?} changed the bytes at {changed:?}"),
+    }
+    whole
+}

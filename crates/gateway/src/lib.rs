@@ -6,10 +6,12 @@
 //! Where things happen: `normalize.rs` (the canonical path and the refusal of ambiguous
 //! requests), `body.rs` (the request body's size and time limits), `pipeline.rs` (the phases in
 //! order), `enrich.rs` (facts for the decision: invoice creator and amount, export quota),
-//! `forward.rs` (the upstream call and its headers), `upstream_pool.rs` (the upstream's
+//! `forward.rs` (the upstream call and its headers), `foreign_headers.rs` (other proxies'
+//! identity headers, never forwarded), `upstream_pool.rs` (the upstream's
 //! connections), `settle.rs` (what the answer proves), `audit_trail.rs` (the event of each
 //! request), `error.rs` (classification and the problem answer), `server.rs` (listeners and
-//! connections), `reload.rs` (the running policy set and its hot reload), `revocation.rs` (who is
+//! connections), `head_guard.rs` (HTTP/1.1 heads checked for bare line ends and double framing
+//! before hyper parses them), `reload.rs` (the running policy set and its hot reload), `revocation.rs` (who is
 //! blocked, on every replica), `admin.rs` (health, readiness, revocations).
 
 mod admin;
@@ -20,9 +22,11 @@ mod body;
 mod config;
 mod enrich;
 mod error;
+mod foreign_headers;
 mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod head_guard;
 mod normalize;
 mod pipeline;
 mod reload;

@@ -25,15 +25,34 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'}');
 
 /// Headers that ask a server to run another method, or serve another path, than the request
-/// line's (method-override middleware, IIS and Symfony URL rewriting): each would let the
-/// upstream perform an operation other than the one authorized.
-const OVERRIDES: [&str; 6] = [
+/// line's (method-override middleware; IIS, Symfony, Zend and Laminas URL rewriting; Envoy's and
+/// nginx's original-path headers; the WebDAV-style destination of some frameworks): each would let
+/// the upstream perform an operation other than the one authorized. `X-Forwarded-*` spellings
+/// (`X-Forwarded-Uri`, `X-Forwarded-Path`, `X-Forwarded-Prefix`) are removed before forwarding
+/// instead (see `forward.rs`).
+const OVERRIDES: [&str; 13] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
     "x-original-method",
     "x-original-url",
+    "x-original-uri",
+    "x-original-path",
     "x-rewrite-url",
+    "x-override-url",
+    "x-envoy-original-path",
+    "x-http-destinationurl",
+    "x-proxy-url",
+    "x-rewrite-uri",
+];
+
+/// Characters that NFKC leaves alone but that read as `/`, `\\` or `.` (Unicode's confusables for
+/// them): fraction slash, division slash, big solidus, reverse solidus operator, set minus, big
+/// reverse solidus, combining long solidus overlay, and the ideographic full stops (which IDNA
+/// maps to `.`). The fullwidth forms and the dot leaders are folded by NFKC, and refused for it.
+const LOOK_ALIKES: [char; 9] = [
+    '\u{2044}', '\u{2215}', '\u{29F8}', '\u{29F5}', '\u{2216}', '\u{29F9}', '\u{0338}', '\u{3002}',
+    '\u{FF61}',
 ];
 
 /// Query parameters that method-override middleware reads as the method (Rails, Laravel,
@@ -240,6 +259,16 @@ pub(crate) fn round_trip(canonical: &CanonicalPath) -> Result<(), String> {
                 .into_owned()
         })
         .collect();
+    if let Some(segment) = canonical.segments.iter().find(|segment| {
+        use unicode_normalization::UnicodeNormalization;
+        still_encoded(segment)
+            || !segment.nfkc().eq(segment.chars())
+            || segment.contains(LOOK_ALIKES)
+    }) {
+        return Err(format!(
+            "{segment:?} is encoded twice, not NFKC, or holds a look-alike of `/`, `\\` or `.`"
+        ));
+    }
     if decoded != canonical.segments {
         return Err(format!(
             "the upstream would decode {decoded:?}, the routes saw {:?}",
@@ -284,7 +313,36 @@ fn decode_segment(raw: &str) -> Result<String, String> {
             "encoded `/`, `\\`, `;` or control characters are not allowed in the path".to_owned(),
         );
     }
+    if still_encoded(&text) {
+        return Err("the path is percent-encoded twice".to_owned());
+    }
+    if !text.is_ascii() {
+        unicode_look_alikes(&text)?;
+    }
     Ok(text)
+}
+
+/// Whether a decoded segment still holds a percent-encoding (`%` and two hex digits): an
+/// upstream, or a framework under it, that decodes once more would read another path.
+fn still_encoded(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// Refuses a segment that Unicode compatibility normalization (NFKC) changes — fullwidth solidus,
+/// one- and two-dot leaders, ligatures, and text in a decomposed form all do — or that holds a
+/// character NFKC keeps but that reads as `/`, `\\` or `.`: an upstream that normalizes would
+/// read another path, or another id, than the one authorized.
+fn unicode_look_alikes(text: &str) -> Result<(), String> {
+    use unicode_normalization::UnicodeNormalization;
+    if text.contains(LOOK_ALIKES) {
+        return Err("the path holds a character that reads as `/`, `\\` or `.`".to_owned());
+    }
+    if !text.nfkc().eq(text.chars()) {
+        return Err("the path is not in Unicode normalization form NFKC".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,6 +374,16 @@ mod tests {
             "/partners/Acme%20Kft"
         );
         assert_eq!(path("/partners/%C3%A9").unwrap(), "/partners/%C3%A9");
+        assert_eq!(
+            path("/partners/100%25").unwrap(),
+            "/partners/100%25",
+            "a percent sign that encodes nothing stays"
+        );
+        assert_eq!(
+            path("/partners/%E6%A0%AA%E5%BC%8F%E4%BC%9A%E7%A4%BE").unwrap(),
+            "/partners/%E6%A0%AA%E5%BC%8F%E4%BC%9A%E7%A4%BE",
+            "text already in NFKC passes"
+        );
         assert_eq!(path("/").unwrap(), "/");
         let p = canonical_path("/partners/Acme%20Kft").unwrap();
         assert_eq!(p.segments, ["partners", "Acme Kft"]);
@@ -340,6 +408,21 @@ mod tests {
             "/invoices/%ed%a0%80",
             "/../invoices",
             "/%2e%2e/invoices",
+            "/invoices/%252e%252e%252fsettings",
+            "/invoices/%2541",
+            "/invoices/INV-1%25%32%66x",
+            "/invoices/%EF%BC%8Fsettings",
+            "/invoices/%EF%BC%BCsettings",
+            "/invoices/%EF%BC%8E%EF%BC%8E",
+            "/invoices/%E2%80%A5",
+            "/invoices/%E2%80%A4%E2%80%A4",
+            "/invoices/%E2%81%84settings",
+            "/invoices/%E2%88%95settings",
+            "/invoices/%E2%A7%B5settings",
+            "/invoices/%EF%B9%A8settings",
+            "/invoices/%E3%80%82%E3%80%82",
+            "/partners/e%CC%81",
+            "/partners/%EF%AC%81",
             "*",
             "invoices",
         ] {
@@ -452,8 +535,14 @@ mod tests {
 
     /// Pieces a hostile path is made of: encodings of `.`, `/`, `\`, `;` and `%` in both cases,
     /// overlong and invalid UTF-8, NUL, route names and ids.
-    const PIECES: [&str; 28] = [
+    const PIECES: [&str; 34] = [
         "",
+        "%252f",
+        "%2541",
+        "%EF%BC%8F",
+        "%E2%80%A5",
+        "%E2%81%84",
+        "e%CC%81",
         ".",
         "..",
         "%2e",
@@ -509,6 +598,29 @@ mod tests {
         /// Any printable request path: accepted ones keep the property too.
         #[test]
         fn any_printable_path(raw in "/[!-~]{0,40}") {
+            if let Ok(canonical) = canonical_path(&raw) {
+                proptest::prop_assert_eq!(round_trip(&canonical), Ok(()));
+            }
+        }
+
+        /// A segment that still decodes to something after one decode is refused, whatever
+        /// it encodes.
+        #[test]
+        fn twice_encoded_segments_are_refused(
+            before in hostile_path(),
+            byte in proptest::num::u8::ANY,
+            upper in proptest::bool::ANY,
+        ) {
+            let escape = if upper { format!("%25{byte:02X}") } else { format!("%25{byte:02x}") };
+            let raw = format!("{before}/a{escape}b");
+            proptest::prop_assert!(canonical_path(&raw).is_err(), "{} was accepted", raw);
+        }
+
+        /// Any segment of any Unicode text: an accepted one is NFKC-stable and holds no
+        /// look-alike of a separator (checked by `round_trip`).
+        #[test]
+        fn any_unicode_segment(text in "\\PC{0,12}") {
+            let raw = format!("/partners/{}", encode_segment(&text));
             if let Ok(canonical) = canonical_path(&raw) {
                 proptest::prop_assert_eq!(round_trip(&canonical), Ok(()));
             }

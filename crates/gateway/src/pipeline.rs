@@ -19,7 +19,7 @@ use rustls::pki_types::CertificateDer;
 use tracing::Instrument;
 
 use crate::audit_trail::Trail;
-use crate::body::{BodyError, GuardedBody};
+use crate::body::{BodyError, BodyTimes, GuardedBody};
 use crate::config::{Config, LimitsConfig};
 use crate::error::{GatewayError, ResponseBody};
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
@@ -52,6 +52,13 @@ fn break_glass_reason(headers: &http::HeaderMap) -> Result<Option<String>, Gatew
             ))
         })?;
     Ok(Some(reason.to_owned()))
+}
+
+/// A host name without IPv6 brackets.
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// Counts the request in the metrics: by route template, action, decision and status class —
@@ -105,8 +112,10 @@ pub struct Gateway {
     /// Actions whose `authorized` event must be durable before forwarding.
     sensitive: Vec<String>,
     audit_fail_open: bool,
-    /// Longest pause in a request body.
-    body_timeout: Duration,
+    /// How long a client may take over its request body.
+    body_times: BodyTimes,
+    /// The host names answered for (lowercase, IPv6 without brackets); empty: any.
+    hosts: Vec<String>,
     /// Requests being handled now (`limits.max_in_flight` at most).
     in_flight: AtomicUsize,
 }
@@ -187,7 +196,16 @@ impl Gateway {
             api_key_header,
             sensitive: config.audit.sensitive_actions.clone(),
             audit_fail_open: config.audit.fail_open,
-            body_timeout: Duration::from_millis(config.listen.body_timeout_ms),
+            body_times: BodyTimes {
+                pause: Duration::from_millis(config.listen.body_timeout_ms),
+                deadline: Duration::from_millis(config.body_deadline_ms()),
+            },
+            hosts: config
+                .listen
+                .hosts
+                .iter()
+                .map(|host| bare_host(host).to_ascii_lowercase())
+                .collect(),
             in_flight: AtomicUsize::new(0),
         })
     }
@@ -390,19 +408,68 @@ impl Gateway {
         }
     }
 
-    /// The brute-force counters of a request: its source address, and the subject it claims.
-    fn failure_keys(&self, connection: &Connection, subject: Option<&str>) -> Vec<(String, u64)> {
-        let mut keys = vec![(
+    /// The brute-force counter of a request's source address.
+    fn address_key(&self, connection: &Connection) -> (String, u64) {
+        (
             format!("authfail:ip:{}", connection.peer.ip()),
             self.limits.failed_auth_per_ip,
-        )];
-        if let Some(subject) = subject {
-            keys.push((
-                format!("authfail:sub:{subject}"),
-                self.limits.failed_auth_per_subject,
-            ));
+        )
+    }
+
+    /// The brute-force counter of a subject.
+    fn subject_key(&self, subject: &str) -> (String, u64) {
+        (
+            format!("authfail:sub:{subject}"),
+            self.limits.failed_auth_per_subject,
+        )
+    }
+
+    /// 421 unless the request names one of `listen.hosts` (any host when none is listed).
+    fn check_host<B>(&self, request: &Request<B>) -> Result<(), GatewayError> {
+        if self.hosts.is_empty() {
+            return Ok(());
         }
-        keys
+        let named = request
+            .uri()
+            .authority()
+            .map(|authority| authority.host().to_owned())
+            .or_else(|| {
+                let value = request.headers().get(header::HOST)?.to_str().ok()?;
+                let authority = value.parse::<http::uri::Authority>().ok()?;
+                Some(authority.host().to_owned())
+            })
+            .unwrap_or_default();
+        let host = bare_host(&named);
+        if self.hosts.iter().any(|own| own.eq_ignore_ascii_case(host)) {
+            Ok(())
+        } else {
+            let shown: String = named.chars().take(255).collect();
+            Err(GatewayError::MisdirectedRequest(shown))
+        }
+    }
+
+    /// The request's credentials, each header at most once: a second `Authorization` or API key
+    /// would be one the gateway did not verify, and could reach the upstream (400).
+    fn credentials<'r>(
+        &self,
+        headers: &'r http::HeaderMap,
+        connection: &'r Connection,
+    ) -> Result<Credentials<'r>, GatewayError> {
+        let once = |name: &http::HeaderName| {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next();
+            match values.next() {
+                Some(_) => Err(GatewayError::BadRequest(format!(
+                    "more than one `{name}` header"
+                ))),
+                None => Ok(first),
+            }
+        };
+        Ok(Credentials {
+            authorization: once(&header::AUTHORIZATION)?,
+            api_key: once(&self.api_key_header)?,
+            client_certificate: connection.client_certificate.as_ref(),
+        })
     }
 
     /// 429 when a counter is past its limit. An unreachable store does not block anyone here.
@@ -443,6 +510,7 @@ impl Gateway {
         )
         .map_err(GatewayError::BadRequest)?;
         trail.normalized(&path.path);
+        self.check_host(&request)?;
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -454,11 +522,8 @@ impl Gateway {
         trail.break_glass(break_glass.as_deref());
 
         // route
-        let credentials = || Credentials {
-            authorization: request.headers().get(header::AUTHORIZATION),
-            api_key: request.headers().get(&self.api_key_header),
-            client_certificate: connection.client_certificate.as_ref(),
-        };
+        let offered = self.credentials(request.headers(), connection)?;
+        let credentials = || offered;
         let Some(route) = policy
             .routes()
             .find(request.method().as_str(), &path.segments)
@@ -485,7 +550,11 @@ impl Gateway {
                 .get(header::AUTHORIZATION)
                 .and_then(claimed_subject),
         };
-        let failure_keys = self.failure_keys(connection, subject.as_deref());
+        // Both counters are checked; only failures that prove their subject count against it
+        // (below), so naming someone in a forged token locks out nobody but its sender.
+        let address_key = self.address_key(connection);
+        let mut failure_keys = vec![address_key.clone()];
+        failure_keys.extend(subject.as_deref().map(|subject| self.subject_key(subject)));
         self.check_failures(&failure_keys).await?;
         let authenticated = match cached {
             Some(principal) => Ok(principal),
@@ -500,7 +569,13 @@ impl Gateway {
             Ok(principal) => principal,
             Err(error) => {
                 if !error.is_missing() && !error.is_unavailable() {
-                    self.count_failure(&failure_keys).await;
+                    let mut counted = vec![address_key];
+                    counted.extend(
+                        error
+                            .proven_subject()
+                            .map(|subject| self.subject_key(subject)),
+                    );
+                    self.count_failure(&counted).await;
                 }
                 return Err(error.into());
             }
@@ -549,7 +624,7 @@ impl Gateway {
             Err(error) => return Err(error),
         };
         let (parts, body) = request.into_parts();
-        let body = GuardedBody::new(body, self.limits.max_body_bytes, self.body_timeout);
+        let body = GuardedBody::new(body, self.limits.max_body_bytes, self.body_times);
         let (body, export, reservation) = match &route.route.export {
             None => (body.boxed(), ExportFacts::default(), None),
             Some(spec) => {
@@ -558,6 +633,7 @@ impl Gateway {
                     .await
                     .map_err(|error| match BodyError::find(&*error) {
                         Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
+                        Some(BodyError::Deadline(ms)) => GatewayError::BodyTooSlow(*ms),
                         _ => GatewayError::BadRequest(format!("export request body: {error}")),
                     })?
                     .to_bytes();

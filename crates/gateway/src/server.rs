@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::head_guard::{HeadGuard, Verdict};
 use crate::pipeline::{Connection, Gateway, StartError};
 use crate::tls;
 
@@ -100,6 +101,7 @@ fn connection_ended(
     gateway: &Gateway,
     peer: SocketAddr,
     error: &(dyn std::error::Error + 'static),
+    verdict: &Verdict,
 ) {
     let Some(error) = error.downcast_ref::<hyper::Error>() else {
         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -114,7 +116,12 @@ fn connection_ended(
     if error.is_parse() || error.is_parse_too_large() {
         refused("malformed");
         let status = if error.is_parse_too_large() { 431 } else { 400 };
-        gateway.record_malformed(peer, status, &error.to_string());
+        // The head guard's reason, when it is what made hyper refuse the head.
+        let detail = match verdict.get() {
+            Some(why) => (*why).to_owned(),
+            None => error.to_string(),
+        };
+        gateway.record_malformed(peer, status, &detail);
     } else if error.is_timeout() {
         refused("header_timeout");
         tracing::debug!(%peer, "request head not received in time");
@@ -293,9 +300,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                         tls: false,
                         client_certificate: None,
                     });
+                    let verdict = Verdict::default();
+                    let stream = HeadGuard::new(stream, verdict.clone());
                     let connection = builder.serve_connection(TokioIo::new(stream), service(info));
                     if let Err(error) = watcher.watch(connection).await {
-                        connection_ended(&gateway, peer, &*error);
+                        connection_ended(&gateway, peer, &*error, &verdict);
                     }
                 }
                 Some(acceptor) => {
@@ -313,9 +322,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                         tls: true,
                         client_certificate,
                     });
-                    let connection = builder.serve_connection(TokioIo::new(tls), service(info));
+                    let verdict = Verdict::default();
+                    let stream = HeadGuard::new(tls, verdict.clone());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service(info));
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
-                        connection_ended(&gateway, peer, &*error);
+                        connection_ended(&gateway, peer, &*error, &verdict);
                     }
                 }
             }

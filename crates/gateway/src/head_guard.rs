@@ -1,0 +1,455 @@
+//! The accept phase's look at HTTP/1.1 request heads before hyper parses them, for two things
+//! hyper accepts and a front proxy may read differently: a bare LF or bare CR as a line end
+//! (RFC 9112 section 2.2), and a head with both `Content-Length` and `Transfer-Encoding`
+//! (RFC 9112 section 6.3, which lets a server refuse it; hyper drops the length and goes on).
+//!
+//! The guard follows the client's byte stream: heads byte by byte, bodies by their framing
+//! (`Content-Length` bytes skipped, chunked bodies by their chunk sizes), so that a body's bytes are
+//! never mistaken for a head. It parses nothing for hyper: when a head must be refused, it turns
+//! the offending byte, which hyper has not yet seen, into a NUL, so that hyper's own parser refuses
+//! the head (400, connection closed, audited as malformed) and the guard says why. An HTTP/2
+//! connection (its preface) is let through untouched.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Why a head was refused; shared with the code that records the connection's end.
+pub(crate) type Verdict = Arc<OnceLock<&'static str>>;
+
+/// A client connection whose HTTP/1.1 heads are checked as they are read.
+pub(crate) struct HeadGuard<S> {
+    inner: S,
+    scan: Scan,
+    verdict: Verdict,
+}
+
+impl<S> HeadGuard<S> {
+    /// Guards `inner`; `verdict` receives the reason when a head is refused.
+    pub(crate) fn new(inner: S, verdict: Verdict) -> Self {
+        Self {
+            inner,
+            scan: Scan::default(),
+            verdict,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled
+            && let Some(why) = this.scan.bytes(&mut buf.filled_mut()[before..])
+        {
+            let _ = this.verdict.set(why);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Where the client's byte stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In a request head.
+    Head,
+    /// In a body of known length: this many bytes left.
+    Body(u64),
+    /// In a chunked body.
+    Chunked(Chunk),
+    /// Not HTTP/1.1 heads (HTTP/2), or after a refusal: nothing more is looked at.
+    Through,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// The chunk-size line; the size so far, and whether its digits have ended (extensions).
+    Size(u64, bool),
+    /// Chunk data: this many bytes left, then its CRLF (2 bytes).
+    Data(u64),
+    /// The trailer section; whether the current line is empty so far.
+    Trailer(bool),
+}
+
+/// The names whose presence decides a body's framing.
+const CONTENT_LENGTH: &[u8] = b"content-length";
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+
+/// The scanner's state.
+#[derive(Debug)]
+struct Scan {
+    state: State,
+    /// Bytes of the connection matched against the HTTP/2 preface so far (`usize::MAX` once it
+    /// cannot be one).
+    preface: usize,
+    /// The previous byte of a head was CR.
+    after_cr: bool,
+    /// Whether the head's request line has been seen (empty lines before it are skipped).
+    request_line: bool,
+    /// Bytes of the current line.
+    line_len: usize,
+    /// The current line's name, lowercase, while it could still be a framing header.
+    name: [u8; 17],
+    /// Whether the current line is past its name's colon, and which header it is.
+    in_value: Option<Framing>,
+    /// The head's `Content-Length` (its digits), if any.
+    content_length: Option<u64>,
+    /// Whether the head has a `Transfer-Encoding`.
+    transfer_encoding: bool,
+}
+
+/// A framing header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length,
+    Encoding,
+    Other,
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Self {
+            state: State::Head,
+            preface: 0,
+            after_cr: false,
+            request_line: false,
+            line_len: 0,
+            name: [0; 17],
+            in_value: None,
+            content_length: None,
+            transfer_encoding: false,
+        }
+    }
+}
+
+impl Scan {
+    /// Follows `bytes`, just read from the client; returns why a head is refused, after turning
+    /// the byte that refuses it into a NUL.
+    fn bytes(&mut self, bytes: &mut [u8]) -> Option<&'static str> {
+        if self.preface != usize::MAX && self.state != State::Through {
+            let matched = bytes
+                .iter()
+                .zip(&H2_PREFACE[self.preface.min(H2_PREFACE.len())..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            if matched == bytes.len().min(H2_PREFACE.len() - self.preface) {
+                self.preface += matched;
+                if self.preface == H2_PREFACE.len() {
+                    self.state = State::Through;
+                    return None;
+                }
+            } else {
+                self.preface = usize::MAX;
+            }
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            match self.state {
+                State::Through => return None,
+                State::Body(left) => {
+                    let take = left.min((bytes.len() - at) as u64);
+                    at += take as usize;
+                    self.state = if take == left {
+                        State::Head
+                    } else {
+                        State::Body(left - take)
+                    };
+                }
+                State::Chunked(chunk) => {
+                    at = self.chunk(chunk, bytes, at);
+                }
+                State::Head => {
+                    if let Some(why) = self.head_byte(bytes[at]) {
+                        bytes[at] = 0;
+                        self.state = State::Through;
+                        return Some(why);
+                    }
+                    at += 1;
+                }
+            }
+        }
+        None
+    }
+
+    /// One byte of a head.
+    fn head_byte(&mut self, byte: u8) -> Option<&'static str> {
+        let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
+        match byte {
+            b'\n' if !after_cr => Some("a bare LF ends a line of the request head"),
+            b'\n' => {
+                // The line held only its CR: the end of the head, or an empty line before it.
+                let empty = self.line_len == 1;
+                self.line_len = 0;
+                self.in_value = None;
+                if !empty {
+                    self.request_line = true;
+                    return None;
+                }
+                if !self.request_line {
+                    return None;
+                }
+                self.end_of_head()
+            }
+            _ if after_cr => Some("a bare CR in the request head"),
+            _ => {
+                self.line_len += 1;
+                if self.request_line && byte != b'\r' {
+                    self.header_byte(byte);
+                }
+                None
+            }
+        }
+    }
+
+    /// One byte of a header line (not its CR).
+    fn header_byte(&mut self, byte: u8) {
+        let position = self.line_len - 1;
+        match self.in_value {
+            None if byte == b':' => {
+                let name = &self.name[..position.min(self.name.len())];
+                let framing = if position == CONTENT_LENGTH.len() && name == CONTENT_LENGTH {
+                    self.content_length = Some(0);
+                    Framing::Length
+                } else if position == TRANSFER_ENCODING.len() && name == TRANSFER_ENCODING {
+                    self.transfer_encoding = true;
+                    Framing::Encoding
+                } else {
+                    Framing::Other
+                };
+                self.in_value = Some(framing);
+            }
+            None => {
+                if let Some(slot) = self.name.get_mut(position) {
+                    *slot = byte.to_ascii_lowercase();
+                }
+            }
+            Some(Framing::Length) if byte.is_ascii_digit() => {
+                let length = self.content_length.unwrap_or(0);
+                self.content_length = Some(
+                    length
+                        .saturating_mul(10)
+                        .saturating_add(u64::from(byte - b'0')),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The head ended: refuse it, or follow its body.
+    fn end_of_head(&mut self) -> Option<&'static str> {
+        let (length, chunked) = (self.content_length.take(), self.transfer_encoding);
+        self.transfer_encoding = false;
+        self.request_line = false;
+        if chunked && length.is_some() {
+            return Some("both content-length and transfer-encoding");
+        }
+        self.state = match (chunked, length) {
+            (true, _) => State::Chunked(Chunk::Size(0, false)),
+            (false, Some(length)) if length > 0 => State::Body(length),
+            _ => State::Head,
+        };
+        None
+    }
+
+    /// Follows a chunked body from `bytes[at]`; returns where it stopped.
+    fn chunk(&mut self, chunk: Chunk, bytes: &[u8], mut at: usize) -> usize {
+        match chunk {
+            Chunk::Size(size, digits_ended) => {
+                let byte = bytes[at];
+                at += 1;
+                self.state = State::Chunked(match (byte as char).to_digit(16) {
+                    _ if byte == b'\n' && size == 0 => Chunk::Trailer(true),
+                    _ if byte == b'\n' => Chunk::Data(size.saturating_add(2)),
+                    Some(digit) if !digits_ended => Chunk::Size(
+                        size.saturating_mul(16).saturating_add(u64::from(digit)),
+                        false,
+                    ),
+                    _ => Chunk::Size(size, true),
+                });
+            }
+            Chunk::Data(left) => {
+                let take = left.min((bytes.len() - at) as u64);
+                at += take as usize;
+                self.state = State::Chunked(if take == left {
+                    Chunk::Size(0, false)
+                } else {
+                    Chunk::Data(left - take)
+                });
+            }
+            Chunk::Trailer(empty) => {
+                let byte = bytes[at];
+                at += 1;
+                self.state = match byte {
+                    b'\n' if empty => State::Head,
+                    b'\n' => State::Chunked(Chunk::Trailer(true)),
+                    b'\r' => State::Chunked(Chunk::Trailer(empty)),
+                    _ => State::Chunked(Chunk::Trailer(false)),
+                };
+            }
+        }
+        at
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+/// Runs the scanner over `stream` cut into `pieces` reads; returns the refusal and the bytes as
+/// hyper would get them.
+pub(crate) fn scan_in_pieces(stream: &[u8], piece: usize) -> (Option<&'static str>, Vec<u8>) {
+    let mut scan = Scan::default();
+    let mut out = stream.to_vec();
+    let mut verdict = None;
+    for part in out.chunks_mut(piece.max(1)) {
+        if let Some(why) = scan.bytes(part) {
+            verdict = Some(why);
+            break;
+        }
+    }
+    (verdict, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(stream: &str) -> Option<&'static str> {
+        let whole = scan_in_pieces(stream.as_bytes(), usize::MAX).0;
+        for piece in 1..8 {
+            assert_eq!(
+                scan_in_pieces(stream.as_bytes(), piece).0,
+                whole,
+                "in pieces of {piece}: {stream:?}"
+            );
+        }
+        whole
+    }
+
+    #[test]
+    fn well_formed_requests_pass() {
+        for stream in [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\na\nb\rcGET / HTTP/1.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\na\nb\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nX-Content-Length: 5\r\nX-Transfer-Encoding: chunked\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n\r\0binary\n",
+        ] {
+            assert_eq!(verdict(stream), None, "{stream:?}");
+        }
+    }
+
+    #[test]
+    fn bare_line_ends_and_both_framings_are_refused() {
+        for (stream, why) in [
+            ("GET / HTTP/1.1\nHost: a\n\n", "bare LF"),
+            (
+                "GET / HTTP/1.1\r\nHost: a\nX-Invoiceguard-Roles: admin\r\n\r\n",
+                "bare LF",
+            ),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\n", "bare LF"),
+            ("GET / HTTP/1.1\r\nX-A: b\rc\r\n\r\n", "bare CR"),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "both",
+            ),
+            (
+                "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                "both",
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 48\r\n\r\n",
+                "both",
+            ),
+            // After a body, the next head is checked too.
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\nHost: a\n\n",
+                "bare LF",
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nGET / HTTP/1.1\nHost: a\n\n",
+                "bare LF",
+            ),
+        ] {
+            let found = verdict(stream).unwrap_or_else(|| panic!("{stream:?} passed"));
+            assert!(found.contains(why), "{stream:?}: {found}");
+        }
+    }
+
+    #[test]
+    fn the_refusing_byte_becomes_nul_and_nothing_before_it_changes() {
+        let stream = b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n";
+        let (why, seen) = scan_in_pieces(stream, 4);
+        assert!(why.is_some());
+        let at = stream.iter().position(|b| *b == b'\n').unwrap();
+        let at = at + 1 + stream[at + 1..].iter().position(|b| *b == b'\n').unwrap();
+        assert_eq!(seen[at], 0);
+        assert_eq!(&seen[..at], &stream[..at]);
+    }
+
+    proptest::proptest! {
+        /// However the stream is cut into reads, the verdict is the same, and a stream of heads
+        /// with CRLF line ends only and bodies framed by their length is never refused.
+        #[test]
+        fn cutting_changes_nothing(
+            bodies in proptest::collection::vec("[\\x00-\\xff]{0,20}", 1..4),
+            piece in 1usize..40,
+        ) {
+            let mut stream = Vec::new();
+            for body in &bodies {
+                stream.extend_from_slice(
+                    format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                );
+                stream.extend_from_slice(body.as_bytes());
+            }
+            proptest::prop_assert_eq!(scan_in_pieces(&stream, piece).0, None);
+        }
+
+        /// Any bytes: no panic, and the verdict does not depend on how they were cut.
+        #[test]
+        fn any_bytes(stream in proptest::collection::vec(proptest::num::u8::ANY, 0..200), piece in 1usize..50) {
+            let whole = scan_in_pieces(&stream, usize::MAX).0;
+            proptest::prop_assert_eq!(scan_in_pieces(&stream, piece).0, whole);
+        }
+    }
+}
