@@ -7,7 +7,9 @@
 //
 // Users get tokens through a password grant (no browser needed) that carries their roles, groups
 // and MFA facts (`amr`, `acr`, `auth_time`); integration accounts use client credentials with
-// scopes. Test-only grant parameters: `amr` (e.g. "pwd" for a login without MFA), `ttl` (seconds),
+// scopes. A user's token carries the scopes its client asked for (`scope`; by default every scope
+// of the invoicing API, as the web UI's client asks). Test-only grant parameters: `amr` (e.g. "pwd"
+// for a login without MFA), `ttl` (seconds),
 // `auth_age` (seconds since the login), `alg` (the signing algorithm), `format` ("opaque").
 // Users, passwords and clients come from users.json beside this file. When --keys names a file that
 // exists its JWK set is used (so two providers can share keys); otherwise new keys are generated and
@@ -46,7 +48,13 @@ const issuer = `http://${args.host}:${args.port}`;
 const PASSWORD_GRANT = 'urn:invoiceguard:params:grant-type:password';
 const MFA_AMR = ['pwd', 'otp'];
 const ALGORITHMS = ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'];
-const SCOPES = ['openid', 'invoices:read', 'invoices:write', 'partners:read', 'exports:create'];
+// The invoicing API's scopes (policies/scopes.cedar): integration clients get some of them, and a
+// user's token carries those its client asked for.
+const API_SCOPES = [
+  'invoices:read', 'invoices:write', 'invoices:approve', 'partners:read', 'partners:write',
+  'exports:create', 'reports:read', 'admin', 'audit:read',
+];
+const SCOPES = ['openid', ...API_SCOPES];
 
 function newKeys() {
   const jwk = (type, options) => generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' });
@@ -135,19 +143,25 @@ function buildProvider() {
       throw new errors.InvalidGrant('invalid username or password');
     }
     const resource = params.resource || args.audience;
+    const asked = params.scope ? String(params.scope).split(' ') : SCOPES;
+    const unknown = asked.filter((scope) => !SCOPES.includes(scope));
+    if (unknown.length > 0) {
+      throw new errors.InvalidScope('unknown scope', unknown.join(' '));
+    }
+    const scope = asked.join(' ');
     const token = new provider.AccessToken({
       accountId: params.username,
       client,
       gty: 'password',
-      scope: 'openid',
+      scope,
     });
-    token.resourceServer = new provider.ResourceServer(resource, resourceServerInfo(ctx, resource, 'openid'));
+    token.resourceServer = new provider.ResourceServer(resource, resourceServerInfo(ctx, resource, scope));
     if (params.ttl) {
       token.exp = Math.floor(Date.now() / 1000) + Number.parseInt(params.ttl, 10);
     }
     const value = await token.save();
     ctx.body = { access_token: value, token_type: 'Bearer', expires_in: token.expiration };
-  }, ['username', 'password', 'resource', 'amr', 'ttl', 'auth_age', 'alg', 'format']);
+  }, ['username', 'password', 'resource', 'scope', 'amr', 'ttl', 'auth_age', 'alg', 'format']);
 
   return provider;
 }

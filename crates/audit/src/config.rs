@@ -137,6 +137,11 @@ impl AuditConfig {
         problems.extend(self.redact.validate(self.hmac_key_file.is_some()));
         for (index, sink) in self.sinks.iter().enumerate() {
             problems.extend(sink.validate(index));
+            if let Some(file) = &sink.file
+                && let Some(problem) = crate::file_sink::problem(file)
+            {
+                problems.push(format!("audit.sinks[{index}].file: {problem}"));
+            }
         }
         let mut names: Vec<&str> = self.sinks.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();

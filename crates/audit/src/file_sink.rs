@@ -3,9 +3,9 @@
 //! removed. A batch is delivered once it is on disk (`fsync`).
 
 use bytes::Bytes;
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::ship::{Format, SinkConfig, encode};
@@ -17,6 +17,67 @@ pub(crate) struct FileSink {
     keep: u32,
     format: Format,
     file: Option<File>,
+}
+
+/// Makes the file's folder when it is missing (mode 0700, as the spool's) and opens the file for
+/// appending: the gateway does not start with a file sink it cannot write.
+pub(crate) fn prepare(path: &Path) -> Result<(), String> {
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|e| format!("cannot create the folder `{}`: {e}", folder.display()))?;
+    }
+    append(path)
+        .map(drop)
+        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}
+
+/// What `check` finds wrong with a file sink's path, without creating it: the file cannot be
+/// appended to, or its folder is missing and the nearest folder above cannot be written (a probe
+/// file is made there and removed).
+pub(crate) fn problem(path: &Path) -> Option<String> {
+    if path.is_dir() {
+        return Some(format!("`{}` is a folder", path.display()));
+    }
+    if path.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(path)
+            .err()
+            .map(|e| format!("cannot write `{}`: {e}", path.display()));
+    }
+    let mut folder = path.parent()?;
+    while !folder.as_os_str().is_empty() && !folder.exists() {
+        folder = folder.parent()?;
+    }
+    if folder.as_os_str().is_empty() {
+        folder = Path::new(".");
+    }
+    if !folder.is_dir() {
+        return Some(format!("`{}` is not a folder", folder.display()));
+    }
+    let probe = folder.join(format!(".invoiceguard-check-{}", std::process::id()));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "cannot create `{}` in `{}`: {e}",
+            path.display(),
+            folder.display()
+        )),
+    }
+}
+
+fn append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl FileSink {
@@ -56,13 +117,7 @@ impl FileSink {
         }
         let file = match &mut self.file {
             Some(file) => file,
-            None => self.file.insert(
-                OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .open(&self.path)?,
-            ),
+            None => self.file.insert(append(&self.path)?),
         };
         file.write_all(bytes)?;
         file.sync_data()
@@ -95,6 +150,40 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_folder_is_made_and_an_unwritable_one_reported() {
+        let dir = std::env::temp_dir().join(format!("invoiceguard-sinkdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("a/b/audit.log");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(problem(&path), None, "a folder that can be made is fine");
+        assert!(!dir.join("a").exists(), "check creates nothing");
+        prepare(&path).unwrap();
+        assert!(path.is_file());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("a/b"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(problem(&dir).unwrap().contains("is a folder"));
+        // A read-only folder above (root can write anywhere: the check is then moot).
+        let locked = dir.join("locked");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let probe = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(locked.join("x"));
+        if probe.is_err() {
+            let why = problem(&locked.join("sub/audit.log")).unwrap();
+            assert!(why.contains("cannot create"), "{why}");
+            assert!(prepare(&locked.join("sub/audit.log")).is_err());
+        }
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_the_configured_number() {

@@ -38,6 +38,14 @@ pub enum AuditError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file sink's file cannot be written (its folder cannot be made, or the file opened).
+    #[error("audit sink `{name}`: {why}")]
+    Sink {
+        /// The sink's name.
+        name: String,
+        /// Why.
+        why: String,
+    },
     /// An event could not be written.
     #[error("cannot write audit event to `{path}`: {source}")]
     Write {
@@ -162,6 +170,14 @@ impl AuditLog {
             .mode(0o700)
             .create(&dir)
             .map_err(open_error(&dir))?;
+        for sink in &config.sinks {
+            if let Some(file) = &sink.file {
+                crate::file_sink::prepare(file).map_err(|why| AuditError::Sink {
+                    name: sink.name.clone(),
+                    why,
+                })?;
+            }
+        }
         let secret = match &config.hmac_key_file {
             Some(key_file) => Some(
                 std::fs::read(key_file)

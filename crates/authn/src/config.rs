@@ -30,6 +30,11 @@ pub struct AuthnConfig {
     /// `acr` values that make a login multi-factor.
     #[serde(default)]
     pub mfa_acr: Vec<String>,
+    /// Hold a user's token to its scopes (RFC 6749 section 3.3, RFC 9068 section 2.2.3): the
+    /// policies then see them, and the baseline's `scopes.cedar` forbids what they do not grant.
+    /// On by default; off only for an IdP that issues user tokens without useful scopes.
+    #[serde(default = "yes")]
+    pub enforce_user_scopes: bool,
     /// When set, a JWT's `typ` header must be this (`at+jwt`, RFC 9068; `application/at+jwt` also
     /// matches).
     pub require_typ: Option<String>,
@@ -187,6 +192,10 @@ fn default_introspection_cache_s() -> u64 {
 
 fn default_api_key_header() -> String {
     "x-api-key".to_owned()
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl AuthnConfig {

@@ -656,6 +656,7 @@ impl Gateway {
             resource,
             export,
             break_glass_reason: break_glass,
+            user_scopes_enforced: self.authn.config().enforce_user_scopes,
         };
         let decision = {
             let _span = tracing::info_span!("authorize", action = %route.route.action).entered();

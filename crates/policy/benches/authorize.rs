@@ -54,7 +54,7 @@ fn alice_reads() -> (Principal, RequestFacts, Vec<String>) {
         id: "alice".into(),
         client_id: Some("web".into()),
         roles: vec!["invoicing".into()],
-        scopes: vec![],
+        scopes: vec!["openid".into(), "invoices:read".into()],
         amr: vec!["pwd".into(), "otp".into()],
         acr: None,
         auth_time: Some(1_799_999_940),
@@ -71,6 +71,7 @@ fn alice_reads() -> (Principal, RequestFacts, Vec<String>) {
         },
         export: ExportFacts::default(),
         break_glass_reason: None,
+        user_scopes_enforced: true,
     };
     let segments: Vec<String> = ["invoices", "INV-1"].map(str::to_owned).to_vec();
     (alice, facts, segments)

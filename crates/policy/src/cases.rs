@@ -5,6 +5,8 @@
 //! [[case]]
 //! name = "the creator of an invoice never approves it"
 //! principal = { user = "grace", roles = ["invoicing", "approver"] }  # or { service_account = "erp", scopes = [...] }
+//!                                 # a user's `scopes` are its token's: given, the token is held
+//!                                 # to them (scopes.cedar); left out, they are not in question
 //! mfa = true                      # default true
 //! auth_age_s = 60                 # seconds since the login, default 60
 //! request = "POST /invoices/INV-1/approve"
@@ -59,8 +61,7 @@ struct CasePrincipal {
     service_account: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
+    scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,7 +180,9 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
             user: hypothetical.user.clone(),
             service_account: hypothetical.service_account.clone(),
             roles: hypothetical.roles.clone(),
-            scopes: hypothetical.scopes.clone(),
+            // A user's scopes are in question only when some are named.
+            scopes: Some(hypothetical.scopes.clone())
+                .filter(|scopes| !scopes.is_empty() || hypothetical.service_account.is_some()),
         },
         mfa: hypothetical.mfa,
         auth_age_s: hypothetical.auth_age_s,
@@ -271,7 +274,7 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
         id,
         client_id: None,
         roles: case.principal.roles.clone(),
-        scopes: case.principal.scopes.clone(),
+        scopes: case.principal.scopes.clone().unwrap_or_default(),
         amr: Vec::new(),
         acr: None,
         auth_time: Some(NOW - case.auth_age_s),
@@ -302,6 +305,7 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
             company: case.resource.company.clone(),
         },
         break_glass_reason: case.break_glass_reason.clone(),
+        user_scopes_enforced: case.principal.scopes.is_some(),
         export: case
             .export
             .as_ref()

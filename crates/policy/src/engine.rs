@@ -501,6 +501,7 @@ mod tests {
                             within_limits: !mine,
                         },
                         break_glass_reason: mine.then(|| "incident 42".to_owned()),
+                        user_scopes_enforced: mine,
                     };
                     let label = format!(
                         "{} {} as {role} ({kind:?}, mfa {mfa}, age {age}, mine {mine})",

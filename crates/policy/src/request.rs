@@ -32,6 +32,9 @@ pub struct RequestFacts {
     pub export: ExportFacts,
     /// The break-glass reason the request states, if any.
     pub break_glass_reason: Option<String>,
+    /// Whether a user's token is held to its scopes (`authn.enforce_user_scopes`): the context's
+    /// `scopes_enforced`, which the baseline's `scopes.cedar` reads.
+    pub user_scopes_enforced: bool,
 }
 
 /// Facts about the resource, from the enrich phase.
@@ -209,6 +212,7 @@ enum PrincipalInputs {
     User {
         id: String,
         roles: Vec<String>,
+        scopes: Vec<String>,
         approval_limit: i64,
     },
     ServiceAccount {
@@ -230,6 +234,7 @@ struct ContextInputs {
     break_glass_reason: String,
     hour_utc: i64,
     day_of_week: i64,
+    scopes_enforced: bool,
 }
 
 impl Inputs {
@@ -246,6 +251,7 @@ impl Inputs {
             PrincipalKind::User => PrincipalInputs::User {
                 id: principal.id.clone(),
                 roles: principal.roles.clone(),
+                scopes: principal.scopes.clone(),
                 approval_limit: i64::try_from(limits.approval_limit).unwrap_or(i64::MAX),
             },
             PrincipalKind::ServiceAccount => PrincipalInputs::ServiceAccount {
@@ -268,6 +274,7 @@ impl Inputs {
             hour_utc: i64::try_from(facts.now_unix % 86_400 / 3600).unwrap_or(0),
             // 1970-01-01 was a Thursday (4).
             day_of_week: i64::try_from((facts.now_unix / 86_400 + 3) % 7 + 1).unwrap_or(1),
+            scopes_enforced: facts.user_scopes_enforced && principal.kind == PrincipalKind::User,
         };
         Self {
             principal: principal_inputs,
@@ -282,13 +289,15 @@ impl Inputs {
     /// The bytes of text the inputs hold (ids, names, facts, the reason): what keeping them as a
     /// key costs, beyond a fixed part.
     pub(crate) fn text_bytes(&self) -> usize {
-        let (id, names) = match &self.principal {
-            PrincipalInputs::User { id, roles, .. } => (id, roles),
-            PrincipalInputs::ServiceAccount { id, scopes } => (id, scopes),
+        let (id, roles, scopes): (_, &[String], _) = match &self.principal {
+            PrincipalInputs::User {
+                id, roles, scopes, ..
+            } => (id, roles, scopes),
+            PrincipalInputs::ServiceAccount { id, scopes } => (id, &[], scopes),
         };
         let facts = &self.resource;
         id.len()
-            + names.iter().map(String::len).sum::<usize>()
+            + roles.iter().chain(scopes).map(String::len).sum::<usize>()
             + self.action.len()
             + self.resource_type.len()
             + self.resource_id.len()
@@ -336,6 +345,10 @@ impl Inputs {
             ),
             ("hour_utc", RestrictedExpression::new_long(c.hour_utc)),
             ("day_of_week", RestrictedExpression::new_long(c.day_of_week)),
+            (
+                "scopes_enforced",
+                RestrictedExpression::new_bool(c.scopes_enforced),
+            ),
         ];
         Context::from_pairs(pairs.map(|(name, value)| (name.to_owned(), value)))
             .expect("the reference context")
@@ -373,6 +386,7 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
         ),
         ("hour_utc".into(), Value::from(c.hour_utc)),
         ("day_of_week".into(), Value::from(c.day_of_week)),
+        ("scopes_enforced".into(), Value::from(c.scopes_enforced)),
     ]))));
     let request = Request::new(
         principal_uid,
@@ -440,6 +454,7 @@ fn principal_entity(
         PrincipalInputs::User {
             id,
             roles,
+            scopes,
             approval_limit,
         } => {
             let me = prepared.uid("User", id)?;
@@ -450,7 +465,10 @@ fn principal_entity(
             let approval_limit = RestrictedExpression::new_long(*approval_limit);
             let entity = Entity::new(
                 me.clone(),
-                HashMap::from([("approval_limit".to_owned(), approval_limit)]),
+                HashMap::from([
+                    ("approval_limit".to_owned(), approval_limit),
+                    ("scopes".to_owned(), scope_set(scopes)),
+                ]),
                 roles,
             )
             .map_err(|e| e.to_string())?;
@@ -458,18 +476,22 @@ fn principal_entity(
         }
         PrincipalInputs::ServiceAccount { id, scopes } => {
             let me = prepared.uid("ServiceAccount", id)?;
-            let scopes = RestrictedExpression::new_set(
-                scopes
-                    .iter()
-                    .map(|scope| RestrictedExpression::new_string(scope.clone())),
-            );
             let entity = Entity::new(
                 me.clone(),
-                HashMap::from([("scopes".to_owned(), scopes)]),
+                HashMap::from([("scopes".to_owned(), scope_set(scopes))]),
                 HashSet::new(),
             )
             .map_err(|e| e.to_string())?;
             Ok((me, entity))
         }
     }
+}
+
+/// A principal's scopes as a Cedar set of strings.
+fn scope_set(scopes: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        scopes
+            .iter()
+            .map(|scope| RestrictedExpression::new_string(scope.clone())),
+    )
 }

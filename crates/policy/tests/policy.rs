@@ -91,6 +91,7 @@ fn decision(
         resource: ResourceFacts::default(),
         export: ExportFacts::default(),
         break_glass_reason: None,
+        user_scopes_enforced: false,
     };
     let decision = engine.authorize(who, &route, &facts);
     assert!(decision.errors.is_empty(), "{:?}", decision.errors);

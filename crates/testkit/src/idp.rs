@@ -39,6 +39,8 @@ pub struct TokenRequest<'a> {
     pub auth_age: Option<u32>,
     /// An opaque token (for introspection) instead of a JWT.
     pub opaque: bool,
+    /// The scopes the client asks for (space-separated) instead of every scope of the API.
+    pub scope: Option<&'a str>,
 }
 
 impl Idp {
@@ -200,6 +202,9 @@ impl Idp {
         }
         if options.opaque {
             form.push(("format", "opaque"));
+        }
+        if let Some(scope) = options.scope {
+            form.push(("scope", scope));
         }
         self.token("invoiceguard-demo", "demo-client-secret", &form)
             .await
