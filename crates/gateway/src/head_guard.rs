@@ -6,9 +6,11 @@
 //! The guard follows the client's byte stream: heads byte by byte, bodies by their framing
 //! (`Content-Length` bytes skipped, chunked bodies by their chunk sizes), so that a body's bytes are
 //! never mistaken for a head. It parses nothing for hyper: when a head must be refused, it turns
-//! the offending byte, which hyper has not yet seen, into a NUL, so that hyper's own parser refuses
-//! the head (400, connection closed, audited as malformed) and the guard says why. An HTTP/2
-//! connection (its preface) is let through untouched.
+//! the offending byte, which hyper has not yet seen, into a NUL, ends the stream right after it
+//! with an empty line (hyper parses a head only once it sees one), and then with the end of the
+//! connection; hyper's own parser then refuses the head (400, connection closed, audited as
+//! malformed), and the guard says why. An HTTP/2 connection (its preface) is let through
+//! untouched.
 
 use std::io;
 use std::pin::Pin;
@@ -23,11 +25,16 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Why a head was refused; shared with the code that records the connection's end.
 pub(crate) type Verdict = Arc<OnceLock<&'static str>>;
 
+/// What follows a refused head: an empty line, so that hyper parses (and refuses) it.
+const REFUSED_END: &[u8] = b"\r\n\r\n";
+
 /// A client connection whose HTTP/1.1 heads are checked as they are read.
 pub(crate) struct HeadGuard<S> {
     inner: S,
     scan: Scan,
     verdict: Verdict,
+    /// After a refusal: how much of `REFUSED_END` has been given to hyper (then the end).
+    refused: Option<usize>,
 }
 
 impl<S> HeadGuard<S> {
@@ -37,6 +44,7 @@ impl<S> HeadGuard<S> {
             inner,
             scan: Scan::default(),
             verdict,
+            refused: None,
         }
     }
 }
@@ -48,12 +56,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(given) = &mut this.refused {
+            // The refused head's empty line, then the end of the stream.
+            let rest = &REFUSED_END[*given..];
+            let take = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..take]);
+            *given += take;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &polled
-            && let Some(why) = this.scan.bytes(&mut buf.filled_mut()[before..])
+            && let Some((why, at)) = this.scan.bytes(&mut buf.filled_mut()[before..])
         {
             let _ = this.verdict.set(why);
+            // Nothing after the refusing byte reaches hyper.
+            buf.set_filled(before + at + 1);
+            this.refused = Some(0);
         }
         polled
     }
@@ -165,9 +184,9 @@ impl Default for Scan {
 }
 
 impl Scan {
-    /// Follows `bytes`, just read from the client; returns why a head is refused, after turning
-    /// the byte that refuses it into a NUL.
-    fn bytes(&mut self, bytes: &mut [u8]) -> Option<&'static str> {
+    /// Follows `bytes`, just read from the client; returns why a head is refused and where, after
+    /// turning the byte that refuses it into a NUL.
+    fn bytes(&mut self, bytes: &mut [u8]) -> Option<(&'static str, usize)> {
         if self.preface != usize::MAX && self.state != State::Through {
             let matched = bytes
                 .iter()
@@ -204,7 +223,7 @@ impl Scan {
                     if let Some(why) = self.head_byte(bytes[at]) {
                         bytes[at] = 0;
                         self.state = State::Through;
-                        return Some(why);
+                        return Some((why, at));
                     }
                     at += 1;
                 }
@@ -341,7 +360,7 @@ pub(crate) fn scan_in_pieces(stream: &[u8], piece: usize) -> (Option<&'static st
     let mut out = stream.to_vec();
     let mut verdict = None;
     for part in out.chunks_mut(piece.max(1)) {
-        if let Some(why) = scan.bytes(part) {
+        if let Some((why, _)) = scan.bytes(part) {
             verdict = Some(why);
             break;
         }

@@ -175,6 +175,18 @@ async fn the_bad_token_corpus_is_refused_with_401_and_its_reason() {
             "wrong_token_type",
         ),
         (
+            // RFC 7797's `b64` (the one extension the signer knows): the gateway understands
+            // none, so any `crit` refuses the token (RFC 7515 4.1.11).
+            "a critical extension the gateway does not understand",
+            sign(
+                json!({"typ": "at+jwt", "crit": ["b64"], "b64": true}),
+                json!({}),
+                None,
+            )
+            .await,
+            "unsupported_crit",
+        ),
+        (
             "garbage base64",
             "e30.%%%%.@@@@".to_owned(),
             "malformed_token",
@@ -222,6 +234,66 @@ async fn the_bad_token_corpus_is_refused_with_401_and_its_reason() {
         2,
         "no refused request was forwarded"
     );
+}
+
+/// A token may not say where its key is: `jku`, `x5u`, an embedded `jwk` or `x5c`, or a `kid`
+/// that is a URL are never followed nor used. The attacker's own IdP signs the tokens, names its
+/// key set every way a header can, and counts the fetches of it: none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_never_chooses_its_own_key() {
+    let world = World::start().await;
+    let dir = TempDir::new("attacker").unwrap();
+    let attacker = Idp::start_with_keys(&dir.path().join("keys.json"), free_port().unwrap())
+        .await
+        .unwrap();
+    let attacker_keys = attacker.keys().unwrap();
+    let (attacker_kid, attacker_alg) = attacker_keys[0].clone();
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("keys.json")).unwrap())
+            .unwrap();
+    let public: Value = {
+        let mut key = jwks["keys"][0].clone();
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            key.as_object_mut().unwrap().remove(private);
+        }
+        key
+    };
+    let jwks_url = format!("{}/jwks", attacker.issuer);
+    let fetches_before = attacker.jwks_fetches().await.unwrap();
+    let headers = [
+        ("jku", json!({"typ": "at+jwt", "jku": jwks_url})),
+        ("x5u", json!({"typ": "at+jwt", "x5u": jwks_url})),
+        ("jwk", json!({"typ": "at+jwt", "jwk": public})),
+        ("x5c", json!({"typ": "at+jwt", "x5c": ["MIIBkTCB+wIJAK"]})),
+        ("kid as a URL", json!({"typ": "at+jwt", "kid": jwks_url})),
+        (
+            "every one at once",
+            json!({"typ": "at+jwt", "jku": jwks_url, "x5u": jwks_url, "jwk": public}),
+        ),
+    ];
+    for (case, header) in headers {
+        let token = attacker
+            .sign(
+                header,
+                claims(&world.idp.issuer, json!({})),
+                Some(&attacker_kid),
+            )
+            .await
+            .unwrap();
+        let reply = get(&world.url("/invoices"), Some(&token)).await.unwrap();
+        assert_refused(
+            &world.gateway,
+            &reply,
+            "unknown_key",
+            &format!("{case} ({attacker_alg})"),
+        );
+    }
+    assert_eq!(
+        attacker.jwks_fetches().await.unwrap(),
+        fetches_before,
+        "the gateway fetched the attacker's key set"
+    );
+    assert!(world.upstream.journal().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
