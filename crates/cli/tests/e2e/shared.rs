@@ -425,7 +425,7 @@ failed_auth_window_s = 60
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_tokens_claiming_a_subject_lock_it_out_even_with_its_verified_token() {
+async fn failures_that_prove_a_subject_lock_it_out_even_with_its_verified_token() {
     let limits = "
 [limits]
 failed_auth_per_subject = 3
@@ -443,11 +443,44 @@ failed_auth_window_s = 60
             .status,
         200
     );
-    // Alice's claims under a signature that does not verify: each counts against her.
+    // Alice's claims under a signature that does not verify: they prove nothing about her, and
+    // count only against the sender's address.
     let (signed, signature) = alice.rsplit_once('.').unwrap();
-    for i in 0..3 {
+    for i in 0..4 {
         let forged = format!("{signed}.{}{i}", &signature[1..]);
         let reply = get(&url(gateway, "/invoices/INV-1"), Some(&forged))
+            .await
+            .unwrap();
+        assert_problem(&reply, 401);
+    }
+    assert_eq!(
+        get(&url(gateway, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200,
+        "forged tokens naming alice locked her out"
+    );
+    // Tokens the IdP signed for alice, for another API: they prove her, and count against her.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let other_api = world
+        .idp
+        .sign(
+            json!({"typ": "at+jwt"}),
+            json!({
+                "iss": world.idp.issuer, "sub": "alice", "aud": "urn:other:api", "iat": now,
+                "exp": now + 300, "roles": ["invoicing"], "amr": ["pwd", "otp"],
+                "client_id": "invoiceguard-demo",
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let reply = get(&url(gateway, "/invoices/INV-1"), Some(&other_api))
             .await
             .unwrap();
         assert_problem(&reply, 401);
