@@ -239,12 +239,18 @@ impl Authenticator {
         let until = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
         let principal =
             Principal::from_claims(&claims, &self.config, self.roles.as_ref(), AuthMethod::Jwt)
-                .map_err(|error| match claims.get("sub").and_then(Value::as_str) {
-                    Some(subject) => AuthnError::Proven {
-                        subject: subject.to_owned(),
-                        error: Box::new(error),
-                    },
-                    None => error,
+                .map_err(|error| {
+                    match claims
+                        .get("sub")
+                        .and_then(Value::as_str)
+                        .filter(|subject| subject.len() <= 256)
+                    {
+                        Some(subject) => AuthnError::Proven {
+                            subject: subject.to_owned(),
+                            error: Box::new(error),
+                        },
+                        None => error,
+                    }
                 })?;
         Ok(Cached {
             principal: Arc::new(principal),
