@@ -1497,3 +1497,41 @@ async fn http2_requests_meet_the_same_rules() {
     }
     assert_eq!(world.upstream.journal().await.unwrap().len(), before + 1);
 }
+
+/// The head guard reads only heads: bodies full of bare LFs and CRs (a JSON body with newlines,
+/// a chunked body) on one keep-alive connection pass, and so does every request after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_with_bare_line_ends_pass_on_a_kept_alive_connection() {
+    let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
+    let before = world.upstream.journal().await.unwrap().len();
+    let json = "{\n\"partner_id\": \"P-1\",\r\"amount\": 100,\n\"lines\": [\n]\n}";
+    let chunk = "{\"partner_id\":\n\"P-2\",\"amount\":\r7,\"lines\":[]}";
+    let requests = format!(
+        "POST /invoices HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}\
+         POST /invoices HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n\
+         GET /invoices/INV-1 HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n",
+        json.len(),
+        chunk.len(),
+    );
+    let answer = exchange(&host, requests.as_bytes(), Duration::from_secs(5)).await;
+    let statuses: Vec<&str> = answer
+        .text
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer.text[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["201", "201", "200"], "{}", answer.text);
+    let journal = world.upstream.journal().await.unwrap();
+    let targets: Vec<&str> = journal[before..]
+        .iter()
+        .map(|entry| entry["target"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(targets, ["/invoices", "/invoices", "/invoices/INV-1"]);
+    assert!(
+        !world
+            .gateway
+            .audit_events()
+            .iter()
+            .any(|event| event["decision"]["reason"] == "malformed"),
+        "a body was taken for a head"
+    );
+}
