@@ -234,24 +234,17 @@ impl Authenticator {
             audience: &issuer.audience,
             leeway_s: self.config.leeway_s,
         };
-        let claims = token::verify(token, &header, &key, &expect, now)
-            .map_err(|error| proven(error, token))?;
+        let claims = token::verify(token, &header, &key, &expect, now).map_err(|error| {
+            if token::after_signature(&error) {
+                proven(error, token_subject(token).as_deref())
+            } else {
+                error
+            }
+        })?;
         let until = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
         let principal =
             Principal::from_claims(&claims, &self.config, self.roles.as_ref(), AuthMethod::Jwt)
-                .map_err(|error| {
-                    match claims
-                        .get("sub")
-                        .and_then(Value::as_str)
-                        .filter(|subject| subject.len() <= 256)
-                    {
-                        Some(subject) => AuthnError::Proven {
-                            subject: subject.to_owned(),
-                            error: Box::new(error),
-                        },
-                        None => error,
-                    }
-                })?;
+                .map_err(|error| proven(error, claims.get("sub").and_then(Value::as_str)))?;
         Ok(Cached {
             principal: Arc::new(principal),
             until,
@@ -305,38 +298,36 @@ impl Authenticator {
     }
 }
 
-/// A failure of a token whose signature verified, with the subject it proves; any other failure
-/// as it is. Expiry is not among them: an expired token of a real person is no guess.
-fn proven(error: AuthnError, token: &str) -> AuthnError {
-    #[derive(serde::Deserialize)]
-    struct Subject {
-        sub: Option<String>,
-    }
-    if !token::after_signature(&error) {
-        return error;
-    }
-    match jsonwebtoken::dangerous::insecure_decode_claims::<Subject>(token) {
-        Ok(Subject { sub: Some(subject) }) if subject.len() <= 256 => AuthnError::Proven {
-            subject,
+/// The failure of a token whose signature verified, with the subject it proves (when it names
+/// one of at most 256 bytes). Only such failures count against a subject.
+fn proven(error: AuthnError, subject: Option<&str>) -> AuthnError {
+    match subject.filter(|subject| subject.len() <= 256) {
+        Some(subject) => AuthnError::Proven {
+            subject: subject.to_owned(),
             error: Box::new(error),
         },
-        _ => error,
+        None => error,
     }
 }
 
-/// The subject a bearer JWT claims, read without verifying it: only to count failed
-/// authentications per claimed subject.
-pub fn claimed_subject(authorization: &HeaderValue) -> Option<String> {
+/// The `sub` a JWT names, read without verifying it (at most 16 KiB of token, 256 bytes of `sub`).
+fn token_subject(token: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Subject {
         sub: Option<String>,
     }
-    let token = bearer_token(authorization).ok()?;
     if token.len() > 16 * 1024 {
         return None;
     }
     let claims: Subject = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
     claims.sub.filter(|sub| sub.len() <= 256)
+}
+
+/// The subject a bearer JWT claims, read without verifying it: only to look up that subject's
+/// failed-authentication counter before the token is checked (a locked-out subject is refused
+/// early; only failures that prove a subject ever count against it).
+pub fn claimed_subject(authorization: &HeaderValue) -> Option<String> {
+    token_subject(bearer_token(authorization).ok()?)
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 6750).

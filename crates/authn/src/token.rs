@@ -28,8 +28,9 @@ pub(crate) fn header(token: &str) -> Result<Header, AuthnError> {
     Ok(header)
 }
 
-/// Whether a failure of [`verify`] came after the signature was verified (the claims' checks):
-/// the token then proves its subject.
+/// Whether a failure of [`verify`] came after the signature was verified, in a check that is not
+/// about time (audience, issuer, claims): the token then proves its subject. An expired or
+/// not-yet-valid token of a real person is no guess, and is left out.
 pub(crate) fn after_signature(error: &AuthnError) -> bool {
     matches!(
         error,

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::form_override::FormScan;
+
 /// Why the client's body could not be read to its end.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
@@ -21,6 +23,9 @@ pub(crate) enum BodyError {
     /// The client paused longer than the body timeout.
     #[error("the client sent no body data for {0} ms")]
     Timeout(u64),
+    /// A form body carries a method-override field (`form_override.rs`).
+    #[error("form field `{0}` is not allowed")]
+    MethodOverride(&'static str),
     /// The client did not send the whole body within the body deadline.
     #[error("the client did not send the whole body within {0} ms")]
     Deadline(u64),
@@ -64,10 +69,17 @@ pub(crate) struct GuardedBody {
     /// Whether the timers run: from the first read on (the gateway authenticates and decides
     /// before it reads the body).
     armed: bool,
+    /// A form body's method-override fields, looked for as it streams.
+    form: Option<FormScan>,
 }
 
 impl GuardedBody {
-    pub(crate) fn new(inner: Incoming, limit: u64, times: BodyTimes) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: u64,
+        times: BodyTimes,
+        form: Option<FormScan>,
+    ) -> Self {
         Self {
             inner,
             read: 0,
@@ -76,6 +88,7 @@ impl GuardedBody {
             idle: Box::pin(tokio::time::sleep(times.pause)),
             deadline: Instant::now() + times.deadline,
             armed: false,
+            form,
         }
     }
 }
@@ -114,6 +127,9 @@ impl Body for GuardedBody {
                     if this.read > this.limit {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
+                    if let Some(name) = this.form.as_mut().and_then(|form| form.bytes(data)) {
+                        return Poll::Ready(Some(Err(BodyError::MethodOverride(name))));
+                    }
                 }
                 if now >= this.deadline && !this.inner.is_end_stream() {
                     return Poll::Ready(Some(Err(BodyError::Deadline(millis(
@@ -125,7 +141,10 @@ impl Body for GuardedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => match this.form.as_mut().and_then(FormScan::end) {
+                Some(name) => Poll::Ready(Some(Err(BodyError::MethodOverride(name)))),
+                None => Poll::Ready(None),
+            },
             Poll::Pending => match this.idle.as_mut().poll(cx) {
                 Poll::Ready(()) if Instant::now() >= this.deadline => {
                     Poll::Ready(Some(Err(BodyError::Deadline(millis(this.times.deadline)))))

@@ -186,6 +186,9 @@ impl Upstream {
                     Some(BodyError::TooLarge(limit)) => GatewayError::PayloadTooLarge(*limit),
                     Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
                     Some(BodyError::Deadline(ms)) => GatewayError::BodyTooSlow(*ms),
+                    Some(error @ BodyError::MethodOverride(_)) => {
+                        GatewayError::BadRequest(error.to_string())
+                    }
                     Some(BodyError::Client(cause)) => GatewayError::BadRequest(format!(
                         "the request body could not be read: {cause}"
                     )),

@@ -4,7 +4,8 @@
 //! It also gathers each crate's configuration section into the one configuration file.
 //!
 //! Where things happen: `normalize.rs` (the canonical path and the refusal of ambiguous
-//! requests), `body.rs` (the request body's size and time limits), `pipeline.rs` (the phases in
+//! requests), `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
+//! fields in form bodies), `pipeline.rs` (the phases in
 //! order), `enrich.rs` (facts for the decision: invoice creator and amount, export quota),
 //! `forward.rs` (the upstream call and its headers), `foreign_headers.rs` (other proxies'
 //! identity headers, never forwarded), `upstream_pool.rs` (the upstream's
@@ -23,6 +24,7 @@ mod config;
 mod enrich;
 mod error;
 mod foreign_headers;
+mod form_override;
 mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

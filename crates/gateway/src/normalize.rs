@@ -55,9 +55,10 @@ const LOOK_ALIKES: [char; 9] = [
     '\u{FF61}',
 ];
 
-/// Query parameters that method-override middleware reads as the method (Rails, Laravel,
-/// Express `method-override`), compared after decoding and ignoring case.
-const QUERY_OVERRIDES: [&str; 2] = ["_method", "x-http-method-override"];
+/// Query parameters (and form fields, `form_override.rs`) that method-override middleware reads
+/// as the method (Rails, Laravel, Express `method-override`), compared after decoding and
+/// ignoring case.
+pub(crate) const QUERY_OVERRIDES: [&str; 2] = ["_method", "x-http-method-override"];
 
 /// What `Connection` may name: only headers that are hop-by-hop anyway. A client naming an
 /// end-to-end header there would have a proxy drop it on the way (RFC 9110 section 7.6.1).

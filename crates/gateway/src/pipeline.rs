@@ -22,6 +22,7 @@ use crate::audit_trail::Trail;
 use crate::body::{BodyError, BodyTimes, GuardedBody};
 use crate::config::{Config, LimitsConfig};
 use crate::error::{GatewayError, ResponseBody};
+use crate::form_override::FormScan;
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
 use crate::reload::Policies;
 use crate::revocation::Revocations;
@@ -624,7 +625,8 @@ impl Gateway {
             Err(error) => return Err(error),
         };
         let (parts, body) = request.into_parts();
-        let body = GuardedBody::new(body, self.limits.max_body_bytes, self.body_times);
+        let form = FormScan::for_request(&parts.headers);
+        let body = GuardedBody::new(body, self.limits.max_body_bytes, self.body_times, form);
         let (body, export, reservation) = match &route.route.export {
             None => (body.boxed(), ExportFacts::default(), None),
             Some(spec) => {
@@ -634,6 +636,9 @@ impl Gateway {
                     .map_err(|error| match BodyError::find(&*error) {
                         Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
                         Some(BodyError::Deadline(ms)) => GatewayError::BodyTooSlow(*ms),
+                        Some(error @ BodyError::MethodOverride(_)) => {
+                            GatewayError::BadRequest(error.to_string())
+                        }
                         _ => GatewayError::BadRequest(format!("export request body: {error}")),
                     })?
                     .to_bytes();

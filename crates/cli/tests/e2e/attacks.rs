@@ -380,6 +380,21 @@ fn corpus() -> Vec<Case> {
             Problem(400),
         ),
         case(
+            "_method in a urlencoded form body",
+            "POST /invoices HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\nConnection: close\r\n\r\npartner_id=P-1&_method=DELETE",
+            Problem(400),
+        ),
+        case(
+            "encoded _method in a chunked form body, the name cut between chunks",
+            "POST /invoices HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded; charset=utf-8\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\na=1&%5\r\n9\r\nFmethod=P\r\n2\r\nUT\r\n0\r\n\r\n",
+            Problem(400),
+        ),
+        case(
+            "_method as a multipart form field",
+            "POST /invoices HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 74\r\nConnection: close\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n",
+            Problem(400),
+        ),
+        case(
             "_method query parameter",
             &get_as_alice("/invoices/INV-1?_method=DELETE", ""),
             Problem(400),
@@ -1466,7 +1481,7 @@ async fn nobody_locks_out_another_person_by_naming_them() {
     assert_eq!(reply.status, 429, "proven failures count against carol");
 }
 
-/// HTTP/2 requests meet the same rules: one credential, one decode, NFKC paths.
+/// HTTP/2 requests meet the same rules: one credential, one decode, NFKC paths, no override.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_requests_meet_the_same_rules() {
     let (world, alice, host) = attack_world(LISTEN, LIMITS).await;
@@ -1495,6 +1510,17 @@ async fn http2_requests_meet_the_same_rules() {
         assert_eq!(reply.status, 400, "{path} {extra:?}: {:?}", reply.body);
         assert_problem(&reply, 400);
     }
+    // A method override in a form body, over HTTP/2.
+    let form = http::Request::post(format!("http://{host}/invoices"))
+        .header("authorization", format!("Bearer {alice}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(
+            b"partner_id=P-1&_method=DELETE",
+        )))
+        .unwrap();
+    let reply = send_h2(form).await.unwrap();
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert_problem(&reply, 400);
     assert_eq!(world.upstream.journal().await.unwrap().len(), before + 1);
 }
 
