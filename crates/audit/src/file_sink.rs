@@ -168,7 +168,17 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700);
         assert!(problem(&dir).unwrap().contains("is a folder"));
-        // A read-only folder above (root can write anywhere: the check is then moot).
+        // A file where a folder should be: no folder can be made there, whoever runs.
+        let blocker = dir.join("blocker");
+        std::fs::write(&blocker, "").unwrap();
+        let under_a_file = blocker.join("sub/audit.log");
+        assert!(problem(&under_a_file).unwrap().contains("is not a folder"));
+        assert!(
+            prepare(&under_a_file)
+                .unwrap_err()
+                .contains("cannot create the folder")
+        );
+        // A read-only folder above (root writes anywhere: then only the case above applies).
         let locked = dir.join("locked");
         std::fs::create_dir_all(&locked).unwrap();
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();

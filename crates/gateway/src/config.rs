@@ -601,4 +601,41 @@ mod tests {
             assert!(error.contains(key), "{key} missing from {error}");
         }
     }
+
+    #[test]
+    fn hardening_keys_are_checked() {
+        let text = format!(
+            "{MINIMAL}[listen]\nbody_deadline_ms = 30000\nhosts = [\"gw.example:8443\", \"\", \"[::1]\", \"ok.example\"]\n"
+        )
+        .replace(
+            "url = \"http://127.0.0.1:9500\"",
+            "url = \"http://127.0.0.1:9500\"\nremove_headers = [\"x-corp-*\", \"bad name\"]",
+        );
+        let error = Config::load(&write("hardening", &text))
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "listen.body_deadline_ms: must be less than `upstream.timeout_ms` (30000)",
+            "listen.hosts[0]",
+            "listen.hosts[1]",
+            "upstream.remove_headers[1]",
+        ] {
+            assert!(error.contains(expected), "{expected} missing from {error}");
+        }
+        for fine in ["listen.hosts[2]", "listen.hosts[3]", "remove_headers[0]"] {
+            assert!(!error.contains(fine), "{fine} refused: {error}");
+        }
+        let config = Config::load(&write("deadline", MINIMAL)).unwrap();
+        assert_eq!(config.body_deadline_ms(), 20_000);
+        let short = MINIMAL.replace(
+            "url = \"http://127.0.0.1:9500\"",
+            "url = \"http://127.0.0.1:9500\"\ntimeout_ms = 8000",
+        );
+        let config = Config::load(&write("short", &short)).unwrap();
+        assert_eq!(
+            config.body_deadline_ms(),
+            6_000,
+            "three quarters of the upstream's"
+        );
+    }
 }

@@ -115,7 +115,10 @@ async fn delivered_segments_are_removed_and_the_file_sink_rotates() {
         "segment_bytes = 8192\nmax_bytes = 49152\n",
     )
     .await;
-    std::fs::create_dir_all(world.gateway.dir().join("archive")).unwrap();
+    // The sink's folder did not exist: the gateway made it, for its own user only.
+    let archive = std::fs::metadata(world.gateway.dir().join("archive")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(archive.permissions().mode() & 0o777, 0o700);
     let alice = world.token("alice").await;
     // A pace the sink keeps up with (the cap is tiny): bursts of 10, a pause after each.
     for i in 0..120 {

@@ -582,6 +582,23 @@ fn check_reports_problems_with_file_and_line() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: "));
 
+    // A file sink whose folder cannot be made (a file stands where it would be): `serve` could
+    // not deliver to it, so `check` says so.
+    let good_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(dir.path().join("not-a-folder"), "").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{good_config}\n[[audit.sinks]]\nname = \"archive\"\nfile = \"not-a-folder/audit.log\"\n"
+        ),
+    )
+    .unwrap();
+    let bad = run();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("audit.sinks[0].file"), "{out}");
+    std::fs::write(&config, good_config).unwrap();
+
     let roles = policies.join("roles.cedar");
     let text = std::fs::read_to_string(&roles).unwrap();
     std::fs::write(
