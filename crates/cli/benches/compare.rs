@@ -375,7 +375,7 @@ async fn main() {
                     let payload = json!({
                         "iss": idp.issuer, "sub": "alice", "aud": "urn:invoiceguard:invoicing-api",
                         "iat": now, "exp": now + 3600, "auth_time": now, "jti": format!("bench-{i}"),
-                        "client_id": "invoiceguard-demo", "scope": "openid", "roles": ["invoicing"],
+                        "client_id": "invoiceguard-demo", "scope": "openid invoices:read", "roles": ["invoicing"],
                         "amr": ["pwd", "otp"], "acr": "urn:invoiceguard:acr:mfa"
                     });
                     idp.sign(json!({"typ": "at+jwt"}), payload, None).await.unwrap()
