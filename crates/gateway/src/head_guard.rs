@@ -219,6 +219,23 @@ impl Scan {
                 State::Chunked(chunk) => {
                     at = self.chunk(chunk, bytes, at);
                 }
+                State::Head if self.skippable() => {
+                    // The rest of a line that no longer matters (the request line, or a header
+                    // that is not `Content-Length`, past its name): up to its CR or LF at once.
+                    let rest = &bytes[at..];
+                    let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    if run == 0 {
+                        if let Some(why) = self.head_byte(bytes[at]) {
+                            bytes[at] = 0;
+                            self.state = State::Through;
+                            return Some((why, at));
+                        }
+                        at += 1;
+                    } else {
+                        self.line_len += run;
+                        at += run;
+                    }
+                }
                 State::Head => {
                     if let Some(why) = self.head_byte(bytes[at]) {
                         bytes[at] = 0;
@@ -230,6 +247,14 @@ impl Scan {
             }
         }
         None
+    }
+
+    /// Whether the bytes up to the line's end can be skipped: in the request line, or in a header
+    /// line whose name is known and whose value is not needed (only `Content-Length`'s is).
+    fn skippable(&self) -> bool {
+        !self.after_cr
+            && (!self.request_line
+                || matches!(self.in_value, Some(Framing::Other | Framing::Encoding)))
     }
 
     /// One byte of a head.
@@ -279,11 +304,11 @@ impl Scan {
                 };
                 self.in_value = Some(framing);
             }
-            None => {
-                if let Some(slot) = self.name.get_mut(position) {
-                    *slot = byte.to_ascii_lowercase();
-                }
-            }
+            None => match self.name.get_mut(position) {
+                Some(slot) => *slot = byte.to_ascii_lowercase(),
+                // Longer than either framing name: the rest of the line does not matter.
+                None => self.in_value = Some(Framing::Other),
+            },
             Some(Framing::Length) if byte.is_ascii_digit() => {
                 let length = self.content_length.unwrap_or(0);
                 self.content_length = Some(
