@@ -36,6 +36,7 @@ check:
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked -p invoiceguard-gateway -p invoiceguard-authn --features invoiceguard-gateway/bench,invoiceguard-gateway/fuzzing,invoiceguard-authn/fuzzing --all-targets -- -D warnings
+	$(CARGO) clippy --locked --manifest-path fuzz/Cargo.toml --target-dir target --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -61,6 +61,7 @@ struct Input {
     within_limits: bool,
     reason: Option<String>,
     ip: u32,
+    scopes_enforced: bool,
 }
 
 const NOW: u64 = 1_800_000_000;
@@ -119,6 +120,7 @@ fuzz_target!(|input: Input| {
             within_limits: input.within_limits,
         },
         break_glass_reason: input.reason.clone(),
+        user_scopes_enforced: input.scopes_enforced,
     };
     let decision = engine.authorize(&principal, &route, &facts);
     if !decision.is_allowed() {
@@ -142,6 +144,13 @@ fuzz_target!(|input: Input| {
             "an admin decided {action}"
         );
     }
+    if user && input.scopes_enforced {
+        let scope = scope_of(action);
+        assert!(
+            principal.scopes.iter().any(|s| s == scope),
+            "a user without {scope} was allowed {action}"
+        );
+    }
     if action == "export:create" {
         assert!(input.within_limits, "an export over the quota was allowed");
     }
@@ -152,3 +161,18 @@ fuzz_target!(|input: Input| {
         );
     }
 });
+
+/// The scope `policies/scopes.cedar` asks of a person's token for an action.
+fn scope_of(action: &str) -> &'static str {
+    match action {
+        "invoice:list" | "invoice:read" => "invoices:read",
+        "invoice:approve" | "invoice:reject" => "invoices:approve",
+        a if a.starts_with("invoice:") => "invoices:write",
+        "partner:list" | "partner:read" => "partners:read",
+        a if a.starts_with("partner:") => "partners:write",
+        a if a.starts_with("export:") => "exports:create",
+        "report:read" => "reports:read",
+        "audit:read" => "audit:read",
+        _ => "admin",
+    }
+}
