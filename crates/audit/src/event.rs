@@ -163,3 +163,71 @@ pub struct Outcome {
     /// For an export: the rows the answer held (what the quota was charged).
     pub export_rows: Option<u64>,
 }
+
+impl AuditEvent {
+    /// An event of the gateway itself rather than of a request (`category: "audit"`, decision
+    /// reason `system`): e.g. `audit:spool_repaired` when a torn spool tail was cut at start.
+    pub fn system(action: &str, severity: &'static str, detail: String) -> Self {
+        let id = random_uuid();
+        Self {
+            event_id: id.clone(),
+            seq: 0,
+            stage: "complete",
+            time: now_rfc3339(),
+            instance: String::new(),
+            request_id: id,
+            trace_id: None,
+            actor: None,
+            source: Source {
+                ip: String::new(),
+                user_agent: None,
+            },
+            request: RequestRecord {
+                method: String::new(),
+                path: String::new(),
+                route: None,
+                protocol: String::new(),
+            },
+            action: Some(action.to_owned()),
+            resource: None,
+            break_glass_reason: None,
+            decision: DecisionRecord {
+                effect: "allow",
+                reason: "system",
+                policies: Vec::new(),
+                policy_version: String::new(),
+                detail: Some(detail),
+                shadow: None,
+            },
+            outcome: Outcome {
+                status: 0,
+                upstream_status: None,
+                duration_ms: 0.0,
+                response_bytes: None,
+                error_side: None,
+                export_rows: None,
+            },
+            severity,
+            category: "audit",
+            prev_hash: String::new(),
+        }
+    }
+}
+
+/// A random (version 4) UUID, as the gateway's request ids.
+fn random_uuid() -> String {
+    let mut bytes = [0u8; 16];
+    // The system's generator; should it fail, an id of zeros is still an id.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = crate::chain::hex(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}

@@ -1,22 +1,40 @@
 //! The file sink: events appended to a file (for a log shipper to tail), rotated by size —
 //! `audit.log` becomes `audit.log.1`, `.1` becomes `.2`… and the oldest beyond `keep_files` is
 //! removed. A batch is delivered once it is on disk (`fsync`).
+//!
+//! Delivery from the spool is at least once: after a crash, the batch whose cursor was not yet
+//! saved is sent again. A network collector deduplicates by `event_id`; a file cannot, so the
+//! file sink does: at its first batch after a start it reads the last lines it wrote (the file's
+//! last 2 MiB, and its rotated `.1` when the file is shorter) and skips every event it finds
+//! there, byte for byte, until the first one it does not — so the file holds each event once
+//! and `audit verify` passes on it after any number of crashes.
 
 use bytes::Bytes;
+use std::collections::HashSet;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::ship::{Format, SinkConfig, encode};
 
+/// How much of the file's end is read at start to find events already written: more than a
+/// batch (1 MiB), which is what a crash can make the sink send again.
+const REPLAY_WINDOW: u64 = 2 * 1024 * 1024;
+
 /// A file and its rotation.
 pub(crate) struct FileSink {
+    name: String,
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
     format: Format,
     file: Option<File>,
+    /// The lines at the file's end when the sink started, until the first event not among
+    /// them arrives (`None` once it has, or before they are read).
+    written_before: Option<HashSet<Vec<u8>>>,
+    /// Whether the lines at the file's end have been read.
+    started: bool,
 }
 
 /// Makes the file's folder when it is missing (mode 0700, as the spool's) and opens the file for
@@ -72,6 +90,16 @@ pub(crate) fn problem(path: &Path) -> Option<String> {
     }
 }
 
+/// The last `window` bytes of a file.
+fn read_tail(path: &Path, window: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(window)))?;
+    let mut tail = Vec::new();
+    file.take(window).read_to_end(&mut tail)?;
+    Ok(tail)
+}
+
 fn append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .append(true)
@@ -84,20 +112,50 @@ impl FileSink {
     /// The sink of an `[[audit.sinks]]` entry with `file = "…"`.
     pub(crate) fn new(sink: &SinkConfig, path: &Path) -> Self {
         Self {
+            name: sink.name.clone(),
             path: path.to_path_buf(),
             max_bytes: sink.max_file_bytes,
             keep: sink.keep_files,
             format: sink.format,
             file: None,
+            written_before: None,
+            started: false,
         }
     }
 
-    /// Appends the events (rotating first when they would not fit) and syncs them.
+    /// Appends the events (rotating first when they would not fit) and syncs them; after a
+    /// start, events the file already ends with are skipped.
     pub(crate) fn send(&mut self, lines: &[Bytes]) -> Result<(), String> {
+        if !self.started {
+            self.cut_torn_line()
+                .map_err(|e| format!("`{}`: {e}", self.path.display()))?;
+            self.written_before = Some(self.last_lines());
+            self.started = true;
+        }
         let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        let mut skipped = 0;
         for line in lines {
+            let start = bytes.len();
             encode(line, self.format, &mut bytes);
+            if let Some(written) = &self.written_before {
+                if written.contains(&bytes[start..]) {
+                    bytes.truncate(start);
+                    skipped += 1;
+                    continue;
+                }
+                self.written_before = None;
+            }
             bytes.push(b'\n');
+        }
+        if skipped > 0 {
+            tracing::info!(sink = %self.name, skipped, "events already in the file after a restart were not appended again");
+            invoiceguard_telemetry::metrics()
+                .audit_sink_duplicates_skipped
+                .with_label_values(&[&self.name])
+                .inc_by(skipped);
+        }
+        if bytes.is_empty() {
+            return Ok(());
         }
         let result = self.write(&bytes);
         if result.is_err() {
@@ -121,6 +179,62 @@ impl FileSink {
         };
         file.write_all(bytes)?;
         file.sync_data()
+    }
+
+    /// A line the process was writing when it died has no newline: it is cut (its event is
+    /// sent again whole), so the next one does not extend it.
+    fn cut_torn_line(&self) -> std::io::Result<()> {
+        let tail = match read_tail(&self.path, REPLAY_WINDOW) {
+            Ok(tail) => tail,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        if tail.is_empty() || tail.ends_with(b"\n") {
+            return Ok(());
+        }
+        let length = std::fs::metadata(&self.path)?.len();
+        let torn = match memchr::memrchr(b'\n', &tail) {
+            Some(at) => tail.len() - at - 1,
+            None if tail.len() as u64 == length => tail.len(),
+            None => return Ok(()), // one line longer than the window: left alone
+        };
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)?
+            .set_len(length - torn as u64)?;
+        tracing::warn!(sink = %self.name, file = %self.path.display(), bytes = torn, "a torn last line was cut from the sink's file; its event is written again");
+        Ok(())
+    }
+
+    /// The whole lines of the file's last [`REPLAY_WINDOW`] bytes (of its `.1` too when the
+    /// file is shorter): the events a replay after a crash can repeat.
+    fn last_lines(&self) -> HashSet<Vec<u8>> {
+        let mut lines = HashSet::new();
+        let mut window = REPLAY_WINDOW;
+        let mut rotated = self.path.as_os_str().to_owned();
+        rotated.push(".1");
+        for path in [self.path.clone(), PathBuf::from(rotated)] {
+            let Ok(tail) = read_tail(&path, window) else {
+                break;
+            };
+            window = window.saturating_sub(tail.len() as u64);
+            let whole = tail.len() as u64 == std::fs::metadata(&path).map_or(0, |m| m.len());
+            let mut pieces: Vec<&[u8]> = tail.split(|b| *b == b'\n').collect();
+            pieces.pop(); // after the last newline: empty, or a torn line
+            if !whole && !pieces.is_empty() {
+                pieces.remove(0); // the window may start inside a line
+            }
+            lines.extend(
+                pieces
+                    .into_iter()
+                    .filter(|l| !l.is_empty())
+                    .map(<[u8]>::to_vec),
+            );
+            if window == 0 {
+                break;
+            }
+        }
+        lines
     }
 
     /// `path.N-1` → `path.N` … `path` → `path.1`; what would be `path.keep+1` is removed.
@@ -192,6 +306,43 @@ mod tests {
             assert!(prepare(&locked.join("sub/audit.log")).is_err());
         }
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn after_a_crash_the_events_already_in_the_file_are_not_appended_again() {
+        let dir = std::env::temp_dir().join(format!("invoiceguard-replay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let event = |seq: u64| Bytes::from(format!("{{\"seq\":{seq},\"event_id\":\"e{seq}\"}}"));
+        let config: SinkConfig = toml::from_str(&format!("name = \"f\"\nfile = {path:?}")).unwrap();
+        let mut sink = FileSink::new(&config, &path);
+        sink.send(&[event(1), event(2), event(3)]).unwrap();
+        // The process dies while writing event 4 (half a line on disk), before the cursor of
+        // the last batch is saved: 2 to 5 come again.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":4,\"ev")
+            .unwrap();
+        let mut restarted = FileSink::new(&config, &path);
+        restarted
+            .send(&[event(2), event(3), event(4), event(5)])
+            .unwrap();
+        // An event equal to an old one later on is written: only the replayed run is skipped.
+        restarted.send(&[event(1)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 3, 4, 5, 1]
+                .map(|s| String::from_utf8(event(s).to_vec()).unwrap())
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

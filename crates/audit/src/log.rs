@@ -2,6 +2,13 @@
 //! durable by a group-committed `fsync`, and optionally echoed to stdout. Segments are closed at
 //! `segment_bytes`; closed segments every sink has delivered are removed; the spool never grows
 //! past `max_bytes`.
+//!
+//! A write that fails (a full disk) or is cut short never leaves part of an event behind: the
+//! segment is cut back to its last whole event, so the next event starts a line of its own. The
+//! event itself is kept in memory, in order, and written as soon as the spool takes events again
+//! (bounded: [`MAX_HELD`]); while any is kept, the gateway forwards nothing. A segment whose
+//! last line was torn by a crash is repaired when the spool is opened: the torn bytes are moved
+//! to a `torn-*.bin` file beside it and an event reports the repair.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -22,6 +29,12 @@ use crate::spool::{read_cursor, segment_path, segments};
 
 /// How much of a segment's end is read to find its last sequence number.
 const TAIL_BYTES: u64 = 64 * 1024;
+
+/// At most this many events are kept in memory while the spool cannot be written; refusals
+/// (requests not forwarded) may use half of it, so forwarded requests' events always find room
+/// (no request is forwarded while any event is kept, so their number is bounded by the requests
+/// in flight when the disk failed).
+pub(crate) const MAX_HELD: usize = 10_000;
 
 /// The room kept at the end of the spool for the events of requests already forwarded (a
 /// quarter of a small cap): new requests are refused before it is touched.
@@ -73,6 +86,30 @@ pub enum AuditError {
     /// An event could not be encoded.
     #[error("cannot encode audit event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The event could not be written now; it is kept in memory and written, in order, as soon
+    /// as the spool takes events again.
+    #[error(
+        "audit event kept in memory ({waiting} waiting) until the spool can be written: {cause}"
+    )]
+    Held {
+        /// Events waiting, this one included.
+        waiting: usize,
+        /// Why it could not be written.
+        cause: Box<AuditError>,
+    },
+}
+
+/// What an event is for, which decides what happens when it cannot be written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// What already happened (a forwarded request, an admin operation): kept in memory until
+    /// it can be written; may use the spool's reserve.
+    Happened,
+    /// A request refused before forwarding: kept while there is room for half of
+    /// [`MAX_HELD`]; leaves the reserve to forwarded requests.
+    Refusal,
+    /// The event of a request about to be forwarded: never kept (the request is refused instead).
+    BeforeForward,
 }
 
 struct Writer {
@@ -87,6 +124,10 @@ struct Writer {
     next_seq: u64,
     /// The hash of the last line written.
     prev_hash: String,
+    /// Part of a line could not be cut after a failed write: nothing is appended until it is.
+    torn: bool,
+    /// Events not yet written (redacted, not yet numbered), oldest first.
+    held: std::collections::VecDeque<AuditEvent>,
 }
 
 /// Appends events, numbered without gaps, to the spool.
@@ -107,6 +148,8 @@ pub struct AuditLog {
     syncer: Arc<Syncer>,
     /// Whether the last write succeeded.
     writable: AtomicBool,
+    /// Events kept in memory (the writer's count, for readers without its lock).
+    held: std::sync::atomic::AtomicUsize,
     /// Bytes in the spool (the writer's count, for readers without its lock).
     spool_bytes: AtomicU64,
     /// The highest sequence number known to be on disk.
@@ -190,6 +233,12 @@ impl AuditLog {
         let chain = secret.as_deref().map_or_else(Chain::plain, Chain::keyed);
         let redactor = Redactor::new(&config.redact, secret.as_deref());
         let existing = segments(&dir).map_err(open_error(&dir))?;
+        let repair = match existing.last() {
+            Some((first_seq, path)) => {
+                repair_tail(&dir, *first_seq, path).map_err(open_error(path))?
+            }
+            None => None,
+        };
         let mut spool_bytes = 0;
         for (_, path) in &existing {
             spool_bytes += std::fs::metadata(path).map_err(open_error(path))?.len();
@@ -223,7 +272,7 @@ impl AuditLog {
         metrics()
             .audit_spool_bytes
             .set(i64::try_from(spool_bytes).unwrap_or(i64::MAX));
-        Ok(Self {
+        let log = Self {
             dir,
             instance: config.instance(),
             stdout: config.stdout,
@@ -241,12 +290,26 @@ impl AuditLog {
                 spool_bytes,
                 next_seq: last_seq + 1,
                 prev_hash,
+                torn: false,
+                held: std::collections::VecDeque::new(),
             }),
             syncer,
             writable: AtomicBool::new(true),
+            held: std::sync::atomic::AtomicUsize::new(0),
             spool_bytes: AtomicU64::new(spool_bytes),
             durable,
-        })
+        };
+        if let Some(repair) = repair {
+            metrics().audit_spool_repairs.inc();
+            tracing::error!(segment = %repair.segment.display(), offset = repair.offset, bytes = repair.bytes, kept_in = ?repair.kept_in, completed = repair.completed, "the audit spool's last line was torn (a crash or a full disk); repaired");
+            let detail = repair.describe();
+            if let Err(error) =
+                log.record(AuditEvent::system("audit:spool_repaired", "error", detail))
+            {
+                tracing::error!(%error, "the spool repair could not be recorded");
+            }
+        }
+        Ok(log)
     }
 
     /// Starts shipping to every configured sink (tasks on the current tokio runtime).
@@ -271,7 +334,29 @@ impl AuditLog {
     /// sinks have delivered meanwhile).
     pub fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
+            && self.held.load(Ordering::Relaxed) == 0
             && self.spool_bytes.load(Ordering::Relaxed) + self.reserve() <= self.max_bytes
+    }
+
+    /// How many events are kept in memory, waiting for the spool.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Writes the events kept in memory, if the spool takes them now (called every few hundred
+    /// milliseconds, so they are written even when no request comes).
+    pub fn retry_held(&self) {
+        if self.held() == 0 {
+            return;
+        }
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.write_held(&mut writer);
+        self.writable.store(result.is_ok(), Ordering::Relaxed);
+        if result.is_ok() {
+            tracing::info!(
+                "the audit spool takes events again; the events kept in memory are written"
+            );
+        }
     }
 
     /// The room kept for the events of forwarded requests.
@@ -286,48 +371,125 @@ impl AuditLog {
 
     /// Redacts, numbers and chains the event and appends it as one line, in one write. Returns
     /// its sequence number. The spool's reserve may be used: this is for what already happened
-    /// (a forwarded request, an admin operation).
+    /// (a forwarded request, an admin operation). An event that cannot be written now is kept
+    /// in memory and written as soon as it can be ([`AuditError::Held`]).
     pub fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
-        self.record_within(event, self.max_bytes)
+        self.record_for(event, Purpose::Happened)
     }
 
     /// Like [`AuditLog::record`], for a request refused before it was forwarded: the reserve
-    /// is left to forwarded requests.
+    /// is left to forwarded requests, and so is most of the memory for events kept.
     pub fn record_refusal(&self, event: AuditEvent) -> Result<u64, AuditError> {
-        self.record_within(event, self.max_bytes - self.reserve())
+        self.record_for(event, Purpose::Refusal)
     }
 
-    fn record_within(&self, event: AuditEvent, limit: u64) -> Result<u64, AuditError> {
-        let result = self.append(event, limit);
-        self.writable.store(result.is_ok(), Ordering::Relaxed);
-        match &result {
-            Ok(_) => metrics().audit_events_written.inc(),
-            Err(_) => metrics().audit_write_failures.inc(),
-        }
-        result
+    /// The event of a request about to be forwarded (`stage: "authorized"`): written (not
+    /// synced), or an error, and then the request must not be forwarded. Never kept in memory.
+    pub fn record_before_forward(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        self.record_for(event, Purpose::BeforeForward)
     }
 
-    fn append(&self, mut event: AuditEvent, limit: u64) -> Result<u64, AuditError> {
+    fn record_for(&self, mut event: AuditEvent, purpose: Purpose) -> Result<u64, AuditError> {
         self.redactor.apply(&mut event);
+        let limit = match purpose {
+            Purpose::Happened => self.max_bytes,
+            Purpose::Refusal | Purpose::BeforeForward => self.max_bytes - self.reserve(),
+        };
         let mut writer = self
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = self
+            .write_held(&mut writer)
+            .and_then(|()| self.append(&mut writer, &mut event, limit));
+        self.writable.store(result.is_ok(), Ordering::Relaxed);
+        let cause = match result {
+            Ok(seq) => {
+                metrics().audit_events_written.inc();
+                return Ok(seq);
+            }
+            Err(cause) => cause,
+        };
+        metrics().audit_write_failures.inc();
+        let room = match purpose {
+            Purpose::Happened => MAX_HELD,
+            Purpose::Refusal => MAX_HELD / 2,
+            Purpose::BeforeForward => 0,
+        };
+        if writer.held.len() >= room {
+            if purpose != Purpose::BeforeForward {
+                metrics().audit_events_dropped.inc();
+            }
+            return Err(cause);
+        }
+        writer.held.push_back(event);
+        self.count_held(&writer);
+        Err(AuditError::Held {
+            waiting: writer.held.len(),
+            cause: Box::new(cause),
+        })
+    }
+
+    /// Writes the events kept in memory, oldest first; stops at the first that cannot be.
+    fn write_held(&self, writer: &mut Writer) -> Result<(), AuditError> {
+        if writer.held.is_empty() {
+            return Ok(());
+        }
+        let result = loop {
+            let Some(mut event) = writer.held.pop_front() else {
+                break Ok(());
+            };
+            if let Err(error) = self.append(writer, &mut event, self.max_bytes) {
+                writer.held.push_front(event);
+                break Err(error);
+            }
+            metrics().audit_events_written.inc();
+        };
+        self.count_held(writer);
+        result
+    }
+
+    fn count_held(&self, writer: &Writer) {
+        self.held.store(writer.held.len(), Ordering::Relaxed);
+        metrics()
+            .audit_events_held
+            .set(i64::try_from(writer.held.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Numbers, chains and appends one (redacted) event. A write that fails leaves nothing of
+    /// the event behind: the segment is cut back to its last whole line (and while it cannot
+    /// be, nothing is appended).
+    fn append(
+        &self,
+        writer: &mut Writer,
+        event: &mut AuditEvent,
+        limit: u64,
+    ) -> Result<u64, AuditError> {
+        if writer.torn {
+            writer
+                .file
+                .set_len(writer.file_bytes)
+                .map_err(|source| AuditError::Write {
+                    path: writer.file_path.clone(),
+                    source,
+                })?;
+            writer.torn = false;
+        }
         event.seq = writer.next_seq;
         event.prev_hash.clone_from(&writer.prev_hash);
         event.instance.clone_from(&self.instance);
         // Room for a usual event at once (growing from serde_json's default reallocates it
         // four times).
         let mut line = Vec::with_capacity(LINE_CAPACITY);
-        serde_json::to_writer(&mut line, &event)?;
+        serde_json::to_writer(&mut line, &*event)?;
         let hash = self.chain.hash(&line);
         line.push(b'\n');
         let size = line.len() as u64;
         if writer.file_bytes > 0 && writer.file_bytes + size > self.segment_bytes {
-            self.rotate(&mut writer, event.seq)?;
+            self.rotate(writer, event.seq)?;
         }
         if writer.spool_bytes + size > limit {
-            self.remove_delivered(&mut writer, Removal::Now);
+            self.remove_delivered(writer, Removal::Now);
             if writer.spool_bytes + size > limit {
                 return Err(AuditError::Full {
                     path: self.dir.clone(),
@@ -335,13 +497,14 @@ impl AuditLog {
                 });
             }
         }
-        writer
-            .file
-            .write_all(&line)
-            .map_err(|source| AuditError::Write {
+        if let Err(source) = writer.file.write_all(&line) {
+            // Part of the line may be on disk: cut it, so the next event starts a line.
+            writer.torn = writer.file.set_len(writer.file_bytes).is_err();
+            return Err(AuditError::Write {
                 path: writer.file_path.clone(),
                 source,
-            })?;
+            });
+        }
         writer.next_seq += 1;
         writer.prev_hash = hash;
         writer.file_bytes += size;
@@ -479,7 +642,7 @@ impl AuditLog {
     /// meanwhile). An error means the event may not survive a crash: callers refuse what must
     /// not happen unrecorded.
     pub async fn record_durable(&self, event: AuditEvent) -> Result<u64, AuditError> {
-        let seq = self.record(event)?;
+        let seq = self.record_before_forward(event)?;
         self.syncer.kick(true);
         let mut durable = self.durable.subscribe();
         match tokio::time::timeout(DURABLE_WAIT, durable.wait_for(|on_disk| *on_disk >= seq)).await
@@ -637,6 +800,97 @@ fn sync_files(syncer: &Syncer, dir: &Path) -> std::io::Result<()> {
     result
 }
 
+/// What was done to a torn last line when the spool was opened.
+struct Repair {
+    segment: PathBuf,
+    /// Where the torn line began.
+    offset: u64,
+    /// Its length.
+    bytes: u64,
+    /// It was a whole event without its newline: the newline was added.
+    completed: bool,
+    /// Where the cut bytes were kept.
+    kept_in: Option<PathBuf>,
+}
+
+impl Repair {
+    fn describe(&self) -> String {
+        let segment = self.segment.display();
+        match (&self.kept_in, self.completed) {
+            (_, true) => format!(
+                "the last event of `{segment}` (at byte {}) had no newline; it was added",
+                self.offset
+            ),
+            (Some(kept), false) => format!(
+                "a torn line of {} bytes was cut from `{segment}` at byte {} and kept in `{}`",
+                self.bytes,
+                self.offset,
+                kept.display()
+            ),
+            (None, false) => format!(
+                "a torn line of {} bytes was cut from `{segment}` at byte {} (it could not be kept)",
+                self.bytes, self.offset
+            ),
+        }
+    }
+}
+
+/// Repairs the open segment's end when its last line has no newline (the process died, or the
+/// disk filled, in the middle of a write): a whole event that only lacks the newline gets it;
+/// anything else is cut, after being copied to `torn-<segment>-<offset>.bin` beside it, so the
+/// next event starts a line of its own and the chain stays verifiable.
+fn repair_tail(dir: &Path, first_seq: u64, path: &Path) -> std::io::Result<Option<Repair>> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let length = file.metadata()?.len();
+    let start = length.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    (&mut file).take(TAIL_BYTES).read_to_end(&mut tail)?;
+    if tail.is_empty() || tail.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let torn_from = match memchr::memrchr(b'\n', &tail) {
+        Some(at) => at + 1,
+        None if start == 0 => 0,
+        // One line longer than the window: not ours to judge; `audit verify` will name it.
+        None => return Ok(None),
+    };
+    let torn = &tail[torn_from..];
+    let offset = start + torn_from as u64;
+    let whole = serde_json::from_slice::<serde_json::Value>(torn)
+        .ok()
+        .is_some_and(|event| event.get("seq").is_some() && event.get("prev_hash").is_some());
+    if whole {
+        file.seek(SeekFrom::End(0))?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        return Ok(Some(Repair {
+            segment: path.to_path_buf(),
+            offset,
+            bytes: torn.len() as u64,
+            completed: true,
+            kept_in: None,
+        }));
+    }
+    let kept = dir.join(format!("torn-{first_seq:020}-{offset}.bin"));
+    let kept_in = match std::fs::write(&kept, torn) {
+        Ok(()) => Some(kept),
+        Err(error) => {
+            tracing::warn!(%error, file = %kept.display(), "the torn bytes could not be kept");
+            None
+        }
+    };
+    file.set_len(offset)?;
+    file.sync_all()?;
+    Ok(Some(Repair {
+        segment: path.to_path_buf(),
+        offset,
+        bytes: torn.len() as u64,
+        completed: false,
+        kept_in,
+    }))
+}
+
 /// The `seq` and the bytes of the spool's last complete event; 0 and none for an empty spool.
 fn last_event(segments: &[(u64, PathBuf)]) -> std::io::Result<(u64, Option<Vec<u8>>)> {
     for (_, path) in segments.iter().rev() {
@@ -770,8 +1024,19 @@ mod tests {
             }
             assert!(written < 1000, "the cap was never reached");
         };
-        assert!(matches!(full, AuditError::Full { .. }), "{full}");
+        // What already happened is kept in memory until the spool has room; a refusal before
+        // forwarding is kept too (within half the room), an event before forwarding never.
+        let AuditError::Held { waiting: 1, cause } = &full else {
+            panic!("{full}");
+        };
+        assert!(matches!(**cause, AuditError::Full { .. }), "{cause}");
         assert!(!log.is_writable());
+        assert_eq!(log.held(), 1);
+        assert!(matches!(
+            log.record_before_forward(event("not-forwarded")),
+            Err(AuditError::Full { .. })
+        ));
+        assert_eq!(log.held(), 1, "an event before forwarding is never kept");
         let segments_now = segments(&config.spool).unwrap();
         assert!(segments_now.len() >= 3, "{segments_now:?}");
         let total: u64 = segments_now
@@ -785,21 +1050,33 @@ mod tests {
             offset: 0,
         };
         crate::spool::save_cursor(&config.spool, "siem", second);
-        assert!(log.record(event("still-full")).is_err());
+        assert!(matches!(
+            log.record_refusal(event("still-full")),
+            Err(AuditError::Held { waiting: 2, .. })
+        ));
         crate::spool::save_cursor(&config.spool, "archive", second);
+        log.retry_held();
+        assert_eq!(log.held(), 0, "written once there is room");
         log.record(event("room-again")).unwrap();
-        assert!(log.is_writable());
         let after = segments(&config.spool).unwrap();
         assert_eq!(after[0].0, segments_now[1].0, "the delivered segment went");
         // The chain runs across segments, from the first event on.
         let files: Vec<PathBuf> = segments_now.iter().map(|(_, p)| p.clone()).collect();
         assert!(crate::verify(&files[1..], &Chain::plain(), true).is_intact());
         let events = spool_events(&config.spool);
-        assert_eq!(events.last().unwrap()["request_id"], "room-again");
+        let last: Vec<&str> = events[events.len() - 3..]
+            .iter()
+            .map(|e| e["request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            last,
+            [format!("r{written}").as_str(), "still-full", "room-again"],
+            "kept events are written first, in order"
+        );
         assert_eq!(
             events.last().unwrap()["seq"].as_u64().unwrap(),
-            written + 1,
-            "a refused event takes no sequence number"
+            written + 3,
+            "an event not written takes no sequence number"
         );
         std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
     }
@@ -821,6 +1098,57 @@ mod tests {
             "every closed segment synced"
         );
         assert_eq!(*log.durable.borrow(), 40);
+        std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_kept_and_reported_when_the_spool_opens() {
+        let config = config("torn");
+        let log = AuditLog::open(&config).unwrap();
+        for id in ["a", "b", "c"] {
+            log.record(event(id)).unwrap();
+        }
+        drop(log);
+        let segment = segment_path(&config.spool, 1);
+        let whole = std::fs::metadata(&segment).unwrap().len();
+        // The process died (or the disk filled) in the middle of event 4.
+        let torn = br#"{"event_id":"ev-d","seq":4,"stage":"comp"#;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap()
+            .write_all(torn)
+            .unwrap();
+        let log = AuditLog::open(&config).unwrap();
+        assert_eq!(log.record(event("e")).unwrap(), 5);
+        let events = spool_events(&config.spool);
+        assert_eq!(events.len(), 5, "every line is a whole event");
+        assert_eq!(events[3]["action"], "audit:spool_repaired");
+        assert_eq!(events[3]["category"], "audit");
+        assert_eq!(events[3]["severity"], "error");
+        let kept = config.spool.join(format!("torn-{:020}-{whole}.bin", 1));
+        assert_eq!(std::fs::read(&kept).unwrap(), torn);
+        let detail = events[3]["decision"]["detail"].as_str().unwrap();
+        assert!(detail.contains(&kept.display().to_string()), "{detail}");
+        assert!(crate::verify(&[segment.clone()], &Chain::plain(), false).is_intact());
+        drop(log);
+
+        // A whole event that only lacks its newline keeps its place in the chain.
+        let mut text = std::fs::read(&segment).unwrap();
+        assert_eq!(text.pop(), Some(b'\n'));
+        std::fs::write(&segment, &text).unwrap();
+        let log = AuditLog::open(&config).unwrap();
+        let events = spool_events(&config.spool);
+        assert_eq!(events.len(), 6);
+        assert_eq!(events[4]["request_id"], "e");
+        assert!(
+            events[5]["decision"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("had no newline")
+        );
+        assert!(crate::verify(&[segment], &Chain::plain(), false).is_intact());
+        drop(log);
         std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
     }
 }

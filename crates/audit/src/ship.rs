@@ -326,11 +326,25 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
     let m = metrics();
     let shipped = m.audit_events_shipped.with_label_values(&[&sink.name]);
     let retries = m.audit_sink_retries.with_label_values(&[&sink.name]);
-    let lag = m.audit_sink_lag.with_label_values(&[&sink.name]);
     // `committed` is saved; `sent` is what went out after it; `pending` are syslog batches
     // (their end cursor, last seq, when) not yet known delivered.
     let mut committed = read_cursor(&spool, &sink.name);
-    let mut committed_seq = 0;
+    let mut committed_seq = crate::spool::seq_before(&spool, committed);
+    // The lag is computed when scraped: written now minus delivered now.
+    let delivered = Arc::new(AtomicU64::new(committed_seq));
+    {
+        let (lag, delivered, written) = (
+            m.audit_sink_lag.with_label_values(&[&sink.name]),
+            delivered.clone(),
+            written.clone(),
+        );
+        m.on_scrape(move || {
+            let behind = written
+                .load(Ordering::SeqCst)
+                .saturating_sub(delivered.load(Ordering::SeqCst));
+            lag.set(i64::try_from(behind).unwrap_or(i64::MAX));
+        });
+    }
     let mut sent = committed;
     let mut pending: VecDeque<(Cursor, u64, usize, Instant)> = VecDeque::new();
     let mut backoff = Duration::from_millis(100);
@@ -353,6 +367,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 pending.pop_front();
                 committed = cursor;
                 committed_seq = seq;
+                delivered.store(committed_seq, Ordering::SeqCst);
                 shipped.inc_by(count as u64);
                 persist_cursor(&spool, &sink.name, committed).await;
             }
@@ -378,8 +393,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 // Everything written before the read is delivered.
                 committed_seq = committed_seq.max(written_before);
             }
-            let behind = written.load(Ordering::SeqCst).saturating_sub(committed_seq);
-            lag.set(i64::try_from(behind).unwrap_or(i64::MAX));
+            delivered.store(committed_seq, Ordering::SeqCst);
             tokio::time::sleep(if pending.is_empty() {
                 IDLE
             } else {
@@ -416,8 +430,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-        let behind = written.load(Ordering::SeqCst).saturating_sub(committed_seq);
-        lag.set(i64::try_from(behind).unwrap_or(i64::MAX));
+        delivered.store(committed_seq, Ordering::SeqCst);
         if !full {
             tokio::time::sleep(LINGER).await;
         }

@@ -71,6 +71,44 @@ pub(crate) fn save_cursor(dir: &Path, sink: &str, cursor: Cursor) {
     }
 }
 
+/// The sequence number of the last event before `cursor` (what a sink has delivered): the one
+/// whose line ends at the cursor, or the one before the segment's first when the cursor is at
+/// its start; 0 for an empty spool.
+pub(crate) fn seq_before(dir: &Path, cursor: Cursor) -> u64 {
+    let Ok(segments) = segments(dir) else {
+        return 0;
+    };
+    let Some((first, path)) = segments.iter().find(|(first, _)| *first >= cursor.segment) else {
+        return segments.last().map_or(0, |(first, path)| {
+            last_seq_in(path, u64::MAX).unwrap_or(first.saturating_sub(1))
+        });
+    };
+    if *first != cursor.segment || cursor.offset == 0 {
+        return first.saturating_sub(1);
+    }
+    last_seq_in(path, cursor.offset).unwrap_or(first.saturating_sub(1))
+}
+
+/// The `seq` of the last whole line of `path` ending at or before `end`.
+fn last_seq_in(path: &Path, end: u64) -> Option<u64> {
+    const TAIL: u64 = 64 * 1024;
+    let mut file = std::fs::File::open(path).ok()?;
+    let end = end.min(file.metadata().ok()?.len());
+    let start = end.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = vec![0; usize::try_from(end - start).ok()?];
+    file.read_exact(&mut tail).ok()?;
+    tail.split(|b| *b == b'\n')
+        .rev()
+        .filter(|line| !line.is_empty())
+        .find_map(|line| {
+            serde_json::from_slice::<serde_json::Value>(line)
+                .ok()?
+                .get("seq")?
+                .as_u64()
+        })
+}
+
 /// The complete lines from `cursor`, at most about `max_bytes`, and the cursor after them. At
 /// the end of a closed segment it moves on to the next; a cursor whose segment is gone (removed
 /// by hand) moves to the oldest segment after it, with a warning. The lines are read into

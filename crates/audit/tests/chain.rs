@@ -170,6 +170,41 @@ fn an_inserted_or_reordered_event_is_reported() {
 }
 
 #[test]
+fn a_replayed_run_is_named_a_duplicate_not_tampering() {
+    let (dir, file) = written("replayed", 8, None);
+    let all = lines(&file);
+    // A sink sent 5 to 8 again after a crash, then went on with nothing lost.
+    let mut replayed = all.clone();
+    replayed.extend_from_slice(&all[4..8]);
+    rewrite(&file, &replayed);
+    let result = verify(std::slice::from_ref(&file), &Chain::plain(), false);
+    assert!(result.is_intact(), "{:?}", result.problems);
+    assert_eq!((result.events, result.seq_range), (8, Some((1, 8))));
+    assert_eq!(
+        result.duplicates,
+        [format!(
+            "{}:9: seq 5 to 8 (4 event(s)) repeat the events before them byte for byte: delivered twice (a replay after a crash), not changed",
+            file.display()
+        )]
+    );
+    // A run that stops short of where it left off, or differs in a byte, is not a replay.
+    let mut short = all.clone();
+    short.extend_from_slice(&all[4..6]);
+    rewrite(&file, &short);
+    let found = problems(&file);
+    assert!(
+        found.len() == 1 && found[0].contains(":9: seq 5 after seq 8: an event was inserted"),
+        "{found:?}"
+    );
+    let mut changed = all.clone();
+    changed.extend_from_slice(&all[4..8]);
+    changed[9] = changed[9].replace("\"status\":200", "\"status\":201");
+    rewrite(&file, &changed);
+    assert!(!problems(&file).is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_truncated_head_or_tail_is_reported() {
     let (dir, file) = written("head", 4, None);
     let mut all = lines(&file);

@@ -212,6 +212,7 @@ impl Authenticator {
     }
 
     async fn verify_jwt(&self, token: &str, now: u64) -> Result<Cached, AuthnError> {
+        let arrived = std::time::Instant::now();
         let header = token::header(token)?;
         token::check_type(&header, self.config.require_typ.as_deref())?;
         let claimed = token::claimed_issuer(token)?;
@@ -225,7 +226,7 @@ impl Authenticator {
         let key = match keys.get(&kid)? {
             Some(key) => key,
             None => {
-                keys.refresh_for_unknown_kid().await;
+                keys.refresh_for_unknown_kid(arrived).await?;
                 keys.get(&kid)?.ok_or(AuthnError::UnknownSigningKey)?
             }
         };

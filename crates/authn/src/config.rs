@@ -48,7 +48,8 @@ pub struct AuthnConfig {
     /// when the JWKS response's `Cache-Control: max-age` says so).
     #[serde(default = "default_jwks_refresh_s")]
     pub jwks_refresh_s: u64,
-    /// A token naming an unknown key id refreshes the keys at most this often, in seconds.
+    /// Tokens naming an unknown key id refresh the keys at most this often, in seconds; such a
+    /// token waits for the next refresh (at most this long), so a rotation is never missed.
     #[serde(default = "default_jwks_min_refresh_s")]
     pub jwks_min_refresh_s: u64,
     /// Timeout of one call to the IdP (discovery, JWKS, introspection), in milliseconds.
@@ -175,7 +176,7 @@ fn default_jwks_refresh_s() -> u64 {
 }
 
 fn default_jwks_min_refresh_s() -> u64 {
-    10
+    1
 }
 
 fn default_idp_timeout_ms() -> u64 {

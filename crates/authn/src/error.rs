@@ -102,6 +102,24 @@ impl AuthnError {
         matches!(self, Self::MoreThanOneCredential(_))
     }
 
+    /// Whether the failure counts toward lockouts (per address, and per subject when it proves
+    /// one): a credential that is forged, guessed or misused. A token whose signature cannot be
+    /// checked for lack of its key (a key rotated in or retired), a real token past its time, a
+    /// missing credential or an IdP that cannot be asked prove nothing about guessing, so they
+    /// never lock anyone out.
+    pub fn counts_toward_lockout(&self) -> bool {
+        let error = match self {
+            Self::Proven { error, .. } => error,
+            other => other,
+        };
+        !(error.is_missing()
+            || error.is_unavailable()
+            || matches!(
+                error,
+                Self::UnknownSigningKey | Self::Expired | Self::NotYetValid
+            ))
+    }
+
     /// The subject a failed credential proves (its signature verified): only such failures
     /// count against a subject, so that nobody can lock out another person by naming them.
     pub fn proven_subject(&self) -> Option<&str> {

@@ -2,6 +2,7 @@
 //! refreshed. The last good key set keeps serving while the IdP is down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,19 @@ use crate::idp_client::IdpClient;
 
 /// The shortest time a key set is kept, whatever the IdP's `Cache-Control` says.
 const MIN_KEEP: Duration = Duration::from_secs(30);
+
+/// How many requests may wait at once for a key refresh caused by an unknown key id; more are
+/// answered 503 at once, so a flood of made-up key ids cannot hold every connection.
+const MAX_WAITING: usize = 256;
+
+/// When the key set was last fetched.
+#[derive(Default)]
+struct Fetches {
+    /// When the last fetch (of any cause) started.
+    started: Option<Instant>,
+    /// When the last fetch caused by an unknown key id started.
+    unknown_kid_started: Option<Instant>,
+}
 
 /// One verification key and the only algorithm it may be used with.
 pub(crate) struct SigningKey {
@@ -39,11 +53,14 @@ pub(crate) struct KeyStore {
     issuer: String,
     client: IdpClient,
     keys: RwLock<Option<Arc<KeySet>>>,
-    /// Serializes fetches, and holds when a fetch was last caused by an unknown key id.
-    last_unknown_kid_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Serializes fetches (one at a time, shared by everyone waiting), and holds when they
+    /// started.
+    fetches: tokio::sync::Mutex<Fetches>,
     /// Unknown key ids refresh the set at most this often, so a flood of bogus `kid`s cannot
-    /// hammer the IdP.
+    /// hammer the IdP; a request with an unknown `kid` waits for the next refresh instead.
     min_refresh: Duration,
+    /// Requests waiting for a refresh now.
+    waiting: AtomicUsize,
     /// The longest a set is kept.
     max_keep: Duration,
     /// When the current set should be fetched again (from `Cache-Control: max-age`).
@@ -63,8 +80,9 @@ impl KeyStore {
             issuer,
             client,
             keys: RwLock::new(None),
-            last_unknown_kid_fetch: tokio::sync::Mutex::new(None),
+            fetches: tokio::sync::Mutex::new(Fetches::default()),
             min_refresh,
+            waiting: AtomicUsize::new(0),
             max_keep,
             refresh_due: RwLock::new(None),
             introspection_endpoint: RwLock::new(None),
@@ -111,23 +129,42 @@ impl KeyStore {
         }
     }
 
-    /// Fetches the key set again because a token named a key id not in it, unless an unknown key
-    /// id caused a fetch less than `min_refresh` ago (scheduled refreshes do not count, so a key
-    /// rotated in right after one is still picked up). Concurrent callers share one fetch.
-    pub(crate) async fn refresh_for_unknown_kid(&self) {
-        let mut last = self.last_unknown_kid_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
-            return;
+    /// Makes sure the key set was fetched after `arrived` (when a request naming a key id not
+    /// in the set arrived), so a key the IdP published before then is known. Fetches caused this
+    /// way start at most once per `min_refresh` (scheduled refreshes do not count); a request
+    /// that arrives meanwhile waits for the next one rather than being refused, and everyone
+    /// waiting shares it. So nobody's made-up `kid` can make a real rotation fail: it costs the
+    /// IdP one fetch per `min_refresh` and the waiting request at most that long. An error when
+    /// the fetch failed, or when too many requests already wait.
+    pub(crate) async fn refresh_for_unknown_kid(&self, arrived: Instant) -> Result<(), AuthnError> {
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        if waiting >= MAX_WAITING {
+            return Err(AuthnError::KeysUnavailable(
+                "too many requests wait for a signing key refresh".to_owned(),
+            ));
         }
-        *last = Some(Instant::now());
-        if let Err(error) = self.fetch().await {
+        let mut fetches = self.fetches.lock().await;
+        if fetches.started.is_some_and(|started| started >= arrived) {
+            // A fetch that began after this request arrived has finished meanwhile.
+            return Ok(());
+        }
+        if let Some(previous) = fetches.unknown_kid_started {
+            tokio::time::sleep_until((previous + self.min_refresh).into()).await;
+        }
+        let now = Instant::now();
+        fetches.unknown_kid_started = Some(now);
+        fetches.started = Some(now);
+        self.fetch().await.map(drop).map_err(|error| {
             tracing::warn!(issuer = %self.issuer, %error, "signing key refresh failed");
-        }
+            AuthnError::KeysUnavailable(error)
+        })
     }
 
     /// Fetches discovery and the key set now; on failure the previous set stays in use.
     pub(crate) async fn refresh(&self) -> Result<usize, String> {
-        let _serialized = self.last_unknown_kid_fetch.lock().await;
+        let mut fetches = self.fetches.lock().await;
+        fetches.started = Some(Instant::now());
         self.fetch().await
     }
 
@@ -193,6 +230,15 @@ impl KeyStore {
         }
         tracing::info!(issuer = %self.issuer, keys = count, keep_s = keep.as_secs(), "signing keys loaded");
         Ok(count)
+    }
+}
+
+/// Counts a request out of the refresh's waiting room when it leaves (answered or dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -338,6 +338,9 @@ fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> 
     for problem in &result.problems {
         println!("{problem}");
     }
+    for duplicate in &result.duplicates {
+        println!("note: {duplicate}");
+    }
     match (result.is_intact(), result.seq_range) {
         (true, Some((first, last))) => {
             println!(

@@ -145,8 +145,9 @@ impl Trail {
         self.export_rows = export_rows;
     }
 
-    /// The event of a sensitive request about to be forwarded (`stage: "authorized"`, status 0):
-    /// it is made durable before the request leaves the gateway.
+    /// The event of a request about to be forwarded (`stage: "authorized"`, status 0): a
+    /// request that may change something (any method but `GET`, `HEAD`, `OPTIONS`) has it
+    /// written before it leaves the gateway, a sensitive one made durable.
     pub(crate) fn authorized_event(&self, policy_version: &str) -> AuditEvent {
         let mut event = self.clone().finish(0, None, None, None, policy_version);
         event.stage = "authorized";

@@ -326,7 +326,10 @@ impl GatewayError {
         {
             headers.insert(header::RETRY_AFTER, value);
         }
-        if matches!(self, Self::Overloaded) {
+        // Every 503 is temporary, and so is a key the gateway could not find yet (a rotation
+        // under way): the client may try again in a second.
+        let unknown_key = matches!(self, Self::Unauthenticated(AuthnError::UnknownSigningKey));
+        if status == StatusCode::SERVICE_UNAVAILABLE || unknown_key {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, Self::BodyTimeout(_) | Self::BodyTooSlow(_)) {

@@ -10,11 +10,10 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use invoiceguard_audit::AuditLog;
-use invoiceguard_authn::{
-    AuthMethod, Authenticator, AuthnError, Credentials, PrincipalKind, claimed_subject,
-};
+use invoiceguard_authn::{AuthMethod, Authenticator, Credentials, PrincipalKind, claimed_subject};
 use invoiceguard_policy::{ExportFacts, PolicyEngine, RequestFacts};
 use invoiceguard_state::StateStore;
+use invoiceguard_telemetry::throttle;
 use rustls::pki_types::CertificateDer;
 use tracing::Instrument;
 
@@ -53,6 +52,15 @@ fn break_glass_reason(headers: &http::HeaderMap) -> Result<Option<String>, Gatew
             ))
         })?;
     Ok(Some(reason.to_owned()))
+}
+
+/// Whether a request may change something upstream: every method but `GET`, `HEAD` and
+/// `OPTIONS` (which HTTP defines as safe) gets an `authorized` event before it is forwarded.
+fn changes_state(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
 }
 
 /// A host name without IPv6 brackets.
@@ -262,7 +270,9 @@ impl Gateway {
                 if error.side() == crate::error::Side::Client {
                     tracing::debug!(%request_id, %error, "request refused");
                 } else {
-                    tracing::warn!(%request_id, %error, "request failed");
+                    if let Some(held_back) = throttle("request failed") {
+                        tracing::warn!(%request_id, %error, held_back, "request failed");
+                    }
                 }
                 (
                     error.to_response(&request_id, &self.authn.config().mfa_acr),
@@ -290,8 +300,10 @@ impl Gateway {
         } else {
             self.audit.record_refusal(event)
         };
-        if let Err(error) = recorded {
-            tracing::error!(%request_id, %error, "audit event not written");
+        if let Err(error) = recorded
+            && let Some(held_back) = throttle("audit event not written")
+        {
+            tracing::error!(%request_id, %error, held_back, "audit event not written");
         }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
@@ -315,7 +327,12 @@ impl Gateway {
         let policies_loaded = self.policies.current().is_some();
         let idp_keys = self.authn.is_ready();
         let state = self.state.ping().await;
-        let ready = policies_loaded && idp_keys && state.is_ok() && self.audit.is_writable();
+        let revocations_loaded = self.revocations.is_loaded();
+        let ready = policies_loaded
+            && idp_keys
+            && state.is_ok()
+            && revocations_loaded
+            && self.audit.is_writable();
         let report = serde_json::json!({
             "ready": ready,
             "policies_loaded": policies_loaded,
@@ -323,7 +340,7 @@ impl Gateway {
             "policy_reloads_refused": self.policies.refused.load(std::sync::atomic::Ordering::Relaxed),
             "idp_keys": idp_keys,
             "audit": {"spool": self.audit.dir(), "writable": self.audit.is_writable(), "last_seq": self.audit.last_seq()},
-            "state": {"backend": self.state.backend(), "reachable": state.is_ok(), "errors_total": self.state.errors()},
+            "state": {"backend": self.state.backend(), "reachable": state.is_ok(), "revocations_loaded": revocations_loaded, "errors_total": self.state.errors()},
         });
         (ready, report)
     }
@@ -381,8 +398,10 @@ impl Gateway {
     pub(crate) fn record_malformed(&self, peer: SocketAddr, status: u16, detail: &str) {
         let event =
             crate::audit_trail::malformed_event(peer, status, detail, &self.policies.version());
-        if let Err(error) = self.audit.record_refusal(event) {
-            tracing::error!(%error, "audit event of a malformed request not written");
+        if let Err(error) = self.audit.record_refusal(event)
+            && let Some(held_back) = throttle("audit event of a malformed request not written")
+        {
+            tracing::error!(%error, held_back, "audit event of a malformed request not written");
         }
     }
 
@@ -480,7 +499,11 @@ impl Gateway {
             match self.state.limit(key, *limit, window, false).await {
                 Ok(Some(wait)) => return Err(GatewayError::TooManyRequests(wait)),
                 Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "brute-force counters unavailable"),
+                Err(error) => {
+                    if let Some(held_back) = throttle("brute-force counters unavailable") {
+                        tracing::warn!(%error, held_back, "brute-force counters unavailable");
+                    }
+                }
             }
         }
         Ok(())
@@ -489,8 +512,10 @@ impl Gateway {
     async fn count_failure(&self, keys: &[(String, u64)]) {
         let window = Duration::from_secs(self.limits.failed_auth_window_s);
         for (key, limit) in keys {
-            if let Err(error) = self.state.limit(key, *limit, window, true).await {
-                tracing::warn!(%error, "failed authentication not counted");
+            if let Err(error) = self.state.limit(key, *limit, window, true).await
+                && let Some(held_back) = throttle("failed authentication not counted")
+            {
+                tracing::warn!(%error, held_back, "failed authentication not counted");
             }
         }
     }
@@ -569,7 +594,7 @@ impl Gateway {
         let principal = match authenticated {
             Ok(principal) => principal,
             Err(error) => {
-                if !error.is_missing() && !error.is_unavailable() {
+                if error.counts_toward_lockout() {
                     let mut counted = vec![address_key];
                     counted.extend(
                         error
@@ -582,9 +607,7 @@ impl Gateway {
             }
         };
         trail.authenticated(&principal);
-        if self.revocations.is_revoked(&principal.id, now_unix) {
-            return Err(AuthnError::Revoked.into());
-        }
+        self.revocations.check(&principal.id, now_unix)?;
 
         // per-principal rate limit of the route (a slow drip of bulk reads is an export too)
         if let Some(limit) = route.route.rate_limit {
@@ -702,14 +725,17 @@ impl Gateway {
         if let Some(refusal) = refusal {
             if let Some(reservation) = &reservation
                 && let Err(error) = self.state.release_export(reservation).await
+                && let Some(held_back) = throttle("export reservation not released")
             {
-                tracing::warn!(%error, "export reservation not released");
+                tracing::warn!(%error, held_back, "export reservation not released");
             }
             return Err(refusal);
         }
 
-        // audit, before forwarding: the spool must be taking events (the last write succeeded);
-        // a sensitive request's event is on disk first
+        // audit, before forwarding: the spool must be taking events (the last write succeeded,
+        // no event is waiting in memory); a request that may change something has its
+        // `authorized` event written first (so a crash while it is forwarded leaves a trace),
+        // a sensitive one on disk (fsync) first
         if !self.audit.is_writable() && !self.audit_fail_open {
             if let Some(reservation) = &reservation {
                 let _ = self.state.release_export(reservation).await;
@@ -718,11 +744,17 @@ impl Gateway {
                 "the audit spool is not taking events".to_owned(),
             ));
         }
-        if self.sensitive.contains(&route.route.action) {
+        let sensitive = self.sensitive.contains(&route.route.action);
+        if sensitive || changes_state(&parts.method) {
             let event = trail.authorized_event(policy.version());
-            if let Err(error) = self.audit.record_durable(event).await {
+            let recorded = if sensitive {
+                self.audit.record_durable(event).await
+            } else {
+                self.audit.record_before_forward(event)
+            };
+            if let Err(error) = recorded {
                 if self.audit_fail_open {
-                    tracing::error!(%error, "sensitive request forwarded without a durable audit event (fail_open)");
+                    tracing::error!(%error, "request forwarded without its `authorized` audit event (fail_open)");
                 } else {
                     if let Some(reservation) = &reservation {
                         let _ = self.state.release_export(reservation).await;

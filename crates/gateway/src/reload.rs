@@ -23,6 +23,13 @@ pub(crate) struct Policies {
     pub(crate) refused: AtomicU64,
 }
 
+/// Whether a set is the one loaded at start or a later reload.
+#[derive(Clone, Copy)]
+enum Load {
+    Initial,
+    Reload,
+}
+
 impl Policies {
     /// Loads the folder. With problems, they are logged and the gateway runs without a set
     /// (refusing every request) until a reload succeeds.
@@ -35,7 +42,7 @@ impl Policies {
             refused: AtomicU64::new(0),
         };
         match PolicyEngine::load(config) {
-            Ok(engine) => policies.install(engine, "policies loaded"),
+            Ok(engine) => policies.install(engine, Load::Initial),
             Err(LoadError(problems)) => {
                 policies.refuse(&problems);
                 tracing::error!(
@@ -61,13 +68,16 @@ impl Policies {
             .map_or_else(|| "none".to_owned(), |p| p.version().to_owned())
     }
 
-    fn install(&self, engine: PolicyEngine, message: &'static str) {
+    /// Puts a checked set in force. `policy_reloads_total` counts the set loaded at start as
+    /// `initial`, later ones as `loaded`.
+    fn install(&self, engine: PolicyEngine, load: Load) {
+        let (message, result) = match load {
+            Load::Initial => ("policies loaded", "initial"),
+            Load::Reload => ("policies reloaded", "loaded"),
+        };
         log_loaded(&engine, message);
         metrics().set_policy_version(engine.version());
-        metrics()
-            .policy_reloads
-            .with_label_values(&["loaded"])
-            .inc();
+        metrics().policy_reloads.with_label_values(&[result]).inc();
         let engine = Some(Arc::new(engine));
         match self.current.write() {
             Ok(mut current) => *current = engine,
@@ -106,7 +116,7 @@ impl Policies {
         }
         match PolicyEngine::load(&self.config) {
             Ok(engine) => {
-                self.install(engine, "policies reloaded");
+                self.install(engine, Load::Reload);
                 true
             }
             Err(LoadError(problems)) => {

@@ -178,6 +178,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
     let gateway = Arc::new(Gateway::start(&config).await?);
     gateway.audit().start_sinks();
+    // Events the spool could not take (a full disk) are written as soon as it can, even
+    // when no request comes to try.
+    let weak = Arc::downgrade(&gateway);
+    tokio::spawn(async move {
+        while let Some(gateway) = weak.upgrade() {
+            gateway.audit().retry_held();
+            drop(gateway);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     let address = config.listen.address;
     let listener = TcpListener::bind(address)
         .await
@@ -248,7 +258,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    if let Some(held_back) = invoiceguard_telemetry::throttle("accept failed") {
+                        tracing::warn!(%error, held_back, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

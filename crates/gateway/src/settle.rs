@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Frame;
 use invoiceguard_policy::{Route, RowCount};
 use invoiceguard_state::{Reservation, StateStore};
+use invoiceguard_telemetry::throttle;
 use serde_json::Value;
 
 use crate::error::ResponseBody;
@@ -49,8 +50,10 @@ pub(crate) async fn settle(
     let (response, body) = if needs_body {
         let (parts, body) = response.into_parts();
         let (whole, passed_on) = read_whole(body, MAX_SETTLE_BYTES).await;
-        if whole.is_none() {
-            tracing::warn!(route = %route.template, "answer too large or broken to settle; passed on unchanged");
+        if whole.is_none()
+            && let Some(held_back) = throttle("answer too large or broken to settle")
+        {
+            tracing::warn!(route = %route.template, held_back, "answer too large or broken to settle; passed on unchanged");
         }
         (Response::from_parts(parts, passed_on), whole)
     } else {
@@ -60,8 +63,10 @@ pub(crate) async fn settle(
     if let (Some(pointer), Some(body)) = (route.record_creator.as_deref(), body.as_ref()) {
         match created_id(body, pointer) {
             Some(id) => {
-                if let Err(error) = state.record_owner(&id, creator).await {
-                    tracing::warn!(%error, invoice = %id, "creator not recorded; it will be looked up");
+                if let Err(error) = state.record_owner(&id, creator).await
+                    && let Some(held_back) = throttle("creator not recorded")
+                {
+                    tracing::warn!(%error, invoice = %id, held_back, "creator not recorded; it will be looked up");
                 }
             }
             None => tracing::warn!(route = %route.template, "created id not found in the answer"),
@@ -84,8 +89,10 @@ pub(crate) async fn settle(
         } else {
             state.settle_export(&reservation, rows).await
         };
-        if let Err(error) = result {
-            tracing::warn!(%error, "export reservation not settled; it counts as reserved");
+        if let Err(error) = result
+            && let Some(held_back) = throttle("export reservation not settled")
+        {
+            tracing::warn!(%error, held_back, "export reservation not settled; it counts as reserved");
         }
         if success {
             settled.export_rows = Some(rows);

@@ -69,10 +69,6 @@ pub enum StateError {
 }
 
 /// The configured backend.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one store per process, kept behind an Arc"
-)]
 enum Backend {
     /// In this process only.
     Memory(MemoryStore),

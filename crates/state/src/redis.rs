@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -85,6 +86,50 @@ enum Topology {
     },
 }
 
+impl Topology {
+    /// A connection for one call: the managed one, or (Sentinel, Cluster) the cached one, made
+    /// again after a failure.
+    async fn conn(&self, timeout: Duration) -> Result<Conn, StateError> {
+        match self {
+            Topology::Single(manager) => Ok(Conn::Single(manager.clone())),
+            Topology::Sentinel { sentinel, current } => {
+                let mut current = current.lock().await;
+                if let Some(connection) = current.as_ref() {
+                    return Ok(Conn::Multiplexed(connection.clone()));
+                }
+                let mut sentinel = sentinel.lock().await;
+                let connection = tokio::time::timeout(timeout, sentinel.get_async_connection())
+                    .await
+                    .map_err(|_| unavailable("Sentinel did not name a master in time"))?
+                    .map_err(unavailable)?;
+                *current = Some(connection.clone());
+                Ok(Conn::Multiplexed(connection))
+            }
+            Topology::Cluster { client, current } => {
+                let mut current = current.lock().await;
+                if let Some(connection) = current.as_ref() {
+                    return Ok(Conn::Cluster(connection.clone()));
+                }
+                let connection = tokio::time::timeout(timeout, client.get_async_connection())
+                    .await
+                    .map_err(|_| unavailable("the cluster did not answer in time"))?
+                    .map_err(unavailable)?;
+                *current = Some(connection.clone());
+                Ok(Conn::Cluster(connection))
+            }
+        }
+    }
+
+    /// Forgets a cached connection after a failure (a failover may have moved the master).
+    async fn forget(&self) {
+        match self {
+            Topology::Single(_) => {}
+            Topology::Sentinel { current, .. } => *current.lock().await = None,
+            Topology::Cluster { current, .. } => *current.lock().await = None,
+        }
+    }
+}
+
 /// One connection of any topology, for one call.
 #[derive(Clone)]
 enum Conn {
@@ -127,9 +172,79 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+/// How often a store marked down is asked whether it answers again.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// The circuit breaker: after a call fails for want of Redis (no connection, no answer in
+/// time), the store is marked down and every call fails at once, instead of each waiting for
+/// the timeout; a background probe (`PING`, every 250 ms) marks it up again when it answers.
+#[derive(Default)]
+struct Breaker {
+    down: AtomicBool,
+    tripped: Notify,
+}
+
+impl Breaker {
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self, why: &str) {
+        if !self.down.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = %why, "Redis is marked down: calls that need it fail at once until it answers again");
+            invoiceguard_telemetry::metrics().state_up.set(0);
+            self.tripped.notify_one();
+        }
+    }
+
+    /// Probes the store while it is marked down, for as long as the process runs.
+    fn spawn_probe(self: &Arc<Self>, topology: Arc<Topology>, timeout: Duration) {
+        let breaker = self.clone();
+        tokio::spawn(async move {
+            loop {
+                breaker.tripped.notified().await;
+                while breaker.is_down() {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                    if ping(&topology, timeout).await.is_ok() {
+                        breaker.down.store(false, Ordering::SeqCst);
+                        invoiceguard_telemetry::metrics().state_up.set(1);
+                        tracing::info!("Redis answers again");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One `PING`, within `timeout`.
+async fn ping(topology: &Topology, timeout: Duration) -> Result<(), StateError> {
+    let mut conn = topology.conn(timeout).await?;
+    match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => {
+            topology.forget().await;
+            Err(unavailable(error))
+        }
+        Err(_) => {
+            topology.forget().await;
+            Err(unavailable("no answer to PING in time"))
+        }
+    }
+}
+
+/// Whether an error means Redis could not be reached (rather than refusing one command).
+fn is_unreachable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
+}
+
 /// Facts in Redis.
 pub struct RedisStore {
-    topology: Topology,
+    topology: Arc<Topology>,
+    breaker: Arc<Breaker>,
     prefix: String,
     timeout: Duration,
     retention: Duration,
@@ -243,8 +358,12 @@ impl RedisStore {
                 current: tokio::sync::Mutex::new(None),
             }
         };
+        let topology = Arc::new(topology);
+        let breaker = Arc::new(Breaker::default());
+        breaker.spawn_probe(topology.clone(), timeout);
         let store = Self {
             topology,
+            breaker,
             prefix: config.key_prefix.clone(),
             timeout,
             retention: Duration::from_secs(config.ownership_retention_days * 86_400),
@@ -260,68 +379,43 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// A connection for one call: the managed one, or (Sentinel, Cluster) the cached one, made
-    /// again after a failure.
-    async fn conn(&self) -> Result<Conn, StateError> {
-        match &self.topology {
-            Topology::Single(manager) => Ok(Conn::Single(manager.clone())),
-            Topology::Sentinel { sentinel, current } => {
-                let mut current = current.lock().await;
-                if let Some(connection) = current.as_ref() {
-                    return Ok(Conn::Multiplexed(connection.clone()));
-                }
-                let mut sentinel = sentinel.lock().await;
-                let connection =
-                    tokio::time::timeout(self.timeout, sentinel.get_async_connection())
-                        .await
-                        .map_err(|_| unavailable("Sentinel did not name a master in time"))?
-                        .map_err(unavailable)?;
-                *current = Some(connection.clone());
-                Ok(Conn::Multiplexed(connection))
-            }
-            Topology::Cluster { client, current } => {
-                let mut current = current.lock().await;
-                if let Some(connection) = current.as_ref() {
-                    return Ok(Conn::Cluster(connection.clone()));
-                }
-                let connection = tokio::time::timeout(self.timeout, client.get_async_connection())
-                    .await
-                    .map_err(|_| unavailable("the cluster did not answer in time"))?
-                    .map_err(unavailable)?;
-                *current = Some(connection.clone());
-                Ok(Conn::Cluster(connection))
-            }
-        }
-    }
-
-    /// Forgets a cached connection after a failure (a failover may have moved the master).
-    async fn forget(&self) {
-        match &self.topology {
-            Topology::Single(_) => {}
-            Topology::Sentinel { current, .. } => *current.lock().await = None,
-            Topology::Cluster { current, .. } => *current.lock().await = None,
-        }
-    }
-
     fn key(&self, parts: &[&str]) -> String {
         let mut key = self.prefix.clone();
         key.push_str(&parts.join(":"));
         key
     }
 
-    /// Runs one call with the store's timeout.
+    /// Runs one call with the store's timeout; at once an error while the store is marked down.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, StateError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn().await?;
+        if self.breaker.is_down() {
+            return Err(unavailable("Redis is marked down after a failed call"));
+        }
+        let conn = match self.topology.conn(self.timeout).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                self.breaker.trip(&error.to_string());
+                return Err(error);
+            }
+        };
         let failure = match tokio::time::timeout(self.timeout, call(conn)).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => unavailable(error),
-            Err(_) => unavailable(format!("no answer within {:?}", self.timeout)),
+            Ok(Err(error)) => {
+                if is_unreachable(&error) {
+                    self.breaker.trip(&error.to_string());
+                }
+                unavailable(error)
+            }
+            Err(_) => {
+                let why = format!("no answer within {:?}", self.timeout);
+                self.breaker.trip(&why);
+                unavailable(why)
+            }
         };
-        self.forget().await;
+        self.topology.forget().await;
         Err(failure)
     }
 
@@ -370,10 +464,9 @@ impl RedisStore {
         });
     }
 
+    /// Asks the store itself, even while it is marked down (readiness).
     pub(crate) async fn ping(&self) -> Result<(), StateError> {
-        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
+        ping(&self.topology, self.timeout).await
     }
 
     pub(crate) async fn record_owner(

@@ -3,7 +3,7 @@
 //! decisions, status classes, reasons, sink names — never user ids, tokens or raw paths, so a
 //! hostile client cannot grow the series count.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -22,7 +22,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Time to decide one request (evaluated, or from the decision cache).
     pub policy_evaluation: Histogram,
-    /// Policy-set reloads, by result (`loaded` / `refused`).
+    /// Policy sets put in force or refused, by result: `initial` (the set loaded at start),
+    /// `loaded` (a reload), `refused` (a folder with problems, at start or on a reload).
     pub policy_reloads: IntCounterVec,
     /// The loaded policy-set version: one series with value 1.
     pub policy_version: IntGaugeVec,
@@ -48,8 +49,25 @@ pub struct Metrics {
     pub audit_sink_retries: IntCounterVec,
     /// Events written and not yet delivered, by sink.
     pub audit_sink_lag: IntGaugeVec,
+    /// Audit events kept in memory because the spool could not be written (a full or failing
+    /// disk); they are written, in order, as soon as it can be.
+    pub audit_events_held: IntGauge,
+    /// Audit events of refused requests lost because the spool could not be written and the
+    /// memory that holds such events was full.
+    pub audit_events_dropped: IntCounter,
+    /// Torn spool tails cut at start (a line half written when the process died or the disk
+    /// filled).
+    pub audit_spool_repairs: IntCounter,
+    /// Events a file sink found already in its file after a restart and did not append again,
+    /// by sink.
+    pub audit_sink_duplicates_skipped: IntCounterVec,
+    /// 1 while the state store answers; 0 while it is marked down after a failure (calls that
+    /// need it fail at once until a background probe gets an answer).
+    pub state_up: IntGauge,
     /// Threads serving requests (1: the single-threaded runtime, see `listen.worker_threads`).
     pub worker_threads: IntGauge,
+    /// Set gauges from live state just before each scrape (e.g. each sink's lag).
+    on_scrape: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// The metrics, registered on first use.
@@ -123,6 +141,19 @@ impl Metrics {
         )
         .expect("a valid name");
         register(Box::new(worker_threads.clone()));
+        let audit_events_held = IntGauge::new(
+            "audit_events_held",
+            "Audit events kept in memory until the spool can be written again.",
+        )
+        .expect("a valid name");
+        register(Box::new(audit_events_held.clone()));
+        let state_up = IntGauge::new(
+            "state_up",
+            "1 while the state store answers, 0 while it is marked down.",
+        )
+        .expect("a valid name");
+        state_up.set(1);
+        register(Box::new(state_up.clone()));
         Self {
             requests: counters(
                 "requests_total",
@@ -138,7 +169,7 @@ impl Metrics {
             policy_evaluation,
             policy_reloads: counters(
                 "policy_reloads_total",
-                "Policy-set reloads, by result.",
+                "Policy sets put in force or refused: initial (at start), loaded (a reload), refused.",
                 &["result"],
             ),
             policy_version: gauges(
@@ -186,13 +217,45 @@ impl Metrics {
                 "Events written and not yet delivered, by sink.",
                 &["sink"],
             ),
+            audit_events_held,
+            audit_events_dropped: counter(
+                "audit_events_dropped_total",
+                "Audit events of refused requests lost: the spool could not be written and the memory holding them was full.",
+            ),
+            audit_spool_repairs: counter(
+                "audit_spool_repairs_total",
+                "Torn spool tails cut at start.",
+            ),
+            audit_sink_duplicates_skipped: counters(
+                "audit_sink_duplicates_skipped_total",
+                "Events a file sink found already in its file after a restart, by sink.",
+                &["sink"],
+            ),
+            state_up,
             worker_threads,
+            on_scrape: Mutex::new(Vec::new()),
             registry,
         }
     }
 
+    /// Runs `update` before each scrape, to set gauges from live state.
+    pub fn on_scrape(&self, update: impl Fn() + Send + Sync + 'static) {
+        self.on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(update));
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
+        for update in self
+            .on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            update();
+        }
         let mut out = Vec::new();
         // Encoding into memory only fails on invalid metric names, which this list has none of.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -164,6 +164,26 @@ impl Redis {
         Ok(())
     }
 
+    /// Stops the server without closing its port (`SIGSTOP`): connections hang, as behind a
+    /// stalled network or a server stuck on a slow disk. [`Redis::resume`] lets it go on.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused server go on (`SIGCONT`), its data intact.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = std::fs::read_to_string(self.pidfile())?.trim().to_owned();
+        let status = Command::new("kill").args([signal, &pid]).status()?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// Starts the server again on the same port (its data is gone, as after a crash without
     /// persistence).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
@@ -174,6 +194,9 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        if self.running {
+            let _ = self.resume();
+        }
         let _ = self.kill();
     }
 }

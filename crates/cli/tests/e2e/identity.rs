@@ -403,9 +403,10 @@ async fn a_key_the_idp_retires_voids_the_tokens_it_signed_cached_ones_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_unknown_key_ids_fetches_the_keys_at_most_once() {
+async fn a_burst_of_unknown_key_ids_costs_one_fetch_per_interval_and_locks_out_nobody() {
     let idp = Idp::start().await.unwrap();
-    let (_upstream, gateway) = gateway_with(&idp, "jwks_min_refresh_s = 60", "", false).await;
+    // The default interval (1 s); more made-up key ids than the address's lockout limit (30).
+    let (_upstream, gateway) = gateway_with(&idp, "", "", false).await;
     let before = idp.jwks_fetches().await.unwrap();
     let mut tokens = Vec::new();
     for i in 0..50 {
@@ -416,6 +417,7 @@ async fn a_burst_of_unknown_key_ids_fetches_the_keys_at_most_once() {
                 .unwrap(),
         );
     }
+    let started = std::time::Instant::now();
     let requests: Vec<_> = tokens
         .into_iter()
         .map(|token| {
@@ -426,11 +428,104 @@ async fn a_burst_of_unknown_key_ids_fetches_the_keys_at_most_once() {
     for request in requests {
         let reply = request.await.unwrap();
         assert_refused(&gateway, &reply, "unknown_key", "bogus kid");
+        assert_eq!(reply.header("retry-after"), "1");
     }
     let fetched = idp.jwks_fetches().await.unwrap() - before;
+    let seconds = started.elapsed().as_secs() + 1;
     assert!(
-        fetched <= 1,
-        "{fetched} JWKS fetches for 50 unknown key ids"
+        fetched <= 1 + seconds,
+        "{fetched} JWKS fetches in {seconds} s for 50 unknown key ids"
+    );
+    // None of them was a failed login: the address is not locked out.
+    let valid = idp
+        .user_token("alice", TokenRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&format!("{}/invoices", gateway.url), Some(&valid))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_right_after_a_made_up_key_id_fails_no_request_and_retired_keys_lock_out_nobody()
+{
+    let world = World::start().await;
+    let alice = world.token("alice").await;
+    assert_eq!(
+        get(&world.url("/invoices"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // A stranger's made-up key id makes the gateway fetch the keys now...
+    let junk = world
+        .idp
+        .sign(
+            json!({"typ": "at+jwt", "kid": "made-up"}),
+            claims(&world.idp.issuer, json!({"sub": "mallory"})),
+            None,
+        )
+        .await
+        .unwrap();
+    let refused = get(&world.url("/invoices"), Some(&junk)).await.unwrap();
+    assert_refused(&world.gateway, &refused, "unknown_key", "made-up kid");
+    // ...and the IdP rotates right after: every new-key token is accepted, none waits long.
+    world.idp.retire_keys().await.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let token = world.token("alice").await;
+        let burst: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, token) = (world.url("/invoices"), token.clone());
+                tokio::spawn(async move { get(&url, Some(&token)).await.unwrap().status })
+            })
+            .collect();
+        for request in burst {
+            statuses.push(request.await.unwrap());
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // The old key was retired: alice's old token is refused as many times as it is sent, and
+    // never counts as a failed login, for her or her address.
+    for _ in 0..40 {
+        let refused = get(&world.url("/invoices"), Some(&alice)).await.unwrap();
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
+    }
+    assert_eq!(
+        get(&world.url("/invoices"), Some(&world.token("alice").await))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // An expired token of hers (signed by the current key) does not count either.
+    let expired = world
+        .idp
+        .sign(
+            json!({"typ": "at+jwt"}),
+            claims(
+                &world.idp.issuer,
+                json!({"iat": now() - 900, "exp": now() - 600}),
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        let refused = get(&world.url("/invoices"), Some(&expired)).await.unwrap();
+        assert_refused(&world.gateway, &refused, "expired", "expired");
+    }
+    assert_eq!(
+        get(&world.url("/invoices"), Some(&world.token("alice").await))
+            .await
+            .unwrap()
+            .status,
+        200
     );
 }
 

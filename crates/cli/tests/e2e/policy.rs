@@ -458,6 +458,15 @@ async fn sighup_reloads_the_policies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "SIGHUP reloaded the policies");
+    assert_eq!(
+        super::sinks::metric(
+            gateway,
+            "invoiceguard_policy_reloads_total{result=\"loaded\"}"
+        )
+        .await,
+        1.0,
+        "a reload counts as `loaded`, the start as `initial`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,9 @@ struct Replicas {
     redis: Redis,
     a: GatewayProcess,
     b: GatewayProcess,
+    /// The replicas' configuration and policy folder, for starting another.
+    config: String,
+    policies: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -40,8 +43,23 @@ impl Replicas {
             redis,
             a,
             b,
+            config: text,
+            policies,
             _dir: dir,
         }
+    }
+
+    /// Starts one more replica (without waiting for it to be ready: Redis may be down).
+    async fn start_another(&self) -> GatewayProcess {
+        GatewayProcess::start_with_policies(
+            Path::new(BINARY),
+            &self.config,
+            false,
+            &self.policies,
+            "",
+        )
+        .await
+        .unwrap()
     }
 
     async fn token(&self, user: &str) -> String {
@@ -547,4 +565,111 @@ async fn a_route_rate_limit_holds_each_principal() {
         200,
         "per route"
     );
+}
+
+/// The median time of `count` requests to `url` with `token`, each answered `status`.
+async fn median_latency(url: &str, token: &str, count: usize, status: u16) -> Duration {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = std::time::Instant::now();
+        let reply = get(url, Some(token)).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(reply.status, status, "{:?}", reply.body);
+    }
+    times.sort();
+    times[count / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_born_in_a_redis_outage_lets_nobody_in_and_fact_free_routes_stay_fast() {
+    let mut replicas = Replicas::start(|_| {}).await;
+    let a = &replicas.a;
+    let (alice, dave) = (replicas.token("alice").await, replicas.token("dave").await);
+    let (ok, out) = revoke_cli(a, &["--subject", "dave"]);
+    assert!(ok, "{out}");
+    let read = url(a, "/invoices/INV-1");
+    let normal = median_latency(&read, &alice, 60, 200).await;
+
+    // Redis hangs (SIGSTOP): the first call waits for the timeout and marks it down; from then
+    // on a read that needs no shared fact costs what it did.
+    replicas.redis.pause().unwrap();
+    get(&read, Some(&alice)).await.unwrap();
+    let hung = median_latency(&read, &alice, 60, 200).await;
+    // A replica started now has never read the revocation list: it lets nobody in.
+    let c = replicas.start_another().await;
+    for token in [&dave, &alice] {
+        let reply = get(&url(&c, "/invoices/INV-1"), Some(token)).await.unwrap();
+        let problem = assert_problem(&reply, 503);
+        assert_eq!(
+            problem["type"],
+            "urn:invoiceguard:problem:decision-unavailable"
+        );
+        assert_eq!(reply.header("retry-after"), "1");
+        let event = c.audit_event(reply.header("x-request-id"));
+        assert_eq!(event["decision"]["effect"], "deny");
+        assert!(
+            event["decision"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("revocation list"),
+            "{event}"
+        );
+    }
+    let ready = get(&format!("{}/readyz", c.admin_url), None).await.unwrap();
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["state"]["revocations_loaded"], false);
+    // The replicas that knew the list keep refusing dave.
+    assert_eq!(get(&read, Some(&dave)).await.unwrap().status, 401);
+    assert_eq!(
+        super::sinks::metric(a, "invoiceguard_state_up").await,
+        0.0,
+        "marked down"
+    );
+
+    // Redis goes on: the new replica reads the list and serves, refusing dave.
+    replicas.redis.resume().unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if get(&format!("{}/readyz", c.admin_url), None)
+            .await
+            .unwrap()
+            .status
+            == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the new replica became ready once Redis answered");
+    assert_eq!(
+        get(&url(&c, "/invoices/INV-1"), Some(&dave))
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    assert_eq!(
+        get(&url(&c, "/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(super::sinks::metric(a, "invoiceguard_state_up").await, 1.0);
+
+    // Redis is killed (connections refused): the same.
+    replicas.redis.kill().unwrap();
+    get(&read, Some(&alice)).await.unwrap();
+    let killed = median_latency(&read, &alice, 60, 200).await;
+    eprintln!(
+        "fact-free read, median of 60: normal {normal:?}, Redis hung {hung:?}, Redis killed {killed:?}"
+    );
+    for (case, took) in [("hung", hung), ("killed", killed)] {
+        assert!(
+            took < normal + Duration::from_millis(1),
+            "Redis {case}: {took:?} against {normal:?} normally"
+        );
+    }
+    assert_eq!(get(&read, Some(&dave)).await.unwrap().status, 401);
 }
