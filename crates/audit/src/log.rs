@@ -343,19 +343,31 @@ impl AuditLog {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Writes the events kept in memory, if the spool takes them now (called every few hundred
-    /// milliseconds, so they are written even when no request comes).
-    pub fn retry_held(&self) {
-        if self.held() == 0 {
+    /// Called every few hundred milliseconds, so that a spool that failed recovers even when no
+    /// request comes (a replica reported unready gets none): writes the events kept in memory
+    /// if the spool takes them now; after a failed write with nothing kept, checks that the
+    /// spool's folder takes a small file again; at the cap, removes what the sinks delivered.
+    pub fn recover(&self) {
+        let held = self.held() > 0;
+        let failed = !self.writable.load(Ordering::Relaxed);
+        let at_cap = self.spool_bytes.load(Ordering::Relaxed) + self.reserve() > self.max_bytes;
+        if !held && !failed && !at_cap {
             return;
         }
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.write_held(&mut writer);
+        if at_cap {
+            self.remove_delivered(&mut writer, Removal::Now);
+        }
+        let result = if held {
+            self.write_held(&mut writer).map_err(|e| e.to_string())
+        } else if failed {
+            probe(&self.dir).map_err(|e| e.to_string())
+        } else {
+            return;
+        };
         self.writable.store(result.is_ok(), Ordering::Relaxed);
         if result.is_ok() {
-            tracing::info!(
-                "the audit spool takes events again; the events kept in memory are written"
-            );
+            tracing::info!("the audit spool takes events again");
         }
     }
 
@@ -612,6 +624,14 @@ enum Removal {
     Later,
 }
 
+/// Whether the spool's folder takes a small file (a page of bytes, written and removed).
+fn probe(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(".writable-probe");
+    let result = std::fs::write(&path, [0u8; 4096]);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 /// Removes a delivered segment; `false` (and a warning) when it cannot be.
 fn remove_segment(path: &Path) -> bool {
     match std::fs::remove_file(path) {
@@ -841,11 +861,15 @@ impl Repair {
 /// next event starts a line of its own and the chain stays verifiable.
 fn repair_tail(dir: &Path, first_seq: u64, path: &Path) -> std::io::Result<Option<Repair>> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-    let length = file.metadata()?.len();
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Ok(None);
+    }
+    let length = metadata.len();
     let start = length.saturating_sub(TAIL_BYTES);
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
-    (&mut file).take(TAIL_BYTES).read_to_end(&mut tail)?;
+    (&mut file).take(length - start).read_to_end(&mut tail)?;
     if tail.is_empty() || tail.ends_with(b"\n") {
         return Ok(None);
     }
@@ -1055,7 +1079,7 @@ mod tests {
             Err(AuditError::Held { waiting: 2, .. })
         ));
         crate::spool::save_cursor(&config.spool, "archive", second);
-        log.retry_held();
+        log.recover();
         assert_eq!(log.held(), 0, "written once there is room");
         log.record(event("room-again")).unwrap();
         let after = segments(&config.spool).unwrap();

@@ -178,12 +178,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
     let gateway = Arc::new(Gateway::start(&config).await?);
     gateway.audit().start_sinks();
-    // Events the spool could not take (a full disk) are written as soon as it can, even
-    // when no request comes to try.
+    // A spool that failed (a full disk) recovers as soon as it can, even when no request
+    // comes to try: the events kept in memory are written then.
     let weak = Arc::downgrade(&gateway);
     tokio::spawn(async move {
         while let Some(gateway) = weak.upgrade() {
-            gateway.audit().retry_held();
+            gateway.audit().recover();
             drop(gateway);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -88,12 +88,22 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     let journal = world.upstream.journal().await.unwrap();
     assert_eq!(journal.len(), 1, "{journal:?}");
 
-    // One event per request, numbered without gaps, and never a token.
+    // One event per request, numbered without gaps, and never a token; the creation (it may
+    // change something) has its `authorized` event written before it was forwarded.
     let events = world.gateway.audit_events();
-    assert_eq!(events.len(), 4);
+    assert_eq!(events.len(), 5);
     for (i, event) in events.iter().enumerate() {
         assert_eq!(event["seq"], i as u64 + 1);
     }
+    assert_eq!(
+        (events[0]["stage"].as_str(), events[0]["action"].as_str()),
+        (Some("authorized"), Some("invoice:create"))
+    );
+    assert_eq!(events[0]["request_id"], events[1]["request_id"]);
+    assert_eq!(
+        events.iter().filter(|e| e["stage"] == "complete").count(),
+        4
+    );
     // Each as docs/audit-event.schema.json documents it.
     let schema = super::schema::audit_event_schema();
     for event in &events {
@@ -113,7 +123,7 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
         .unwrap();
     let out = String::from_utf8_lossy(&verified.stdout);
     assert!(verified.status.success(), "{out}");
-    assert_eq!(out.trim(), "ok: 4 events, seq 1 to 4, chain intact");
+    assert_eq!(out.trim(), "ok: 5 events, seq 1 to 5, chain intact");
     assert!(
         !audit_text.contains(&alice) && !audit_text.contains("eyJ"),
         "a token reached the audit spool"
