@@ -1154,7 +1154,7 @@ mod tests {
         assert_eq!(std::fs::read(&kept).unwrap(), torn);
         let detail = events[3]["decision"]["detail"].as_str().unwrap();
         assert!(detail.contains(&kept.display().to_string()), "{detail}");
-        assert!(crate::verify(&[segment.clone()], &Chain::plain(), false).is_intact());
+        assert!(crate::verify(std::slice::from_ref(&segment), &Chain::plain(), false).is_intact());
         drop(log);
 
         // A whole event that only lacks its newline keeps its place in the chain.
