@@ -3,8 +3,9 @@
 //! token, and its CPU time per request is read from /proc; then the audit path alone (event
 //! redacted, encoded, chained, appended, group-committed and shipped by a file sink) is timed the
 //! same way in this process. The share of the audit path in a request's CPU is what turning the
-//! audit off would give back in throughput on a CPU-bound machine. Writes
-//! `target/bench/audit.json`.
+//! audit off would give back in throughput on a CPU-bound machine. A request that may change
+//! something (here `POST /invoices`) writes a second event, `authorized`, before it is forwarded:
+//! its cost is measured the same way. Writes `target/bench/audit.json`.
 #![expect(clippy::unwrap_used, reason = "a bench fails loudly at setup")]
 
 use std::path::Path;
@@ -110,10 +111,35 @@ fn event(i: usize) -> AuditEvent {
     }
 }
 
+/// A request the bench sends: its method, path, JSON body and the status it must get.
+#[derive(Clone, Copy)]
+struct Call {
+    method: &'static str,
+    path: &'static str,
+    body: &'static str,
+    status: u16,
+}
+
+/// A read: one event.
+const READ: Call = Call {
+    method: "GET",
+    path: "/invoices/INV-1",
+    body: "",
+    status: 200,
+};
+
+/// A creation: an `authorized` event before forwarding, and the `complete` one.
+const CREATE: Call = Call {
+    method: "POST",
+    path: "/invoices",
+    body: r#"{"partner_id": "P-1", "amount": 10.0}"#,
+    status: 201,
+};
+
 /// Requests/s and the gateway's CPU µs per request, over `requests()` requests.
-async fn drive(gateway: &GatewayProcess, token: Arc<String>) -> (f64, f64) {
+async fn drive(gateway: &GatewayProcess, token: Arc<String>, call: Call) -> (f64, f64) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url: http::Uri = format!("{}/invoices/INV-1", gateway.url).parse().unwrap();
+    let url: http::Uri = format!("{}{}", gateway.url, call.path).parse().unwrap();
     let run = |count: usize| {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());
         async move {
@@ -122,12 +148,15 @@ async fn drive(gateway: &GatewayProcess, token: Arc<String>) -> (f64, f64) {
                 let (client, url, token) = (client.clone(), url.clone(), token.clone());
                 workers.push(tokio::spawn(async move {
                     for _ in 0..count / CONCURRENCY {
-                        let request = http::Request::get(url.clone())
+                        let request = http::Request::builder()
+                            .method(call.method)
+                            .uri(url.clone())
                             .header("authorization", format!("Bearer {token}"))
-                            .body(Full::default())
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(call.body.as_bytes())))
                             .unwrap();
                         let response = client.request(request).await.unwrap();
-                        assert_eq!(response.status(), 200);
+                        assert_eq!(response.status(), call.status);
                         response.into_body().collect().await.unwrap();
                     }
                 }));
@@ -204,7 +233,8 @@ async fn main() {
             .await
             .unwrap(),
     );
-    let (requests_per_s, gateway_cpu_us) = drive(&gateway, token).await;
+    let (requests_per_s, gateway_cpu_us) = drive(&gateway, token.clone(), READ).await;
+    let (writes_per_s, write_cpu_us) = drive(&gateway, token, CREATE).await;
     drop(gateway);
     let audit_cpu_us = audit_path().await;
 
@@ -219,6 +249,13 @@ async fn main() {
         "audit_share_of_request_cpu": round(share, 3),
         "requests_per_s_without_audit_estimate": round(requests_per_s / (1.0 - share), 0),
         "goal": "audit share < 0.05",
+        "create": {
+            "requests_per_s": round(writes_per_s, 0),
+            "gateway_cpu_us_per_request": round(write_cpu_us, 1),
+            "authorized_event_cpu_us": round(audit_cpu_us, 1),
+            "authorized_event_share_of_request_cpu": round(audit_cpu_us / write_cpu_us, 3),
+            "audit_share_of_request_cpu": round(2.0 * audit_cpu_us / write_cpu_us, 3),
+        },
     });
     if !std::env::args().any(|a| a == "--bench") {
         println!("audit_share: the harness works (run `cargo bench` for figures)");

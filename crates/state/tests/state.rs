@@ -204,16 +204,33 @@ async fn a_redis_outage_is_an_error_within_the_timeout_and_recovers() {
         "every call has a timeout: {:?}",
         started.elapsed()
     );
+    // Marked down: the next calls fail at once, without trying.
+    let errors = store.errors();
+    let fast = std::time::Instant::now();
+    for _ in 0..100 {
+        assert!(
+            store
+                .limit("k", 5, Duration::from_secs(60), true)
+                .await
+                .is_err()
+        );
+    }
+    assert!(
+        fast.elapsed() < Duration::from_millis(500),
+        "not one of them waited for the timeout (500 ms): {:?} for 100 calls",
+        fast.elapsed()
+    );
+    assert_eq!(store.errors(), errors + 100, "each is counted");
     server.restart().await.unwrap();
     let mut recovered = false;
     for _ in 0..50 {
-        if store.ping().await.is_ok() {
+        if store.owner("INV-1").await.is_ok() {
             recovered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "the store reconnects by itself");
+    assert!(recovered, "the probe marks the store up again by itself");
     store.record_owner("INV-10", "grace").await.unwrap();
     assert_eq!(
         store.owner("INV-10").await.unwrap().as_deref(),

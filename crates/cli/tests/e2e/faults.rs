@@ -389,3 +389,49 @@ async fn kill_9_under_load_leaves_a_file_sink_that_verifies() {
         "the file holds every event of the spool once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_on_every_request_logs_once_a_second_and_sink_lag_is_exact() {
+    // A sink whose collector is not there: nothing is delivered, so its lag is every event.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let sink = format!("\n[[audit.sinks]]\nname = \"siem\"\nhttp = \"http://127.0.0.1:{port}/\"\n");
+    let mut world = World::start_audit(&sink, "stdout = false").await;
+    let alice = world.token("alice").await;
+    // The upstream goes away: every request fails the same way.
+    world.upstream.stop();
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        let reply = get(&world.url("/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 502);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let logs = world.gateway.stderr_text();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= seconds + 1,
+        "{} lines in {seconds} s: {logs}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().skip(1).all(|l| l.contains("held_back")),
+        "{lines:?}"
+    );
+    let written = world.gateway.audit_events().len() as f64;
+    assert_eq!(written, 200.0);
+    assert_eq!(
+        super::sinks::metric(
+            &world.gateway,
+            "invoiceguard_audit_sink_lag_events{sink=\"siem\"}"
+        )
+        .await,
+        written,
+        "the lag is what was written and not delivered, when scraped"
+    );
+}
