@@ -157,8 +157,39 @@ fn hostname() -> String {
         .unwrap_or_else(|| "invoiceguard".to_owned())
 }
 
+/// The syslog severity (RFC 5424 section 6.2.1) of an event's severity, so that the usual
+/// "warning or worse" filter keeps every event the baseline wants seen: a break-glass request is
+/// critical (2); a refused login, an administration request or an admin operation (`high`) and a
+/// gateway or upstream failure (`error`) are errors (3); a refusal is a warning (4); an allowed
+/// request is informational (6).
+pub(crate) fn syslog_severity(severity: Option<&str>) -> u8 {
+    match severity {
+        Some("critical") => 2,
+        Some("high" | "error") => 3,
+        Some("warning") => 4,
+        _ => 6,
+    }
+}
+
+/// An RFC 3339 time as RFC 5424's TIMESTAMP (section 6.2.3): at most 6 fractional digits (the
+/// event's nanoseconds are cut to microseconds).
+fn rfc5424_time(time: &str) -> std::borrow::Cow<'_, str> {
+    let Some(dot) = time.find('.') else {
+        return time.into();
+    };
+    let digits = time[dot + 1..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    if digits <= 6 {
+        return time.into();
+    }
+    format!("{}{}", &time[..dot + 7], &time[dot + 1 + digits..]).into()
+}
+
 /// One event as an RFC 5424 message with octet-counting framing. Facility 13 (log audit); the
-/// syslog severity follows the event's; the message is the event in the sink's format.
+/// syslog severity follows the event's ([`syslog_severity`]); the message is the event in the
+/// sink's format.
 fn frame(line: &[u8], app_name: &str, hostname: &str, format: Format) -> Vec<u8> {
     /// What the syslog header needs of an event (the rest is skipped, not built).
     #[derive(serde::Deserialize)]
@@ -169,17 +200,14 @@ fn frame(line: &[u8], app_name: &str, hostname: &str, format: Format) -> Vec<u8>
         severity: Option<std::borrow::Cow<'a, str>>,
     }
     let head = serde_json::from_slice::<Head<'_>>(line).ok();
-    let severity = match head.as_ref().and_then(|h| h.severity.as_deref()) {
-        Some("critical") => 2,
-        Some("error") => 3,
-        Some("warning") => 4,
-        Some("high") => 5,
-        _ => 6,
-    };
-    let time = head.as_ref().and_then(|h| h.time.as_deref()).unwrap_or("-");
+    let severity = syslog_severity(head.as_ref().and_then(|h| h.severity.as_deref()));
+    let time = head
+        .as_ref()
+        .and_then(|h| h.time.as_deref())
+        .map_or("-".into(), rfc5424_time);
     let mut message = format!(
         "<{}>1 {time} {hostname} {app_name} {} audit - ",
-        13 * 8 + severity,
+        13 * 8 + u16::from(severity),
         std::process::id()
     )
     .into_bytes();
@@ -213,5 +241,28 @@ mod tests {
                 r#" audit - {"time":"2026-11-21T10:00:00Z","severity":"warning","seq":1}"#
             )
         );
+        // Nanoseconds are cut to the microseconds RFC 5424 allows; `high` is an error (3).
+        let framed = frame(
+            br#"{"time":"2026-11-21T10:00:00.123456789Z","severity":"high"}"#,
+            "invoiceguard",
+            "gw1",
+            Format::Json,
+        );
+        let text = String::from_utf8(framed).unwrap();
+        assert!(
+            text.contains(" <107>1 2026-11-21T10:00:00.123456Z gw1 "),
+            "{text}"
+        );
+        assert_eq!(
+            rfc5424_time("2026-11-21T10:00:00.12Z"),
+            "2026-11-21T10:00:00.12Z"
+        );
+        assert_eq!(
+            rfc5424_time("2026-11-21T10:00:00.1234567+01:00"),
+            "2026-11-21T10:00:00.123456+01:00"
+        );
+        let severities =
+            ["info", "warning", "high", "error", "critical"].map(|s| syslog_severity(Some(s)));
+        assert_eq!(severities, [6, 4, 3, 3, 2]);
     }
 }

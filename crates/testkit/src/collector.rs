@@ -1,5 +1,7 @@
 //! A private syslog collector: `rsyslogd` in the foreground with an `imtcp` input on a free port,
-//! writing each message's MSG part (the audit event) as one line of a file.
+//! writing each message's MSG part (the audit event) as one line of a file; the messages rsyslog's
+//! own severity filter `*.warning` lets through ("warning or worse") to a second file; and each
+//! raw message as received to a third.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,7 +74,10 @@ impl Collector {
             format!(
                 "global(workDirectory=\"{d}\"{global})\n{module}\ninput(type=\"imtcp\" port=\"{p}\")\n\
                  template(name=\"raw\" type=\"string\" string=\"%msg%\\n\")\n\
-                 *.* action(type=\"omfile\" file=\"{d}/received.jsonl\" template=\"raw\")\n",
+                 template(name=\"whole\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{d}/received.jsonl\" template=\"raw\")\n\
+                 *.warning action(type=\"omfile\" file=\"{d}/warning-or-worse.jsonl\" template=\"raw\")\n\
+                 *.* action(type=\"omfile\" file=\"{d}/raw.log\" template=\"whole\")\n",
                 d = dir.display(),
                 p = self.port
             ),
@@ -124,7 +129,26 @@ impl Collector {
 
     /// Every message received so far, parsed as JSON (unparsable lines are kept as strings).
     pub fn received(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("received.jsonl"))
+        self.read("received.jsonl")
+    }
+
+    /// The messages rsyslog's severity filter `*.warning` (syslog severity 4 or lower, i.e.
+    /// warning or worse) let through.
+    pub fn warning_or_worse(&self) -> Vec<serde_json::Value> {
+        self.read("warning-or-worse.jsonl")
+    }
+
+    /// Every message as it arrived (the RFC 5424 header and the event), one per line.
+    pub fn raw_messages(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("raw.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn read(&self, file: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join(file))
             .unwrap_or_default()
             .lines()
             .map(|line| {

@@ -393,3 +393,83 @@ async fn events_carry_their_instance_trace_category_severity_and_size() {
         "integration"
     );
 }
+
+/// Whether `message` (a syslog message as received) has a strict RFC 5424 header (section 6):
+/// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG`, with at most six
+/// fractional digits in the time (6.2.3) and printable ASCII fields of the allowed lengths.
+/// Returns the PRI and the MSG.
+fn rfc5424(message: &str) -> Option<(u16, &str)> {
+    let header = regex::Regex::new(
+        r"^<(\d{1,3})>1 (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})|-) ([!-~]{1,255}) ([!-~]{1,48}) ([!-~]{1,128}) ([!-~]{1,32}) (-|\[.*?\]) ",
+    )
+    .unwrap();
+    let found = header.captures(message)?;
+    let pri: u16 = found[1].parse().ok()?;
+    (pri <= 191).then(|| (pri, &message[found[0].len()..]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_severities_pass_rsyslogs_warning_filter_and_headers_are_strict_rfc_5424() {
+    let collector = Collector::start().await.unwrap();
+    let world = World::start_with(&sink("siem", &collector.address(), ""), None, "").await;
+    let (alice, dave) = (world.token("alice").await, world.token("dave").await);
+    // info (an allowed read), warning (a refused read), high (a refused login, an allowed and
+    // a refused administration request), critical (a break-glass request).
+    get(&world.url("/invoices/INV-1"), Some(&alice))
+        .await
+        .unwrap();
+    get(&world.url("/audit-log"), Some(&alice)).await.unwrap();
+    get(&world.url("/invoices/INV-1"), Some("not.a.jwt"))
+        .await
+        .unwrap();
+    get(&world.url("/settings"), Some(&dave)).await.unwrap();
+    get(&world.url("/settings"), Some(&alice)).await.unwrap();
+    let zed = world.token("zed").await;
+    let break_glass = Request::get(world.url("/invoices/INV-1"))
+        .header("authorization", format!("Bearer {zed}"))
+        .header("x-break-glass-reason", "INC-7 outage")
+        .body(Full::default())
+        .unwrap();
+    send(break_glass).await.unwrap();
+    let (expected, received) = all_delivered(&world.gateway, &collector).await;
+    assert_eq!(expected.len(), 6, "{received:?}");
+    let severities: BTreeSet<&str> = received
+        .iter()
+        .filter_map(|e| e["severity"].as_str())
+        .collect();
+    assert_eq!(
+        severities,
+        BTreeSet::from(["info", "warning", "high", "critical"]),
+        "every kind under test was produced"
+    );
+    // rsyslog's own `*.warning` selector keeps everything but the allowed read.
+    let filtered: BTreeSet<String> = collector
+        .warning_or_worse()
+        .iter()
+        .filter_map(|e| e["request_id"].as_str().map(str::to_owned))
+        .collect();
+    for event in &received {
+        let id = event["request_id"].as_str().unwrap();
+        let kept = filtered.contains(id);
+        assert_eq!(
+            kept,
+            event["severity"] != "info",
+            "severity {} through `*.warning`: {kept}",
+            event["severity"]
+        );
+    }
+    // Every message as it arrived has a strict RFC 5424 header, its PRI from the severity.
+    let raw = collector.raw_messages();
+    assert_eq!(raw.len(), 6);
+    for message in &raw {
+        let (pri, msg) = rfc5424(message).unwrap_or_else(|| panic!("not RFC 5424: {message}"));
+        let event: Value = serde_json::from_str(msg).unwrap();
+        let severity = match event["severity"].as_str().unwrap() {
+            "critical" => 2,
+            "high" | "error" => 3,
+            "warning" => 4,
+            _ => 6,
+        };
+        assert_eq!(pri, 13 * 8 + severity, "{message}");
+    }
+}
