@@ -426,10 +426,74 @@ mod tests {
             ),
             (GatewayError::UpstreamTimeout, 504, Side::Upstream),
             (GatewayError::Internal("x".into()), 500, Side::Internal),
+            (
+                GatewayError::StepUpRequired(StepUp {
+                    mfa: true,
+                    max_age_s: None,
+                }),
+                401,
+                Side::Client,
+            ),
+            (GatewayError::FactUnavailable("x".into()), 503, Side::Upstream),
+            (
+                GatewayError::TooManyRequests(std::time::Duration::from_secs(1)),
+                429,
+                Side::Client,
+            ),
+            (GatewayError::NotFound, 404, Side::Client),
+            (GatewayError::PolicyUnavailable, 503, Side::Internal),
+            (GatewayError::AuditUnavailable("x".into()), 503, Side::Internal),
         ];
-        for (error, status, side) in cases {
-            assert_eq!(error.status().as_u16(), status, "{error}");
-            assert_eq!(error.side(), side, "{error}");
+        // The audit reasons the documented schema allows: every error's must be one of them.
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../docs/audit-event.schema.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let reasons = schema
+            .pointer("/properties/decision/properties/reason/enum")
+            .unwrap()
+            .as_array()
+            .unwrap();
+        let documented =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/audit-events.md"))
+                .unwrap();
+        for (error, status, side) in &cases {
+            // Every variant: one added fails to compile here until it has a case above.
+            match error {
+                GatewayError::BadRequest(_)
+                | GatewayError::PayloadTooLarge(_)
+                | GatewayError::BodyTimeout(_)
+                | GatewayError::BodyTooSlow(_)
+                | GatewayError::MisdirectedRequest(_)
+                | GatewayError::Overloaded
+                | GatewayError::NoRoute
+                | GatewayError::Unauthenticated(_)
+                | GatewayError::Forbidden
+                | GatewayError::StepUpRequired(_)
+                | GatewayError::FactUnavailable(_)
+                | GatewayError::TooManyRequests(_)
+                | GatewayError::NotFound
+                | GatewayError::PolicyUnavailable
+                | GatewayError::AuditUnavailable(_)
+                | GatewayError::UpstreamUnreachable(_)
+                | GatewayError::UpstreamTimeout
+                | GatewayError::Internal(_) => {}
+            }
+            assert_eq!(error.status().as_u16(), *status, "{error}");
+            assert_eq!(error.side(), *side, "{error}");
+            let reason = error.reason();
+            assert!(
+                reasons.iter().any(|r| r == reason),
+                "`{reason}` ({error}) is not in docs/audit-event.schema.json"
+            );
+            assert!(
+                documented.contains(&format!("`{reason}`")),
+                "`{reason}` ({error}) is not explained in docs/audit-events.md"
+            );
         }
     }
 
