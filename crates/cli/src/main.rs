@@ -448,6 +448,12 @@ fn revoke_call(args: &RevokeArgs) -> anyhow::Result<String> {
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         let text = String::from_utf8_lossy(&body).into_owned();
+        if let Some(subject) = &args.lift {
+            anyhow::ensure!(
+                status != http::StatusCode::NOT_FOUND,
+                "`{subject}` is not revoked: nothing lifted"
+            );
+        }
         anyhow::ensure!(
             status.is_success(),
             "the admin listener answered {status}: {text}"

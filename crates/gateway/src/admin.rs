@@ -2,7 +2,9 @@
 //! (policies loaded, IdP keys fetched, state store reachable, audit spool taking events),
 //! `/metrics` (Prometheus text format) and the revocation endpoints
 //! (`GET`/`POST /revocations`, `DELETE /revocations/{subject}`), which need the admin bearer token.
-//! Every revocation and lift is an audit event.
+//! Every request to the revocation endpoints is an audit event, allowed or refused (a missing or
+//! wrong token included) — except lifting a subject that is not revoked, which changes nothing
+//! and is answered 404.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::audit_trail::AdminAct;
 use crate::pipeline::Gateway;
 
 /// A revocation request.
@@ -85,12 +88,18 @@ pub(crate) async fn serve(
 }
 
 /// `None` when the request carries the admin token (compared in constant time); otherwise the
-/// refusal to send.
-fn refusal(request: &Request<Incoming>, token: Option<&str>) -> Option<Response<Full<Bytes>>> {
+/// refusal to send, and why (for the audit event).
+fn refusal(
+    request: &Request<Incoming>,
+    token: Option<&str>,
+) -> Option<(Response<Full<Bytes>>, &'static str)> {
     let Some(token) = token else {
-        return Some(problem(
-            StatusCode::FORBIDDEN,
-            "revocations are disabled: no `admin.token_file` is configured",
+        return Some((
+            problem(
+                StatusCode::FORBIDDEN,
+                "revocations are disabled: no `admin.token_file` is configured",
+            ),
+            "revocations are disabled (no admin.token_file)",
         ));
     };
     let presented = request
@@ -117,7 +126,22 @@ fn refusal(request: &Request<Incoming>, token: Option<&str>) -> Option<Response<
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"invoiceguard-admin\""),
         );
-        Some(refused)
+        let why = if presented.is_empty() {
+            "missing_admin_token"
+        } else {
+            "bad_admin_token"
+        };
+        Some((refused, why))
+    }
+}
+
+/// The audited action of a request to the revocation endpoints.
+fn action_of(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (&Method::GET, "/revocations") => "revocation:list",
+        (&Method::POST, "/revocations") => "revocation:create",
+        (&Method::DELETE, _) if path.starts_with("/revocations/") => "revocation:lift",
+        _ => "revocation:other",
     }
 }
 
@@ -151,22 +175,57 @@ async fn handle(
             response
         }
         _ if path == "/revocations" || path.starts_with("/revocations/") => {
-            if let Some(refused) = refusal(&request, token) {
+            let mut act = AdminAct {
+                method: method.as_str(),
+                path: &path,
+                peer,
+                action: action_of(&method, &path),
+                subject: None,
+                authenticated: false,
+                status: 0,
+                detail: None,
+            };
+            if let Some((refused, why)) = refusal(&request, token) {
+                act.status = refused.status().as_u16();
+                act.detail = Some(why.to_owned());
+                gateway.record_admin(act);
                 return refused;
             }
-            revocations(gateway, request, &method, &path, peer).await
+            act.authenticated = true;
+            let (response, audited) = revocations(gateway, request, &method, &path, &mut act).await;
+            if audited {
+                act.status = response.status().as_u16();
+                gateway.record_admin(act);
+            }
+            response
         }
         _ => problem(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }
 
+/// A refusal of an authenticated revocation request, its reason kept for the audit event.
+fn refuse(
+    act: &mut AdminAct<'_>,
+    status: StatusCode,
+    detail: String,
+) -> (Response<Full<Bytes>>, bool) {
+    let response = problem(status, &detail);
+    act.detail = Some(match act.detail.take() {
+        Some(asked) => format!("{asked}; {detail}"),
+        None => detail,
+    });
+    (response, true)
+}
+
+/// Serves one revocation request, filling in what its audit event says; `false` when it is not
+/// to be audited (a lift of a subject that is not revoked changes nothing).
 async fn revocations(
     gateway: &Gateway,
     request: Request<Incoming>,
     method: &Method,
     path: &str,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+    act: &mut AdminAct<'_>,
+) -> (Response<Full<Bytes>>, bool) {
     match (method, path) {
         (&Method::GET, "/revocations") => match gateway.state().revocations().await {
             Ok(list) => {
@@ -175,21 +234,28 @@ async fn revocations(
                     .map(|(subject, until)| json!({"subject": subject, "until_unix": until}))
                     .collect();
                 list.sort_by(|a, b| a["subject"].as_str().cmp(&b["subject"].as_str()));
-                json_response(StatusCode::OK, &json!(list))
+                (json_response(StatusCode::OK, &json!(list)), true)
             }
-            Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+            Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         },
         (&Method::POST, "/revocations") => {
             let body = match Limited::new(request.into_body(), 16 * 1024).collect().await {
                 Ok(body) => body.to_bytes(),
-                Err(_) => return problem(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+                Err(_) => {
+                    return refuse(
+                        act,
+                        StatusCode::BAD_REQUEST,
+                        "body too large or unreadable".to_owned(),
+                    );
+                }
             };
             let revoke: RevokeRequest = match serde_json::from_slice(&body) {
                 Ok(revoke) => revoke,
                 Err(error) => {
-                    return problem(
+                    return refuse(
+                        act,
                         StatusCode::BAD_REQUEST,
-                        &format!("expected {{\"subject\", \"until_unix\"?, \"reason\"?}}: {error}"),
+                        format!("expected {{\"subject\", \"until_unix\"?, \"reason\"?}}: {error}"),
                     );
                 }
             };
@@ -197,25 +263,35 @@ async fn revocations(
                 || revoke.subject.len() > 256
                 || revoke.subject.chars().any(char::is_control)
             {
-                return problem(
+                return refuse(
+                    act,
                     StatusCode::BAD_REQUEST,
-                    "`subject` must be 1 to 256 printable characters",
+                    "`subject` must be 1 to 256 printable characters".to_owned(),
                 );
             }
-            match gateway
-                .revoke(
-                    &revoke.subject,
-                    revoke.until_unix,
-                    revoke.reason.as_deref(),
-                    peer,
-                )
-                .await
-            {
-                Ok(()) => json_response(
-                    StatusCode::CREATED,
-                    &json!({"subject": revoke.subject, "until_unix": revoke.until_unix}),
+            act.subject = Some(revoke.subject.clone());
+            act.detail = Some(format!(
+                "{}{}",
+                if revoke.until_unix == 0 {
+                    "for good".to_owned()
+                } else {
+                    format!("until {}", revoke.until_unix)
+                },
+                revoke
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
+            match gateway.revoke(&revoke.subject, revoke.until_unix).await {
+                Ok(()) => (
+                    json_response(
+                        StatusCode::CREATED,
+                        &json!({"subject": revoke.subject, "until_unix": revoke.until_unix}),
+                    ),
+                    true,
                 ),
-                Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+                Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             }
         }
         (&Method::DELETE, _) => {
@@ -224,16 +300,32 @@ async fn revocations(
                 .decode_utf8_lossy()
                 .into_owned();
             if subject.is_empty() || subject.starts_with('/') {
-                return problem(StatusCode::NOT_FOUND, "DELETE /revocations/{subject}");
+                return refuse(
+                    act,
+                    StatusCode::NOT_FOUND,
+                    "DELETE /revocations/{subject}".to_owned(),
+                );
             }
-            match gateway.lift(&subject, peer).await {
-                Ok(()) => json_response(StatusCode::OK, &json!({"lifted": subject})),
-                Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+            act.subject = Some(subject.clone());
+            match gateway.lift(&subject).await {
+                Ok(true) => (
+                    json_response(StatusCode::OK, &json!({"lifted": subject})),
+                    true,
+                ),
+                Ok(false) => (
+                    problem(
+                        StatusCode::NOT_FOUND,
+                        &format!("`{subject}` is not revoked"),
+                    ),
+                    false,
+                ),
+                Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             }
         }
-        _ => problem(
+        _ => refuse(
+            act,
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET or POST /revocations, DELETE /revocations/{subject}",
+            "GET or POST /revocations, DELETE /revocations/{subject}".to_owned(),
         ),
     }
 }

@@ -245,17 +245,41 @@ impl Trail {
     }
 }
 
-/// The audit event of an admin operation (a revocation or its lift): who (the admin token),
-/// from where, on which subject, and why.
-pub(crate) fn admin_event(
-    method: &str,
-    path: &str,
-    peer: SocketAddr,
-    action: &str,
-    subject: &str,
-    detail: Option<String>,
-    policy_version: &str,
-) -> AuditEvent {
+/// A request to the admin listener's revocation endpoints, as audited: every one, allowed or
+/// refused, gets its event.
+pub(crate) struct AdminAct<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) peer: SocketAddr,
+    /// `revocation:create`, `revocation:lift`, `revocation:list`, or `revocation:other` for a
+    /// method the endpoints do not take.
+    pub(crate) action: &'static str,
+    /// The subject revoked or lifted.
+    pub(crate) subject: Option<String>,
+    /// Whether the admin token was right (the actor is then the admin).
+    pub(crate) authenticated: bool,
+    /// The status the caller got.
+    pub(crate) status: u16,
+    /// The duration and reason of a revocation, or why the request was refused.
+    pub(crate) detail: Option<String>,
+}
+
+/// The audit event of a request to the revocation endpoints: who (the admin token, or nobody
+/// when it was missing or wrong), from where, on which subject, and what came of it. Refusals
+/// and changes are `high`; an allowed listing is `info`.
+pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent {
+    let allowed = act.authenticated && act.status < 400;
+    let reason = match act.status {
+        _ if !act.authenticated => "unauthenticated",
+        503 => "unavailable",
+        400..=499 => "bad_request",
+        _ => "admin",
+    };
+    let severity = if allowed && act.action == "revocation:list" {
+        "info"
+    } else {
+        "high"
+    };
     AuditEvent {
         event_id: crate::trace::random_uuid(),
         seq: 0,
@@ -264,7 +288,7 @@ pub(crate) fn admin_event(
         instance: String::new(),
         request_id: crate::trace::random_uuid(),
         trace_id: None,
-        actor: Some(Actor {
+        actor: act.authenticated.then(|| Actor {
             kind: "admin",
             id: "admin-token".to_owned(),
             roles: Vec::new(),
@@ -276,38 +300,49 @@ pub(crate) fn admin_event(
             mfa: false,
         }),
         source: Source {
-            ip: peer.ip().to_string(),
+            ip: act.peer.ip().to_string(),
             user_agent: None,
         },
         request: RequestRecord {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            route: Some("/revocations".to_owned()),
+            method: act.method.to_owned(),
+            path: act.path.chars().take(MAX_RECORDED_PATH).collect(),
+            route: Some(
+                if act.path.starts_with("/revocations/") {
+                    "/revocations/{subject}"
+                } else {
+                    "/revocations"
+                }
+                .to_owned(),
+            ),
             protocol: "HTTP/1.1".to_owned(),
         },
-        action: Some(action.to_owned()),
+        action: Some(act.action.to_owned()),
         resource: Some(ResourceRecord {
             kind: "Subject".to_owned(),
-            id: subject.to_owned(),
+            id: act.subject.unwrap_or_else(|| "*".to_owned()),
         }),
         break_glass_reason: None,
         decision: DecisionRecord {
-            effect: "allow",
-            reason: "admin",
+            effect: if allowed { "allow" } else { "deny" },
+            reason,
             policies: Vec::new(),
             policy_version: policy_version.to_owned(),
-            detail,
+            detail: act.detail,
             shadow: None,
         },
         outcome: Outcome {
-            status: 200,
+            status: act.status,
             upstream_status: None,
             duration_ms: 0.0,
             response_bytes: None,
-            error_side: None,
+            error_side: match act.status {
+                503 => Some("internal"),
+                400..=499 => Some("client"),
+                _ => None,
+            },
             export_rows: None,
         },
-        severity: "high",
+        severity,
         category: "revocation",
         prev_hash: String::new(),
     }

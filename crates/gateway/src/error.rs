@@ -434,7 +434,11 @@ mod tests {
                 401,
                 Side::Client,
             ),
-            (GatewayError::FactUnavailable("x".into()), 503, Side::Upstream),
+            (
+                GatewayError::FactUnavailable("x".into()),
+                503,
+                Side::Upstream,
+            ),
             (
                 GatewayError::TooManyRequests(std::time::Duration::from_secs(1)),
                 429,
@@ -442,7 +446,11 @@ mod tests {
             ),
             (GatewayError::NotFound, 404, Side::Client),
             (GatewayError::PolicyUnavailable, 503, Side::Internal),
-            (GatewayError::AuditUnavailable("x".into()), 503, Side::Internal),
+            (
+                GatewayError::AuditUnavailable("x".into()),
+                503,
+                Side::Internal,
+            ),
         ];
         // The audit reasons the documented schema allows: every error's must be one of them.
         let schema: serde_json::Value = serde_json::from_str(
@@ -458,9 +466,11 @@ mod tests {
             .unwrap()
             .as_array()
             .unwrap();
-        let documented =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/audit-events.md"))
-                .unwrap();
+        let documented = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/audit-events.md"
+        ))
+        .unwrap();
         for (error, status, side) in &cases {
             // Every variant: one added fails to compile here until it has a case above.
             match error {

@@ -345,53 +345,25 @@ impl Gateway {
         (ready, report)
     }
 
-    /// Revokes a subject on every replica, and records it in the audit trail.
+    /// Revokes a subject on every replica (the admin listener records it in the audit trail).
     pub(crate) async fn revoke(
         &self,
         subject: &str,
         until_unix: u64,
-        reason: Option<&str>,
-        peer: SocketAddr,
     ) -> Result<(), invoiceguard_state::StateError> {
         self.state.revoke(subject, until_unix).await?;
         self.revocations.refresh(&self.state).await;
-        let detail = format!(
-            "{}{}",
-            if until_unix == 0 {
-                "for good".to_owned()
-            } else {
-                format!("until {until_unix}")
-            },
-            reason.map(|r| format!(": {r}")).unwrap_or_default()
-        );
-        self.record_admin(
-            "POST",
-            "/revocations",
-            peer,
-            "revocation:create",
-            subject,
-            Some(detail),
-        );
         Ok(())
     }
 
-    /// Lifts a revocation on every replica, and records it in the audit trail.
-    pub(crate) async fn lift(
-        &self,
-        subject: &str,
-        peer: SocketAddr,
-    ) -> Result<(), invoiceguard_state::StateError> {
+    /// Lifts a revocation on every replica: `Ok(false)` when the subject was not revoked.
+    pub(crate) async fn lift(&self, subject: &str) -> Result<bool, invoiceguard_state::StateError> {
+        if !self.state.revocations().await?.contains_key(subject) {
+            return Ok(false);
+        }
         self.state.lift(subject).await?;
         self.revocations.refresh(&self.state).await;
-        self.record_admin(
-            "DELETE",
-            &format!("/revocations/{subject}"),
-            peer,
-            "revocation:lift",
-            subject,
-            None,
-        );
-        Ok(())
+        Ok(true)
     }
 
     /// Records a request the HTTP layer refused before it reached the phases.
@@ -405,26 +377,11 @@ impl Gateway {
         }
     }
 
-    fn record_admin(
-        &self,
-        method: &str,
-        path: &str,
-        peer: SocketAddr,
-        action: &str,
-        subject: &str,
-        detail: Option<String>,
-    ) {
-        let event = crate::audit_trail::admin_event(
-            method,
-            path,
-            peer,
-            action,
-            subject,
-            detail,
-            &self.policies.version(),
-        );
+    /// Records a request to the revocation endpoints.
+    pub(crate) fn record_admin(&self, act: crate::audit_trail::AdminAct<'_>) {
+        let event = crate::audit_trail::admin_event(act, &self.policies.version());
         if let Err(error) = self.audit.record(event) {
-            tracing::error!(%error, "audit event of an admin operation not written");
+            tracing::error!(%error, "audit event of an admin request not written");
         }
     }
 

@@ -272,16 +272,57 @@ async fn replicas_share_creators_quotas_and_revocations() {
             .any(|e| e["action"] == "revocation:lift")
     );
 
-    // The admin endpoints want the admin token.
-    let anonymous = send(request(
-        "GET",
-        &format!("{}/revocations", a.admin_url),
-        Some("wrong-token"),
-        None,
-    ))
-    .await
-    .unwrap();
-    assert_eq!(anonymous.status, 401);
+    // Lifting a subject that is not revoked changes nothing: said so, exit non-zero, no event.
+    let events_before = b.audit_events().len();
+    let (ok, out) = revoke_cli(b, &["--lift", "nobody-revoked"]);
+    assert!(
+        !ok && out.contains("`nobody-revoked` is not revoked"),
+        "{out}"
+    );
+    assert_eq!(b.audit_events().len(), events_before);
+
+    // The admin endpoints want the admin token; every refusal is on the trail (high), and so
+    // is reading the list.
+    for token in [Some("wrong-token"), None] {
+        let refused = send(request(
+            "POST",
+            &format!("{}/revocations", a.admin_url),
+            token,
+            Some(json!({"subject": "alice"})),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(refused.status, 401);
+    }
+    let events = a.audit_events();
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["category"] == "revocation" && e["decision"]["effect"] == "deny")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    for (refusal, why) in refusals
+        .iter()
+        .zip(["bad_admin_token", "missing_admin_token"])
+    {
+        assert_eq!(refusal["severity"], "high");
+        assert_eq!(refusal["actor"], Value::Null);
+        assert_eq!(refusal["action"], "revocation:create");
+        assert_eq!(refusal["decision"]["reason"], "unauthenticated");
+        assert_eq!(refusal["decision"]["detail"], why);
+        assert_eq!(refusal["outcome"]["status"], 401);
+    }
+    let listed = b
+        .audit_events()
+        .into_iter()
+        .find(|e| e["action"] == "revocation:list")
+        .expect("reading the list is audited");
+    assert_eq!(
+        (
+            listed["actor"]["type"].as_str(),
+            listed["severity"].as_str()
+        ),
+        (Some("admin"), Some("info"))
+    );
     drop(replicas.upstream);
 }
 
