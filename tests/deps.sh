@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, when it is missing: Node.js and npm (the IdP runs on
 # them), openssl (test certificates), redis-server (shared state), rsyslog (the audit collector),
-# curl and jq (the demo), kubernetes-validate (the deploy/ manifests), then the
+# curl and jq (the demo), kubernetes-validate (the deploy/ manifests), jsonschema and
+# ocsf-json-schema (the audit stream's conformance tests), then the
 # IdP's npm packages with
 # `npm ci` from tests/idp/package-lock.json. Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -40,4 +41,12 @@ if [ ! -x target/tools/bin/kubernetes-validate ]; then
   echo "deps: installing kubernetes-validate (pip, into target/tools)"
   python3 -m venv target/tools
   target/tools/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+
+# The audit stream's conformance tests validate events with a real JSON Schema validator
+# (python-jsonschema) and against the OCSF schemas of schema.ocsf.io as packaged by
+# ocsf-json-schema (tests/schema/validate.py), from PyPI into the same target/tools.
+if ! target/tools/bin/python -c "import jsonschema, ocsf_json_schema" >/dev/null 2>&1; then
+  echo "deps: installing jsonschema and ocsf-json-schema (pip, into target/tools)"
+  target/tools/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 ocsf-json-schema==1.2.0
 fi

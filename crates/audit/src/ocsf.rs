@@ -1,6 +1,8 @@
 //! OCSF encoding of audit events, for sinks with `format = "ocsf"`: API Activity (class 6003) for
 //! calls through the gateway, Authentication (class 3002) for refused logins. What OCSF has no
-//! field for (the decision, the chain) is kept under `unmapped`.
+//! field for (the decision, the chain, the OAuth client) is kept under `unmapped`. Attributes
+//! without a value are left out (OCSF has no `null`); the end-to-end tests validate every kind
+//! of event against the OCSF schema of [`OCSF_VERSION`].
 
 use serde_json::{Value, json};
 
@@ -28,6 +30,45 @@ fn activity_id(method: &str) -> u64 {
     }
 }
 
+/// The HTTP methods OCSF 1.1.0's `http_request.http_method` names (PATCH is not among them).
+const OCSF_METHODS: [&str; 8] = [
+    "OPTIONS", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "CONNECT",
+];
+
+/// OCSF user type: 1 user, 2 admin, 3 system (a service account), 0 unknown.
+fn user(actor: Option<&serde_json::Map<String, Value>>) -> Value {
+    let Some(actor) = actor else {
+        // OCSF wants a name, uid or account: the caller could not be identified.
+        return json!({"name": "unknown", "type_id": 0, "type": "Unknown"});
+    };
+    let (type_id, kind) = match actor.get("type").and_then(Value::as_str) {
+        Some("user") => (1, "User"),
+        Some("admin") => (2, "Admin"),
+        Some("service_account") => (3, "System"),
+        _ => (0, "Unknown"),
+    };
+    json!({
+        "uid": actor.get("id"),
+        "type_id": type_id,
+        "type": kind,
+        "groups": actor.get("roles").and_then(Value::as_array).filter(|r| !r.is_empty()).map(|roles| {
+            roles.iter().map(|role| json!({"name": role})).collect::<Vec<_>>()
+        }),
+    })
+}
+
+/// Leaves out attributes without a value (OCSF has no `null`).
+fn prune(value: &mut Value) {
+    match value {
+        Value::Object(members) => {
+            members.retain(|_, member| !member.is_null());
+            members.values_mut().for_each(prune);
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune),
+        _ => {}
+    }
+}
+
 /// Milliseconds since the epoch of an RFC 3339 time, 0 when unreadable.
 fn epoch_ms(time: &str) -> i128 {
     time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
@@ -48,31 +89,26 @@ pub fn to_ocsf(event: &Value) -> Value {
         .and_then(Value::as_u64)
         .unwrap_or(0);
     let allowed = text("/decision/effect") == "allow";
-    let success = allowed && (200..400).contains(&status);
-    let actor = match event.get("actor") {
-        Some(Value::Object(actor)) => json!({
-            "user": {
-                "uid": actor.get("id"),
-                "type": if actor.get("type").and_then(Value::as_str) == Some("user") { "User" } else { "System" },
-                "groups": actor.get("roles").and_then(Value::as_array).map(|roles| {
-                    roles.iter().map(|role| json!({"name": role})).collect::<Vec<_>>()
-                }),
-            },
-            "app_uid": actor.get("client_id"),
-        }),
-        _ => Value::Null,
+    // An `authorized` event is written before the request is forwarded: its outcome is not known.
+    let (status_id, status_name) = match () {
+        _ if text("/stage") == "authorized" => (0, "Unknown"),
+        _ if allowed && (200..400).contains(&status) => (1, "Success"),
+        _ => (2, "Failure"),
     };
+    let actor_object = event.get("actor").and_then(Value::as_object);
+    let method = text("/request/method");
+    let ip = text("/source/ip");
     let mut ocsf = json!({
         "time": epoch_ms(&text("/time")),
         "severity_id": severity_id(&text("/severity")),
-        "status_id": if success { 1 } else { 2 },
-        "status": if success { "Success" } else { "Failure" },
-        "status_code": status.to_string(),
+        "status_id": status_id,
+        "status": status_name,
+        "status_code": (status > 0).then(|| status.to_string()),
         "status_detail": event.pointer("/decision/detail"),
-        "actor": actor,
-        "src_endpoint": {"ip": text("/source/ip")},
+        "actor": {"user": user(actor_object)},
+        "src_endpoint": if ip.is_empty() { json!({"hostname": "invoiceguard"}) } else { json!({"ip": ip}) },
         "http_request": {
-            "http_method": text("/request/method"),
+            "http_method": OCSF_METHODS.contains(&method.as_str()).then_some(method.as_str()),
             "url": {"path": text("/request/path")},
             "user_agent": event.pointer("/source/user_agent"),
             "uid": text("/request_id"),
@@ -87,6 +123,9 @@ pub fn to_ocsf(event: &Value) -> Value {
         "unmapped": {
             "decision": event.get("decision"),
             "stage": event.get("stage"),
+            "method": (!method.is_empty()).then_some(method.as_str()),
+            "client_id": event.pointer("/actor/client_id"),
+            "auth_method": event.pointer("/actor/auth_method"),
             "route": event.pointer("/request/route"),
             "break_glass_reason": event.get("break_glass_reason"),
             "prev_hash": event.get("prev_hash"),
@@ -97,7 +136,10 @@ pub fn to_ocsf(event: &Value) -> Value {
         json!({
             "class_uid": 3002, "class_name": "Authentication", "category_uid": 3,
             "category_name": "Identity & Access Management", "activity_id": 1, "type_uid": 300_201,
-            "auth_protocol": "OAuth 2.0", "is_mfa": event.pointer("/actor/mfa"),
+            "auth_protocol": "OAuth 2.0", "auth_protocol_id": 99, "is_mfa": event.pointer("/actor/mfa"),
+            "user": user(actor_object),
+            // The service logged into (the class wants it, or a destination endpoint).
+            "service": {"name": "invoiceguard"},
         })
     } else {
         let activity = activity_id(&text("/request/method"));
@@ -105,7 +147,10 @@ pub fn to_ocsf(event: &Value) -> Value {
             "class_uid": 6003, "class_name": "API Activity", "category_uid": 6,
             "category_name": "Application Activity", "activity_id": activity, "type_uid": 600_300 + activity,
             "api": {
-                "operation": event.get("action"),
+                // Without a matched route: what was asked.
+                "operation": event.get("action").filter(|a| !a.is_null()).cloned().unwrap_or_else(|| {
+                    json!(format!("{method} {}", text("/request/path")).trim().to_owned())
+                }),
                 "request": {"uid": text("/request_id")},
                 "response": {"code": status},
             },
@@ -115,6 +160,7 @@ pub fn to_ocsf(event: &Value) -> Value {
     if let (Some(target), Value::Object(extra)) = (ocsf.as_object_mut(), class) {
         target.extend(extra);
     }
+    prune(&mut ocsf);
     ocsf
 }
 

@@ -462,7 +462,9 @@ async fn syslog_severities_pass_rsyslogs_warning_filter_and_headers_are_strict_r
     let raw = collector.raw_messages();
     assert_eq!(raw.len(), 6);
     for message in &raw {
-        let (pri, msg) = rfc5424(message).unwrap_or_else(|| panic!("not RFC 5424: {message}"));
+        let parsed = rfc5424(message);
+        assert!(parsed.is_some(), "not RFC 5424: {message}");
+        let (pri, msg) = parsed.unwrap();
         let event: Value = serde_json::from_str(msg).unwrap();
         let severity = match event["severity"].as_str().unwrap() {
             "critical" => 2,
