@@ -30,4 +30,4 @@ pub use ocsf::{OCSF_VERSION, to_ocsf};
 pub use redact::{Mode as RedactMode, RedactConfig, Redactor};
 pub use ship::{Format, SinkConfig, SinkTls};
 pub use spool::{Cursor, cursor_path, read_cursor, segments};
-pub use verify::{Verification, verify};
+pub use verify::{Anchor, Verification, cursor_problems, spool_anchor, verify};

@@ -185,6 +185,8 @@ struct Syncer {
     files: Mutex<SyncFiles>,
     /// The highest sequence number written (maybe not yet on disk).
     written: AtomicU64,
+    /// The last event written: its seq and the hash of its line (the spool's head).
+    head: Mutex<(u64, String)>,
     kicked: Mutex<Kick>,
     wake: Condvar,
     closed: AtomicBool,
@@ -263,6 +265,7 @@ impl AuditLog {
                 delivered: Vec::new(),
             }),
             written: AtomicU64::new(last_seq),
+            head: Mutex::new((last_seq, prev_hash.clone())),
             kicked: Mutex::new(Kick::default()),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -526,6 +529,8 @@ impl AuditLog {
         metrics()
             .audit_spool_bytes
             .set(i64::try_from(writer.spool_bytes).unwrap_or(i64::MAX));
+        *self.syncer.head.lock().unwrap_or_else(|p| p.into_inner()) =
+            (event.seq, writer.prev_hash.clone());
         self.syncer.written.store(event.seq, Ordering::SeqCst);
         self.written_seq.store(event.seq, Ordering::SeqCst);
         self.syncer.kick(false);
@@ -773,10 +778,13 @@ fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, d
             if target <= *durable.borrow() {
                 continue;
             }
+            // Taken before the sync: every event up to it is on disk once the sync succeeds.
+            let head = syncer.head.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let synced = sync_files(&syncer, &dir);
             match synced {
                 Ok(()) => {
                     failing = false;
+                    save_head(&dir, &head);
                     durable.send_if_modified(|on_disk| {
                         (*on_disk < target).then(|| *on_disk = target).is_some()
                     });
@@ -791,6 +799,24 @@ fn spawn_syncer(syncer: Arc<Syncer>, durable: tokio::sync::watch::Sender<u64>, d
     });
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start the audit fsync thread; sensitive requests will be refused");
+    }
+}
+
+/// The file in the spool that names its last durable event (`{"last_seq": N, "head": HASH}`),
+/// rewritten after every group commit: `audit verify` checks the segments' end against it, so
+/// cutting events off the end is seen (the chain alone cannot show it).
+pub(crate) const HEAD_FILE: &str = "head";
+
+/// Writes the head file (write and rename: never half of one). Not synced: after a crash it
+/// may name an earlier event than the segments hold, which is not a problem; never a later one.
+fn save_head(dir: &Path, (seq, hash): &(u64, String)) {
+    let path = dir.join(HEAD_FILE);
+    let temporary = dir.join("head.new");
+    let text = format!("{{\"last_seq\":{seq},\"head\":\"{hash}\"}}\n");
+    if let Err(error) =
+        std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &path))
+    {
+        tracing::warn!(%error, file = %path.display(), "the spool's head file not written");
     }
 }
 

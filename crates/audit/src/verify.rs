@@ -1,4 +1,9 @@
 //! `invoiceguard audit verify`: proves audit files complete and unmodified, or says where not.
+//!
+//! The chain shows what was changed, removed, inserted or reordered *between* events; it cannot
+//! show its own end being cut off. For that, an [`Anchor`] — the last `seq` and the hash of the
+//! last event, as the gateway recorded them (the spool's `head` file) or as noted elsewhere (a
+//! SIEM's last event, an archive's manifest) — is checked against the files' end.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -19,6 +24,52 @@ pub struct Verification {
     /// Runs of events that repeat, byte for byte, events already read (a sink that sent a
     /// batch again after a crash): named, not counted as events, and not a problem.
     pub duplicates: Vec<String>,
+    /// The hash of the last event's line: the head, to note and check later ([`Anchor`]).
+    pub head: Option<String>,
+    /// A likely cause when every event fails to chain (a keyed chain read without its key).
+    pub hint: Option<String>,
+    /// How many events did not chain to the event before them.
+    broken_links: u64,
+}
+
+/// Where a trail must end: its last `seq` and the hash of its last event's line.
+#[derive(Debug, Clone, Default)]
+pub struct Anchor {
+    /// The `seq` of the last event.
+    pub last_seq: Option<u64>,
+    /// The hash of the last event's line (64 hex digits).
+    pub head: Option<String>,
+    /// Where the anchor comes from, for the messages (e.g. `the spool's head file`).
+    pub source: String,
+}
+
+impl Verification {
+    /// Checks the files' end against an anchor: events after the last one read were removed
+    /// (the end was cut off), or the last event was changed.
+    pub fn check_anchor(&mut self, anchor: &Anchor) {
+        let last = self.seq_range.map(|(_, last)| last);
+        let source = &anchor.source;
+        if let (Some(expected), Some(last)) = (anchor.last_seq, last) {
+            if last < expected {
+                self.problems.push(format!(
+                    "the trail ends at seq {last}, but {source} says seq {expected}: {} event(s) at the end were removed",
+                    expected - last
+                ));
+                return;
+            }
+            if last > expected {
+                // Written after the anchor was taken: fine, but the head cannot be compared.
+                return;
+            }
+        }
+        if let (Some(expected), Some(head)) = (&anchor.head, &self.head)
+            && !expected.eq_ignore_ascii_case(head)
+        {
+            self.problems.push(format!(
+                "the last event's hash is {head}, but {source} says {expected}: the last event was modified or replaced"
+            ));
+        }
+    }
 }
 
 /// How many recent events' hashes are kept to recognize a repeated one.
@@ -29,6 +80,8 @@ const REMEMBERED: usize = 100_000;
 struct Progress {
     /// The hash of the previous event's line and its seq.
     previous: Option<(String, u64)>,
+    /// Where the previous event is (file and line).
+    previous_at: String,
     /// Recent events: seq → the hash of its line.
     seen: HashMap<u64, String>,
     order: VecDeque<u64>,
@@ -123,6 +176,12 @@ pub fn verify(files: &[PathBuf], chain: &Chain, continues: bool) -> Verification
         }
     }
     progress.end_repeat(&mut result);
+    result.head = progress.previous.map(|(hash, _)| hash);
+    if result.events > 2 && result.broken_links == result.events - 1 {
+        result.hint = Some(
+            "no event chains to the one before it: if the trail is keyed (`[audit] hmac_key_file`), verify it with `--key-file`".to_owned(),
+        );
+    }
     if result.events == 0 && result.problems.is_empty() {
         result.problems.push("no audit event found".to_owned());
     }
@@ -195,9 +254,13 @@ fn check_line(
             let hash_follows = prev_hash == expected_hash.as_str();
             match (seq_follows, hash_follows) {
                 (true, true) => {}
-                (true, false) => result.problems.push(format!(
-                    "{at}: seq {seq} does not chain to the event before it: that event was modified, or this one was"
-                )),
+                (true, false) => {
+                    result.broken_links += 1;
+                    result.problems.push(format!(
+                        "{}: seq {previous_seq} was modified: seq {seq} ({at}) no longer chains to it (or seq {seq}'s prev_hash was altered)",
+                        progress.previous_at
+                    ));
+                }
                 (false, _) if seq <= *previous_seq => result.problems.push(format!(
                     "{at}: seq {seq} after seq {previous_seq}: an event was inserted or the events were reordered"
                 )),
@@ -213,4 +276,62 @@ fn check_line(
     }
     progress.remember(seq, &hash);
     progress.previous = Some((hash, seq));
+    progress.previous_at = at;
+}
+
+/// The anchor a spool folder keeps of its own end (its `head` file, written by the gateway after
+/// every group commit); `None` for a spool without one (written by an older gateway, or empty).
+pub fn spool_anchor(dir: &Path) -> Result<Option<Anchor>, String> {
+    let path = dir.join(crate::log::HEAD_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("{}: cannot read: {error}", path.display())),
+    };
+    let head: Value = serde_json::from_str(&text)
+        .map_err(|_| format!("{}: not a head file (modified?)", path.display()))?;
+    match (
+        head.get("last_seq").and_then(Value::as_u64),
+        head.get("head").and_then(Value::as_str),
+    ) {
+        (Some(0), _) => Ok(None),
+        (Some(last_seq), Some(hash)) => Ok(Some(Anchor {
+            last_seq: Some(last_seq),
+            head: Some(hash.to_owned()),
+            source: format!("the spool's head file ({})", path.display()),
+        })),
+        _ => Err(format!("{}: not a head file (modified?)", path.display())),
+    }
+}
+
+/// What the spool's sink cursors show about its end: a sink that had read further into a
+/// segment than the segment now holds means the segment's end was cut off.
+pub fn cursor_problems(dir: &Path) -> Vec<String> {
+    let Ok(segments) = crate::spool::segments(dir) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(sink) = name.strip_suffix(".cursor") else {
+            continue;
+        };
+        let cursor = crate::spool::read_cursor(dir, sink);
+        let Some((_, path)) = segments.iter().find(|(first, _)| *first == cursor.segment) else {
+            continue;
+        };
+        let length = std::fs::metadata(path).map_or(0, |m| m.len());
+        if cursor.offset > length {
+            problems.push(format!(
+                "{}: the sink `{sink}` had delivered {} bytes of it, but it holds {length}: its end was cut off",
+                path.display(),
+                cursor.offset
+            ));
+        }
+    }
+    problems.sort();
+    problems
 }

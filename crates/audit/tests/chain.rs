@@ -120,9 +120,9 @@ fn a_modified_event_is_reported() {
     let found = problems(&file);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].contains("00000000000000000001.jsonl:4: seq 4 does not chain")
-            && found[0].contains("modified"),
-        "{found:?}"
+        found[0].contains("00000000000000000001.jsonl:3: seq 3 was modified: seq 4 (")
+            && found[0].contains(".jsonl:4) no longer chains to it"),
+        "the altered event is named: {found:?}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -224,6 +224,45 @@ fn a_truncated_head_or_tail_is_reported() {
 }
 
 #[test]
+fn cutting_the_end_off_is_found_only_with_an_anchor() {
+    let (dir, file) = written("cut", 6, None);
+    let whole = verify(std::slice::from_ref(&file), &Chain::plain(), false);
+    let anchor = invoiceguard_audit::Anchor {
+        last_seq: Some(6),
+        head: whole.head.clone(),
+        source: "the note".to_owned(),
+    };
+    let mut all = lines(&file);
+    all.truncate(4);
+    rewrite(&file, &all);
+    let mut cut = verify(std::slice::from_ref(&file), &Chain::plain(), false);
+    assert!(cut.is_intact(), "the chain alone cannot see it");
+    cut.check_anchor(&anchor);
+    assert_eq!(
+        cut.problems,
+        ["the trail ends at seq 4, but the note says seq 6: 2 event(s) at the end were removed"]
+    );
+    // The last event replaced by a forged one with the right seq: the head differs.
+    let mut forged = lines(&file);
+    forged.truncate(5);
+    let (_, original) = written("cut-original", 6, None);
+    forged.push(lines(&original)[5].replace("\"status\":200", "\"status\":500"));
+    rewrite(&file, &forged);
+    let mut result = verify(std::slice::from_ref(&file), &Chain::plain(), false);
+    result.check_anchor(&anchor);
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.contains("the last event was modified or replaced")),
+        "{:?}",
+        result.problems
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(original.parent().unwrap().parent().unwrap()).unwrap();
+}
+
+#[test]
 fn a_keyed_chain_needs_its_key() {
     let (dir, file) = written("keyed", 3, Some("a-secret-of-at-least-16-bytes"));
     assert!(
@@ -240,9 +279,15 @@ fn a_keyed_chain_needs_its_key() {
         false,
     );
     assert!(!wrong.is_intact());
+    let plain = verify(&[file], &Chain::plain(), false);
+    assert!(!plain.is_intact(), "a keyed chain is not a plain one");
     assert!(
-        !verify(&[file], &Chain::plain(), false).is_intact(),
-        "a keyed chain is not a plain one"
+        plain
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("--key-file")),
+        "read without its key, the hint says so: {:?}",
+        plain.hint
     );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -82,6 +82,14 @@ enum AuditCommand {
         /// The first file starts mid-chain (older files were archived elsewhere).
         #[arg(long)]
         continues: bool,
+        /// The `seq` the trail must end at (noted from `/readyz`, the SIEM, an archive's
+        /// manifest): events cut off the end are found. A spool folder's own `head` file is
+        /// checked without it.
+        #[arg(long)]
+        expect_last_seq: Option<u64>,
+        /// The hash of the trail's last event (printed by an earlier `verify` as `head`).
+        #[arg(long)]
+        expect_head: Option<String>,
     },
 }
 
@@ -205,8 +213,19 @@ fn main() -> ExitCode {
                     files,
                     key_file,
                     continues,
+                    expect_last_seq,
+                    expect_head,
                 },
-        } => audit_verify(&files, key_file.as_deref(), continues),
+        } => audit_verify(
+            &files,
+            key_file.as_deref(),
+            continues,
+            invoiceguard_audit::Anchor {
+                last_seq: expect_last_seq,
+                head: expect_head,
+                source: "--expect-last-seq/--expect-head".to_owned(),
+            },
+        ),
     }
 }
 
@@ -295,7 +314,12 @@ fn policy_explain(args: ExplainArgs) -> ExitCode {
     }
 }
 
-fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> ExitCode {
+fn audit_verify(
+    files: &[PathBuf],
+    key_file: Option<&Path>,
+    continues: bool,
+    expected: invoiceguard_audit::Anchor,
+) -> ExitCode {
     let chain = match key_file {
         Some(path) => match std::fs::read(path) {
             Ok(secret) => invoiceguard_audit::Chain::keyed(secret.trim_ascii()),
@@ -308,11 +332,23 @@ fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> 
     };
     let mut expanded = Vec::new();
     let mut continues = continues;
+    let mut anchors = Vec::new();
+    let mut spool_problems = Vec::new();
     for path in files {
         if !path.is_dir() {
             expanded.push(path.clone());
             continue;
         }
+        // The spool's own record of its end, and where its sinks had got to.
+        match invoiceguard_audit::spool_anchor(path) {
+            Ok(Some(anchor)) => anchors.push(anchor),
+            Ok(None) => println!(
+                "note: `{}` has no head file: events cut off its end cannot be detected (pass --expect-last-seq)",
+                path.display()
+            ),
+            Err(problem) => spool_problems.push(problem),
+        }
+        spool_problems.extend(invoiceguard_audit::cursor_problems(path));
         match invoiceguard_audit::segments(path) {
             Ok(segments) => {
                 // Segments before the first were delivered to every sink and removed.
@@ -334,9 +370,19 @@ fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> 
             }
         }
     }
-    let result = invoiceguard_audit::verify(&expanded, &chain, continues);
+    let mut result = invoiceguard_audit::verify(&expanded, &chain, continues);
+    if expected.last_seq.is_some() || expected.head.is_some() {
+        anchors.push(expected);
+    }
+    for anchor in &anchors {
+        result.check_anchor(anchor);
+    }
+    result.problems.extend(spool_problems);
     for problem in &result.problems {
         println!("{problem}");
+    }
+    if let Some(hint) = &result.hint {
+        println!("hint: {hint}");
     }
     for duplicate in &result.duplicates {
         println!("note: {duplicate}");
@@ -344,9 +390,17 @@ fn audit_verify(files: &[PathBuf], key_file: Option<&Path>, continues: bool) -> 
     match (result.is_intact(), result.seq_range) {
         (true, Some((first, last))) => {
             println!(
-                "ok: {} events, seq {first} to {last}, chain intact",
-                result.events
+                "ok: {} events, seq {first} to {last}, chain intact{}",
+                result.events,
+                if anchors.is_empty() {
+                    ""
+                } else {
+                    ", end anchored"
+                }
             );
+            if let Some(head) = &result.head {
+                println!("head: {head}");
+            }
             ExitCode::SUCCESS
         }
         _ => {

@@ -22,10 +22,17 @@ struct Exports {
     by_principal: HashMap<String, VecDeque<ExportEntry>>,
 }
 
+/// Who created each invoice, and when; records past the retention are dropped when the map has
+/// doubled since they were last looked for (not at every insert: that cost grew with the map).
+struct Owners {
+    by_invoice: HashMap<String, (String, Instant)>,
+    prune_at: usize,
+}
+
 /// Facts in this process's memory.
 pub struct MemoryStore {
     retention: Duration,
-    owners: Mutex<HashMap<String, (String, Instant)>>,
+    owners: Mutex<Owners>,
     exports: Mutex<Exports>,
     revoked: Mutex<HashMap<String, u64>>,
     limits: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -37,7 +44,10 @@ impl MemoryStore {
     pub fn new(retention: Duration) -> Self {
         Self {
             retention,
-            owners: Mutex::new(HashMap::new()),
+            owners: Mutex::new(Owners {
+                by_invoice: HashMap::new(),
+                prune_at: 1024,
+            }),
             exports: Mutex::new(Exports::default()),
             revoked: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
@@ -112,14 +122,22 @@ impl MemoryStore {
 
     pub(crate) fn record_owner(&self, invoice: &str, creator: &str) {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        let retention = self.retention;
-        owners.retain(|_, (_, at)| at.elapsed() < retention);
-        owners.insert(invoice.to_owned(), (creator.to_owned(), Instant::now()));
+        if owners.by_invoice.len() >= owners.prune_at {
+            let retention = self.retention;
+            owners
+                .by_invoice
+                .retain(|_, (_, at)| at.elapsed() < retention);
+            owners.prune_at = (owners.by_invoice.len() * 2).max(1024);
+        }
+        owners
+            .by_invoice
+            .insert(invoice.to_owned(), (creator.to_owned(), Instant::now()));
     }
 
     pub(crate) fn owner(&self, invoice: &str) -> Option<String> {
         let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         owners
+            .by_invoice
             .get(invoice)
             .filter(|(_, at)| at.elapsed() < self.retention)
             .map(|(creator, _)| creator.clone())

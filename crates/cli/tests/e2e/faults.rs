@@ -435,3 +435,81 @@ async fn a_failure_on_every_request_logs_once_a_second_and_sink_lag_is_exact() {
         "the lag is what was written and not delivered, when scraped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_events_off_the_end_is_found_by_audit_verify() {
+    let world = World::start().await;
+    let alice = world.token("alice").await;
+    for _ in 0..10 {
+        get(&world.url("/invoices/INV-1"), Some(&alice))
+            .await
+            .unwrap();
+    }
+    let mut gateway = world.gateway;
+    gateway.terminate().unwrap();
+    let spool = gateway.spool.clone();
+    let (ok, report) = audit_verify(&[&spool]);
+    assert!(ok && report.contains("end anchored"), "{report}");
+    let head = report
+        .lines()
+        .find_map(|l| l.strip_prefix("head: "))
+        .unwrap()
+        .to_owned();
+    // An archived copy, checked later against the noted head and last seq.
+    let copy = gateway.dir().join("archived.jsonl");
+    std::fs::copy(gateway.segments().pop().unwrap(), &copy).unwrap();
+    let out = Command::new(BINARY)
+        .args([
+            "audit",
+            "verify",
+            "--expect-last-seq",
+            "10",
+            "--expect-head",
+            &head,
+        ])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The last three events are cut off the spool and the copy: the chain alone still holds.
+    for file in [gateway.segments().pop().unwrap(), copy.clone()] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let kept: Vec<&str> = text.lines().take(7).collect();
+        std::fs::write(&file, format!("{}\n", kept.join("\n"))).unwrap();
+    }
+    let (ok, report) = audit_verify(&[&spool]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("the trail ends at seq 7, but the spool's head file"),
+        "{report}"
+    );
+    assert!(
+        report.contains("3 event(s) at the end were removed"),
+        "{report}"
+    );
+    let out = Command::new(BINARY)
+        .args(["audit", "verify", "--expect-last-seq", "10"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && report.contains("3 event(s) at the end were removed"),
+        "{report}"
+    );
+    let out = Command::new(BINARY)
+        .args(["audit", "verify"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "without an anchor it cannot be seen: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
