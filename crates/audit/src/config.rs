@@ -126,13 +126,19 @@ impl AuditConfig {
                     .to_owned(),
             );
         }
-        if let Some(key) = &self.hmac_key_file
-            && std::fs::read(key).map_or(true, |secret| secret.trim_ascii().len() < 16)
-        {
-            problems.push(format!(
-                "audit.hmac_key_file: `{}` must hold a secret of at least 16 bytes",
-                key.display()
-            ));
+        if let Some(key) = &self.hmac_key_file {
+            match std::fs::read(key) {
+                Err(error) => problems.push(format!(
+                    "audit.hmac_key_file: cannot read `{}`: {error}",
+                    key.display()
+                )),
+                Ok(secret) if secret.trim_ascii().len() < 16 => problems.push(format!(
+                    "audit.hmac_key_file: `{}` holds {} bytes; the secret must be at least 16",
+                    key.display(),
+                    secret.trim_ascii().len()
+                )),
+                Ok(_) => {}
+            }
         }
         problems.extend(self.redact.validate(self.hmac_key_file.is_some()));
         for (index, sink) in self.sinks.iter().enumerate() {
@@ -150,5 +156,44 @@ impl AuditConfig {
                 .push("audit.sinks: names must be unique (they name the cursor files)".to_owned());
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_short_hmac_key_file_is_named_for_what_it_is() {
+        let dir = std::env::temp_dir().join(format!("invoiceguard-hmac-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = |key: &std::path::Path| AuditConfig {
+            hmac_key_file: Some(key.to_owned()),
+            ..AuditConfig::default()
+        };
+        let missing = config(&dir.join("missing.key")).validate();
+        assert!(
+            missing
+                .iter()
+                .any(|p| p.starts_with("audit.hmac_key_file: cannot read `")
+                    && p.contains("missing.key")),
+            "{missing:?}"
+        );
+        std::fs::write(dir.join("short.key"), "short\n").unwrap();
+        let short = config(&dir.join("short.key")).validate();
+        assert!(
+            short
+                .iter()
+                .any(|p| p.contains("holds 5 bytes; the secret must be at least 16")),
+            "{short:?}"
+        );
+        std::fs::write(dir.join("good.key"), "sixteen-bytes-or-more\n").unwrap();
+        assert!(
+            !config(&dir.join("good.key"))
+                .validate()
+                .iter()
+                .any(|p| p.contains("hmac_key_file"))
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
