@@ -147,13 +147,18 @@ impl SinkConfig {
                 _ => problems.push(format!("{at}.http: `{url}` is not an http(s) URL")),
             }
         }
-        if let Some(file) = &self.auth_header_file
-            && std::fs::read_to_string(file).map_or(true, |s| s.trim().is_empty())
-        {
-            problems.push(format!(
-                "{at}.auth_header_file: `{}` must be a readable file holding the header value",
-                file.display()
-            ));
+        if let Some(file) = &self.auth_header_file {
+            match std::fs::read_to_string(file) {
+                Err(error) => problems.push(format!(
+                    "{at}.auth_header_file: cannot read `{}`: {error}",
+                    file.display()
+                )),
+                Ok(text) if text.trim().is_empty() => problems.push(format!(
+                    "{at}.auth_header_file: `{}` is empty; it must hold the header value",
+                    file.display()
+                )),
+                Ok(_) => {}
+            }
         }
         if self.auth_header_file.is_some() && self.http.is_none() {
             problems.push(format!("{at}.auth_header_file: only for an `http` sink"));
@@ -163,10 +168,10 @@ impl SinkConfig {
         }
         if let Some(tls) = &self.tls {
             if let Some(ca) = &tls.ca_file
-                && !ca.is_file()
+                && let Err(error) = std::fs::read(ca)
             {
                 problems.push(format!(
-                    "{at}.tls.ca_file: `{}` is not a readable file",
+                    "{at}.tls.ca_file: cannot read `{}`: {error}",
                     ca.display()
                 ));
             }

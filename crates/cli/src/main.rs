@@ -588,6 +588,13 @@ fn check(path: &Path) -> ExitCode {
             println!("{} problem(s)", problems.len());
             return ExitCode::FAILURE;
         }
+        Err(ConfigError::Parse { path, problems }) => {
+            for problem in &problems {
+                println!("{}:{problem}", path.display());
+            }
+            println!("{} problem(s)", problems.len());
+            return ExitCode::FAILURE;
+        }
         Err(error) => {
             println!("{error}");
             println!("1 problem(s)");

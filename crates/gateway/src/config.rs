@@ -270,17 +270,14 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML, or a key is unknown or of the wrong type.
-    #[error("{path}:{line}:{column}: {message}")]
+    /// The file is not valid TOML, or keys are unknown or of the wrong type: each problem as
+    /// `line:column: key: what`.
+    #[error("{}", .problems.iter().map(|p| format!("{}:{p}", .path.display())).collect::<Vec<_>>().join("\n"))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong.
-        message: String,
+        /// `line:column: key: what` lines.
+        problems: Vec<String>,
     },
     /// Values that parse but cannot work, each named by its key.
     #[error("{}", .problems.iter().map(|p| format!("{}: {p}", .path.display())).collect::<Vec<_>>().join("\n"))]
@@ -300,18 +297,10 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|error| {
-            let (line, column) = error
-                .span()
-                .map(|span| line_column(&text, span.start))
-                .unwrap_or((1, 1));
-            ConfigError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message: error.message().to_owned(),
-            }
-        })?;
+        let mut config: Config = match toml::from_str(&text) {
+            Ok(config) => config,
+            Err(error) => return Err(structural_problems(path, &text, &error)),
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         let problems = config.validate();
@@ -438,35 +427,47 @@ impl Config {
                 "listen.worker_threads: at most {MAX_WORKER_THREADS} (0: one per CPU)"
             ));
         }
-        let files = self
-            .listen
-            .tls
-            .iter()
-            .flat_map(|tls| {
-                [
-                    ("listen.tls.cert_file", &tls.cert_file),
-                    ("listen.tls.key_file", &tls.key_file),
-                ]
-            })
-            .chain(
-                self.upstream
-                    .ca_file
-                    .iter()
-                    .map(|ca| ("upstream.ca_file", ca)),
-            )
-            .chain(self.upstream.client_cert.iter().flat_map(|client| {
-                [
-                    ("upstream.client_cert.cert_file", &client.cert_file),
-                    ("upstream.client_cert.key_file", &client.key_file),
-                ]
-            }));
-        for (key, file) in files {
-            if !file.is_file() {
-                problems.push(format!(
-                    "{key}: `{}` is not a readable file",
-                    file.display()
-                ));
+        // Every file `serve` reads, opened and read here as `serve` will (by the same user: the
+        // systemd unit runs `check` before `serve`), so `check` fails wherever `serve` would.
+        let mut unreadable = false;
+        for (key, file) in self.files_read() {
+            if let Some(problem) = unreadable_file(&file) {
+                unreadable = true;
+                problems.push(format!("{key}: {problem}"));
             }
+        }
+        if let Some(token) = &self.admin.token_file
+            && std::fs::read_to_string(token).is_ok_and(|t| t.trim().is_empty())
+        {
+            problems.push(format!(
+                "admin.token_file: `{}` is empty (no admin token: revocations would be refused)",
+                token.display()
+            ));
+        }
+        if !unreadable {
+            if let Some(tls) = &self.listen.tls
+                && let Err(error) = crate::tls::server_config(
+                    &tls.cert_file,
+                    &tls.key_file,
+                    self.listen.client_ca_file.as_deref(),
+                )
+            {
+                problems.push(format!("listen.tls: {error}"));
+            }
+            if self.upstream.url.starts_with("https://")
+                && let Err(error) = crate::tls::client_config(
+                    self.upstream.ca_file.as_deref(),
+                    self.upstream
+                        .client_cert
+                        .as_ref()
+                        .map(|c| (c.cert_file.as_path(), c.key_file.as_path())),
+                )
+            {
+                problems.push(format!("upstream: {error}"));
+            }
+        }
+        if let Some(problem) = unwritable_folder(&self.audit.spool) {
+            problems.push(format!("audit.spool: {problem}"));
         }
         if self.listen.client_ca_file.is_some() && self.listen.tls.is_none() {
             problems
@@ -506,6 +507,137 @@ impl Config {
         }
         problems
     }
+}
+
+impl Config {
+    /// Every file `serve` reads at start, with its key.
+    fn files_read(&self) -> Vec<(String, PathBuf)> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        let mut add = |key: &str, file: Option<&PathBuf>| {
+            if let Some(file) = file {
+                files.push((key.to_owned(), file.clone()));
+            }
+        };
+        if let Some(tls) = &self.listen.tls {
+            add("listen.tls.cert_file", Some(&tls.cert_file));
+            add("listen.tls.key_file", Some(&tls.key_file));
+        }
+        add("listen.client_ca_file", self.listen.client_ca_file.as_ref());
+        add("upstream.ca_file", self.upstream.ca_file.as_ref());
+        if let Some(client) = &self.upstream.client_cert {
+            add("upstream.client_cert.cert_file", Some(&client.cert_file));
+            add("upstream.client_cert.key_file", Some(&client.key_file));
+        }
+        add("admin.token_file", self.admin.token_file.as_ref());
+        // The roles file, the state store's, the sinks' and the audit key: their sections'
+        // `validate` reads them.
+        files
+    }
+}
+
+/// Why a file cannot be read by this process, if it cannot: it is missing, a folder, or not
+/// readable by this user (opened and read, as `serve` does).
+fn unreadable_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    if path.is_dir() {
+        return Some(format!("`{}` is a folder, not a file", path.display()));
+    }
+    match std::fs::File::open(path).and_then(|mut file| file.read(&mut [0u8; 1])) {
+        Ok(_) => None,
+        Err(error) => Some(format!("cannot read `{}`: {error}", path.display())),
+    }
+}
+
+/// Why this process could not keep the audit spool in `folder`, if it could not: the folder (or
+/// the nearest one above that exists, where it would be created) does not take a new file.
+fn unwritable_folder(folder: &Path) -> Option<String> {
+    let mut existing = folder;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if existing == Path::new(".") {
+            break;
+        }
+    }
+    if !existing.is_dir() {
+        return Some(format!("`{}` is not a folder", existing.display()));
+    }
+    let probe = existing.join(format!(".invoiceguard-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(error) => Some(format!(
+            "cannot create files in `{}`: {error}",
+            existing.display()
+        )),
+    }
+}
+
+/// The most structural problems (TOML syntax, unknown keys, wrong types) reported at once.
+const MAX_STRUCTURAL: usize = 20;
+
+/// Every structural problem of a file that does not parse, not only the first: each one's line is
+/// set aside and the file parsed again, up to [`MAX_STRUCTURAL`]. Each is named by its line,
+/// column and key (`section.key`, from the line and the table above it).
+fn structural_problems(path: &Path, text: &str, first: &toml::de::Error) -> ConfigError {
+    let mut problems: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut error = Some(first.clone());
+    while let Some(found) = error.take() {
+        let current = lines.join("\n");
+        let Some(span) = found.span() else {
+            problems.push(format!("1:1: {}", found.message().trim()));
+            break;
+        };
+        let (line, column) = line_column(&current, span.start);
+        let key = key_at(&lines, line);
+        problems.push(match key {
+            Some(key) => format!("{line}:{column}: {key}: {}", found.message().trim()),
+            None => format!("{line}:{column}: {}", found.message().trim()),
+        });
+        // A problem in a table's header, or one the file's end names: nothing more to learn.
+        let Some(bad) = lines
+            .get_mut(line - 1)
+            .filter(|l| !l.trim_start().starts_with('['))
+        else {
+            break;
+        };
+        if bad.trim().is_empty() || problems.len() >= MAX_STRUCTURAL {
+            break;
+        }
+        *bad = String::new();
+        error = toml::from_str::<Config>(&lines.join("\n")).err();
+    }
+    ConfigError::Parse {
+        path: path.to_owned(),
+        problems,
+    }
+}
+
+/// The key a line sets, with the table it is in: `listen.max_connections`, `audit.sinks.name`.
+fn key_at(lines: &[String], line: usize) -> Option<String> {
+    let text = lines.get(line.checked_sub(1)?)?.trim();
+    let (key, _) = text.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let table = lines[..line - 1].iter().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix("[[")
+            .and_then(|t| t.strip_suffix("]]"))
+            .or_else(|| l.strip_prefix('[').and_then(|t| t.strip_suffix(']')))
+            .map(str::trim)
+    });
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_owned(),
+    })
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

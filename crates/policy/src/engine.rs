@@ -326,11 +326,22 @@ fn add_policies(
             ));
             continue;
         };
+        // Where this policy's `@id` is in the file: the second one of a file that uses it twice.
+        let id_text = format!("@id(\"{id}\")");
+        let same_file = sources.get(id).is_some_and(|(other, _)| other == path);
+        let id_at = text
+            .match_indices(&id_text)
+            .nth(usize::from(same_file))
+            .map(|(at, _)| at);
+        let here = |message: String| match id_at {
+            Some(at) => Problem::at(path, text, at, message),
+            None => Problem::in_file(path, message),
+        };
         if let Some((other, _)) = sources.get(id) {
-            problems.push(Problem::in_file(
-                path,
-                format!("policy id `{id}` is also used in `{}`", other.display()),
-            ));
+            problems.push(here(format!(
+                "policy id `{id}` is also used in `{}`",
+                other.display()
+            )));
             continue;
         }
         match step_up(policy) {
@@ -339,7 +350,19 @@ fn add_policies(
             }
             Ok(None) => {}
             Err(message) => {
-                problems.push(Problem::in_file(path, format!("policy `{id}`: {message}")));
+                // At the annotation when it can be found after the policy's `@id`, else the `@id`.
+                let annotation_at = id_at.and_then(|start| {
+                    let rest = &text[start + 1..];
+                    let policy_text = &rest[..rest.find("@id(").unwrap_or(rest.len())];
+                    ["@step_up_max_age(", "@step_up("]
+                        .iter()
+                        .filter_map(|needle| policy_text.find(needle).map(|at| start + 1 + at))
+                        .min()
+                });
+                problems.push(match annotation_at {
+                    Some(at) => Problem::at(path, text, at, format!("policy `{id}`: {message}")),
+                    None => here(format!("policy `{id}`: {message}")),
+                });
                 continue;
             }
         }

@@ -465,11 +465,13 @@ fn step_up_annotations_are_checked() {
     let found = problems(dir);
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(
-        found[0].contains("`@step_up(\"otp\")` is not understood"),
-        "{found:?}"
+        found[0].contains("prohibitions.cedar:28:1: ")
+            && found[0].contains("`@step_up(\"otp\")` is not understood"),
+        "the annotation's line: {found:?}"
     );
     assert!(
-        found[1].contains("must be a number of seconds"),
+        found[1].contains("prohibitions.cedar:35:1: ")
+            && found[1].contains("must be a number of seconds"),
         "{found:?}"
     );
 }
@@ -495,8 +497,8 @@ fn missing_and_duplicate_ids_are_refused() {
     assert!(
         found
             .iter()
-            .any(|p| p.contains("`role.admin` is also used")),
-        "{found:?}"
+            .any(|p| p.contains("roles.cedar:42:1: ") && p.contains("`role.admin` is also used")),
+        "the duplicate's line: {found:?}"
     );
 }
 

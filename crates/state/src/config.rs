@@ -140,10 +140,10 @@ impl StateConfig {
             ("ca_file", &self.ca_file),
         ] {
             if let Some(file) = file
-                && !file.is_file()
+                && let Err(error) = std::fs::read(file)
             {
                 problems.push(format!(
-                    "state.{key}: `{}` is not a readable file",
+                    "state.{key}: cannot read `{}`: {error}",
                     file.display()
                 ));
             }

@@ -634,3 +634,155 @@ fn check_reports_problems_with_file_and_line() {
         "{out}"
     );
 }
+
+/// Runs the binary as the unprivileged user `nobody`, for at most `seconds`; its exit status
+/// (`None`: still running, then killed) and output.
+fn as_nobody(args: &[&std::ffi::OsStr], seconds: u64) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(BINARY)
+        .args(args)
+        .env("INVOICEGUARD_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    (
+        status,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn check_fails_wherever_serve_would_for_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("check-as-nobody").unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policies = super::policy::policy_copy(root);
+    let make_readable = |path: &Path| {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    make_readable(&policies);
+    for entry in std::fs::read_dir(&policies).unwrap() {
+        make_readable(&entry.unwrap().path());
+    }
+    std::fs::create_dir_all(root.join("tls")).unwrap();
+    let (ca, cert, key) = invoiceguard_testkit::certificates(&root.join("tls")).unwrap();
+    make_readable(&root.join("tls"));
+    for file in [&ca, &cert, &key] {
+        make_readable(file);
+    }
+    let spool = root.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).unwrap();
+    let token = root.join("admin-token");
+    std::fs::write(&token, "an-admin-token-for-tests\n").unwrap();
+    make_readable(&token);
+    let port = invoiceguard_testkit::free_port().unwrap();
+    let good = format!(
+        "[listen]\naddress = \"127.0.0.1:{port}\"\nclient_ca_file = {ca:?}\ntls = {{ cert_file = {cert:?}, key_file = {key:?} }}\n\n\
+         [upstream]\nurl = \"http://127.0.0.1:1\"\n\n[authn]\nissuer = \"http://127.0.0.1:2\"\naudience = [\"urn:x\"]\n\n\
+         [policy]\ndir = {policies:?}\n\n[audit]\nspool = {spool:?}\n\n\
+         [admin]\naddress = \"127.0.0.1:{admin}\"\ntoken_file = {token:?}\n",
+        admin = invoiceguard_testkit::free_port().unwrap(),
+    );
+    let config = root.join("invoiceguard.toml");
+    let write_config = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        make_readable(&config);
+    };
+    write_config(&good);
+    let check = || {
+        as_nobody(
+            &["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+            20,
+        )
+    };
+    let serve = || {
+        as_nobody(
+            &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
+            3,
+        )
+    };
+    let (status, out) = check();
+    assert_eq!(status, Some(0), "the good configuration: {out}");
+    let (status, out) = serve();
+    assert_eq!(status, None, "serve runs with it: {out}");
+
+    // Each case: `serve` cannot start as this user, and `check` says why, naming the key.
+    let cases: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = vec![
+        (
+            "admin.token_file",
+            Box::new(|| {
+                std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o400)).unwrap()
+            }),
+            Box::new(|| make_readable(&token)),
+        ),
+        (
+            "listen.tls.key_file",
+            Box::new(|| {
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap()
+            }),
+            Box::new(|| make_readable(&key)),
+        ),
+        (
+            "listen.client_ca_file",
+            Box::new(|| write_config(&good.replace(&format!("{ca:?}"), "\"/nonexistent/ca.pem\""))),
+            Box::new(|| write_config(&good)),
+        ),
+        (
+            "audit.spool",
+            Box::new(|| std::os::unix::fs::chown(&spool, Some(0), Some(0)).unwrap()),
+            Box::new(|| std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).unwrap()),
+        ),
+        (
+            "audit.sinks[0].file",
+            Box::new(|| {
+                write_config(&format!(
+                    "{good}\n[[audit.sinks]]\nname = \"archive\"\nfile = {:?}\n",
+                    root.join("root-only/audit.log")
+                ));
+                std::fs::create_dir_all(root.join("root-only")).unwrap();
+                std::fs::set_permissions(
+                    root.join("root-only"),
+                    std::fs::Permissions::from_mode(0o700),
+                )
+                .unwrap();
+            }),
+            Box::new(|| write_config(&good)),
+        ),
+    ];
+    for (key, break_it, fix_it) in &cases {
+        break_it();
+        let (status, out) = check();
+        assert_eq!(status, Some(1), "{key}: check passed: {out}");
+        assert!(out.contains(key), "{key}: check did not name it: {out}");
+        let (status, out) = serve();
+        assert!(
+            status.is_some_and(|code| code != 0),
+            "{key}: serve started as this user, yet check said no: {out}"
+        );
+        fix_it();
+    }
+    let (status, out) = check();
+    assert_eq!(status, Some(0), "fixed again: {out}");
+}
