@@ -729,7 +729,8 @@ fn check_fails_wherever_serve_would_for_an_unprivileged_user() {
     assert_eq!(status, None, "serve runs with it: {out}");
 
     // Each case: `serve` cannot start as this user, and `check` says why, naming the key.
-    let cases: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = vec![
+    type Change<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Change, Change)> = vec![
         (
             "admin.token_file",
             Box::new(|| {
