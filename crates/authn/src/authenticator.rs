@@ -39,7 +39,22 @@ pub struct Authenticator {
     roles: Option<RoleMap>,
     cache: TokenCache,
     introspector: Option<Introspector>,
-    integration: IntegrationAccounts,
+    /// API keys and mTLS accounts; replaced whole when the configuration's credentials are
+    /// reloaded (a rotation, a revoked key removed), never half.
+    integration: std::sync::RwLock<Arc<IntegrationAccounts>>,
+}
+
+/// What a reload of the credentials changed, for the log and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsReloaded {
+    /// API-key accounts now, and before.
+    pub api_keys: (usize, usize),
+    /// Accepted API-key hashes now, and before.
+    pub api_key_hashes: (usize, usize),
+    /// mTLS accounts now, and before.
+    pub mtls_accounts: (usize, usize),
+    /// Whether the introspection client secret changed.
+    pub introspection_secret_changed: bool,
 }
 
 fn now_unix() -> u64 {
@@ -83,7 +98,10 @@ impl Authenticator {
         }
         Ok(Arc::new(Self {
             cache: TokenCache::new(config.token_cache_entries),
-            integration: IntegrationAccounts::new(&config.api_keys, &config.mtls_accounts),
+            integration: std::sync::RwLock::new(Arc::new(IntegrationAccounts::new(
+                &config.api_keys,
+                &config.mtls_accounts,
+            ))),
             config,
             issuers,
             roles,
@@ -121,6 +139,50 @@ impl Authenticator {
         }
     }
 
+    /// The integration accounts in force.
+    fn integration(&self) -> Arc<IntegrationAccounts> {
+        self.integration
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts the credentials of a (validated) configuration in force at once: the API keys, the
+    /// mTLS accounts and the introspection client secret (read again from its file). Everything
+    /// is read first; on any problem nothing changes. The rest of `config` (issuers, claims,
+    /// timeouts) needs a restart.
+    pub fn reload_credentials(&self, config: &AuthnConfig) -> Result<CredentialsReloaded, String> {
+        let secret = match (&self.introspector, &config.introspection) {
+            (Some(_), Some(introspection)) => {
+                Some(Secret::from_file(&introspection.client_secret_file)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "authn.introspection was added or removed: that needs a restart".to_owned(),
+                );
+            }
+        };
+        let fresh = Arc::new(IntegrationAccounts::new(
+            &config.api_keys,
+            &config.mtls_accounts,
+        ));
+        let before = std::mem::replace(
+            &mut *self.integration.write().unwrap_or_else(|p| p.into_inner()),
+            fresh.clone(),
+        );
+        let introspection_secret_changed = match (&self.introspector, secret) {
+            (Some(introspector), Some(secret)) => introspector.replace_secret(secret),
+            _ => false,
+        };
+        Ok(CredentialsReloaded {
+            api_keys: (fresh.api_key_accounts(), before.api_key_accounts()),
+            api_key_hashes: (fresh.api_key_hashes(), before.api_key_hashes()),
+            mtls_accounts: (fresh.mtls_accounts(), before.mtls_accounts()),
+            introspection_secret_changed,
+        })
+    }
+
     /// Whether every trusted IdP's signing keys are loaded (for readiness).
     pub fn is_ready(&self) -> bool {
         self.issuers.iter().all(|(_, keys)| keys.is_loaded())
@@ -142,7 +204,7 @@ impl Authenticator {
     ) -> Result<Arc<Principal>, AuthnError> {
         let certified = credentials
             .client_certificate
-            .map(|certificate| self.integration.by_certificate(certificate));
+            .map(|certificate| self.integration().by_certificate(certificate));
         match (credentials.authorization, credentials.api_key, certified) {
             (Some(_), Some(_), _) => Err(AuthnError::MoreThanOneCredential(
                 "a bearer token and an API key",
@@ -151,7 +213,7 @@ impl Authenticator {
                 AuthnError::MoreThanOneCredential("a client certificate and another credential"),
             ),
             (Some(authorization), None, _) => self.bearer(bearer_token(authorization)?).await,
-            (None, Some(key), _) => self.integration.by_api_key(key.as_bytes()).map(Arc::new),
+            (None, Some(key), _) => self.integration().by_api_key(key.as_bytes()).map(Arc::new),
             (None, None, Some(certified)) => certified.map(Arc::new),
             (None, None, None) => Err(AuthnError::MissingToken),
         }

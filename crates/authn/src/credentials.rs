@@ -52,6 +52,21 @@ impl IntegrationAccounts {
         }
     }
 
+    /// How many API-key accounts there are.
+    pub(crate) fn api_key_accounts(&self) -> usize {
+        self.api_keys.len()
+    }
+
+    /// How many API-key hashes are accepted (an account may have two while a key rotates).
+    pub(crate) fn api_key_hashes(&self) -> usize {
+        self.api_keys.iter().map(|(_, hashes)| hashes.len()).sum()
+    }
+
+    /// How many mTLS accounts there are.
+    pub(crate) fn mtls_accounts(&self) -> usize {
+        self.mtls.len()
+    }
+
     /// The account whose key this is. Every stored hash is compared, in constant time.
     pub(crate) fn by_api_key(&self, presented: &[u8]) -> Result<Principal, AuthnError> {
         let presented = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, presented);

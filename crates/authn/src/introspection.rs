@@ -10,7 +10,8 @@ use crate::idp_client::IdpClient;
 pub(crate) struct Introspector {
     client: IdpClient,
     client_id: String,
-    secret: Secret,
+    /// The client secret; replaced in place when the configuration's credentials are reloaded.
+    secret: std::sync::RwLock<Secret>,
     /// Configured endpoint; otherwise discovery's.
     endpoint: Option<String>,
 }
@@ -25,9 +26,17 @@ impl Introspector {
         Self {
             client,
             client_id,
-            secret,
+            secret: std::sync::RwLock::new(secret),
             endpoint,
         }
+    }
+
+    /// Replaces the client secret (a rotation); whether it changed.
+    pub(crate) fn replace_secret(&self, secret: Secret) -> bool {
+        let mut current = self.secret.write().unwrap_or_else(|p| p.into_inner());
+        let changed = current.expose() != secret.expose();
+        *current = secret;
+        changed
     }
 
     /// The token's claims when the IdP says it is active. An inactive token is the caller's
@@ -40,11 +49,17 @@ impl Introspector {
         let endpoint = self.endpoint.clone().or(discovered).ok_or_else(|| {
             AuthnError::IntrospectionUnavailable("no introspection endpoint is known".to_owned())
         })?;
+        let secret = self
+            .secret
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .expose()
+            .to_owned();
         let answer: Map<String, Value> = self
             .client
             .post_form_json(
                 &endpoint,
-                (&self.client_id, self.secret.expose()),
+                (&self.client_id, &secret),
                 &[("token", token), ("token_type_hint", "access_token")],
             )
             .await

@@ -59,10 +59,8 @@ fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
 pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
-    token: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let token = Arc::new(token);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -72,11 +70,13 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let (gateway, token) = (gateway.clone(), token.clone());
+        let gateway = gateway.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let (gateway, token) = (gateway.clone(), token.clone());
+                let gateway = gateway.clone();
                 async move {
+                    // The token in force now: a reload may have replaced it.
+                    let token = gateway.admin_token().current();
                     Ok::<_, Infallible>(handle(&gateway, request, peer, token.as_deref()).await)
                 }
             });

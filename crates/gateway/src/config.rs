@@ -39,6 +39,9 @@ pub struct Config {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The file this configuration was read from (its credentials are reloaded from it).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// The admin listener: a separate address, never the public one.
@@ -303,6 +306,7 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.source = Some(path.to_owned());
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)

@@ -21,6 +21,7 @@ mod audit_trail;
 pub mod bench;
 mod body;
 mod config;
+mod credentials;
 mod enrich;
 mod error;
 mod foreign_headers;

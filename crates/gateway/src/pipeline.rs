@@ -127,6 +127,8 @@ pub struct Gateway {
     hosts: Vec<String>,
     /// Requests being handled now (`limits.max_in_flight` at most).
     in_flight: AtomicUsize,
+    /// The admin listener's token, replaced when the credentials are reloaded.
+    admin_token: crate::credentials::AdminToken,
 }
 
 /// One request counted in flight until it is dropped.
@@ -171,6 +173,9 @@ pub enum StartError {
     /// The state store cannot be opened.
     #[error(transparent)]
     State(#[from] invoiceguard_state::StateError),
+    /// The admin token cannot be read.
+    #[error("{0}")]
+    Admin(String),
 }
 
 impl Gateway {
@@ -216,6 +221,8 @@ impl Gateway {
                 .map(|host| bare_host(host).to_ascii_lowercase())
                 .collect(),
             in_flight: AtomicUsize::new(0),
+            admin_token: crate::credentials::AdminToken::load(config.admin.token_file.as_deref())
+                .map_err(StartError::Admin)?,
         })
     }
 
@@ -314,6 +321,16 @@ impl Gateway {
     /// The audit log.
     pub(crate) fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The authenticator.
+    pub(crate) fn authn(&self) -> &Authenticator {
+        &self.authn
+    }
+
+    /// The admin listener's token in force.
+    pub(crate) fn admin_token(&self) -> &crate::credentials::AdminToken {
+        &self.admin_token
     }
 
     /// The state store.

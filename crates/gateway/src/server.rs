@@ -178,6 +178,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
     let gateway = Arc::new(Gateway::start(&config).await?);
     gateway.audit().start_sinks();
+    if let Some(file) = &config.source {
+        crate::credentials::spawn_watch(&gateway, file.clone());
+    }
     // A spool that failed (a full disk) recovers as soon as it can, even when no request
     // comes to try: the events kept in memory are written then.
     let weak = Arc::downgrade(&gateway);
@@ -207,23 +210,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                     address: admin_address,
                     source,
                 })?;
-        let token = match &config.admin.token_file {
-            Some(file) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|e| {
-                        ServeError::Admin(format!("cannot read `{}`: {e}", file.display()))
-                    })?
-                    .trim()
-                    .to_owned(),
-            )
-            .filter(|token| !token.is_empty()),
-            None => None,
-        };
-        tracing::info!(address = %admin_address, revocations = token.is_some(), "admin listening");
+        tracing::info!(address = %admin_address, revocations = gateway.admin_token().current().is_some(), "admin listening");
         tokio::spawn(crate::admin::serve(
             gateway.clone(),
             admin_listener,
-            token,
             async {
                 let _ = admin_stopped.await;
             },

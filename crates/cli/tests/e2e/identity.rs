@@ -930,3 +930,137 @@ async fn integration_tokens_stay_within_their_scope() {
     let partners = get(&world.url("/partners"), Some(&reader)).await.unwrap();
     assert_problem(&partners, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_reloaded_without_a_restart_and_every_reload_is_audited() {
+    let idp = Idp::start().await.unwrap();
+    let (old, new) = ("legacy-batch-key-2025-0001", "legacy-batch-key-2026-0002");
+    let accounts = |hashes: &[&str]| {
+        format!(
+            "\n[[authn.api_keys]]\naccount = \"legacy-batch\"\nscopes = [\"invoices:read\"]\nsha256 = [{}]\n",
+            hashes
+                .iter()
+                .map(|key| format!("\"{}\"", api_key_hash(key)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let dir = TempDir::new("reload-credentials").unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "first-admin-token\n").unwrap();
+    let admin =
+        format!("\n[admin]\naddress = \"127.0.0.1:{{admin_port}}\"\ntoken_file = {token_file:?}\n");
+    let (_upstream, gateway) = gateway_with(
+        &idp,
+        &format!("{}{admin}", accounts(&[old, new])),
+        "",
+        false,
+    )
+    .await;
+    let pid = gateway.pid();
+    let status_with = |key: &'static str| {
+        let url = format!("{}/invoices/INV-1", gateway.url);
+        async move {
+            let request = Request::get(url)
+                .header("x-api-key", key)
+                .body(Full::default())
+                .unwrap();
+            send(request).await.unwrap().status
+        }
+    };
+    assert_eq!((status_with(old).await, status_with(new).await), (200, 200));
+    // The rotation ends: the old key's hash is removed from the file (written whole, renamed).
+    let config = gateway.config_file();
+    let replace = |text: String| {
+        let temporary = config.with_extension("new");
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, &config).unwrap();
+    };
+    let original = std::fs::read_to_string(&config).unwrap();
+    replace(original.replace(&accounts(&[old, new]), &accounts(&[new])));
+    let mut refused = false;
+    for _ in 0..50 {
+        if status_with(old).await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the removed key is refused within seconds");
+    assert_eq!(status_with(new).await, 200);
+    assert_eq!(gateway.pid(), pid, "no restart");
+    let reloaded = |action: &str| {
+        gateway
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["action"] == action)
+            .collect::<Vec<_>>()
+    };
+    let done = reloaded("config:credentials_reloaded");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["category"], "administration");
+    assert_eq!(done[0]["severity"], "high");
+    assert!(
+        done[0]["decision"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("accepted API-key hashes 1 (were 2)"),
+        "{}",
+        done[0]
+    );
+
+    // A broken file is refused as a whole: the credentials in force stay.
+    replace(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("timeout_ms = 5000", "timeout_ms = \"soon\""),
+    );
+    let mut refusals = Vec::new();
+    for _ in 0..50 {
+        refusals = reloaded("config:reload_refused");
+        if !refusals.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0]["severity"], "error");
+    assert!(
+        refusals[0]["decision"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("upstream.timeout_ms"),
+        "{}",
+        refusals[0]
+    );
+    assert_eq!((status_with(old).await, status_with(new).await), (401, 200));
+
+    // The admin token is rotated in its file and the file fixed; SIGHUP reloads at once.
+    replace(original.replace(&accounts(&[old, new]), &accounts(&[new])));
+    std::fs::write(&token_file, "second-admin-token\n").unwrap();
+    gateway.hangup().unwrap();
+    let list = |token: &'static str| {
+        let url = format!("{}/revocations", gateway.admin_url);
+        async move {
+            send(request("GET", &url, Some(token), None))
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    let mut rotated = false;
+    for _ in 0..50 {
+        if list("second-admin-token").await == 200 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new admin token works");
+    assert_eq!(
+        list("first-admin-token").await,
+        401,
+        "the old one no longer does"
+    );
+    assert_eq!(gateway.pid(), pid);
+}
