@@ -311,16 +311,8 @@ impl Emulated {
     }
 
     /// Runs `args` (with the configuration's path in place of `/etc/invoiceguard/invoiceguard.toml`)
-    /// as `uid`:`gid` with the supplementary `groups`, for at most `seconds`: its exit code
-    /// (`None`: still running, then stopped) and output.
-    fn run(
-        &self,
-        args: &[&str],
-        uid: u32,
-        gid: u32,
-        groups: &str,
-        seconds: u64,
-    ) -> (Option<i32>, String) {
+    /// as `user` (uid, gid, supplementary groups), for at most `seconds`.
+    fn run(&self, args: &[&str], user: (u32, u32, &str), seconds: u64) -> (Option<i32>, String) {
         let args: Vec<String> = args
             .iter()
             .map(|a| {
@@ -330,48 +322,7 @@ impl Emulated {
                 )
             })
             .collect();
-        let mut command = std::process::Command::new("setpriv");
-        command
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"));
-        if groups.is_empty() {
-            command.arg("--clear-groups");
-        } else {
-            command.arg(format!("--groups={groups}"));
-        }
-        let mut child = command
-            .arg("--")
-            .arg(BINARY)
-            .args(&args)
-            .current_dir(self.dir.path())
-            .env("INVOICEGUARD_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-        let code = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status.code();
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let out = child.wait_with_output().unwrap();
-        (
-            code,
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        run_as(&args, user, self.dir.path(), seconds)
     }
 }
 
@@ -432,10 +383,10 @@ fn the_kubernetes_pods_start_as_their_unprivileged_user_with_the_mounted_files_m
             "{manifest}"
         );
         let check = ["check", "--config", "/etc/invoiceguard/invoiceguard.toml"];
-        let (code, out) = pod.run(&check, 10001, 10001, "10001", 20);
+        let (code, out) = pod.run(&check, (10001, 10001, "10001"), 20);
         assert_eq!(code, Some(0), "{manifest}: check as uid 10001: {out}");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, out) = pod.run(&args, 10001, 10001, "10001", 3);
+        let (code, out) = pod.run(&args, (10001, 10001, "10001"), 3);
         assert_eq!(
             code, None,
             "{manifest}: the container's command as uid 10001 did not keep running: {out}"
@@ -450,7 +401,7 @@ fn the_kubernetes_pods_start_as_their_unprivileged_user_with_the_mounted_files_m
             other => mounted(other),
         };
         let pod = Emulated::new(&embedded_config(manifest), &root_only);
-        let (code, out) = pod.run(&check, 10001, 10001, "10001", 20);
+        let (code, out) = pod.run(&check, (10001, 10001, "10001"), 20);
         assert_eq!(code, Some(1), "{manifest}: root-only secrets: {out}");
     }
     // The sidecar keeps its state in memory: one replica.
@@ -510,7 +461,7 @@ fn the_systemd_unit_starts_its_commands_as_a_dynamic_user_with_credentials() {
             .skip(1)
             .collect();
         let seconds = if directive == "ExecStart=" { 3 } else { 20 };
-        let (code, out) = host.run(&args, nobody, nobody, "", seconds);
+        let (code, out) = host.run(&args, (nobody, nobody, ""), seconds);
         let expected = if directive == "ExecStart=" {
             None
         } else {

@@ -79,19 +79,7 @@ fn available_bytes(path: &Path) -> u64 {
 
 /// Runs `invoiceguard audit verify` on `paths`; its exit status and output.
 fn audit_verify(paths: &[&Path]) -> (bool, String) {
-    let out = Command::new(BINARY)
-        .args(["audit", "verify"])
-        .args(paths)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    run(Command::new(BINARY).args(["audit", "verify"]).args(paths))
 }
 
 /// Every line of the spool's segments parses as an event: nothing torn, nothing glued.

@@ -141,6 +141,72 @@ pub(crate) fn request(
     }
 }
 
+/// Runs a command to its end: whether it succeeded, and its standard output and error.
+pub(crate) fn run(command: &mut std::process::Command) -> (bool, String) {
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs this build's binary with `args` as the unprivileged `uid`:`gid` (supplementary `groups`,
+/// none when empty) in `dir`, for at most `seconds`: its exit code (`None`: still running after
+/// that, then stopped with SIGTERM) and output.
+pub(crate) fn run_as(
+    args: &[String],
+    (uid, gid, groups): (u32, u32, &str),
+    dir: &Path,
+    seconds: u64,
+) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        command.arg("--clear-groups");
+    } else {
+        command.arg(format!("--groups={groups}"));
+    }
+    let mut child = command
+        .arg("--")
+        .arg(BINARY)
+        .args(args)
+        .current_dir(dir)
+        .env("INVOICEGUARD_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    (
+        code,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A refusal as the client sees it: problem JSON carrying the response's request id.
 pub(crate) fn assert_problem(reply: &Reply, status: u16) -> Value {
     assert_eq!(reply.status, status, "{:?}", reply.body);

@@ -144,19 +144,11 @@ fn the_checker_finds_what_breaks_the_schema() {
 /// `ocsf-json-schema`, both installed by `tests/deps.sh` into `target/tools`) on `args`.
 fn validate(args: &[&std::ffi::OsStr]) -> (bool, String) {
     let root = invoiceguard_testkit::repo_root();
-    let out = std::process::Command::new(root.join("target/tools/bin/python"))
-        .arg(root.join("tests/schema/validate.py"))
-        .args(args)
-        .output()
-        // target/tools/bin/python: tests/deps.sh installs it.
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    // target/tools/bin/python: tests/deps.sh installs it.
+    super::run(
+        std::process::Command::new(root.join("target/tools/bin/python"))
+            .arg(root.join("tests/schema/validate.py"))
+            .args(args),
     )
 }
 

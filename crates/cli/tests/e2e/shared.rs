@@ -76,20 +76,10 @@ fn url(gateway: &GatewayProcess, path: &str) -> String {
 
 /// Runs `invoiceguard revoke` with `gateway`'s configuration.
 fn revoke_cli(gateway: &GatewayProcess, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(BINARY)
+    run(std::process::Command::new(BINARY)
         .args(["revoke", "--config"])
         .arg(gateway.config_file())
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .args(args))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -635,41 +635,6 @@ fn check_reports_problems_with_file_and_line() {
     );
 }
 
-/// Runs the binary as the unprivileged user `nobody`, for at most `seconds`; its exit status
-/// (`None`: still running, then killed) and output.
-fn as_nobody(args: &[&std::ffi::OsStr], seconds: u64) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(BINARY)
-        .args(args)
-        .env("INVOICEGUARD_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().unwrap();
-    (
-        status,
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 #[test]
 fn check_fails_wherever_serve_would_for_an_unprivileged_user() {
     use std::os::unix::fs::PermissionsExt;
@@ -711,18 +676,16 @@ fn check_fails_wherever_serve_would_for_an_unprivileged_user() {
         make_readable(&config);
     };
     write_config(&good);
-    let check = || {
-        as_nobody(
-            &["check".as_ref(), "--config".as_ref(), config.as_os_str()],
-            20,
-        )
+    let nobody = (65534, 65534, "");
+    let command = |verb: &str| {
+        vec![
+            verb.to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ]
     };
-    let serve = || {
-        as_nobody(
-            &["serve".as_ref(), "--config".as_ref(), config.as_os_str()],
-            3,
-        )
-    };
+    let check = || run_as(&command("check"), nobody, root, 20);
+    let serve = || run_as(&command("serve"), nobody, root, 3);
     let (status, out) = check();
     assert_eq!(status, Some(0), "the good configuration: {out}");
     let (status, out) = serve();
