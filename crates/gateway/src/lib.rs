@@ -33,6 +33,7 @@ mod head_guard;
 mod normalize;
 mod pipeline;
 mod reload;
+mod reservation;
 mod revocation;
 pub mod runtime;
 mod server;

@@ -24,6 +24,7 @@ use crate::error::{GatewayError, ResponseBody};
 use crate::form_override::FormScan;
 use crate::forward::{ForwardContext, REQUEST_ID, Upstream};
 use crate::reload::Policies;
+use crate::reservation::HeldExport;
 use crate::revocation::Revocations;
 use crate::{enrich, normalize, settle};
 
@@ -61,6 +62,13 @@ fn changes_state(method: &http::Method) -> bool {
         *method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     )
+}
+
+/// Gives an export's held rows back now, if there are any.
+async fn release(held: Option<HeldExport>) {
+    if let Some(held) = held {
+        held.release().await;
+    }
 }
 
 /// A host name without IPv6 brackets.
@@ -643,10 +651,11 @@ impl Gateway {
                 let limits = policy.limits(&principal);
                 let (facts, reservation) =
                     enrich::reserve_export(&self.state, &principal, limits, requested).await?;
+                let held = reservation.map(|r| HeldExport::new(r, self.state.clone()));
                 (
                     Full::new(bytes).map_err(|never| match never {}).boxed(),
                     facts,
-                    reservation,
+                    held,
                 )
             }
         };
@@ -697,12 +706,7 @@ impl Gateway {
             (None, true) => None,
         };
         if let Some(refusal) = refusal {
-            if let Some(reservation) = &reservation
-                && let Err(error) = self.state.release_export(reservation).await
-                && let Some(held_back) = throttle("export reservation not released")
-            {
-                tracing::warn!(%error, held_back, "export reservation not released");
-            }
+            release(reservation).await;
             return Err(refusal);
         }
 
@@ -711,9 +715,7 @@ impl Gateway {
         // `authorized` event written first (so a crash while it is forwarded leaves a trace),
         // a sensitive one on disk (fsync) first
         if !self.audit.is_writable() && !self.audit_fail_open {
-            if let Some(reservation) = &reservation {
-                let _ = self.state.release_export(reservation).await;
-            }
+            release(reservation).await;
             return Err(GatewayError::AuditUnavailable(
                 "the audit spool is not taking events".to_owned(),
             ));
@@ -730,9 +732,7 @@ impl Gateway {
                 if self.audit_fail_open {
                     tracing::error!(%error, "request forwarded without its `authorized` audit event (fail_open)");
                 } else {
-                    if let Some(reservation) = &reservation {
-                        let _ = self.state.release_export(reservation).await;
-                    }
+                    release(reservation).await;
                     return Err(GatewayError::AuditUnavailable(error.to_string()));
                 }
             }
@@ -754,9 +754,7 @@ impl Gateway {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                if let Some(reservation) = &reservation {
-                    let _ = self.state.release_export(reservation).await;
-                }
+                release(reservation).await;
                 return Err(error);
             }
         };

@@ -7,11 +7,12 @@ use http::Response;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Frame;
 use invoiceguard_policy::{Route, RowCount};
-use invoiceguard_state::{Reservation, StateStore};
+use invoiceguard_state::StateStore;
 use invoiceguard_telemetry::throttle;
 use serde_json::Value;
 
 use crate::error::ResponseBody;
+use crate::reservation::HeldExport;
 use crate::upstream_pool::PooledBody;
 
 /// The largest answer read whole to find a created id or count rows.
@@ -29,7 +30,7 @@ pub(crate) async fn settle(
     response: Response<PooledBody>,
     route: &Route,
     creator: &str,
-    reservation: Option<Reservation>,
+    reservation: Option<HeldExport>,
     state: &StateStore,
 ) -> (Response<ResponseBody>, Settled) {
     let success = response.status().is_success();
@@ -74,7 +75,7 @@ pub(crate) async fn settle(
     }
 
     let mut settled = Settled::default();
-    if let Some(reservation) = reservation {
+    if let Some(held) = reservation {
         let rows = match route.export.as_ref().map(|e| &e.rows) {
             _ if !success => Some(0),
             Some(RowCount::Header(_)) => header_rows,
@@ -83,16 +84,11 @@ pub(crate) async fn settle(
             None => None,
         };
         // An answer that does not say how many rows it holds keeps the whole reservation.
-        let rows = rows.unwrap_or(reservation.rows);
-        let result = if rows == 0 && !success {
-            state.release_export(&reservation).await
+        let rows = rows.unwrap_or(held.rows());
+        if rows == 0 && !success {
+            held.release().await;
         } else {
-            state.settle_export(&reservation, rows).await
-        };
-        if let Err(error) = result
-            && let Some(held_back) = throttle("export reservation not settled")
-        {
-            tracing::warn!(%error, held_back, "export reservation not settled; it counts as reserved");
+            held.settle(rows).await;
         }
         if success {
             settled.export_rows = Some(rows);

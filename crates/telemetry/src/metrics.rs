@@ -61,6 +61,9 @@ pub struct Metrics {
     /// Events a file sink found already in its file after a restart and did not append again,
     /// by sink.
     pub audit_sink_duplicates_skipped: IntCounterVec,
+    /// Export reservations that could not be released or settled (they count against the
+    /// quota until the day's window passes).
+    pub export_reservation_failures: IntCounter,
     /// 1 while the state store answers; 0 while it is marked down after a failure (calls that
     /// need it fail at once until a background probe gets an answer).
     pub state_up: IntGauge,
@@ -230,6 +233,10 @@ impl Metrics {
                 "audit_sink_duplicates_skipped_total",
                 "Events a file sink found already in its file after a restart, by sink.",
                 &["sink"],
+            ),
+            export_reservation_failures: counter(
+                "export_reservation_failures_total",
+                "Export reservations that could not be released or settled.",
             ),
             state_up,
             worker_threads,
