@@ -35,7 +35,7 @@ pub struct AuditConfig {
     pub redact: RedactConfig,
     /// Where the events are delivered, each sink with its own cursor (`[[audit.sinks]]`).
     #[serde(default)]
-    pub sinks: Vec<crate::ship::SinkConfig>,
+    pub sinks: Vec<crate::sinks::SinkConfig>,
     /// Actions forwarded only once an `authorized` event is on disk (`fsync`).
     #[serde(default = "default_sensitive")]
     pub sensitive_actions: Vec<String>,
@@ -144,7 +144,7 @@ impl AuditConfig {
         for (index, sink) in self.sinks.iter().enumerate() {
             problems.extend(sink.validate(index));
             if let Some(file) = &sink.file
-                && let Some(problem) = crate::file_sink::problem(file)
+                && let Some(problem) = crate::sinks::problem(file)
             {
                 problems.push(format!("audit.sinks[{index}].file: {problem}"));
             }

@@ -9,14 +9,11 @@
 mod chain;
 mod config;
 mod event;
-mod file_sink;
-mod http_sink;
 mod log;
 mod ocsf;
 mod redact;
-mod ship;
+mod sinks;
 mod spool;
-mod syslog;
 mod verify;
 
 pub use chain::{Chain, GENESIS, hex};
@@ -28,6 +25,6 @@ pub use event::{
 pub use log::{AuditError, AuditLog};
 pub use ocsf::{OCSF_VERSION, to_ocsf};
 pub use redact::{Mode as RedactMode, RedactConfig, Redactor};
-pub use ship::{Format, SinkConfig, SinkTls};
+pub use sinks::{Format, SinkConfig, SinkTls};
 pub use spool::{Cursor, cursor_path, read_cursor, segments};
 pub use verify::{Anchor, Verification, cursor_problems, spool_anchor, verify};

@@ -24,7 +24,7 @@ use crate::chain::{Chain, GENESIS};
 use crate::config::AuditConfig;
 use crate::event::AuditEvent;
 use crate::redact::Redactor;
-use crate::ship::SinkConfig;
+use crate::sinks::SinkConfig;
 use crate::spool::{read_cursor, segment_path, segments};
 
 /// How much of a segment's end is read to find its last sequence number.
@@ -217,7 +217,7 @@ impl AuditLog {
             .map_err(open_error(&dir))?;
         for sink in &config.sinks {
             if let Some(file) = &sink.file {
-                crate::file_sink::prepare(file).map_err(|why| AuditError::Sink {
+                crate::sinks::prepare(file).map_err(|why| AuditError::Sink {
                     name: sink.name.clone(),
                     why,
                 })?;
@@ -318,7 +318,7 @@ impl AuditLog {
     /// Starts shipping to every configured sink (tasks on the current tokio runtime).
     pub fn start_sinks(&self) {
         for sink in &self.sink_configs {
-            tokio::spawn(crate::ship::ship(
+            tokio::spawn(crate::sinks::ship(
                 sink.clone(),
                 self.dir.clone(),
                 self.written_seq.clone(),

@@ -16,7 +16,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::ship::{Format, SinkConfig, encode};
+use crate::sinks::{Format, SinkConfig, encode};
 
 /// How much of the file's end is read at start to find events already written: more than a
 /// batch (1 MiB), which is what a crash can make the sink send again.

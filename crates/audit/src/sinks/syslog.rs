@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::ship::{Format, SinkConfig, encode, tls_client_config};
+use crate::sinks::{Format, SinkConfig, encode, tls_client_config};
 
 /// A connection to a collector, plain or TLS.
 enum Stream {

@@ -3,6 +3,9 @@
 //! only once a batch is known delivered (an HTTP 2xx, a file `fsync`, a syslog connection still
 //! open a while after the batch); after a failure or a restart, everything since the saved
 //! cursor is sent again. Nothing is lost; a few events may arrive twice around an outage.
+//!
+//! This module holds the sinks' configuration, the shared encoding and the shipping loop; each
+//! destination is a file of its own: `syslog.rs`, `http.rs`, `file.rs`.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -17,10 +20,15 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::file_sink::FileSink;
-use crate::http_sink::HttpSink;
+mod file;
+mod http;
+mod syslog;
+
 use crate::spool::{Cursor, read_batch, read_cursor, save_cursor};
-use crate::syslog::{Syslog, host_of};
+use file::FileSink;
+pub(crate) use file::{prepare, problem};
+use http::HttpSink;
+use syslog::{Syslog, host_of};
 
 /// The most bytes of events read and sent at once: each batch costs a cursor save (a write and
 /// a rename) and, for a file, a sync, so under load fewer, larger batches cost less per event.
@@ -140,7 +148,7 @@ impl SinkConfig {
             problems.push(format!("{at}.syslog: `{address}` is not `host:port`"));
         }
         if let Some(url) = &self.http {
-            match url.parse::<http::Uri>() {
+            match url.parse::<::http::Uri>() {
                 Ok(uri)
                     if matches!(uri.scheme_str(), Some("http" | "https"))
                         && uri.host().is_some() => {}

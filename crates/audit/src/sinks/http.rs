@@ -13,7 +13,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
-use crate::ship::{Format, SinkConfig, encode, tls_client_config};
+use crate::sinks::{Format, SinkConfig, encode, tls_client_config};
 
 /// How long one batch may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
