@@ -168,7 +168,7 @@ impl AuditEvent {
     /// An event of the gateway itself rather than of a request (`category: "audit"`, decision
     /// reason `system`): e.g. `audit:spool_repaired` when a torn spool tail was cut at start.
     pub fn system(action: &str, severity: &'static str, detail: String) -> Self {
-        let id = random_uuid();
+        let id = uuid::Uuid::new_v4().to_string();
         Self {
             event_id: id.clone(),
             seq: 0,
@@ -212,22 +212,4 @@ impl AuditEvent {
             prev_hash: String::new(),
         }
     }
-}
-
-/// A random (version 4) UUID, as the gateway's request ids.
-fn random_uuid() -> String {
-    let mut bytes = [0u8; 16];
-    // The system's generator; should it fail, an id of zeros is still an id.
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex = crate::chain::hex(&bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }

@@ -815,8 +815,9 @@ fn save_head(dir: &Path, (seq, hash): &(u64, String)) {
     let text = format!("{{\"last_seq\":{seq},\"head\":\"{hash}\"}}\n");
     if let Err(error) =
         std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &path))
+        && let Some(held_back) = invoiceguard_telemetry::throttle("spool head file not written")
     {
-        tracing::warn!(%error, file = %path.display(), "the spool's head file not written");
+        tracing::warn!(%error, file = %path.display(), held_back, "the spool's head file not written");
     }
 }
 

@@ -82,9 +82,14 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 
 impl Gateway {
     /// Reads the configuration file again and, if it has no problem, puts its credentials in
-    /// force; records what happened either way.
-    pub(crate) fn reload_credentials(&self, config_file: &Path) {
-        let (action, severity, effect, detail) = match self.try_reload(config_file) {
+    /// force; records what happened either way. Returns the configuration when it loaded.
+    pub(crate) fn reload_credentials(&self, config_file: &Path) -> Option<Config> {
+        let loaded = Config::load(config_file).map_err(|error| error.to_string());
+        let applied = loaded
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|config| self.apply_credentials(config));
+        let (action, severity, effect, detail) = match applied {
             Ok(detail) => {
                 tracing::info!(%detail, "credentials reloaded");
                 ("config:credentials_reloaded", "high", "allow", detail)
@@ -100,10 +105,10 @@ impl Gateway {
         if let Err(error) = self.audit().record(event) {
             tracing::error!(%error, "audit event of a credentials reload not written");
         }
+        loaded.ok()
     }
 
-    fn try_reload(&self, config_file: &Path) -> Result<String, String> {
-        let config = Config::load(config_file).map_err(|error| error.to_string())?;
+    fn apply_credentials(&self, config: &Config) -> Result<String, String> {
         let token = read_token(config.admin.token_file.as_deref())?;
         let changed = self.authn().reload_credentials(&config.authn)?;
         let token_changed = self.admin_token().replace(token);
@@ -156,8 +161,8 @@ pub(crate) fn spawn_watch(gateway: &Arc<Gateway>, config_file: PathBuf) {
             let Some(gateway) = weak.upgrade() else {
                 return;
             };
-            gateway.reload_credentials(&config_file);
-            files = watched(&config_file, Config::load(&config_file).ok().as_ref());
+            let loaded = gateway.reload_credentials(&config_file);
+            files = watched(&config_file, loaded.as_ref());
             seen = fingerprint(&files);
         }
     });
