@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::audit_trail::AdminAct;
-use crate::pipeline::Gateway;
+use crate::gateway::Gateway;
 
 /// A revocation request.
 #[derive(Deserialize)]

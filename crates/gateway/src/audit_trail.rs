@@ -1,248 +1,184 @@
-//! The audit phase: what each phase learned about a request, gathered into its one audit event.
+//! The audit events the gateway writes: a request's, from what its phases put in its context
+//! (an `authorized` one before forwarding, the `complete` one at its end); an admin request's; and
+//! one for a request the HTTP layer refused before the phases could read it.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
-use http::{Method, Version, header};
 use invoiceguard_audit::{
     Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, ShadowRecord,
     Source, now_rfc3339,
 };
 use invoiceguard_authn::{Principal, PrincipalKind};
-use invoiceguard_policy::{Decision, RouteMatch};
+use invoiceguard_policy::Decision;
 
+use crate::context::{MAX_RECORDED_PATH, RequestContext};
 use crate::error::GatewayError;
 
-/// Raw paths of refused requests are cut to this length in the event.
-const MAX_RECORDED_PATH: usize = 1024;
-
-/// The facts of one request, filled in phase by phase.
-#[derive(Clone)]
-pub(crate) struct Trail {
-    pub(crate) request_id: String,
-    /// The request's place in a trace (the client's, or one the gateway started).
-    pub(crate) trace: crate::trace::TraceContext,
-    started: Instant,
-    time: String,
-    source: Source,
-    method: String,
-    path: String,
-    protocol: String,
-    route: Option<String>,
-    action: Option<String>,
-    resource: Option<ResourceRecord>,
-    actor: Option<Actor>,
-    decision: Option<Decision>,
-    shadow: Option<ShadowRecord>,
-    export_rows: Option<u64>,
-    break_glass: Option<String>,
+/// The event of a request about to be forwarded (`stage: "authorized"`, status 0): a request
+/// that may change something (any method but `GET`, `HEAD`, `OPTIONS`) has it written before it
+/// leaves the gateway, a sensitive one made durable.
+pub(crate) fn authorized_event(ctx: &RequestContext<'_>) -> AuditEvent {
+    let ended = Ended {
+        status: 0,
+        upstream_status: None,
+        response_bytes: None,
+        error: None,
+        policy_version: ctx.policy.map_or("none", |policy| policy.version()),
+    };
+    let mut event = event(ctx, ctx.decision.clone(), ctx.shadow.clone(), &ended);
+    event.stage = "authorized";
+    event
 }
 
-impl Trail {
-    /// Starts the trail when the request arrives.
-    pub(crate) fn start(
-        method: &Method,
-        raw_path: &str,
-        version: Version,
-        headers: &http::HeaderMap,
-        peer: SocketAddr,
-    ) -> Self {
-        let mut path = raw_path.to_owned();
-        if path.len() > MAX_RECORDED_PATH {
-            let mut end = MAX_RECORDED_PATH;
-            while !path.is_char_boundary(end) {
-                end -= 1;
-            }
-            path.truncate(end);
-        }
-        Self {
-            request_id: crate::trace::random_uuid(),
-            trace: crate::trace::TraceContext::from_headers(headers),
-            started: Instant::now(),
-            time: now_rfc3339(),
-            source: Source {
-                ip: peer.ip().to_string(),
-                user_agent: headers.get(header::USER_AGENT).map(|ua| {
-                    String::from_utf8_lossy(ua.as_bytes())
-                        .chars()
-                        .take(256)
-                        .collect()
-                }),
-            },
-            method: method.to_string(),
-            path,
-            protocol: format!("{version:?}"),
-            route: None,
-            action: None,
-            resource: None,
-            actor: None,
-            decision: None,
-            shadow: None,
-            export_rows: None,
-            break_glass: None,
-        }
-    }
+/// How a request ended: the status sent, the answer's size when known, and the error if it was
+/// refused or failed.
+pub(crate) struct Ended<'a> {
+    pub(crate) status: u16,
+    pub(crate) upstream_status: Option<u16>,
+    pub(crate) response_bytes: Option<u64>,
+    pub(crate) error: Option<&'a GatewayError>,
+    pub(crate) policy_version: &'a str,
+}
 
-    /// The normalize phase's canonical path replaces the raw one.
-    pub(crate) fn normalized(&mut self, path: &str) {
-        path.clone_into(&mut self.path);
-    }
+/// The request's finished event (`stage: "complete"`); the context's decision is moved into it.
+pub(crate) fn finished_event(ctx: &mut RequestContext<'_>, ended: &Ended<'_>) -> AuditEvent {
+    let (decision, shadow) = (ctx.decision.take(), ctx.shadow.take());
+    event(ctx, decision, shadow, ended)
+}
 
-    /// The route phase's match.
-    pub(crate) fn routed(&mut self, matched: &RouteMatch<'_>) {
-        self.route = Some(matched.route.template.clone());
-        self.action = Some(matched.route.action.clone());
-        self.resource = Some(ResourceRecord {
+/// The audit event of the request as far as its phases got.
+fn event(
+    ctx: &RequestContext<'_>,
+    decision: Option<Decision>,
+    shadow: Option<ShadowRecord>,
+    ended: &Ended<'_>,
+) -> AuditEvent {
+    let error = ended.error;
+    let allowed = decision.as_ref().is_some_and(Decision::is_allowed);
+    let (policies, mut detail) = match decision {
+        Some(decision) => {
+            let detail = (!decision.errors.is_empty()).then(|| decision.errors.join("; "));
+            (decision.policies, detail)
+        }
+        None => (Vec::new(), None),
+    };
+    let reason = match error {
+        Some(error) if !allowed => error.reason(),
+        _ => "policy",
+    };
+    if let Some(error) = error {
+        detail = error.audit_detail().or(detail);
+    }
+    let route = ctx.route.as_ref().map(|matched| matched.route);
+    let action = route.map_or("", |route| route.action.as_str());
+    let actor = ctx.principal.as_deref().map(actor);
+    let category = category(ctx, action, actor.as_ref(), error);
+    let severity = match error {
+        _ if ctx.break_glass.is_some() => "critical",
+        Some(e) if e.side() != crate::error::Side::Client => "error",
+        _ if matches!(category, "authentication" | "administration") => "high",
+        None => "info",
+        Some(_) => "warning",
+    };
+    AuditEvent {
+        event_id: crate::trace::random_uuid(),
+        seq: 0,
+        stage: "complete",
+        time: ctx.time.clone(),
+        instance: String::new(),
+        request_id: ctx.request_id.clone(),
+        trace_id: Some(ctx.trace.trace_id.clone()),
+        actor,
+        source: Source {
+            ip: ctx.connection.peer.ip().to_string(),
+            user_agent: ctx.user_agent.clone(),
+        },
+        request: RequestRecord {
+            method: ctx.method.to_string(),
+            path: ctx
+                .path
+                .as_ref()
+                .map_or_else(|| ctx.recorded_path.clone(), |path| path.path.clone()),
+            route: route.map(|route| route.template.clone()),
+            protocol: format!("{:?}", ctx.version),
+        },
+        action: route.map(|route| route.action.clone()),
+        resource: ctx.route.as_ref().map(|matched| ResourceRecord {
             kind: matched.route.resource_type.clone(),
             id: matched.resource_id.clone(),
-        });
+        }),
+        break_glass_reason: ctx.break_glass.clone(),
+        decision: DecisionRecord {
+            effect: if allowed { "allow" } else { "deny" },
+            reason,
+            policies,
+            policy_version: ended.policy_version.to_owned(),
+            detail,
+            shadow,
+        },
+        outcome: Outcome {
+            status: ended.status,
+            upstream_status: ended.upstream_status,
+            duration_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            response_bytes: ended.response_bytes,
+            error_side: error.map(|e| e.side().as_str()),
+            export_rows: ctx.export_rows,
+        },
+        severity,
+        category,
+        prev_hash: String::new(),
     }
+}
 
-    /// The authenticate phase's principal.
-    pub(crate) fn authenticated(&mut self, principal: &Principal) {
-        self.actor = Some(Actor {
-            kind: match principal.kind {
-                PrincipalKind::User => "user",
-                PrincipalKind::ServiceAccount => "service_account",
-            },
-            id: principal.id.clone(),
-            roles: principal.roles.clone(),
-            scopes: principal.scopes.clone(),
-            client_id: principal.client_id.clone(),
-            auth_method: principal.method.as_str(),
-            amr: principal.amr.clone(),
-            acr: principal.acr.clone(),
-            mfa: principal.mfa,
-        });
+/// The event's category: what kind of act the SIEM files it under.
+fn category(
+    ctx: &RequestContext<'_>,
+    action: &str,
+    actor: Option<&Actor>,
+    error: Option<&GatewayError>,
+) -> &'static str {
+    match error {
+        _ if ctx.break_glass.is_some() => "break-glass",
+        Some(GatewayError::Unauthenticated(_)) => "authentication",
+        _ if action.starts_with("export:") => "export",
+        _ if action.starts_with("settings:") || action.starts_with("user:") => "administration",
+        _ if actor.is_some_and(|a| a.kind == "service_account") => "integration",
+        _ => "authorization",
     }
+}
 
-    /// The authorize phase's decision.
-    pub(crate) fn decided(&mut self, decision: Decision) {
-        self.decision = Some(decision);
+/// The actor of an event: the principal as the SIEM sees it.
+fn actor(principal: &Principal) -> Actor {
+    Actor {
+        kind: match principal.kind {
+            PrincipalKind::User => "user",
+            PrincipalKind::ServiceAccount => "service_account",
+        },
+        id: principal.id.clone(),
+        roles: principal.roles.clone(),
+        scopes: principal.scopes.clone(),
+        client_id: principal.client_id.clone(),
+        auth_method: principal.method.as_str(),
+        amr: principal.amr.clone(),
+        acr: principal.acr.clone(),
+        mfa: principal.mfa,
     }
+}
 
-    /// Shadow mode: the candidate set's decision, kept only when it differs from the enforced one.
-    pub(crate) fn shadowed(&mut self, shadow: &Decision, version: &str) {
-        let differs = self.decision.as_ref().is_none_or(|enforced| {
-            enforced.effect != shadow.effect || enforced.policies != shadow.policies
-        });
-        if differs {
-            self.shadow = Some(ShadowRecord {
-                effect: if shadow.is_allowed() { "allow" } else { "deny" },
-                policies: shadow.policies.clone(),
-                policy_version: version.to_owned(),
-            });
-        }
-    }
-
-    /// A break-glass reason stated by the request: the event is flagged critical.
-    pub(crate) fn break_glass(&mut self, reason: Option<&str>) {
-        self.break_glass = reason.map(str::to_owned);
-    }
-
-    /// The settle phase's count of exported rows.
-    pub(crate) fn settled(&mut self, export_rows: Option<u64>) {
-        self.export_rows = export_rows;
-    }
-
-    /// The event of a request about to be forwarded (`stage: "authorized"`, status 0): a
-    /// request that may change something (any method but `GET`, `HEAD`, `OPTIONS`) has it
-    /// written before it leaves the gateway, a sensitive one made durable.
-    pub(crate) fn authorized_event(&self, policy_version: &str) -> AuditEvent {
-        let mut event = self.clone().finish(0, None, None, None, policy_version);
-        event.stage = "authorized";
-        event
-    }
-
-    /// The finished event: the status sent, the answer's size when known, and the error if the
-    /// request was refused or failed.
-    pub(crate) fn finish(
-        self,
-        status: u16,
-        upstream_status: Option<u16>,
-        response_bytes: Option<u64>,
-        error: Option<&GatewayError>,
-        policy_version: &str,
-    ) -> AuditEvent {
-        let allowed = self.decision.as_ref().is_some_and(Decision::is_allowed);
-        let (policies, mut detail) = match self.decision {
-            Some(decision) => {
-                let detail = (!decision.errors.is_empty()).then(|| decision.errors.join("; "));
-                (decision.policies, detail)
-            }
-            None => (Vec::new(), None),
-        };
-        let reason = match error {
-            Some(error) if !allowed => error.reason(),
-            _ => "policy",
-        };
-        if let Some(error) = error {
-            detail = error.audit_detail().or(detail);
-        }
-        let error_side = error.map(|e| e.side().as_str());
-        let action = self.action.as_deref().unwrap_or_default();
-        let category = match error {
-            _ if self.break_glass.is_some() => "break-glass",
-            Some(GatewayError::Unauthenticated(_)) => "authentication",
-            _ if action.starts_with("export:") => "export",
-            _ if action.starts_with("settings:") || action.starts_with("user:") => "administration",
-            _ if self
-                .actor
-                .as_ref()
-                .is_some_and(|a| a.kind == "service_account") =>
-            {
-                "integration"
-            }
-            _ => "authorization",
-        };
-        let severity = match error {
-            _ if self.break_glass.is_some() => "critical",
-            Some(e) if e.side() != crate::error::Side::Client => "error",
-            _ if matches!(category, "authentication" | "administration") => "high",
-            None => "info",
-            Some(_) => "warning",
-        };
-        AuditEvent {
-            event_id: crate::trace::random_uuid(),
-            seq: 0,
-            stage: "complete",
-            time: self.time,
-            instance: String::new(),
-            request_id: self.request_id,
-            trace_id: Some(self.trace.trace_id),
-            actor: self.actor,
-            source: self.source,
-            request: RequestRecord {
-                method: self.method,
-                path: self.path,
-                route: self.route,
-                protocol: self.protocol,
-            },
-            action: self.action,
-            resource: self.resource,
-            break_glass_reason: self.break_glass,
-            decision: DecisionRecord {
-                effect: if allowed { "allow" } else { "deny" },
-                reason,
-                policies,
-                policy_version: policy_version.to_owned(),
-                detail,
-                shadow: self.shadow,
-            },
-            outcome: Outcome {
-                status,
-                upstream_status,
-                duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round()
-                    / 1000.0,
-                response_bytes,
-                error_side,
-                export_rows: self.export_rows,
-            },
-            severity,
-            category,
-            prev_hash: String::new(),
-        }
-    }
+/// Shadow mode: the candidate set's decision, kept only when it differs from the enforced one.
+pub(crate) fn shadow_record(
+    enforced: Option<&Decision>,
+    shadow: &Decision,
+    version: &str,
+) -> Option<ShadowRecord> {
+    let differs = enforced.is_none_or(|enforced| {
+        enforced.effect != shadow.effect || enforced.policies != shadow.policies
+    });
+    differs.then(|| ShadowRecord {
+        effect: if shadow.is_allowed() { "allow" } else { "deny" },
+        policies: shadow.policies.clone(),
+        policy_version: version.to_owned(),
+    })
 }
 
 /// A request to the admin listener's revocation endpoints, as audited: every one, allowed or

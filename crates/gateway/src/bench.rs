@@ -16,8 +16,8 @@ use invoiceguard_authn::{AuthMethod, Principal, PrincipalKind};
 use tokio::net::TcpListener;
 
 use crate::config::UpstreamConfig;
-use crate::forward::{ForwardContext, Upstream};
 use crate::trace::TraceContext;
+use crate::upstream::{ForwardContext, Upstream};
 
 /// Forwards every request on `listener` to the upstream, until the task is dropped.
 pub async fn serve_proxy_only(
@@ -88,7 +88,11 @@ async fn forward(
     };
     match upstream
         .send(
-            Request::from_parts(parts, body.map_err(crate::body::BodyError::Client).boxed()),
+            Request::from_parts(
+                parts,
+                body.map_err(|error| crate::body::BodyError::Client(error.into()))
+                    .boxed(),
+            ),
             &path,
             &context,
         )
@@ -102,5 +106,5 @@ async fn forward(
 /// The normalize phase's canonical path, for its criterion bench: the decoded segments and the
 /// path the upstream receives, or why the request is refused.
 pub fn canonical_path(raw: &str) -> Result<(Vec<String>, String), String> {
-    crate::normalize::canonical_path(raw).map(|path| (path.segments, path.path))
+    crate::canonical_path::canonical_path(raw).map(|path| (path.segments, path.path))
 }

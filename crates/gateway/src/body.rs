@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::form_override::FormScan;
@@ -31,7 +31,22 @@ pub(crate) enum BodyError {
     Deadline(u64),
     /// The client broke the body's framing or closed the connection.
     #[error("the request body could not be read: {0}")]
-    Client(#[from] hyper::Error),
+    Client(BoxError),
+}
+
+/// An error of any kind, as a body's errors are passed on.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body as the pipeline takes it: hyper's from a connection, or any other
+/// (the socket-free tests drive the pipeline with bodies made in memory).
+pub trait ClientBody:
+    Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static
+{
+}
+
+impl<B> ClientBody for B where
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static
+{
 }
 
 impl BodyError {
@@ -58,8 +73,8 @@ pub(crate) struct BodyTimes {
 }
 
 /// The client's body, held to a size, an idle timeout and a deadline.
-pub(crate) struct GuardedBody {
-    inner: Incoming,
+pub(crate) struct GuardedBody<B> {
+    inner: B,
     read: u64,
     limit: u64,
     times: BodyTimes,
@@ -73,13 +88,8 @@ pub(crate) struct GuardedBody {
     form: Option<FormScan>,
 }
 
-impl GuardedBody {
-    pub(crate) fn new(
-        inner: Incoming,
-        limit: u64,
-        times: BodyTimes,
-        form: Option<FormScan>,
-    ) -> Self {
+impl<B> GuardedBody<B> {
+    pub(crate) fn new(inner: B, limit: u64, times: BodyTimes, form: Option<FormScan>) -> Self {
         Self {
             inner,
             read: 0,
@@ -97,14 +107,14 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl GuardedBody {
+impl<B> GuardedBody<B> {
     /// The next time to look: the end of the allowed pause, or the deadline if sooner.
     fn next_wake(&self, now: Instant) -> Instant {
         (now + self.times.pause).min(self.deadline)
     }
 }
 
-impl Body for GuardedBody {
+impl<B: ClientBody> Body for GuardedBody<B> {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -140,7 +150,9 @@ impl Body for GuardedBody {
                 this.idle.as_mut().reset(wake);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(BodyError::Client(error)))),
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(BodyError::Client(error.into()))))
+            }
             Poll::Ready(None) => match this.form.as_mut().and_then(FormScan::end) {
                 Some(name) => Poll::Ready(Some(Err(BodyError::MethodOverride(name)))),
                 None => Poll::Ready(None),

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use invoiceguard_audit::AuditEvent;
 
 use crate::config::Config;
-use crate::pipeline::Gateway;
+use crate::gateway::Gateway;
 
 /// How often the files are looked at for a change.
 const WATCH: Duration = Duration::from_secs(1);

@@ -385,6 +385,18 @@ fn step_up_challenge(step_up: &StepUp, mfa_acr: &[String]) -> Option<HeaderValue
     HeaderValue::from_str(&value).ok()
 }
 
+/// The error and its causes, for the audit detail.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

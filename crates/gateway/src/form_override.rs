@@ -8,7 +8,7 @@
 use http::{HeaderMap, header};
 use memchr::memmem;
 
-use crate::normalize::QUERY_OVERRIDES;
+use crate::canonical_path::QUERY_OVERRIDES;
 
 /// The longest form key kept for comparison; longer keys are none of the override names.
 const MAX_KEY: usize = 32;

@@ -8,11 +8,11 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
-use crate::normalize;
+use crate::canonical_path;
 
 /// Runs the normalize phase on a request that hyper accepted (method, target and headers as
 /// parsed), and checks, for every request it accepts, that the path the policy sees is the
-/// one the upstream receives (`normalize::round_trip`).
+/// one the upstream receives (`canonical_path::round_trip`).
 pub fn normalize_request(
     method: &str,
     target: &str,
@@ -26,20 +26,20 @@ pub fn normalize_request(
         let value = HeaderValue::from_bytes(value).ok()?;
         map.append(name, value);
     }
-    let canonical = normalize::request(&method, &uri, Version::HTTP_11, &map).ok()?;
+    let canonical = canonical_path::request(&method, &uri, Version::HTTP_11, &map).ok()?;
     check(&canonical);
     Some((canonical.segments, canonical.path))
 }
 
 /// The canonical path of a raw request path, with the same checks.
 pub fn canonical_path(raw: &str) -> Option<(Vec<String>, String)> {
-    let canonical = normalize::canonical_path(raw).ok()?;
+    let canonical = canonical_path::canonical_path(raw).ok()?;
     check(&canonical);
     Some((canonical.segments, canonical.path))
 }
 
-fn check(canonical: &normalize::CanonicalPath) {
-    if let Err(broken) = normalize::round_trip(canonical) {
+fn check(canonical: &canonical_path::CanonicalPath) {
+    if let Err(broken) = canonical_path::round_trip(canonical) {
         panic!("{broken}");
     }
 }

@@ -20,31 +20,34 @@ mod audit_trail;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod body;
+mod canonical_path;
 mod config;
+mod context;
 mod credentials;
-mod enrich;
 mod error;
 mod foreign_headers;
 mod form_override;
-mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod gateway;
 mod head_guard;
-mod normalize;
-mod pipeline;
+mod headers;
+mod phases;
 mod reload;
 mod reservation;
 mod revocation;
 pub mod runtime;
 mod server;
-mod settle;
 mod tls;
 mod trace;
+mod upstream;
 mod upstream_pool;
 
+pub use body::ClientBody;
 pub use config::{
     AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,
 };
+pub use context::Connection;
 pub use error::GatewayError;
-pub use pipeline::{Connection, Gateway, StartError};
+pub use gateway::{Gateway, StartError};
 pub use server::{ServeError, serve};

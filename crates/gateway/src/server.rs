@@ -16,8 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::context::Connection;
+use crate::gateway::{Gateway, StartError};
 use crate::head_guard::{HeadGuard, Verdict};
-use crate::pipeline::{Connection, Gateway, StartError};
 use crate::tls;
 
 /// Time allowed for a TLS handshake.

@@ -32,9 +32,22 @@ pub(crate) enum SendError {
     Http(hyper::Error),
 }
 
+/// A connection's task: it runs until the connection ends.
+type Connecting = Pin<Box<dyn std::future::Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// How the pool reaches the upstream.
+pub(crate) enum Dialer {
+    /// Over the network: TCP, and TLS when the upstream's URL says `https`.
+    Network(HttpsConnector<HttpConnector>),
+    /// An upstream in this process, over in-memory pipes: each new connection's far end is
+    /// handed to the function, which serves it (the socket-free pipeline tests).
+    #[cfg(test)]
+    InMemory(Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>),
+}
+
 /// Idle connections to one upstream.
 pub(crate) struct Pool {
-    connector: HttpsConnector<HttpConnector>,
+    dialer: Dialer,
     /// The upstream's scheme and authority: where new connections go.
     target: Uri,
     idle_timeout: Duration,
@@ -43,13 +56,9 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(
-        connector: HttpsConnector<HttpConnector>,
-        target: Uri,
-        idle_timeout: Duration,
-    ) -> Arc<Self> {
+    pub(crate) fn new(dialer: Dialer, target: Uri, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
-            connector,
+            dialer,
             target,
             idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -146,15 +155,28 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
-        let mut connector = self.connector.clone();
-        let connecting = async {
-            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-            connector.call(self.target.clone()).await
+        let (sender, connection) = match &self.dialer {
+            Dialer::Network(connector) => {
+                let mut connector = connector.clone();
+                let connecting = async {
+                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+                    connector.call(self.target.clone()).await
+                };
+                let io = connecting
+                    .await
+                    .map_err(|error| SendError::Connect(crate::error::error_chain(&*error)))?;
+                let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
+                (sender, Box::pin(connection) as Connecting)
+            }
+            #[cfg(test)]
+            Dialer::InMemory(serve) => {
+                let (ours, theirs) = tokio::io::duplex(64 * 1024);
+                serve(theirs);
+                let io = hyper_util::rt::TokioIo::new(ours);
+                let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
+                (sender, Box::pin(connection) as Connecting)
+            }
         };
-        let io = connecting
-            .await
-            .map_err(|error| SendError::Connect(crate::forward::error_chain(&*error)))?;
-        let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended");
@@ -281,7 +303,7 @@ mod tests {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Pool::new(connector, target, idle_timeout)
+        Pool::new(Dialer::Network(connector), target, idle_timeout)
     }
 
     async fn get(pool: &Arc<Pool>) -> Result<String, SendError> {

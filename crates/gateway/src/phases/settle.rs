@@ -11,7 +11,9 @@ use invoiceguard_state::StateStore;
 use invoiceguard_telemetry::throttle;
 use serde_json::Value;
 
-use crate::error::ResponseBody;
+use crate::context::RequestContext;
+use crate::error::{GatewayError, ResponseBody};
+use crate::gateway::Gateway;
 use crate::reservation::HeldExport;
 use crate::upstream_pool::PooledBody;
 
@@ -25,8 +27,23 @@ pub(crate) struct Settled {
     pub(crate) export_rows: Option<u64>,
 }
 
+/// Settles the answer and returns it (read whole when it had to be); the rows exported go into
+/// the context for the audit event.
+pub(super) async fn phase(
+    gateway: &Gateway,
+    response: Response<PooledBody>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let reservation = ctx.reservation.take();
+    let (route, principal) = (ctx.route()?.route, ctx.principal()?);
+    let (response, settled) =
+        settle(response, route, &principal.id, reservation, &gateway.state).await;
+    ctx.export_rows = settled.export_rows;
+    Ok(response)
+}
+
 /// Settles the answer; returns it (read whole when it had to be) and what was found.
-pub(crate) async fn settle(
+async fn settle(
     response: Response<PooledBody>,
     route: &Route,
     creator: &str,

@@ -1,4 +1,4 @@
-//! The forward phase: the allowed request goes to the upstream over a pooled connection, with the
+//! The upstream: an allowed request goes to it over a pooled connection, with the
 //! verified identity added and every client-sent copy of it removed.
 
 use std::net::IpAddr;
@@ -12,27 +12,11 @@ use invoiceguard_authn::{Principal, PrincipalKind};
 
 use crate::body::BodyError;
 use crate::config::UpstreamConfig;
-use crate::error::{GatewayError, RequestBody};
+use crate::error::{GatewayError, RequestBody, error_chain};
 use crate::foreign_headers::ForeignHeaders;
+use crate::headers::{self, names};
 use crate::tls;
-use crate::upstream_pool::{Pool, PooledBody, SendError};
-
-/// Every header with this prefix is the gateway's to set; client-sent ones are removed.
-pub(crate) const IDENTITY_PREFIX: &str = "x-invoiceguard-";
-/// The verified subject (`sub`).
-pub(crate) const SUBJECT: &str = "x-invoiceguard-subject";
-/// `user` or `service_account`.
-pub(crate) const PRINCIPAL_TYPE: &str = "x-invoiceguard-principal-type";
-/// Comma-separated roles.
-pub(crate) const ROLES: &str = "x-invoiceguard-roles";
-/// Space-separated scopes.
-pub(crate) const SCOPES: &str = "x-invoiceguard-scopes";
-/// The OAuth client id.
-pub(crate) const CLIENT_ID: &str = "x-invoiceguard-client-id";
-/// `true` when the login was multi-factor.
-pub(crate) const MFA: &str = "x-invoiceguard-mfa";
-/// The request id, on the upstream request and on the response.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+use crate::upstream_pool::{Dialer, Pool, PooledBody, SendError};
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction.
 /// `Transfer-Encoding` is among them: each hop frames the body itself (and HTTP/2 forbids it).
@@ -48,25 +32,6 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-/// The break-glass reason: for the audit trail, never forwarded.
-static BREAK_GLASS: HeaderName = HeaderName::from_static(crate::pipeline::BREAK_GLASS_HEADER);
-
-/// The headers the gateway sets, as names made once (not checked again for every request).
-mod names {
-    use http::HeaderName;
-
-    pub(super) static SUBJECT: HeaderName = HeaderName::from_static(super::SUBJECT);
-    pub(super) static PRINCIPAL_TYPE: HeaderName = HeaderName::from_static(super::PRINCIPAL_TYPE);
-    pub(super) static ROLES: HeaderName = HeaderName::from_static(super::ROLES);
-    pub(super) static SCOPES: HeaderName = HeaderName::from_static(super::SCOPES);
-    pub(super) static CLIENT_ID: HeaderName = HeaderName::from_static(super::CLIENT_ID);
-    pub(super) static MFA: HeaderName = HeaderName::from_static(super::MFA);
-    pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID);
-    pub(super) static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-    pub(super) static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    pub(super) static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-}
 
 /// What the gateway knows about the request that it passes on.
 pub(crate) struct ForwardContext<'a> {
@@ -129,7 +94,7 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("upstream.url: `{}`: {e}", config.url))?;
         Ok(Self {
-            pool: Pool::new(connector, target, Duration::from_secs(60)),
+            pool: Pool::new(Dialer::Network(connector), target, Duration::from_secs(60)),
             host,
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
@@ -138,6 +103,18 @@ impl Upstream {
             api_key_header,
             foreign: ForeignHeaders::new(&config.remove_headers),
         })
+    }
+
+    /// The same upstream reached over in-memory pipes: each new connection's far end is handed to
+    /// `serve` (the socket-free pipeline tests).
+    #[cfg(test)]
+    pub(crate) fn in_memory(
+        mut self,
+        serve: std::sync::Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>,
+    ) -> Self {
+        let target = Uri::from_static("http://in-memory/");
+        self.pool = Pool::new(Dialer::InMemory(serve), target, Duration::from_secs(60));
+        self
     }
 
     /// Sends the request to the upstream at `path` (canonical, authorized) and the original query.
@@ -172,7 +149,7 @@ impl Upstream {
             original_host,
             self.forward_authorization,
             &self.foreign,
-            &[&self.api_key_header, &BREAK_GLASS],
+            &[&self.api_key_header, &names::BREAK_GLASS],
         )?;
         parts.headers.insert(header::HOST, self.host.clone());
         let sent = self.pool.send(Request::from_parts(parts, body));
@@ -218,9 +195,9 @@ impl Upstream {
         let request = Request::get(uri)
             .header(header::HOST, self.authority.as_str())
             .header(header::ACCEPT, "application/json")
-            .header(SUBJECT, "invoiceguard")
-            .header(PRINCIPAL_TYPE, "gateway")
-            .header(REQUEST_ID, request_id)
+            .header(headers::SUBJECT, "invoiceguard")
+            .header(headers::PRINCIPAL_TYPE, "gateway")
+            .header(headers::REQUEST_ID, request_id)
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .map_err(|e| format!("cannot build the lookup request: {e}"))?;
         let fetch = async {
@@ -274,8 +251,8 @@ pub(crate) fn upstream_headers(
 ) -> Result<(), GatewayError> {
     strip(headers, |name| {
         let text = name.as_str();
-        text.starts_with(IDENTITY_PREFIX)
-            || text == REQUEST_ID
+        text.starts_with(crate::headers::IDENTITY_PREFIX)
+            || text == crate::headers::REQUEST_ID
             || foreign.is_foreign(name)
             || (!forward_authorization && name == header::AUTHORIZATION)
             || also_remove.contains(&name)
@@ -347,21 +324,10 @@ fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     }
 }
 
-/// The error and its causes, for the audit detail.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::{MFA, REQUEST_ID, ROLES, SUBJECT};
 
     fn alice() -> Principal {
         Principal {

@@ -3,6 +3,8 @@
 //! A fact that a route needs and cannot be had fails the route closed (503).
 
 use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, Limited};
 use invoiceguard_authn::Principal;
 use invoiceguard_policy::{
     ExportFacts, ExportSpec, Fact, Limits, ResourceFacts, RouteMatch, RouteTable,
@@ -10,8 +12,69 @@ use invoiceguard_policy::{
 use invoiceguard_state::{ExportLimits, Reservation, ReserveOutcome, StateStore};
 use serde_json::Value;
 
-use crate::error::GatewayError;
-use crate::forward::Upstream;
+use crate::body::{BodyError, ClientBody, GuardedBody};
+use crate::context::RequestContext;
+use crate::error::{GatewayError, RequestBody};
+use crate::form_override::FormScan;
+use crate::gateway::Gateway;
+use crate::reservation::HeldExport;
+use crate::upstream::Upstream;
+
+/// The largest export request body read (to find the rows it asks for).
+const MAX_EXPORT_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Gathers the facts, and returns the request with its body guarded (size, pauses, deadline,
+/// method-override fields) — read whole first for an export, whose rows it may name.
+pub(super) async fn phase<B: ClientBody>(
+    gateway: &Gateway,
+    request: Request<B>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<Request<RequestBody>, GatewayError> {
+    let route = ctx.route()?;
+    // A resource the upstream does not know is decided without facts: only a caller the
+    // policies allow learns that it does not exist (no existence oracle for the others).
+    let routes = ctx.policy()?.routes();
+    match resource_facts(
+        route,
+        routes,
+        &gateway.state,
+        &gateway.upstream,
+        &ctx.request_id,
+    )
+    .await
+    {
+        Ok(resource) => ctx.resource = resource,
+        Err(GatewayError::NotFound) => ctx.resource_missing = true,
+        Err(error) => return Err(error),
+    }
+    let (parts, body) = request.into_parts();
+    let form = FormScan::for_request(&parts.headers);
+    let limits = &gateway.limits;
+    let body = GuardedBody::new(body, limits.max_body_bytes, gateway.body_times, form);
+    let Some(spec) = &ctx.route()?.route.export else {
+        return Ok(Request::from_parts(parts, body.boxed()));
+    };
+    let bytes = Limited::new(body, MAX_EXPORT_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|error| match BodyError::find(&*error) {
+            Some(BodyError::Timeout(ms)) => GatewayError::BodyTimeout(*ms),
+            Some(BodyError::Deadline(ms)) => GatewayError::BodyTooSlow(*ms),
+            Some(error @ BodyError::MethodOverride(_)) => {
+                GatewayError::BadRequest(error.to_string())
+            }
+            _ => GatewayError::BadRequest(format!("export request body: {error}")),
+        })?
+        .to_bytes();
+    let requested = requested_rows(spec, &bytes);
+    let principal = ctx.principal()?;
+    let quota = ctx.policy()?.limits(principal);
+    let (facts, reservation) = reserve_export(&gateway.state, principal, quota, requested).await?;
+    ctx.export = facts;
+    ctx.reservation = reservation.map(|r| HeldExport::new(r, gateway.state.clone()));
+    let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+    Ok(Request::from_parts(parts, body))
+}
 
 /// The facts about the route's resource that its decision needs.
 pub(crate) async fn resource_facts(
@@ -43,7 +106,7 @@ pub(crate) async fn resource_facts(
         .ok_or_else(|| GatewayError::FactUnavailable(format!("no lookup for `{kind}`")))?;
     let path = lookup
         .path
-        .replace("{id}", &crate::normalize::encode_segment(id));
+        .replace("{id}", &crate::canonical_path::encode_segment(id));
     // Boxed: a lookup is an upstream call of its own, on the few routes that need one; every
     // other request's future stays without room for it.
     let answer = Box::pin(upstream.lookup(&path, request_id))

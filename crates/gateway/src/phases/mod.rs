@@ -1,0 +1,67 @@
+//! The request pipeline: the phases one request goes through, in order, each in its own file
+//! here and each over the request's context (`context.rs`). A phase either fills in the context
+//! and lets the request go on, or ends it with a [`GatewayError`] (its problem answer). Whatever
+//! ended it, the request's audit event is written from the context afterwards
+//! (`gateway.rs`, `audit_trail.rs`).
+//!
+//! | phase | file | decides | refuses with |
+//! |---|---|---|---|
+//! | normalize | `normalize.rs` | the canonical path, the host, the declared size, a break-glass reason | 400, 413, 421 |
+//! | route | `route.rs` | the route and resource (default deny), the credentials offered | 400, 403 |
+//! | authenticate | `authenticate.rs` | the principal, behind brute-force counters; revoked subjects | 401, 403, 429 |
+//! | limit | `limit.rs` | the route's per-principal rate | 429, 503 |
+//! | enrich | `enrich.rs` | resource facts, an export's rows reserved | 400, 408, 503 |
+//! | authorize | `authorize.rs` | the Cedar decision (and a shadow set's) | 401 step-up, 403, 404 |
+//! | audit | `audit.rs` | the `authorized` event before a change is forwarded | 503 |
+//! | forward | `forward.rs` | the upstream's answer | 502, 504, 408 |
+//! | settle | `settle.rs` | what the answer proves (a created invoice's creator, exported rows) | — |
+
+mod audit;
+mod authenticate;
+mod authorize;
+mod enrich;
+mod forward;
+mod limit;
+mod normalize;
+mod route;
+mod settle;
+#[cfg(test)]
+mod tests;
+
+use http::{Request, Response};
+
+pub(crate) use normalize::bare_host;
+
+use crate::body::ClientBody;
+use crate::context::RequestContext;
+use crate::error::{GatewayError, ResponseBody};
+use crate::gateway::Gateway;
+
+/// Runs a request through the phases. An export's reserved rows are given back whenever a phase
+/// after the reservation ends the request; the settle phase charges what was exported.
+pub(crate) async fn run<B: ClientBody>(
+    gateway: &Gateway,
+    request: Request<B>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    normalize::phase(gateway, &request, ctx)?;
+    let credentials = route::phase(gateway, &request, ctx).await?;
+    authenticate::phase(gateway, credentials, ctx).await?;
+    limit::phase(gateway, ctx).await?;
+    let request = enrich::phase(gateway, request, ctx).await?;
+    let forwarded = async {
+        authorize::phase(gateway, ctx)?;
+        audit::phase(gateway, ctx).await?;
+        forward::phase(gateway, request, ctx).await
+    }
+    .await;
+    match forwarded {
+        Ok(response) => settle::phase(gateway, response, ctx).await,
+        Err(refusal) => {
+            if let Some(held) = ctx.reservation.take() {
+                held.release().await;
+            }
+            Err(refusal)
+        }
+    }
+}
