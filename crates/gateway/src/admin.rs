@@ -227,105 +227,100 @@ async fn revocations(
     act: &mut AdminAct<'_>,
 ) -> (Response<Full<Bytes>>, bool) {
     match (method, path) {
-        (&Method::GET, "/revocations") => match gateway.state().revocations().await {
-            Ok(list) => {
-                let mut list: Vec<Value> = list
-                    .into_iter()
-                    .map(|(subject, until)| json!({"subject": subject, "until_unix": until}))
-                    .collect();
-                list.sort_by(|a, b| a["subject"].as_str().cmp(&b["subject"].as_str()));
-                (json_response(StatusCode::OK, &json!(list)), true)
-            }
-            Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-        },
-        (&Method::POST, "/revocations") => {
-            let body = match Limited::new(request.into_body(), 16 * 1024).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(_) => {
-                    return refuse(
-                        act,
-                        StatusCode::BAD_REQUEST,
-                        "body too large or unreadable".to_owned(),
-                    );
-                }
-            };
-            let revoke: RevokeRequest = match serde_json::from_slice(&body) {
-                Ok(revoke) => revoke,
-                Err(error) => {
-                    return refuse(
-                        act,
-                        StatusCode::BAD_REQUEST,
-                        format!("expected {{\"subject\", \"until_unix\"?, \"reason\"?}}: {error}"),
-                    );
-                }
-            };
-            if revoke.subject.is_empty()
-                || revoke.subject.len() > 256
-                || revoke.subject.chars().any(char::is_control)
-            {
-                return refuse(
-                    act,
-                    StatusCode::BAD_REQUEST,
-                    "`subject` must be 1 to 256 printable characters".to_owned(),
-                );
-            }
-            act.subject = Some(revoke.subject.clone());
-            act.detail = Some(format!(
-                "{}{}",
-                if revoke.until_unix == 0 {
-                    "for good".to_owned()
-                } else {
-                    format!("until {}", revoke.until_unix)
-                },
-                revoke
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ));
-            match gateway.revoke(&revoke.subject, revoke.until_unix).await {
-                Ok(()) => (
-                    json_response(
-                        StatusCode::CREATED,
-                        &json!({"subject": revoke.subject, "until_unix": revoke.until_unix}),
-                    ),
-                    true,
-                ),
-                Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-            }
-        }
-        (&Method::DELETE, _) => {
-            let subject = path.trim_start_matches("/revocations/");
-            let subject = percent_encoding::percent_decode_str(subject)
-                .decode_utf8_lossy()
-                .into_owned();
-            if subject.is_empty() || subject.starts_with('/') {
-                return refuse(
-                    act,
-                    StatusCode::NOT_FOUND,
-                    "DELETE /revocations/{subject}".to_owned(),
-                );
-            }
-            act.subject = Some(subject.clone());
-            match gateway.lift(&subject).await {
-                Ok(true) => (
-                    json_response(StatusCode::OK, &json!({"lifted": subject})),
-                    true,
-                ),
-                Ok(false) => (
-                    problem(
-                        StatusCode::NOT_FOUND,
-                        &format!("`{subject}` is not revoked"),
-                    ),
-                    false,
-                ),
-                Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-            }
-        }
+        (&Method::GET, "/revocations") => list(gateway, act).await,
+        (&Method::POST, "/revocations") => revoke(gateway, request, act).await,
+        (&Method::DELETE, _) => lift(gateway, path, act).await,
         _ => refuse(
             act,
             StatusCode::METHOD_NOT_ALLOWED,
             "GET or POST /revocations, DELETE /revocations/{subject}".to_owned(),
         ),
+    }
+}
+
+/// `GET /revocations`: every subject revoked, and until when.
+async fn list(gateway: &Gateway, act: &mut AdminAct<'_>) -> (Response<Full<Bytes>>, bool) {
+    match gateway.state().revocations().await {
+        Ok(list) => {
+            let mut list: Vec<Value> = list
+                .into_iter()
+                .map(|(subject, until)| json!({"subject": subject, "until_unix": until}))
+                .collect();
+            list.sort_by(|a, b| a["subject"].as_str().cmp(&b["subject"].as_str()));
+            (json_response(StatusCode::OK, &json!(list)), true)
+        }
+        Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// `POST /revocations`: revokes a subject on every replica.
+async fn revoke(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    act: &mut AdminAct<'_>,
+) -> (Response<Full<Bytes>>, bool) {
+    let body = match Limited::new(request.into_body(), 16 * 1024).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            let detail = "body too large or unreadable".to_owned();
+            return refuse(act, StatusCode::BAD_REQUEST, detail);
+        }
+    };
+    let revoke: RevokeRequest = match serde_json::from_slice(&body) {
+        Ok(revoke) => revoke,
+        Err(error) => {
+            let detail = format!("expected {{\"subject\", \"until_unix\"?, \"reason\"?}}: {error}");
+            return refuse(act, StatusCode::BAD_REQUEST, detail);
+        }
+    };
+    if revoke.subject.is_empty()
+        || revoke.subject.len() > 256
+        || revoke.subject.chars().any(char::is_control)
+    {
+        let detail = "`subject` must be 1 to 256 printable characters".to_owned();
+        return refuse(act, StatusCode::BAD_REQUEST, detail);
+    }
+    act.subject = Some(revoke.subject.clone());
+    let until = if revoke.until_unix == 0 {
+        "for good".to_owned()
+    } else {
+        format!("until {}", revoke.until_unix)
+    };
+    let reason = revoke.reason.as_deref().map(|r| format!(": {r}"));
+    act.detail = Some(format!("{until}{}", reason.unwrap_or_default()));
+    match gateway.revoke(&revoke.subject, revoke.until_unix).await {
+        Ok(()) => {
+            let created = json!({"subject": revoke.subject, "until_unix": revoke.until_unix});
+            (json_response(StatusCode::CREATED, &created), true)
+        }
+        Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// `DELETE /revocations/{subject}`: lifts a revocation on every replica.
+async fn lift(
+    gateway: &Gateway,
+    path: &str,
+    act: &mut AdminAct<'_>,
+) -> (Response<Full<Bytes>>, bool) {
+    let subject = path.trim_start_matches("/revocations/");
+    let subject = percent_encoding::percent_decode_str(subject)
+        .decode_utf8_lossy()
+        .into_owned();
+    if subject.is_empty() || subject.starts_with('/') {
+        let detail = "DELETE /revocations/{subject}".to_owned();
+        return refuse(act, StatusCode::NOT_FOUND, detail);
+    }
+    act.subject = Some(subject.clone());
+    match gateway.lift(&subject).await {
+        Ok(true) => {
+            let lifted = json!({"lifted": subject});
+            (json_response(StatusCode::OK, &lifted), true)
+        }
+        Ok(false) => {
+            let detail = format!("`{subject}` is not revoked");
+            (problem(StatusCode::NOT_FOUND, &detail), false)
+        }
+        Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }

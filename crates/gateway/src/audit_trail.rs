@@ -73,13 +73,6 @@ fn event(
     let action = route.map_or("", |route| route.action.as_str());
     let actor = ctx.principal.as_deref().map(actor);
     let category = category(ctx, action, actor.as_ref(), error);
-    let severity = match error {
-        _ if ctx.break_glass.is_some() => "critical",
-        Some(e) if e.side() != crate::error::Side::Client => "error",
-        _ if matches!(category, "authentication" | "administration") => "high",
-        None => "info",
-        Some(_) => "warning",
-    };
     AuditEvent {
         event_id: crate::trace::random_uuid(),
         seq: 0,
@@ -124,9 +117,25 @@ fn event(
             error_side: error.map(|e| e.side().as_str()),
             export_rows: ctx.export_rows,
         },
-        severity,
+        severity: severity(ctx, category, error),
         category,
         prev_hash: String::new(),
+    }
+}
+
+/// The event's severity: critical for break-glass, error for the gateway's or upstream's
+/// failures, high for authentication and administration refusals.
+fn severity(
+    ctx: &RequestContext<'_>,
+    category: &str,
+    error: Option<&GatewayError>,
+) -> &'static str {
+    match error {
+        _ if ctx.break_glass.is_some() => "critical",
+        Some(e) if e.side() != crate::error::Side::Client => "error",
+        _ if matches!(category, "authentication" | "administration") => "high",
+        None => "info",
+        Some(_) => "warning",
     }
 }
 

@@ -367,6 +367,49 @@ impl Config {
     /// Every problem of every section, as `key: problem`.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        self.validate_upstream(&mut problems);
+        self.validate_listen(&mut problems);
+        self.validate_files(&mut problems);
+        if self.listen.client_ca_file.is_some() && self.listen.tls.is_none() {
+            problems
+                .push("listen.client_ca_file: client certificates need `listen.tls`".to_owned());
+        }
+        if !self.authn.mtls_accounts.is_empty() && self.listen.client_ca_file.is_none() {
+            problems.push("authn.mtls_accounts: needs `listen.client_ca_file`".to_owned());
+        }
+        if !self.policy.dir.is_dir() {
+            problems.push(format!(
+                "policy.dir: `{}` is not a folder",
+                self.policy.dir.display()
+            ));
+        }
+        problems.extend(self.authn.validate());
+        problems.extend(self.audit.validate());
+        problems.extend(self.telemetry.validate());
+        problems.extend(self.state.validate());
+        if self
+            .admin
+            .address
+            .is_some_and(|admin| admin == self.listen.address)
+        {
+            problems.push("admin.address: must not be the public listener's address".to_owned());
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("failed_auth_per_ip", limits.failed_auth_per_ip),
+            ("failed_auth_per_subject", limits.failed_auth_per_subject),
+            ("failed_auth_window_s", limits.failed_auth_window_s),
+            ("max_body_bytes", limits.max_body_bytes),
+            ("max_in_flight", limits.max_in_flight as u64),
+        ] {
+            if value == 0 {
+                problems.push(format!("limits.{key}: must be at least 1"));
+            }
+        }
+        problems
+    }
+
+    fn validate_upstream(&self, problems: &mut Vec<String>) {
         match self.upstream.url.parse::<http::Uri>() {
             Ok(uri)
                 if matches!(uri.scheme_str(), Some("http" | "https"))
@@ -393,6 +436,9 @@ impl Config {
         if self.upstream.client_cert.is_some() && !self.upstream.url.starts_with("https://") {
             problems.push("upstream.client_cert: needs an https `upstream.url`".to_owned());
         }
+    }
+
+    fn validate_listen(&self, problems: &mut Vec<String>) {
         for (key, value) in [
             ("header_timeout_ms", self.listen.header_timeout_ms),
             ("body_timeout_ms", self.listen.body_timeout_ms),
@@ -431,8 +477,12 @@ impl Config {
                 "listen.worker_threads: at most {MAX_WORKER_THREADS} (0: one per CPU)"
             ));
         }
-        // Every file `serve` reads, opened and read here as `serve` will (by the same user: the
-        // systemd unit runs `check` before `serve`), so `check` fails wherever `serve` would.
+    }
+
+    /// Every file `serve` reads, opened and read here as `serve` will (by the same user: the
+    /// systemd unit runs `check` before `serve`), so `check` fails wherever `serve` would; the
+    /// TLS settings built from them; the spool's folder written.
+    fn validate_files(&self, problems: &mut Vec<String>) {
         let mut unreadable = false;
         for (key, file) in self.files_read() {
             if let Some(problem) = unreadable_file(&file) {
@@ -473,43 +523,6 @@ impl Config {
         if let Some(problem) = unwritable_folder(&self.audit.spool) {
             problems.push(format!("audit.spool: {problem}"));
         }
-        if self.listen.client_ca_file.is_some() && self.listen.tls.is_none() {
-            problems
-                .push("listen.client_ca_file: client certificates need `listen.tls`".to_owned());
-        }
-        if !self.authn.mtls_accounts.is_empty() && self.listen.client_ca_file.is_none() {
-            problems.push("authn.mtls_accounts: needs `listen.client_ca_file`".to_owned());
-        }
-        if !self.policy.dir.is_dir() {
-            problems.push(format!(
-                "policy.dir: `{}` is not a folder",
-                self.policy.dir.display()
-            ));
-        }
-        problems.extend(self.authn.validate());
-        problems.extend(self.audit.validate());
-        problems.extend(self.telemetry.validate());
-        problems.extend(self.state.validate());
-        if self
-            .admin
-            .address
-            .is_some_and(|admin| admin == self.listen.address)
-        {
-            problems.push("admin.address: must not be the public listener's address".to_owned());
-        }
-        let limits = &self.limits;
-        for (key, value) in [
-            ("failed_auth_per_ip", limits.failed_auth_per_ip),
-            ("failed_auth_per_subject", limits.failed_auth_per_subject),
-            ("failed_auth_window_s", limits.failed_auth_window_s),
-            ("max_body_bytes", limits.max_body_bytes),
-            ("max_in_flight", limits.max_in_flight as u64),
-        ] {
-            if value == 0 {
-                problems.push(format!("limits.{key}: must be at least 1"));
-            }
-        }
-        problems
     }
 }
 

@@ -196,98 +196,81 @@ impl GatewayError {
         }
     }
 
-    /// The problem type URI, title and the detail the client may see: enough to act on, nothing
-    /// about the policies or the upstream's internals.
+    /// The problem type, its title (from the status) and the detail the client may see: enough
+    /// to act on, nothing about the policies or the upstream's internals.
     fn problem(&self) -> (&'static str, &'static str, String) {
+        let (kind, detail) = self.kind_and_detail();
+        (kind, title(self.status()), detail)
+    }
+
+    /// The problem type and the detail the client may see.
+    fn kind_and_detail(&self) -> (&'static str, String) {
         match self {
-            Self::BadRequest(why) => ("bad-request", "Bad request", why.clone()),
+            Self::BadRequest(why) => ("bad-request", why.clone()),
             Self::PayloadTooLarge(limit) => (
                 "payload-too-large",
-                "Content too large",
                 format!("the request body is larger than {limit} bytes"),
             ),
             Self::MisdirectedRequest(_) => (
                 "misdirected-request",
-                "Misdirected request",
                 "this gateway does not answer for the requested host".to_owned(),
             ),
             Self::BodyTimeout(_) | Self::BodyTooSlow(_) => (
                 "request-timeout",
-                "Request timeout",
                 "the request body was not sent in time".to_owned(),
             ),
             Self::Overloaded => (
                 "overloaded",
-                "Service unavailable",
                 "the gateway is busy; try again shortly".to_owned(),
             ),
             Self::NoRoute => (
                 "access-denied",
-                "Forbidden",
                 "this operation is not allowed through the gateway".to_owned(),
             ),
             Self::Forbidden => (
                 "access-denied",
-                "Forbidden",
                 "you are not allowed to perform this operation".to_owned(),
             ),
             Self::Unauthenticated(e) if e.is_unavailable() => (
                 "authentication-unavailable",
-                "Service unavailable",
                 "authentication is temporarily unavailable".to_owned(),
             ),
-            Self::Unauthenticated(e) if e.is_bad_request() => {
-                ("bad-request", "Bad request", e.to_string())
+            Self::Unauthenticated(e) if e.is_bad_request() => ("bad-request", e.to_string()),
+            Self::Unauthenticated(e) if e.is_missing() => {
+                ("unauthenticated", "authentication is required".to_owned())
             }
-            Self::Unauthenticated(e) if e.is_missing() => (
-                "unauthenticated",
-                "Unauthorized",
-                "authentication is required".to_owned(),
-            ),
-            Self::Unauthenticated(_) => (
-                "unauthenticated",
-                "Unauthorized",
-                INVALID_CREDENTIALS.to_owned(),
-            ),
+            Self::Unauthenticated(_) => ("unauthenticated", INVALID_CREDENTIALS.to_owned()),
             Self::StepUpRequired(_) => (
                 "step-up-required",
-                "Unauthorized",
                 "log in again with stronger or more recent authentication".to_owned(),
             ),
             Self::FactUnavailable(_) => (
                 "decision-unavailable",
-                "Service unavailable",
                 "the facts this decision needs are temporarily unavailable".to_owned(),
             ),
-            Self::NotFound => ("not-found", "Not found", "no such resource".to_owned()),
+            Self::NotFound => ("not-found", "no such resource".to_owned()),
             Self::PolicyUnavailable => (
                 "decision-unavailable",
-                "Service unavailable",
                 "access decisions are temporarily unavailable".to_owned(),
             ),
             Self::AuditUnavailable(_) => (
                 "audit-unavailable",
-                "Service unavailable",
                 "this operation cannot be recorded right now, so it is not performed".to_owned(),
             ),
             Self::TooManyRequests(_) => (
                 "rate-limited",
-                "Too many requests",
                 "too many requests or failed logins; try again later".to_owned(),
             ),
             Self::UpstreamUnreachable(_) => (
                 "upstream-unavailable",
-                "Bad gateway",
                 "the invoicing service is unavailable".to_owned(),
             ),
             Self::UpstreamTimeout => (
                 "upstream-timeout",
-                "Gateway timeout",
                 "the invoicing service did not answer in time".to_owned(),
             ),
             Self::Internal(_) => (
                 "internal-error",
-                "Internal server error",
                 "the gateway failed to handle the request".to_owned(),
             ),
         }
@@ -383,6 +366,24 @@ fn step_up_challenge(step_up: &StepUp, mfa_acr: &[String]) -> Option<HeaderValue
         value.push_str(&format!(", max_age=\"{age}\""));
     }
     HeaderValue::from_str(&value).ok()
+}
+
+/// A problem's title: its status, in words.
+fn title(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "Bad request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not found",
+        408 => "Request timeout",
+        413 => "Content too large",
+        421 => "Misdirected request",
+        429 => "Too many requests",
+        502 => "Bad gateway",
+        503 => "Service unavailable",
+        504 => "Gateway timeout",
+        _ => "Internal server error",
+    }
 }
 
 /// The error and its causes, for the audit detail.

@@ -3,12 +3,15 @@
 //! resets), and graceful shutdown.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use futures_util::FutureExt;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -17,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::context::Connection;
+use crate::error::{GatewayError, ResponseBody};
 use crate::gateway::{Gateway, StartError};
 use crate::head_guard::{HeadGuard, Verdict};
 use crate::tls;
@@ -156,42 +160,9 @@ pub enum ServeError {
 /// Runs the gateway until `shutdown` completes, then stops accepting and lets in-flight requests
 /// finish (up to a limit).
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let acceptor = match &config.listen.tls {
-        Some(files) => {
-            let initial = TlsAcceptor::from(Arc::new(
-                tls::server_config(
-                    &files.cert_file,
-                    &files.key_file,
-                    config.listen.client_ca_file.as_deref(),
-                )
-                .map_err(ServeError::Tls)?,
-            ));
-            let (sender, receiver) = tokio::sync::watch::channel(initial);
-            tls::watch_listener_certificate(
-                files.cert_file.clone(),
-                files.key_file.clone(),
-                config.listen.client_ca_file.clone(),
-                sender,
-            );
-            Some(receiver)
-        }
-        None => None,
-    };
+    let acceptor = tls_acceptor(&config)?;
     let gateway = Arc::new(Gateway::start(&config).await?);
-    gateway.audit().start_sinks();
-    if let Some(file) = &config.source {
-        crate::credentials::spawn_watch(&gateway, file.clone());
-    }
-    // A spool that failed (a full disk) recovers as soon as it can, even when no request
-    // comes to try: the events kept in memory are written then.
-    let weak = Arc::downgrade(&gateway);
-    tokio::spawn(async move {
-        while let Some(gateway) = weak.upgrade() {
-            gateway.audit().recover();
-            drop(gateway);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    start_background(&gateway, &config);
     let address = config.listen.address;
     let listener = TcpListener::bind(address)
         .await
@@ -202,40 +173,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .worker_threads
         .set(i64::try_from(workers).unwrap_or(i64::MAX));
     tracing::info!(%address, scheme, workers, "listening");
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(admin_address) = config.admin.address {
-        let admin_listener =
-            TcpListener::bind(admin_address)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    address: admin_address,
-                    source,
-                })?;
-        tracing::info!(address = %admin_address, revocations = gateway.admin_token().current().is_some(), "admin listening");
-        tokio::spawn(crate::admin::serve(
-            gateway.clone(),
-            admin_listener,
-            async {
-                let _ = admin_stopped.await;
-            },
-        ));
-    }
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(config.listen.header_timeout_ms))
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(MAX_ERROR_RESETS);
-    let builder = Arc::new(builder);
+    let stop_admin = serve_admin(&gateway, &config).await?;
+    let builder = Arc::new(connection_builder(&config));
     let admission = Arc::new(Admission {
         max_total: config.listen.max_connections,
         max_per_ip: config.listen.max_connections_per_ip,
@@ -271,68 +210,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.as_ref().map(|current| current.borrow().clone());
-        let (gateway, builder) = (gateway.clone(), builder.clone());
+        let accepted = Accepted {
+            gateway: gateway.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            acceptor: acceptor.as_ref().map(|current| current.borrow().clone()),
+        };
         tokio::spawn(async move {
             let _admitted = admitted;
-            // Each request runs in its own task, to its end: a client that resets its stream or
-            // closes its connection does not cut a request (and its audit event) short.
-            let service = |connection: Arc<Connection>| {
-                let gateway = gateway.clone();
-                service_fn(move |request| {
-                    let (gateway, connection) = (gateway.clone(), connection.clone());
-                    // Boxed: the request's future is large, and a task moves its future
-                    // several times while it is spawned; a box is moved as a pointer.
-                    let handled = tokio::spawn(Box::pin(async move {
-                        gateway.handle(request, &connection).await
-                    }));
-                    async move {
-                        Ok::<_, std::convert::Infallible>(match handled.await {
-                            Ok(response) => response,
-                            Err(error) => crate::error::GatewayError::Internal(error.to_string())
-                                .to_response("unknown", &[]),
-                        })
-                    }
-                })
-            };
-            match acceptor {
-                None => {
-                    let info = Arc::new(Connection {
-                        peer,
-                        tls: false,
-                        client_certificate: None,
-                    });
-                    let verdict = Verdict::default();
-                    let stream = HeadGuard::new(stream, verdict.clone());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service(info));
-                    if let Err(error) = watcher.watch(connection).await {
-                        connection_ended(&gateway, peer, &*error, &verdict);
-                    }
-                }
-                Some(acceptor) => {
-                    let Some(tls) = handshake(&acceptor, stream, peer).await else {
-                        return;
-                    };
-                    let client_certificate = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .cloned();
-                    let info = Arc::new(Connection {
-                        peer,
-                        tls: true,
-                        client_certificate,
-                    });
-                    let verdict = Verdict::default();
-                    let stream = HeadGuard::new(tls, verdict.clone());
-                    let connection = builder.serve_connection(TokioIo::new(stream), service(info));
-                    if let Err(error) = watcher.watch(connection.into_owned()).await {
-                        connection_ended(&gateway, peer, &*error, &verdict);
-                    }
-                }
-            }
+            accepted.serve(stream, peer).await;
         });
     }
 
@@ -348,6 +234,192 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // Every request has its event in the spool: on disk now, and delivered if the sinks can.
     gateway.audit().flush(DELIVERY_TIMEOUT).await;
     Ok(())
+}
+
+/// The listener's TLS acceptor, replaced when its certificate files change; none for plain HTTP.
+fn tls_acceptor(
+    config: &Config,
+) -> Result<Option<tokio::sync::watch::Receiver<TlsAcceptor>>, ServeError> {
+    let Some(files) = &config.listen.tls else {
+        return Ok(None);
+    };
+    let initial = TlsAcceptor::from(Arc::new(
+        tls::server_config(
+            &files.cert_file,
+            &files.key_file,
+            config.listen.client_ca_file.as_deref(),
+        )
+        .map_err(ServeError::Tls)?,
+    ));
+    let (sender, receiver) = tokio::sync::watch::channel(initial);
+    tls::watch_listener_certificate(
+        files.cert_file.clone(),
+        files.key_file.clone(),
+        config.listen.client_ca_file.clone(),
+        sender,
+    );
+    Ok(Some(receiver))
+}
+
+/// The gateway's background work: audit delivery, the credentials watch, and the spool's
+/// recovery — a spool that failed (a full disk) recovers as soon as it can, even when no
+/// request comes to try, and the events kept in memory are written then.
+fn start_background(gateway: &Arc<Gateway>, config: &Config) {
+    gateway.audit().start_sinks();
+    if let Some(file) = &config.source {
+        crate::credentials::spawn_watch(gateway, file.clone());
+    }
+    let weak = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        while let Some(gateway) = weak.upgrade() {
+            gateway.audit().recover();
+            drop(gateway);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+/// Starts the admin listener when one is configured; the returned sender stops it.
+async fn serve_admin(
+    gateway: &Arc<Gateway>,
+    config: &Config,
+) -> Result<tokio::sync::oneshot::Sender<()>, ServeError> {
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin_address) = config.admin.address {
+        let admin_listener =
+            TcpListener::bind(admin_address)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: admin_address,
+                    source,
+                })?;
+        tracing::info!(address = %admin_address, revocations = gateway.admin_token().current().is_some(), "admin listening");
+        tokio::spawn(crate::admin::serve(
+            gateway.clone(),
+            admin_listener,
+            async {
+                let _ = admin_stopped.await;
+            },
+        ));
+    }
+    Ok(stop_admin)
+}
+
+/// HTTP/1.1 and HTTP/2 connection settings: head size and time limits, stream limits.
+fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(config.listen.header_timeout_ms))
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(MAX_ERROR_RESETS);
+    builder
+}
+
+/// What serving one accepted connection needs.
+struct Accepted {
+    gateway: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    acceptor: Option<TlsAcceptor>,
+}
+
+impl Accepted {
+    /// Serves the connection to its end (TLS first when the listener has it): its requests, each
+    /// in a task of its own.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let gateway = self.gateway.clone();
+        match &self.acceptor {
+            None => {
+                let info = Arc::new(Connection {
+                    peer,
+                    tls: false,
+                    client_certificate: None,
+                });
+                let verdict = Verdict::default();
+                let stream = HeadGuard::new(stream, verdict.clone());
+                let service = Requests {
+                    gateway: gateway.clone(),
+                    connection: info,
+                };
+                let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = self.watcher.watch(connection).await {
+                    connection_ended(&gateway, peer, &*error, &verdict);
+                }
+            }
+            Some(acceptor) => {
+                let Some(tls) = handshake(acceptor, stream, peer).await else {
+                    return;
+                };
+                let client_certificate = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .cloned();
+                let info = Arc::new(Connection {
+                    peer,
+                    tls: true,
+                    client_certificate,
+                });
+                let verdict = Verdict::default();
+                let stream = HeadGuard::new(tls, verdict.clone());
+                let service = Requests {
+                    gateway: gateway.clone(),
+                    connection: info,
+                };
+                let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = self.watcher.watch(connection.into_owned()).await {
+                    connection_ended(&gateway, peer, &*error, &verdict);
+                }
+            }
+        }
+    }
+}
+
+/// The service of one connection. Each request runs in its own task, to its end: a client that
+/// resets its stream or closes its connection does not cut a request (and its audit event)
+/// short.
+#[derive(Clone)]
+struct Requests {
+    gateway: Arc<Gateway>,
+    connection: Arc<Connection>,
+}
+
+/// A request's answer as its task ends.
+type Answered = futures_util::future::Map<
+    tokio::task::JoinHandle<Response<ResponseBody>>,
+    fn(
+        Result<Response<ResponseBody>, tokio::task::JoinError>,
+    ) -> Result<Response<ResponseBody>, Infallible>,
+>;
+
+impl hyper::service::Service<Request<Incoming>> for Requests {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Answered;
+
+    fn call(&self, request: Request<Incoming>) -> Answered {
+        let (gateway, connection) = (self.gateway.clone(), self.connection.clone());
+        // Boxed: the request's future is large, and a task moves its future several times
+        // while it is spawned; a box is moved as a pointer.
+        let handled = tokio::spawn(Box::pin(async move {
+            gateway.handle(request, &connection).await
+        }));
+        handled.map(|joined| {
+            Ok(joined.unwrap_or_else(|error| {
+                GatewayError::Internal(error.to_string()).to_response("unknown", &[])
+            }))
+        })
+    }
 }
 
 async fn handshake(

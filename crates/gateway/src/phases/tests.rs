@@ -395,7 +395,11 @@ async fn authenticate_refuses_a_revoked_account_on_its_next_request() {
         .send(empty(request("GET", "/invoices/INV-1", Some(ERP_KEY))))
         .await;
     assert_eq!(status, StatusCode::OK);
-    world.gateway.revoke("erp-sync", u64::MAX / 2).await.unwrap();
+    world
+        .gateway
+        .revoke("erp-sync", u64::MAX / 2)
+        .await
+        .unwrap();
     let (status, problem, headers) = world
         .send(empty(request("GET", "/invoices/INV-1", Some(ERP_KEY))))
         .await;
