@@ -277,12 +277,12 @@ impl Authenticator {
         let arrived = std::time::Instant::now();
         let header = token::header(token)?;
         token::check_type(&header, self.config.require_typ.as_deref())?;
-        let claimed = token::claimed_issuer(token)?;
+        let claimed = token::claimed(token)?;
         let (index, (issuer, keys)) = self
             .issuers
             .iter()
             .enumerate()
-            .find(|(_, (issuer, _))| issuer.issuer == claimed)
+            .find(|(_, (issuer, _))| issuer.issuer == claimed.issuer)
             .ok_or(AuthnError::WrongIssuer)?;
         let kid = header.kid.clone().ok_or(AuthnError::UnknownSigningKey)?;
         let key = match keys.get(&kid)? {
@@ -299,7 +299,7 @@ impl Authenticator {
         };
         let claims = token::verify(token, &header, &key, &expect, now).map_err(|error| {
             if token::after_signature(&error) {
-                proven(error, token_subject(token).as_deref())
+                proven(error, claimed.subject.as_deref())
             } else {
                 error
             }
@@ -371,26 +371,6 @@ fn proven(error: AuthnError, subject: Option<&str>) -> AuthnError {
         },
         None => error,
     }
-}
-
-/// The `sub` a JWT names, read without verifying it (at most 16 KiB of token, 256 bytes of `sub`).
-fn token_subject(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Subject {
-        sub: Option<String>,
-    }
-    if token.len() > 16 * 1024 {
-        return None;
-    }
-    let claims: Subject = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
-    claims.sub.filter(|sub| sub.len() <= 256)
-}
-
-/// The subject a bearer JWT claims, read without verifying it: only to look up that subject's
-/// failed-authentication counter before the token is checked (a locked-out subject is refused
-/// early; only failures that prove a subject ever count against it).
-pub fn claimed_subject(authorization: &HeaderValue) -> Option<String> {
-    token_subject(bearer_token(authorization).ok()?)
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 6750).

@@ -8,19 +8,19 @@ use serde_json::{Map, Value};
 use crate::authenticator::bearer_token;
 use crate::{AuthMethod, AuthnConfig, AuthnError, Principal, principal, token};
 
-/// What the gateway reads of a bearer token before verifying it: the token, its header (the
-/// `typ` checked as `at+jwt`), the issuer it claims, and the subject the brute-force counters
-/// use.
+/// What the authenticator reads of a bearer token before verifying it: the token, its header
+/// (the `typ` checked as `at+jwt`), the issuer it claims, and the subject a failure after the
+/// signature would name.
 pub fn read_unverified(authorization: &[u8]) -> Result<(String, Option<String>), AuthnError> {
     let value = HeaderValue::from_bytes(authorization).map_err(|_| AuthnError::NotBearer)?;
-    let subject = crate::claimed_subject(&value);
-    if let Some(subject) = &subject {
-        assert!(subject.len() <= 256, "an overlong claimed subject was kept");
-    }
     let token = bearer_token(&value)?;
     let header = token::header(token)?;
     token::check_type(&header, Some("at+jwt"))?;
-    Ok((token::claimed_issuer(token)?, subject))
+    let claimed = token::claimed(token)?;
+    if let Some(subject) = &claimed.subject {
+        assert!(subject.len() <= 256, "an overlong claimed subject was kept");
+    }
+    Ok((claimed.issuer, claimed.subject))
 }
 
 /// The principal that claims make once verified, with the given roles claims and MFA values.

@@ -20,7 +20,7 @@ mod principal;
 mod roles;
 mod token;
 
-pub use authenticator::{Authenticator, Credentials, CredentialsReloaded, claimed_subject};
+pub use authenticator::{Authenticator, Credentials, CredentialsReloaded};
 pub use config::{
     ApiKeyAccount, AuthnConfig, IntrospectionConfig, IssuerConfig, MtlsAccount, Secret,
 };

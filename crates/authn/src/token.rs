@@ -38,17 +38,28 @@ pub(crate) fn after_signature(error: &AuthnError) -> bool {
     )
 }
 
-/// The `iss` the token claims, read before verification only to pick the issuer's keys.
-pub(crate) fn claimed_issuer(token: &str) -> Result<String, AuthnError> {
+/// What a token claims, read once before it is verified: the issuer, to pick its keys, and the
+/// subject, named when a failure after the signature proves it (at most 256 bytes, or none).
+pub(crate) struct Claimed {
+    pub(crate) issuer: String,
+    pub(crate) subject: Option<String>,
+}
+
+/// Reads the claims the issuer's keys are picked by, without trusting them.
+pub(crate) fn claimed(token: &str) -> Result<Claimed, AuthnError> {
     #[derive(Deserialize)]
-    struct Issuer {
+    struct Unverified {
         iss: Option<String>,
+        sub: Option<String>,
     }
-    let claims: Issuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
+    let claims: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(token)
         .map_err(|_| AuthnError::Malformed)?;
-    claims
-        .iss
-        .ok_or_else(|| AuthnError::BadClaim("iss".to_owned()))
+    Ok(Claimed {
+        issuer: claims
+            .iss
+            .ok_or_else(|| AuthnError::BadClaim("iss".to_owned()))?,
+        subject: claims.sub.filter(|sub| sub.len() <= 256),
+    })
 }
 
 /// Checks the `typ` header when one is required (RFC 9068: `at+jwt`).

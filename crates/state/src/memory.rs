@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::{DAY, ExportLimits, Reservation, ReserveOutcome};
+use crate::facts::DAY;
+use crate::{ExportLimits, Reservation, ReserveOutcome};
 
 /// One export counted against a quota: reserved, then settled to what was exported.
 #[derive(Debug, Clone)]

@@ -2,11 +2,13 @@
 //! client certificate (`invoiceguard-authn`) — behind brute-force counters per source address and
 //! per subject, then the revocation list (a leaver blocked on every replica). A failure counts
 //! against a subject only when it proves the subject (a verified token that failed a later check,
-//! an API key's account), so naming someone in a forged token locks out nobody but its sender.
+//! an API key's account), so naming someone in a forged token locks out nobody but its sender; a
+//! subject past its limit is refused once its credential has shown who it is. A token is read
+//! once: a cached one not at all.
 
 use std::time::Duration;
 
-use invoiceguard_authn::{AuthMethod, Credentials, claimed_subject};
+use invoiceguard_authn::Credentials;
 use invoiceguard_telemetry::throttle;
 use tracing::Instrument;
 
@@ -19,18 +21,10 @@ pub(super) async fn phase(
     credentials: Credentials<'_>,
     ctx: &mut RequestContext<'_>,
 ) -> Result<(), GatewayError> {
-    // A token verified before is not decoded again for the subject it claims: its verified
-    // subject is the same.
-    let cached = gateway.authn.cached(&credentials);
-    let subject = match &cached {
-        Some(principal) if principal.method == AuthMethod::Jwt => Some(principal.id.clone()),
-        _ => credentials.authorization.and_then(claimed_subject),
-    };
     let counters = Counters::new(gateway, ctx);
-    let mut checked = vec![counters.address.clone()];
-    checked.extend(subject.as_deref().map(|subject| counters.subject(subject)));
-    counters.check(&checked).await?;
-    let authenticated = match cached {
+    counters.check(&counters.address).await?;
+    // A token verified before is found in the cache, without decoding it again.
+    let authenticated = match gateway.authn.cached(&credentials) {
         Some(principal) => Ok(principal),
         None => {
             gateway
@@ -44,16 +38,20 @@ pub(super) async fn phase(
         Ok(principal) => principal,
         Err(error) => {
             if error.counts_toward_lockout() {
-                let mut counted = vec![counters.address.clone()];
-                counted.extend(error.proven_subject().map(|s| counters.subject(s)));
-                counters.count(&counted).await;
+                counters.count(&counters.address).await;
+                if let Some(subject) = error.proven_subject() {
+                    counters.count(&counters.subject(subject)).await;
+                }
             }
             return Err(error.into());
         }
     };
+    // A subject locked out by failures that proved it is refused, even with a valid credential;
+    // naming someone in a forged token proves nothing and counts only against its sender.
+    let locked = counters.check(&counters.subject(&principal.id)).await;
     let revoked = gateway.revocations.check(&principal.id, ctx.now_unix);
     ctx.principal = Some(principal);
-    revoked
+    locked.and(revoked)
 }
 
 /// The brute-force counters a request is checked against: its source address's, and its
@@ -86,39 +84,35 @@ impl<'g> Counters<'g> {
         Duration::from_secs(self.gateway.limits.failed_auth_window_s)
     }
 
-    /// 429 when a counter is past its limit. An unreachable store does not block anyone here.
-    async fn check(&self, keys: &[(String, u64)]) -> Result<(), GatewayError> {
-        for (key, limit) in keys {
-            match self
-                .gateway
-                .state
-                .limit(key, *limit, self.window(), false)
-                .await
-            {
-                Ok(Some(wait)) => return Err(GatewayError::TooManyRequests(wait)),
-                Ok(None) => {}
-                Err(error) => {
-                    if let Some(held_back) = throttle("brute-force counters unavailable") {
-                        tracing::warn!(%error, held_back, "brute-force counters unavailable");
-                    }
+    /// 429 when the counter is past its limit. An unreachable store does not block anyone here.
+    async fn check(&self, (key, limit): &(String, u64)) -> Result<(), GatewayError> {
+        match self
+            .gateway
+            .state
+            .limit(key, *limit, self.window(), false)
+            .await
+        {
+            Ok(Some(wait)) => Err(GatewayError::TooManyRequests(wait)),
+            Ok(None) => Ok(()),
+            Err(error) => {
+                if let Some(held_back) = throttle("brute-force counters unavailable") {
+                    tracing::warn!(%error, held_back, "brute-force counters unavailable");
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Counts a failed authentication.
-    async fn count(&self, keys: &[(String, u64)]) {
-        for (key, limit) in keys {
-            if let Err(error) = self
-                .gateway
-                .state
-                .limit(key, *limit, self.window(), true)
-                .await
-                && let Some(held_back) = throttle("failed authentication not counted")
-            {
-                tracing::warn!(%error, held_back, "failed authentication not counted");
-            }
+    async fn count(&self, (key, limit): &(String, u64)) {
+        if let Err(error) = self
+            .gateway
+            .state
+            .limit(key, *limit, self.window(), true)
+            .await
+            && let Some(held_back) = throttle("failed authentication not counted")
+        {
+            tracing::warn!(%error, held_back, "failed authentication not counted");
         }
     }
 }

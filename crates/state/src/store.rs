@@ -1,0 +1,198 @@
+//! The configured store: one of the backends (`memory.rs`, `redis.rs`) behind one type, each call
+//! counted when it fails. A Redis call's future is boxed here (see the crate's summary).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::StateConfig;
+use crate::facts::{DAY, ExportLimits, Reservation, ReserveOutcome, StateError};
+use crate::memory::MemoryStore;
+use crate::redis::RedisStore;
+
+/// The configured backend.
+enum Backend {
+    /// In this process only.
+    Memory(MemoryStore),
+    /// In Redis, shared by every replica.
+    Redis(RedisStore),
+}
+
+/// The configured store, and how often it failed.
+pub struct StateStore {
+    backend: Backend,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl StateStore {
+    /// Opens the configured backend. Redis is connected lazily: a server that is down at start
+    /// only makes its facts unavailable until it is up.
+    pub fn open(config: &StateConfig) -> Result<Self, StateError> {
+        let backend = match config.backend.as_str() {
+            "redis" => Backend::Redis(RedisStore::open(config)?),
+            _ => Backend::Memory(MemoryStore::new(Duration::from_secs(
+                config.ownership_retention_days * 86_400,
+            ))),
+        };
+        Ok(Self {
+            backend,
+            errors: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        match &self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// How many calls to the store have failed since the start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn counted<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
+        if result.is_err() {
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            invoiceguard_telemetry::metrics().state_errors.inc();
+        }
+        result
+    }
+
+    /// Whether the store answers (always, in memory).
+    pub async fn ping(&self) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(store) => self.counted(Box::pin(store.ping()).await),
+        }
+    }
+
+    /// Records who created an invoice.
+    pub async fn record_owner(&self, invoice: &str, creator: &str) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.record_owner(invoice, creator);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.record_owner(invoice, creator)).await)
+            }
+        }
+    }
+
+    /// Who created an invoice, when the gateway saw it created.
+    pub async fn owner(&self, invoice: &str) -> Result<Option<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.owner(invoice)),
+            Backend::Redis(store) => self.counted(Box::pin(store.owner(invoice)).await),
+        }
+    }
+
+    /// Atomically holds `rows` of `principal`'s daily export quota (all that is left when `None`),
+    /// or refuses.
+    pub async fn reserve_export(
+        &self,
+        principal: &str,
+        rows: Option<u64>,
+        limits: ExportLimits,
+    ) -> Result<ReserveOutcome, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.reserve_export(principal, rows, limits)),
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.reserve_export(principal, rows, limits, DAY)).await)
+            }
+        }
+    }
+
+    /// Replaces a reservation by the rows actually exported.
+    pub async fn settle_export(
+        &self,
+        reservation: &Reservation,
+        rows: u64,
+    ) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.settle_export(reservation, rows);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.settle_export(reservation, Some(rows))).await)
+            }
+        }
+    }
+
+    /// Gives a reservation back (the export was refused or failed).
+    pub async fn release_export(&self, reservation: &Reservation) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.release_export(reservation);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.settle_export(reservation, None)).await)
+            }
+        }
+    }
+
+    /// Revokes a subject until a Unix time (0: for good), and tells every replica.
+    pub async fn revoke(&self, subject: &str, until_unix: u64) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.revoke(subject, until_unix);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.revoke(subject, until_unix)).await)
+            }
+        }
+    }
+
+    /// Lifts a revocation, and tells every replica.
+    pub async fn lift(&self, subject: &str) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.lift(subject);
+                Ok(())
+            }
+            Backend::Redis(store) => self.counted(Box::pin(store.lift(subject)).await),
+        }
+    }
+
+    /// Every revocation: subject → until (Unix seconds, 0 for good).
+    pub async fn revocations(&self) -> Result<HashMap<String, u64>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.revocations()),
+            Backend::Redis(store) => self.counted(Box::pin(store.revocations()).await),
+        }
+    }
+
+    /// Notified when revocations change, on this replica or (Redis) any other.
+    pub fn revocation_changes(&self) -> Arc<Notify> {
+        match &self.backend {
+            Backend::Memory(store) => store.changes(),
+            Backend::Redis(store) => store.changes(),
+        }
+    }
+
+    /// A sliding-window limit on `key`: `Some(wait)` when it already has `limit` hits within
+    /// `window`; otherwise this hit is counted when `record`.
+    pub async fn limit(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        record: bool,
+    ) -> Result<Option<Duration>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.limit(key, limit, window, record)),
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.limit(key, limit, window, record)).await)
+            }
+        }
+    }
+}
