@@ -106,5 +106,7 @@ async fn forward(
 /// The normalize phase's canonical path, for its criterion bench: the decoded segments and the
 /// path the upstream receives, or why the request is refused.
 pub fn canonical_path(raw: &str) -> Result<(Vec<String>, String), String> {
-    crate::canonical_path::canonical_path(raw).map(|path| (path.segments, path.path))
+    crate::canonical_path::canonical_path(raw)
+        .map(|path| (path.segments, path.path))
+        .map_err(|refused| refused.to_string())
 }

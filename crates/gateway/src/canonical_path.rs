@@ -73,6 +73,54 @@ const CONNECTION_OPTIONS: [&str; 8] = [
     "transfer-encoding",
 ];
 
+/// Why a request is refused before it is routed: each is a way one request could be read as two
+/// different ones (by the gateway and by the upstream), or a way around the routes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("method `{0}` is not allowed")]
+    Method(String),
+    #[error("header `{0}` is not allowed")]
+    OverrideHeader(String),
+    #[error("query parameter `{0}` is not allowed")]
+    OverrideQuery(String),
+    #[error("more than one host header")]
+    HostTwice,
+    #[error("the host header is not a host")]
+    HostInvalid,
+    #[error("the request target's authority and the host header differ")]
+    HostDiffers,
+    #[error("the request target carries user information")]
+    UserInfo,
+    #[error("the host header is missing")]
+    HostMissing,
+    #[error("the connection header is not text")]
+    ConnectionNotText,
+    #[error("the connection header may name only hop-by-hop headers, not `{0}`")]
+    ConnectionOption(String),
+    #[error("more than one content-length")]
+    LengthTwice,
+    #[error("both content-length and transfer-encoding")]
+    BothFramings,
+    #[error("the request target must be an absolute path")]
+    NotAbsolute,
+    #[error("the path climbs above the root")]
+    AboveRoot,
+    #[error("`\\` and `;` are not allowed in the path")]
+    Separator,
+    #[error("invalid percent-encoding in the path")]
+    BadPercent,
+    #[error("the path is not valid UTF-8")]
+    NotUtf8,
+    #[error("encoded `/`, `\\`, `;` or control characters are not allowed in the path")]
+    EncodedSeparator,
+    #[error("the path is percent-encoded twice")]
+    EncodedTwice,
+    #[error("the path holds a character that reads as `/`, `\\` or `.`")]
+    LookAlike,
+    #[error("the path is not in Unicode normalization form NFKC")]
+    NotNfkc,
+}
+
 /// A request path in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CanonicalPath {
@@ -88,9 +136,9 @@ pub(crate) fn request(
     uri: &Uri,
     version: Version,
     headers: &HeaderMap,
-) -> Result<CanonicalPath, String> {
+) -> Result<CanonicalPath, Refused> {
     if *method == Method::CONNECT || *method == Method::TRACE {
-        return Err(format!("method `{method}` is not allowed"));
+        return Err(Refused::Method(method.to_string()));
     }
     framing(headers)?;
     host(uri, version, headers)?;
@@ -100,7 +148,7 @@ pub(crate) fn request(
         .keys()
         .find(|name| OVERRIDES.contains(&name.as_str()))
     {
-        return Err(format!("header `{name}` is not allowed"));
+        return Err(Refused::OverrideHeader(name.to_string()));
     }
     if let Some(query) = uri.query() {
         query_overrides(query)?;
@@ -110,11 +158,11 @@ pub(crate) fn request(
 
 /// One host per request: a single valid `Host`, equal to the request target's authority when
 /// both are sent (absolute-form on HTTP/1.1, `:authority` on HTTP/2), required on HTTP/1.1.
-fn host(uri: &Uri, version: Version, headers: &HeaderMap) -> Result<(), String> {
+fn host(uri: &Uri, version: Version, headers: &HeaderMap) -> Result<(), Refused> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Err("more than one host header".to_owned());
+        return Err(Refused::HostTwice);
     }
     let host = match host {
         Some(value) => Some(
@@ -123,36 +171,30 @@ fn host(uri: &Uri, version: Version, headers: &HeaderMap) -> Result<(), String> 
                 .ok()
                 .and_then(|text| text.parse::<http::uri::Authority>().ok())
                 .filter(|authority| authority.as_str().find('@').is_none())
-                .ok_or_else(|| "the host header is not a host".to_owned())?,
+                .ok_or(Refused::HostInvalid)?,
         ),
         None => None,
     };
     match (uri.authority(), host) {
         (Some(target), Some(host)) if !target.as_str().eq_ignore_ascii_case(host.as_str()) => {
-            Err("the request target's authority and the host header differ".to_owned())
+            Err(Refused::HostDiffers)
         }
-        (Some(target), _) if target.as_str().contains('@') => {
-            Err("the request target carries user information".to_owned())
-        }
-        (None, None) if version == Version::HTTP_11 => Err("the host header is missing".to_owned()),
+        (Some(target), _) if target.as_str().contains('@') => Err(Refused::UserInfo),
+        (None, None) if version == Version::HTTP_11 => Err(Refused::HostMissing),
         _ => Ok(()),
     }
 }
 
 /// Refuses a `Connection` header that names anything but hop-by-hop headers.
-fn connection(headers: &HeaderMap) -> Result<(), String> {
+fn connection(headers: &HeaderMap) -> Result<(), Refused> {
     for value in headers.get_all(header::CONNECTION) {
-        let text = value
-            .to_str()
-            .map_err(|_| "the connection header is not text".to_owned())?;
+        let text = value.to_str().map_err(|_| Refused::ConnectionNotText)?;
         for option in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             if !CONNECTION_OPTIONS
                 .iter()
                 .any(|allowed| allowed.eq_ignore_ascii_case(option))
             {
-                return Err(format!(
-                    "the connection header may name only hop-by-hop headers, not `{option}`"
-                ));
+                return Err(Refused::ConnectionOption(option.to_owned()));
             }
         }
     }
@@ -160,7 +202,7 @@ fn connection(headers: &HeaderMap) -> Result<(), String> {
 }
 
 /// Refuses method-override query parameters.
-fn query_overrides(query: &str) -> Result<(), String> {
+fn query_overrides(query: &str) -> Result<(), Refused> {
     for pair in query.split('&') {
         let key = pair.split('=').next().unwrap_or_default();
         let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
@@ -169,7 +211,7 @@ fn query_overrides(query: &str) -> Result<(), String> {
             .iter()
             .find(|name| name.eq_ignore_ascii_case(key.trim()))
         {
-            return Err(format!("query parameter `{name}` is not allowed"));
+            return Err(Refused::OverrideQuery(name.to_string()));
         }
     }
     Ok(())
@@ -177,13 +219,13 @@ fn query_overrides(query: &str) -> Result<(), String> {
 
 /// Refuses ambiguous body framing (RFC 9112 section 6.3): both `Content-Length` and
 /// `Transfer-Encoding`, or several `Content-Length` values.
-fn framing(headers: &HeaderMap) -> Result<(), String> {
+fn framing(headers: &HeaderMap) -> Result<(), Refused> {
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 1 {
-        return Err("more than one content-length".to_owned());
+        return Err(Refused::LengthTwice);
     }
     if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
-        return Err("both content-length and transfer-encoding".to_owned());
+        return Err(Refused::BothFramings);
     }
     Ok(())
 }
@@ -191,9 +233,9 @@ fn framing(headers: &HeaderMap) -> Result<(), String> {
 /// Decodes each segment once, refuses what could be read as another path (encoded `/` or `\`,
 /// control characters, `;` parameters, invalid escapes or UTF-8, `..` above the root), drops
 /// empty and `.` segments, resolves `..`, and encodes the result canonically.
-pub(crate) fn canonical_path(raw: &str) -> Result<CanonicalPath, String> {
+pub(crate) fn canonical_path(raw: &str) -> Result<CanonicalPath, Refused> {
     if !raw.starts_with('/') {
-        return Err("the request target must be an absolute path".to_owned());
+        return Err(Refused::NotAbsolute);
     }
     let mut segments: Vec<String> = Vec::new();
     for raw_segment in raw.split('/') {
@@ -202,7 +244,7 @@ pub(crate) fn canonical_path(raw: &str) -> Result<CanonicalPath, String> {
             "" | "." => {}
             ".." => {
                 if segments.pop().is_none() {
-                    return Err("the path climbs above the root".to_owned());
+                    return Err(Refused::AboveRoot);
                 }
             }
             _ => segments.push(segment),
@@ -284,9 +326,9 @@ pub(crate) fn encode_segment(segment: &str) -> String {
     utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
-fn decode_segment(raw: &str) -> Result<String, String> {
+fn decode_segment(raw: &str) -> Result<String, Refused> {
     if raw.contains(['\\', ';']) {
-        return Err("`\\` and `;` are not allowed in the path".to_owned());
+        return Err(Refused::Separator);
     }
     let bytes = raw.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
@@ -297,7 +339,7 @@ fn decode_segment(raw: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "invalid percent-encoding in the path".to_owned())?;
+                .ok_or(Refused::BadPercent)?;
             decoded.push(hex);
             i += 3;
         } else {
@@ -305,17 +347,15 @@ fn decode_segment(raw: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    let text = String::from_utf8(decoded).map_err(|_| "the path is not valid UTF-8".to_owned())?;
+    let text = String::from_utf8(decoded).map_err(|_| Refused::NotUtf8)?;
     if text
         .chars()
         .any(|c| c == '/' || c == '\\' || c == ';' || c.is_control())
     {
-        return Err(
-            "encoded `/`, `\\`, `;` or control characters are not allowed in the path".to_owned(),
-        );
+        return Err(Refused::EncodedSeparator);
     }
     if still_encoded(&text) {
-        return Err("the path is percent-encoded twice".to_owned());
+        return Err(Refused::EncodedTwice);
     }
     if !text.is_ascii() {
         unicode_look_alikes(&text)?;
@@ -335,13 +375,13 @@ fn still_encoded(text: &str) -> bool {
 /// one- and two-dot leaders, ligatures, and text in a decomposed form all do — or that holds a
 /// character NFKC keeps but that reads as `/`, `\\` or `.`: an upstream that normalizes would
 /// read another path, or another id, than the one authorized.
-fn unicode_look_alikes(text: &str) -> Result<(), String> {
+fn unicode_look_alikes(text: &str) -> Result<(), Refused> {
     use unicode_normalization::UnicodeNormalization;
     if text.contains(LOOK_ALIKES) {
-        return Err("the path holds a character that reads as `/`, `\\` or `.`".to_owned());
+        return Err(Refused::LookAlike);
     }
     if !text.nfkc().eq(text.chars()) {
-        return Err("the path is not in Unicode normalization form NFKC".to_owned());
+        return Err(Refused::NotNfkc);
     }
     Ok(())
 }
@@ -350,7 +390,7 @@ fn unicode_look_alikes(text: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn path(raw: &str) -> Result<String, String> {
+    fn path(raw: &str) -> Result<String, Refused> {
         canonical_path(raw).map(|p| p.path)
     }
 
@@ -444,7 +484,7 @@ mod tests {
         }
     }
 
-    fn check(method: Method, target: &str, headers: &[(&str, &str)]) -> Result<String, String> {
+    fn check(method: Method, target: &str, headers: &[(&str, &str)]) -> Result<String, Refused> {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.append(
@@ -465,12 +505,13 @@ mod tests {
             ("content-length", "3"),
             ("transfer-encoding", "chunked"),
         ];
-        assert!(check(Method::POST, "/invoices", &both).is_err());
+        let refused = |headers: &[(&str, &str)]| check(Method::POST, "/invoices", headers);
+        assert_eq!(refused(&both), Err(Refused::BothFramings));
         let twice = [HOST, ("content-length", "3"), ("content-length", "3")];
-        assert!(check(Method::POST, "/invoices", &twice).is_err());
+        assert_eq!(refused(&twice), Err(Refused::LengthTwice));
         for name in OVERRIDES {
-            let err = check(Method::POST, "/invoices", &[HOST, (name, "DELETE")]).unwrap_err();
-            assert!(err.contains(name), "{err}");
+            let err = refused(&[HOST, (name, "DELETE")]);
+            assert_eq!(err, Err(Refused::OverrideHeader(name.to_owned())));
         }
         for query in [
             "_method=DELETE",
@@ -479,11 +520,16 @@ mod tests {
             "x-http-method-override=PUT",
         ] {
             let target = format!("/invoices/INV-1?{query}");
-            assert!(check(Method::POST, &target, &[HOST]).is_err(), "{query}");
+            let err = check(Method::POST, &target, &[HOST]).unwrap_err();
+            assert!(matches!(err, Refused::OverrideQuery(_)), "{query}: {err}");
         }
         assert!(check(Method::GET, "/invoices?method=x&_methods=1", &[HOST]).is_ok());
-        assert!(check(Method::CONNECT, "/", &[HOST]).is_err());
-        assert!(check(Method::TRACE, "/", &[HOST]).is_err());
+        let method = |m: Method| Err(Refused::Method(m.to_string()));
+        assert_eq!(
+            check(Method::CONNECT, "/", &[HOST]),
+            method(Method::CONNECT)
+        );
+        assert_eq!(check(Method::TRACE, "/", &[HOST]), method(Method::TRACE));
         assert_eq!(
             check(Method::GET, "/invoices", &[HOST]).unwrap(),
             "/invoices"
@@ -492,14 +538,21 @@ mod tests {
 
     #[test]
     fn one_host() {
-        assert!(check(Method::GET, "/invoices", &[]).is_err(), "no host");
-        assert!(check(Method::GET, "/invoices", &[HOST, ("host", "other")]).is_err());
-        assert!(check(Method::GET, "/invoices", &[("host", "a b")]).is_err());
-        assert!(check(Method::GET, "/invoices", &[("host", "user@gw.example")]).is_err());
+        let get = |headers: &[(&str, &str)]| check(Method::GET, "/invoices", headers);
+        assert_eq!(get(&[]), Err(Refused::HostMissing));
+        assert_eq!(get(&[HOST, ("host", "other")]), Err(Refused::HostTwice));
+        assert_eq!(get(&[("host", "a b")]), Err(Refused::HostInvalid));
+        assert_eq!(get(&[("host", "user@gw.example")]), Err(Refused::HostInvalid));
         assert!(check(Method::GET, "http://gw.example/invoices", &[HOST]).is_ok());
         assert!(check(Method::GET, "http://GW.example/invoices", &[HOST]).is_ok());
-        assert!(check(Method::GET, "http://other.example/invoices", &[HOST]).is_err());
-        assert!(check(Method::GET, "http://u@gw.example/invoices", &[]).is_err());
+        assert_eq!(
+            check(Method::GET, "http://other.example/invoices", &[HOST]),
+            Err(Refused::HostDiffers)
+        );
+        assert_eq!(
+            check(Method::GET, "http://u@gw.example/invoices", &[]),
+            Err(Refused::UserInfo)
+        );
     }
 
     #[test]
@@ -527,10 +580,8 @@ mod tests {
             "keep-alive, x-request-id",
             "cookie",
         ] {
-            assert!(
-                check(Method::GET, "/invoices", &[HOST, ("connection", named)]).is_err(),
-                "{named}"
-            );
+            let err = check(Method::GET, "/invoices", &[HOST, ("connection", named)]);
+            assert!(matches!(err, Err(Refused::ConnectionOption(_))), "{named}");
         }
     }
 

@@ -23,7 +23,7 @@ pub(super) fn phase<B>(
         request.version(),
         request.headers(),
     )
-    .map_err(GatewayError::BadRequest)?;
+    .map_err(|refused| GatewayError::BadRequest(refused.to_string()))?;
     ctx.path = Some(path);
     check_host(&gateway.hosts, request)?;
     let declared = request
