@@ -32,18 +32,6 @@ impl Chain {
             Some(key) => hmac::sign(key, line).as_ref().to_vec(),
             None => digest::digest(&digest::SHA256, line).as_ref().to_vec(),
         };
-        hex(&bytes)
+        hex::encode(bytes)
     }
-}
-
-/// Lower-case hex (chain hashes, redaction tags, the gateway's trace ids).
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = Vec::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)]);
-        text.push(DIGITS[usize::from(byte & 0x0f)]);
-    }
-    // Hex digits only: always text.
-    String::from_utf8(text).unwrap_or_default()
 }

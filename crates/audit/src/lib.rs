@@ -16,7 +16,7 @@ mod sinks;
 mod spool;
 mod verify;
 
-pub use chain::{Chain, GENESIS, hex};
+pub use chain::{Chain, GENESIS};
 pub use config::AuditConfig;
 pub use event::{
     Actor, AuditEvent, DecisionRecord, Outcome, RequestRecord, ResourceRecord, ShadowRecord,

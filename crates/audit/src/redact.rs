@@ -189,7 +189,7 @@ impl Redactor {
         match (self.mode, &self.key) {
             (Mode::Hash, Some(key)) => {
                 let tag = hmac::sign(key, value.as_bytes());
-                format!("hmac:{}", crate::chain::hex(&tag.as_ref()[..8]))
+                format!("hmac:{}", hex::encode(&tag.as_ref()[..8]))
             }
             _ => {
                 let count = value.chars().count();

@@ -14,16 +14,6 @@ pub(crate) struct IntegrationAccounts {
     mtls: Vec<MtlsAccount>,
 }
 
-fn hex_decode(hex: &str) -> Option<Vec<u8>> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect()
-}
-
 /// Lowercase hex SHA-256 of an API key, as the configuration stores it.
 pub fn api_key_hash(key: &str) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
@@ -41,7 +31,7 @@ impl IntegrationAccounts {
                 let hashes = account
                     .sha256
                     .iter()
-                    .filter_map(|h| hex_decode(h))
+                    .filter_map(|h| hex::decode(h).ok())
                     .collect();
                 (account.clone(), hashes)
             })

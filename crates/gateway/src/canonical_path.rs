@@ -542,7 +542,10 @@ mod tests {
         assert_eq!(get(&[]), Err(Refused::HostMissing));
         assert_eq!(get(&[HOST, ("host", "other")]), Err(Refused::HostTwice));
         assert_eq!(get(&[("host", "a b")]), Err(Refused::HostInvalid));
-        assert_eq!(get(&[("host", "user@gw.example")]), Err(Refused::HostInvalid));
+        assert_eq!(
+            get(&[("host", "user@gw.example")]),
+            Err(Refused::HostInvalid)
+        );
         assert!(check(Method::GET, "http://gw.example/invoices", &[HOST]).is_ok());
         assert!(check(Method::GET, "http://GW.example/invoices", &[HOST]).is_ok());
         assert_eq!(

@@ -161,7 +161,7 @@ fn random_hex(bytes: usize) -> String {
             *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
         }
     }
-    invoiceguard_audit::hex(buffer)
+    hex::encode(buffer)
 }
 
 #[cfg(test)]

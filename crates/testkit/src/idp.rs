@@ -5,6 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -162,7 +164,10 @@ impl Idp {
             .header("content-type", "application/x-www-form-urlencoded")
             .header(
                 "authorization",
-                format!("Basic {}", base64(format!("{client}:{secret}").as_bytes())),
+                format!(
+                    "Basic {}",
+                    STANDARD.encode(format!("{client}:{secret}").as_bytes())
+                ),
             )
             .body(Full::new(Bytes::from(body)))?;
         let reply = send(request).await?;
@@ -373,81 +378,17 @@ fn shared_keys() -> anyhow::Result<PathBuf> {
 
 /// base64url without padding (JWT segments).
 pub fn b64url_encode(bytes: &[u8]) -> String {
-    base64(bytes)
-        .trim_end_matches('=')
-        .replace('+', "-")
-        .replace('/', "_")
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes base64url without padding (JWT segments).
+/// Decodes base64url without padding (JWT segments); empty when the text is not base64url.
 pub fn b64url_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'-' | b'+' => 62,
-            _ => 63,
-        }
-    };
-    let mut out = Vec::new();
-    for chunk in text.as_bytes().chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, c)| n | (value(*c) << (18 - 6 * i)));
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
+    URL_SAFE_NO_PAD.decode(text).unwrap_or_default()
 }
 
 impl Drop for Idp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Standard base64 with padding, for the Basic header.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64url_round_trips() {
-        let text = r#"{"sub":"alice","roles":["admin"]}"#;
-        assert_eq!(
-            super::b64url_decode(&super::b64url_encode(text.as_bytes())),
-            text.as_bytes()
-        );
-        assert_eq!(super::b64url_encode(b"fo"), "Zm8");
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        assert_eq!(super::base64(b"f"), "Zg==");
-        assert_eq!(super::base64(b"fo"), "Zm8=");
-        assert_eq!(super::base64(b"foo"), "Zm9v");
-        assert_eq!(super::base64(b"a:b"), "YTpi");
     }
 }

@@ -40,6 +40,8 @@ const HTTP_BATCH_BYTES: u64 = 256 * 1024;
 const IDLE: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The wait after a first failed delivery.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// How long a syslog connection must stay open after a batch for it to count as delivered.
 const SYSLOG_SETTLE: Duration = Duration::from_millis(250);
 /// After a batch less than half full, how long more events may gather before the next
@@ -326,6 +328,18 @@ fn seq_of(line: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Seq>(line).ok().map(|s| s.seq)
 }
 
+/// The waits between failed deliveries: 100 ms doubling up to 5 s, each with random jitter (up
+/// to its own length), so replicas that lost the same collector do not all retry at once.
+fn retry_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(FIRST_RETRY)
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Ships the spool to the sink, for as long as the process runs. `written` is the highest
 /// sequence number written (for the lag metric).
 pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU64>) {
@@ -360,7 +374,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
     }
     let mut sent = committed;
     let mut pending: VecDeque<(Cursor, u64, usize, Instant)> = VecDeque::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut delays = retry_delays();
     let mut buffer = BytesMut::new();
     let batch_bytes = destination.batch_bytes();
     loop {
@@ -422,7 +436,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
         let full = lines.iter().map(Bytes::len).sum::<usize>() as u64 >= batch_bytes / 2;
         match destination.send(&lines).await {
             Ok(true) => {
-                backoff = Duration::from_millis(100);
+                delays = retry_delays();
                 sent = next;
                 committed = next;
                 committed_seq = last_seq;
@@ -430,7 +444,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 persist_cursor(&spool, &sink.name, committed).await;
             }
             Ok(false) => {
-                backoff = Duration::from_millis(100);
+                delays = retry_delays();
                 sent = next;
                 pending.push_back((next, last_seq, lines.len(), Instant::now()));
             }
@@ -439,8 +453,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
                 retries.inc();
                 pending.clear();
                 sent = committed;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(delays.next().unwrap_or(MAX_BACKOFF)).await;
             }
         }
         delivered.store(committed_seq, Ordering::SeqCst);

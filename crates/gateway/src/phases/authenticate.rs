@@ -37,11 +37,17 @@ pub(super) async fn phase(
     let principal = match authenticated {
         Ok(principal) => principal,
         Err(error) => {
-            if error.counts_toward_lockout() {
-                counters.count(&counters.address).await;
-                if let Some(subject) = error.proven_subject() {
-                    counters.count(&counters.subject(subject)).await;
+            let counted = error.counts_toward_lockout();
+            if let Some(subject) = error.proven_subject() {
+                let subject = counters.subject(subject);
+                // A subject already locked out: 429, and not counted again.
+                counters.check(&subject).await?;
+                if counted {
+                    counters.count(&subject).await;
                 }
+            }
+            if counted {
+                counters.count(&counters.address).await;
             }
             return Err(error.into());
         }
