@@ -107,7 +107,7 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     // Each as docs/audit-event.schema.json documents it.
     let schema = super::schema::audit_event_schema();
     for event in &events {
-        let problems = super::schema::violations(&schema, event, "");
+        let problems = super::schema::violations(&schema, event);
         assert!(problems.is_empty(), "{problems:?} in {event}");
     }
     let audit_text = world.gateway.audit_text();
