@@ -1,0 +1,163 @@
+//! Tests of `error.rs`.
+
+use super::*;
+
+#[test]
+fn classification() {
+    let cases = [
+        (GatewayError::BadRequest("x".into()), 400, Side::Client),
+        (GatewayError::PayloadTooLarge(10), 413, Side::Client),
+        (GatewayError::BodyTimeout(10), 408, Side::Client),
+        (GatewayError::BodyTooSlow(10), 408, Side::Client),
+        (
+            GatewayError::Unauthenticated(AuthnError::MoreThanOneCredential("two")),
+            400,
+            Side::Client,
+        ),
+        (
+            GatewayError::MisdirectedRequest("evil.example".into()),
+            421,
+            Side::Client,
+        ),
+        (GatewayError::Overloaded, 503, Side::Internal),
+        (GatewayError::NoRoute, 403, Side::Client),
+        (GatewayError::Forbidden, 403, Side::Client),
+        (
+            GatewayError::Unauthenticated(AuthnError::Expired),
+            401,
+            Side::Client,
+        ),
+        (
+            GatewayError::Unauthenticated(AuthnError::KeysUnavailable("down".into())),
+            503,
+            Side::Upstream,
+        ),
+        (
+            GatewayError::UpstreamUnreachable("refused".into()),
+            502,
+            Side::Upstream,
+        ),
+        (GatewayError::UpstreamTimeout, 504, Side::Upstream),
+        (GatewayError::Internal("x".into()), 500, Side::Internal),
+        (
+            GatewayError::StepUpRequired(StepUp {
+                mfa: true,
+                max_age_s: None,
+            }),
+            401,
+            Side::Client,
+        ),
+        (
+            GatewayError::FactUnavailable("x".into()),
+            503,
+            Side::Upstream,
+        ),
+        (
+            GatewayError::TooManyRequests(std::time::Duration::from_secs(1)),
+            429,
+            Side::Client,
+        ),
+        (GatewayError::NotFound, 404, Side::Client),
+        (GatewayError::PolicyUnavailable, 503, Side::Internal),
+        (
+            GatewayError::AuditUnavailable("x".into()),
+            503,
+            Side::Internal,
+        ),
+    ];
+    // The audit reasons the documented schema allows: every error's must be one of them.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs/audit-event.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let reasons = schema
+        .pointer("/properties/decision/properties/reason/enum")
+        .unwrap()
+        .as_array()
+        .unwrap();
+    let documented = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/audit-events.md"
+    ))
+    .unwrap();
+    for (error, status, side) in &cases {
+        // Every variant: one added fails to compile here until it has a case above.
+        match error {
+            GatewayError::BadRequest(_)
+            | GatewayError::PayloadTooLarge(_)
+            | GatewayError::BodyTimeout(_)
+            | GatewayError::BodyTooSlow(_)
+            | GatewayError::MisdirectedRequest(_)
+            | GatewayError::Overloaded
+            | GatewayError::NoRoute
+            | GatewayError::Unauthenticated(_)
+            | GatewayError::Forbidden
+            | GatewayError::StepUpRequired(_)
+            | GatewayError::FactUnavailable(_)
+            | GatewayError::TooManyRequests(_)
+            | GatewayError::NotFound
+            | GatewayError::PolicyUnavailable
+            | GatewayError::AuditUnavailable(_)
+            | GatewayError::UpstreamUnreachable(_)
+            | GatewayError::UpstreamTimeout
+            | GatewayError::Internal(_) => {}
+        }
+        assert_eq!(error.status().as_u16(), *status, "{error}");
+        assert_eq!(error.side(), *side, "{error}");
+        let reason = error.reason();
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "`{reason}` ({error}) is not in docs/audit-event.schema.json"
+        );
+        assert!(
+            documented.contains(&format!("`{reason}`")),
+            "`{reason}` ({error}) is not explained in docs/audit-events.md"
+        );
+    }
+}
+
+#[test]
+fn challenges_follow_rfc_6750_and_9470() {
+    let bare = GatewayError::Unauthenticated(AuthnError::MissingToken).to_response("r1", &[]);
+    assert_eq!(
+        bare.headers()[header::WWW_AUTHENTICATE],
+        "Bearer realm=\"invoiceguard\""
+    );
+    let expired = GatewayError::Unauthenticated(AuthnError::Expired).to_response("r1", &[]);
+    let value = expired.headers()[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap();
+    assert!(value.contains("error=\"invalid_token\""), "{value}");
+    assert!(
+        !value.contains("expired"),
+        "the client is not told why: {value}"
+    );
+    assert_eq!(
+        expired.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let forbidden = GatewayError::Forbidden.to_response("r1", &[]);
+    assert!(forbidden.headers().get(header::WWW_AUTHENTICATE).is_none());
+    let step_up = GatewayError::StepUpRequired(StepUp {
+        mfa: true,
+        max_age_s: Some(900),
+    })
+    .to_response("r1", &["urn:acr:mfa".to_owned(), "urn:acr:hw".to_owned()]);
+    assert_eq!(step_up.status(), StatusCode::UNAUTHORIZED);
+    let value = step_up.headers()[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap();
+    assert!(
+        value.contains("error=\"insufficient_user_authentication\""),
+        "{value}"
+    );
+    assert!(
+        value.contains("acr_values=\"urn:acr:mfa urn:acr:hw\""),
+        "{value}"
+    );
+    assert!(value.ends_with("max_age=\"900\""), "{value}");
+}
