@@ -8,7 +8,8 @@ SHELL := /bin/bash
 help:
 	@echo "make demo   run the gateway on embedded defaults with the real IdP and the example API"
 	@echo "make test   the whole test suite (installs Node.js, openssl and the IdP when missing)"
-	@echo "make check  cargo fmt --check and cargo clippy -D warnings"
+	@echo "make check  cargo fmt --check, clippy -D warnings, cargo deny (licenses, bans,"
+	@echo "            sources: deny.toml) and cargo machete (unused dependencies)"
 	@echo "make bench  criterion benches of the hot path, the audit share, and the side-by-side"
 	@echo "            comparison with nginx and Apache mod_auth_openidc (target/bench/)"
 	@echo "make soak   traffic while the IdP, Redis, the collector and the upstream fail in turn,"
@@ -32,11 +33,14 @@ test: deps
 	exit $$status
 
 check:
+	@bash tests/check-deps.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked -p invoiceguard-gateway -p invoiceguard-authn --features invoiceguard-gateway/bench,invoiceguard-gateway/fuzzing,invoiceguard-authn/fuzzing --all-targets -- -D warnings
 	$(CARGO) clippy --locked --manifest-path fuzz/Cargo.toml --target-dir target --all-targets -- -D warnings
+	target/tools/bin/cargo-deny --log-level error check bans licenses sources
+	target/tools/bin/cargo-machete
 
 fmt:
 	$(CARGO) fmt --all
