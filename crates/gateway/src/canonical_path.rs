@@ -29,7 +29,7 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// nginx's original-path headers; the WebDAV-style destination of some frameworks): each would let
 /// the upstream perform an operation other than the one authorized. `X-Forwarded-*` spellings
 /// (`X-Forwarded-Uri`, `X-Forwarded-Path`, `X-Forwarded-Prefix`) are removed before forwarding
-/// instead (see `forward.rs`).
+/// instead (see `upstream.rs`).
 const OVERRIDES: [&str; 13] = [
     "x-http-method-override",
     "x-http-method",

@@ -1,7 +1,7 @@
 //! Method-override fields in form bodies: Rails, Laravel, Symfony and Express's
 //! `method-override` read `_method` (and some `X-HTTP-Method-Override`) from a posted form, and
 //! then run another method than the one authorized — a `POST` decided as `invoice:create` would
-//! run as `DELETE`. The query string and the headers are checked in `normalize.rs`; this follows a
+//! run as `DELETE`. The query string and the headers are checked in `canonical_path.rs`; this follows a
 //! form body as it streams to the upstream, and stops it (400) before the field is passed on.
 //! Only `application/x-www-form-urlencoded` and `multipart/form-data` bodies are looked at.
 

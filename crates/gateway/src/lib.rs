@@ -1,19 +1,25 @@
 //! The invoiceguard server: accepts HTTP/1.1 and HTTP/2 (plain or TLS), runs every request through
-//! the phases — normalize, route, authenticate, authorize, forward — writes its audit event, and
-//! turns every refusal into one standard answer (`application/problem+json` with the request id).
-//! It also gathers each crate's configuration section into the one configuration file.
+//! its phases over one request context, writes its audit event, and turns every refusal into one
+//! standard answer (`application/problem+json` with the request id). It also gathers each crate's
+//! configuration section into the one configuration file.
 //!
-//! Where things happen: `normalize.rs` (the canonical path and the refusal of ambiguous
-//! requests), `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
-//! fields in form bodies), `pipeline.rs` (the phases in
-//! order), `enrich.rs` (facts for the decision: invoice creator and amount, export quota),
-//! `forward.rs` (the upstream call and its headers), `foreign_headers.rs` (other proxies'
-//! identity headers, never forwarded), `upstream_pool.rs` (the upstream's
-//! connections), `settle.rs` (what the answer proves), `audit_trail.rs` (the event of each
-//! request), `error.rs` (classification and the problem answer), `server.rs` (listeners and
-//! connections), `head_guard.rs` (HTTP/1.1 heads checked for bare line ends and double framing
-//! before hyper parses them), `reload.rs` (the running policy set and its hot reload), `revocation.rs` (who is
-//! blocked, on every replica), `admin.rs` (health, readiness, revocations).
+//! Where things happen:
+//! - a request: `gateway.rs` (the shared parts and the entry of every request), `context.rs` (what
+//!   is known about one request), `phases/` (one file per phase, run in order by `phases/mod.rs`:
+//!   normalize, route, authenticate, limit, enrich, authorize, audit, forward, settle),
+//!   `audit_trail.rs` (its audit event, from the context), `error.rs` (classification and the
+//!   problem answer);
+//! - what the phases use: `canonical_path.rs` (the one reading of a request line and its headers),
+//!   `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
+//!   fields in form bodies), `reservation.rs` (an export's held rows), `revocation.rs` (who is
+//!   blocked, on every replica), `reload.rs` (the running policy set and its hot reload),
+//!   `upstream.rs` (the upstream call and the headers it gets), `headers.rs` (the header names
+//!   the gateway sets and reads), `foreign_headers.rs` (other proxies' identity headers, never
+//!   forwarded), `upstream_pool.rs` (the upstream's connections), `trace.rs` (W3C trace context);
+//! - around them: `server.rs` (listeners and connections), `head_guard.rs` (HTTP/1.1 heads checked
+//!   for bare line ends and double framing before hyper parses them), `tls.rs`, `admin.rs`
+//!   (health, readiness, revocations), `credentials.rs` (credentials reloaded without a restart),
+//!   `config.rs`.
 
 mod admin;
 mod audit_trail;
