@@ -156,6 +156,13 @@ pub(crate) fn request(
     canonical_path(uri.path())
 }
 
+/// A host name without IPv6 brackets.
+pub(crate) fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// One host per request: a single valid `Host`, equal to the request target's authority when
 /// both are sent (absolute-form on HTTP/1.1, `:authority` on HTTP/2), required on HTTP/1.1.
 fn host(uri: &Uri, version: Version, headers: &HeaderMap) -> Result<(), Refused> {

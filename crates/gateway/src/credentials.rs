@@ -8,49 +8,17 @@
 //! listener, the upstream, the IdP…) need a restart; the reload says so in its event.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use invoiceguard_audit::AuditEvent;
 
+use crate::admin_token::read_token;
 use crate::config::Config;
 use crate::gateway::Gateway;
 
 /// How often the files are looked at for a change.
 const WATCH: Duration = Duration::from_secs(1);
-
-/// The admin token (from `admin.token_file`), as the admin listener checks it now.
-#[derive(Default)]
-pub(crate) struct AdminToken(RwLock<Option<String>>);
-
-impl AdminToken {
-    /// Reads the token file: `None` without one, or when it is empty (revocations disabled).
-    pub(crate) fn load(file: Option<&Path>) -> Result<Self, String> {
-        Ok(Self(RwLock::new(read_token(file)?)))
-    }
-
-    /// The token in force.
-    pub(crate) fn current(&self) -> Option<String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replaces it; whether it changed.
-    fn replace(&self, token: Option<String>) -> bool {
-        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let changed = *current != token;
-        *current = token;
-        changed
-    }
-}
-
-fn read_token(file: Option<&Path>) -> Result<Option<String>, String> {
-    let Some(file) = file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("admin.token_file: cannot read `{}`: {e}", file.display()))?;
-    Ok(Some(text.trim().to_owned()).filter(|token| !token.is_empty()))
-}
 
 /// The files whose change triggers a reload: the configuration, and the credential files it
 /// names.

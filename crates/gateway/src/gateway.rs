@@ -1,57 +1,22 @@
 //! The gateway: its parts, shared by every connection (authenticator, policies, upstream, audit
-//! log, state), and the entry of every request — its context made, the phases run
-//! (`phases/`), its audit event written whatever happened, its answer sent.
+//! log, state, revocations), how they start, and what the admin listener and the readiness probe
+//! ask of them. A request's way through them is in `request.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
 use invoiceguard_audit::AuditLog;
 use invoiceguard_authn::Authenticator;
 use invoiceguard_state::StateStore;
 use invoiceguard_telemetry::throttle;
-use tracing::Instrument;
 
-use crate::audit_trail::Ended;
-use crate::body::{BodyTimes, ClientBody};
+use crate::body::BodyTimes;
 use crate::config::{Config, LimitsConfig};
-use crate::context::{Connection, RequestContext};
-use crate::error::{GatewayError, ResponseBody};
-use crate::headers::REQUEST_ID;
 use crate::reload::Policies;
 use crate::revocation::Revocations;
 use crate::upstream::Upstream;
-
-/// Counts the request in the metrics: by route template, action, decision and status class —
-/// bounded labels only.
-fn observe(event: &invoiceguard_audit::AuditEvent, error: Option<&GatewayError>) {
-    let metrics = invoiceguard_telemetry::metrics();
-    let route = event.request.route.as_deref().unwrap_or("none");
-    metrics
-        .requests
-        .with_label_values(&[
-            route,
-            event.action.as_deref().unwrap_or("none"),
-            event.decision.effect,
-            invoiceguard_telemetry::status_class(event.outcome.status),
-        ])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(event.outcome.duration_ms / 1000.0);
-    let upstream_error = |kind| metrics.upstream_errors.with_label_values(&[kind]).inc();
-    match error {
-        Some(GatewayError::Unauthenticated(e)) => {
-            metrics.auth_failures.with_label_values(&[e.reason()]).inc();
-        }
-        Some(GatewayError::UpstreamUnreachable(_)) => upstream_error("connect"),
-        Some(GatewayError::UpstreamTimeout) => upstream_error("timeout"),
-        _ => {}
-    }
-}
 
 /// The gateway's parts, shared by every connection.
 pub struct Gateway {
@@ -71,26 +36,9 @@ pub struct Gateway {
     /// The host names answered for (lowercase, IPv6 without brackets); empty: any.
     pub(crate) hosts: Vec<String>,
     /// Requests being handled now (`limits.max_in_flight` at most).
-    in_flight: AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
     /// The admin listener's token, replaced when the credentials are reloaded.
-    admin_token: crate::credentials::AdminToken,
-}
-
-/// One request counted in flight until it is dropped.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    /// Counts the request in; also returns how many were in flight before it.
-    fn enter(counter: &'a AtomicUsize) -> (Self, usize) {
-        let before = counter.fetch_add(1, Ordering::Relaxed);
-        (Self(counter), before)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    admin_token: crate::admin_token::AdminToken,
 }
 
 /// The gateway could not start.
@@ -111,6 +59,9 @@ pub enum StartError {
     /// The admin token cannot be read.
     #[error("{0}")]
     Admin(String),
+    /// `authn.api_key_header` is not a header name (`check` reports it first).
+    #[error("authn.api_key_header: `{0}` is not a header name")]
+    ApiKeyHeader(String),
 }
 
 impl Gateway {
@@ -122,10 +73,9 @@ impl Gateway {
         let audit = AuditLog::open(&config.audit)?;
         let policies = Arc::new(Policies::load(&config.policy));
         policies.spawn_watch();
-        let api_key_header = http::HeaderName::from_bytes(config.authn.api_key_header.as_bytes())
-            .map_err(|_| {
-            StartError::Upstream("authn.api_key_header is not a header name".to_owned())
-        })?;
+        let api_key_header =
+            http::HeaderName::from_bytes(config.authn.api_key_header.as_bytes())
+                .map_err(|_| StartError::ApiKeyHeader(config.authn.api_key_header.clone()))?;
         let upstream = Upstream::new(&config.upstream, api_key_header.clone())
             .map_err(StartError::Upstream)?;
         let state = Arc::new(StateStore::open(&config.state)?);
@@ -153,119 +103,12 @@ impl Gateway {
                 .listen
                 .hosts
                 .iter()
-                .map(|host| crate::phases::bare_host(host).to_ascii_lowercase())
+                .map(|host| crate::canonical_path::bare_host(host).to_ascii_lowercase())
                 .collect(),
             in_flight: AtomicUsize::new(0),
-            admin_token: crate::credentials::AdminToken::load(config.admin.token_file.as_deref())
+            admin_token: crate::admin_token::AdminToken::load(config.admin.token_file.as_deref())
                 .map_err(StartError::Admin)?,
         })
-    }
-
-    /// Handles one request and writes its audit event. Never fails: every error becomes its
-    /// problem answer. The body may be any (hyper's from a connection, or one made in memory).
-    pub async fn handle<B: ClientBody>(
-        &self,
-        request: Request<B>,
-        connection: &Connection,
-    ) -> Response<ResponseBody> {
-        let policy = self.policies.current();
-        let (_in_flight, before) = InFlight::enter(&self.in_flight);
-        let (head, body) = request.into_parts();
-        let mut ctx = RequestContext::new(&head, connection, policy.as_deref());
-        let span = self.request_span(&mut ctx);
-        let decided = if policy.is_none() {
-            Err(GatewayError::PolicyUnavailable)
-        } else if before >= self.limits.max_in_flight {
-            Err(GatewayError::Overloaded)
-        } else {
-            let request = Request::from_parts(head, body);
-            crate::phases::run(self, request, &mut ctx)
-                .instrument(span)
-                .await
-        };
-        self.answer(ctx, decided)
-    }
-
-    /// The span of a request; with spans exported, the exporter's ids are the ones the upstream
-    /// and the event get.
-    fn request_span(&self, ctx: &mut RequestContext<'_>) -> tracing::Span {
-        let span = tracing::info_span!(
-            "request",
-            request_id = %ctx.request_id,
-            trace_from_client = ctx.trace.from_client,
-        );
-        if invoiceguard_telemetry::exporting() {
-            let trace = &ctx.trace;
-            let client = trace
-                .parent_id
-                .as_deref()
-                .map(|parent| (trace.trace_id.as_str(), parent, trace.sampled));
-            if let Some(ids) = invoiceguard_telemetry::continue_trace(&span, client) {
-                ctx.trace.adopt(ids);
-            }
-        }
-        span
-    }
-
-    /// The answer to the request (its problem document when refused), after its audit event.
-    fn answer(
-        &self,
-        mut ctx: RequestContext<'_>,
-        decided: Result<Response<ResponseBody>, GatewayError>,
-    ) -> Response<ResponseBody> {
-        let request_id = ctx.request_id.clone();
-        let (mut response, error) = match decided {
-            Ok(response) => (response, None),
-            Err(error) => {
-                if error.side() == crate::error::Side::Client {
-                    tracing::debug!(%request_id, %error, "request refused");
-                } else if let Some(held_back) = throttle("request failed") {
-                    tracing::warn!(%request_id, %error, held_back, "request failed");
-                }
-                let mfa_acr = &self.authn.config().mfa_acr;
-                (error.to_response(&request_id, mfa_acr), Some(error))
-            }
-        };
-        let status = response.status().as_u16();
-        let ended = Ended {
-            status,
-            upstream_status: error.is_none().then_some(status),
-            response_bytes: hyper::body::Body::size_hint(response.body()).exact(),
-            error: error.as_ref(),
-            policy_version: ctx.policy.map_or("none", |policy| policy.version()),
-        };
-        let event = crate::audit_trail::finished_event(&mut ctx, &ended);
-        observe(&event, error.as_ref());
-        self.record(event, &request_id, error.as_ref());
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID, value);
-        }
-        response
-    }
-
-    /// Writes a request's finished event: one that reached the upstream as any event, a refusal
-    /// as one (which may be dropped, counted, when the spool is failing and memory is full).
-    fn record(
-        &self,
-        event: invoiceguard_audit::AuditEvent,
-        request_id: &str,
-        error: Option<&GatewayError>,
-    ) {
-        let forwarded = event.outcome.upstream_status.is_some()
-            || matches!(
-                error,
-                Some(GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamTimeout)
-            );
-        let recorded = if forwarded {
-            self.audit.record(event)
-        } else {
-            self.audit.record_refusal(event)
-        };
-        if let Err(error) = recorded
-            && let Some(held_back) = throttle("audit event not written")
-        {
-            tracing::error!(%request_id, %error, held_back, "audit event not written");
-        }
     }
 
     /// The audit log.
@@ -279,7 +122,7 @@ impl Gateway {
     }
 
     /// The admin listener's token in force.
-    pub(crate) fn admin_token(&self) -> &crate::credentials::AdminToken {
+    pub(crate) fn admin_token(&self) -> &crate::admin_token::AdminToken {
         &self.admin_token
     }
 

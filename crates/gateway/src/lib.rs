@@ -4,8 +4,8 @@
 //! configuration section into the one configuration file.
 //!
 //! Where things happen:
-//! - a request: `gateway.rs` (the shared parts and the entry of every request), `context.rs` (what
-//!   is known about one request), `phases/` (one file per phase, run in order by `phases/mod.rs`:
+//! - a request: `request.rs` (its way in and out), `gateway.rs` (the parts every request shares),
+//!   `context.rs` (what is known about one request), `phases/` (one file per phase, run in order by `phases/mod.rs`:
 //!   normalize, route, authenticate, limit, enrich, authorize, audit, forward, settle),
 //!   `audit_trail.rs` (its audit event, from the context), `error.rs` (classification and the
 //!   problem answer);
@@ -18,10 +18,12 @@
 //!   forwarded), `upstream_pool.rs` (the upstream's connections), `trace.rs` (W3C trace context);
 //! - around them: `server.rs` (listeners and connections), `head_guard.rs` (HTTP/1.1 heads checked
 //!   for bare line ends and double framing before hyper parses them), `tls.rs`, `admin.rs`
-//!   (health, readiness, revocations), `credentials.rs` (credentials reloaded without a restart),
+//!   (health, readiness, revocations), `admin_token.rs`, `credentials.rs` (credentials reloaded
+//!   without a restart),
 //!   `config.rs`.
 
 mod admin;
+mod admin_token;
 mod audit_trail;
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -40,6 +42,7 @@ mod head_guard;
 mod headers;
 mod phases;
 mod reload;
+mod request;
 mod reservation;
 mod revocation;
 pub mod runtime;

@@ -2,7 +2,7 @@
 //! here and each over the request's context (`context.rs`). A phase either fills in the context
 //! and lets the request go on, or ends it with a [`GatewayError`] (its problem answer). Whatever
 //! ended it, the request's audit event is written from the context afterwards
-//! (`gateway.rs`, `audit_trail.rs`).
+//! (`request.rs`, `audit_trail.rs`).
 //!
 //! | phase | file | decides | refuses with |
 //! |---|---|---|---|
@@ -29,8 +29,6 @@ mod settle;
 mod tests;
 
 use http::{Request, Response};
-
-pub(crate) use normalize::bare_host;
 
 use crate::body::ClientBody;
 use crate::context::RequestContext;

@@ -4,6 +4,7 @@
 
 use http::{Request, header};
 
+use crate::canonical_path::bare_host;
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -60,13 +61,6 @@ fn check_host<B>(hosts: &[String], request: &Request<B>) -> Result<(), GatewayEr
         let shown: String = named.chars().take(255).collect();
         Err(GatewayError::MisdirectedRequest(shown))
     }
-}
-
-/// A host name without IPv6 brackets.
-pub(crate) fn bare_host(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-        .unwrap_or(host)
 }
 
 /// The request's break-glass reason: printable, at most 256 bytes, or a bad request.

@@ -75,24 +75,29 @@ struct World {
     _dir: TempDir,
 }
 
-/// Copies the baseline policies, with `edit` applied to `routes.toml`.
-fn policies(into: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+/// Copies the baseline policies into `into/name`.
+fn copy_policies(into: &Path, name: &str) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    let target = into.join("policies");
+    let target = into.join(name);
     std::fs::create_dir_all(&target).unwrap();
     for entry in std::fs::read_dir(&source).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            let name = path.file_name().unwrap();
-            let mut text = std::fs::read_to_string(&path).unwrap();
-            if name == "routes.toml" {
-                text = edit(text);
-            }
-            std::fs::write(target.join(name), text).unwrap();
+            std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
         }
     }
     target
 }
+
+/// Rewrites one file of a policy folder.
+fn edit(dir: &Path, file: &str, change: impl Fn(String) -> String) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, change(text)).unwrap();
+}
+
+/// No change to the policies.
+fn baseline(_: &Path) {}
 
 /// Every event in the spool, in order.
 fn events(spool: &Path) -> Vec<Value> {
@@ -106,14 +111,15 @@ fn events(spool: &Path) -> Vec<Value> {
 
 impl World {
     async fn start() -> Self {
-        Self::start_with("", |routes| routes, Answer::Ok).await
+        Self::start_with("", baseline, Answer::Ok).await
     }
 
-    /// A gateway with `extra` appended to its configuration, its routes edited, its upstream
-    /// answering as `answer` says.
-    async fn start_with(extra: &str, routes: impl Fn(String) -> String, answer: Answer) -> Self {
+    /// A gateway with `extra` appended to its configuration (keys of `[policy]`, then any
+    /// table), its policy folder changed by `change`, its upstream answering as `answer` says.
+    async fn start_with(extra: &str, change: impl Fn(&Path), answer: Answer) -> Self {
         let dir = TempDir::new();
-        let policies = policies(&dir.0, routes);
+        let policies = copy_policies(&dir.0, "policies");
+        change(&policies);
         let spool = dir.0.join("spool");
         let hash = invoiceguard_authn::api_key_hash;
         let config = format!(
@@ -139,12 +145,12 @@ account = "reader"
 scopes = ["invoices:read"]
 sha256 = ["{reader}"]
 
+[audit]
+spool = "{spool}"
+
 [policy]
 dir = "{policies}"
 watch_ms = 0
-
-[audit]
-spool = "{spool}"
 {extra}
 "#,
             erp = hash(ERP_KEY),
@@ -368,7 +374,7 @@ async fn route_refuses_a_credential_header_sent_twice() {
 
 #[tokio::test]
 async fn authenticate_refuses_a_missing_or_wrong_key_and_locks_out_the_guesser() {
-    let world = World::start_with("[limits]\nfailed_auth_per_ip = 3", |r| r, Answer::Ok).await;
+    let world = World::start_with("[limits]\nfailed_auth_per_ip = 3", baseline, Answer::Ok).await;
     let (status, _, headers) = world
         .send(empty(request("GET", "/invoices/INV-1", None)))
         .await;
@@ -416,11 +422,13 @@ async fn authenticate_refuses_a_revoked_account_on_its_next_request() {
 
 #[tokio::test]
 async fn limit_refuses_past_the_routes_rate() {
-    let rate = |routes: String| {
-        routes.replace(
-            "rate_limit = { requests = 600, window_s = 60 }",
-            "rate_limit = { requests = 2, window_s = 60 }",
-        )
+    let rate = |dir: &Path| {
+        edit(dir, "routes.toml", |routes| {
+            routes.replace(
+                "rate_limit = { requests = 600, window_s = 60 }",
+                "rate_limit = { requests = 2, window_s = 60 }",
+            )
+        })
     };
     let world = World::start_with("", rate, Answer::Ok).await;
     for _ in 0..2 {
@@ -470,7 +478,7 @@ async fn enrich_reserves_an_export_and_settle_charges_the_rows_returned() {
 
 #[tokio::test]
 async fn a_refused_or_failed_export_gives_its_rows_back() {
-    let world = World::start_with("", |r| r, Answer::Hangs).await;
+    let world = World::start_with("", baseline, Answer::Hangs).await;
     let export = |limit: u64| {
         json_body(
             request("POST", "/exports", Some(ERP_KEY)),
@@ -551,7 +559,7 @@ async fn audit_writes_a_changes_authorized_event_before_the_upstream_sees_it() {
 
 #[tokio::test]
 async fn forward_answers_502_when_the_upstream_drops_the_connection() {
-    let world = World::start_with("", |r| r, Answer::Hangs).await;
+    let world = World::start_with("", baseline, Answer::Hangs).await;
     let (status, problem, headers) = world
         .send(empty(request("GET", "/invoices/INV-1", Some(ERP_KEY))))
         .await;
@@ -585,4 +593,90 @@ async fn every_request_gets_exactly_one_complete_event_in_order() {
         .filter(|id| ids.contains(id))
         .collect();
     assert_eq!(complete, ids);
+}
+
+#[tokio::test]
+async fn no_policy_set_loaded_refuses_every_request() {
+    let broken = |dir: &Path| std::fs::write(dir.join("broken.cedar"), "permit (").unwrap();
+    let world = World::start_with("", broken, Answer::Ok).await;
+    let (status, problem, headers) = world
+        .send(empty(request("GET", "/invoices/INV-1", Some(ERP_KEY))))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        problem["type"],
+        "urn:invoiceguard:problem:decision-unavailable"
+    );
+    let event = world.event(&headers);
+    assert_eq!(event["decision"]["policy_version"], "none");
+    assert!(world.seen().is_empty());
+}
+
+#[tokio::test]
+async fn authorize_records_a_shadow_sets_different_decision() {
+    let world = World::start_with(
+        "shadow_dir = \"shadow\"",
+        |dir: &Path| {
+            let shadow = copy_policies(dir.parent().unwrap(), "shadow");
+            edit(&shadow, "integration.cedar", |text| {
+                text.replace(
+                    "principal.scopes.contains(\"invoices:read\")",
+                    "principal.scopes.contains(\"never-granted\")",
+                )
+            });
+        },
+        Answer::Ok,
+    )
+    .await;
+    let (status, _, headers) = world
+        .send(empty(request("GET", "/invoices/INV-1", Some(ERP_KEY))))
+        .await;
+    assert_eq!(status, StatusCode::OK, "the enforced set decides");
+    let decision = world.event(&headers)["decision"].clone();
+    assert_eq!(decision["effect"], "allow");
+    assert_eq!(decision["shadow"]["effect"], "deny", "{decision}");
+}
+
+#[tokio::test]
+async fn a_break_glass_reason_flags_the_event_critical() {
+    let world = World::start().await;
+    let request = request("GET", "/invoices/INV-1", Some(ERP_KEY))
+        .header("x-break-glass-reason", "INC-4711 outage");
+    let (_, _, headers) = world.send(empty(request)).await;
+    let event = world.event(&headers);
+    assert_eq!(event["break_glass_reason"], "INC-4711 outage");
+    assert_eq!(event["severity"], "critical");
+    assert_eq!(event["category"], "break-glass");
+    assert!(
+        world.seen()[0]
+            .headers
+            .get("x-break-glass-reason")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn enrich_cuts_off_a_body_longer_than_the_limit_and_a_form_override() {
+    let world = World::start_with("[limits]\nmax_body_bytes = 64", baseline, Answer::Ok).await;
+    // No declared length: the body is cut off as it streams, and never reaches the upstream whole.
+    let long = request("POST", "/invoices", Some(ERP_KEY))
+        .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+        .unwrap();
+    let (status, _, headers) = world.send(long).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        world.event(&headers)
+    );
+    let form = request("POST", "/invoices", Some(ERP_KEY))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"amount=1&_method=DELETE")))
+        .unwrap();
+    let (status, problem, _) = world.send(form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("_method"),
+        "{problem}"
+    );
 }
