@@ -11,6 +11,7 @@ mod config;
 mod event;
 mod log;
 mod ocsf;
+pub mod query;
 mod redact;
 mod sinks;
 mod spool;

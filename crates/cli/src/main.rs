@@ -12,6 +12,8 @@
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
+mod query;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -91,6 +93,10 @@ enum AuditCommand {
         #[arg(long)]
         expect_head: Option<String>,
     },
+    /// Find events: by actor, action, category, resource, decision, status, source, severity
+    /// and time; or answer a named question (--who-logged-in, --invoice ID, --exports [--bulk],
+    /// --admin-changes, --integration ACCOUNT). Several trails are merged by time.
+    Query(Box<query::QueryArgs>),
 }
 
 /// What `revoke` does.
@@ -226,6 +232,9 @@ fn main() -> ExitCode {
                 source: "--expect-last-seq/--expect-head".to_owned(),
             },
         ),
+        Command::Audit {
+            command: AuditCommand::Query(args),
+        } => query::audit_query(&args),
     }
 }
 

@@ -25,6 +25,7 @@ mod faults;
 mod identity;
 mod operations;
 mod policy;
+mod query;
 mod schema;
 mod shared;
 mod sinks;

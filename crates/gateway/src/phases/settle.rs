@@ -25,6 +25,8 @@ const MAX_SETTLE_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct Settled {
     /// Rows the export returned.
     pub(crate) export_rows: Option<u64>,
+    /// The id of the resource the request created (a route with `record_creator`).
+    pub(crate) created_id: Option<String>,
 }
 
 /// Settles the answer and returns it (read whole when it had to be); the rows exported go into
@@ -39,6 +41,10 @@ pub(super) async fn phase(
     let (response, settled) =
         settle(response, route, &principal.id, reservation, &gateway.state).await;
     ctx.export_rows = settled.export_rows;
+    // The event names what was created: "who created which invoice" is answered from the trail.
+    if let (Some(id), Some(route)) = (settled.created_id, ctx.route.as_mut()) {
+        route.resource_id = id;
+    }
     Ok(response)
 }
 
@@ -78,6 +84,7 @@ async fn settle(
         (response.map(|body| body.boxed()), None)
     };
 
+    let mut settled = Settled::default();
     if let (Some(pointer), Some(body)) = (route.record_creator.as_deref(), body.as_ref()) {
         match created_id(body, pointer) {
             Some(id) => {
@@ -86,12 +93,12 @@ async fn settle(
                 {
                     tracing::warn!(%error, invoice = %id, held_back, "creator not recorded; it will be looked up");
                 }
+                settled.created_id = Some(id);
             }
             None => tracing::warn!(route = %route.template, "created id not found in the answer"),
         }
     }
 
-    let mut settled = Settled::default();
     if let Some(held) = reservation {
         let rows = match route.export.as_ref().map(|e| &e.rows) {
             _ if !success => Some(0),

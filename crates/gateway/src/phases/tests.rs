@@ -680,3 +680,27 @@ async fn enrich_cuts_off_a_body_longer_than_the_limit_and_a_form_override() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn settle_names_the_created_invoice_in_the_complete_event() {
+    let world = World::start().await;
+    let create = json_body(
+        request("POST", "/invoices", Some(ERP_KEY)),
+        &json!({"amount": 1}),
+    );
+    let (status, _, headers) = world.send(create).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = headers["x-request-id"].to_str().unwrap();
+    let resources: Vec<_> = events(&world.spool)
+        .into_iter()
+        .filter(|e| e["request_id"] == id)
+        .map(|e| (e["stage"].clone(), e["resource"]["id"].clone()))
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            (json!("authorized"), json!("*")),
+            (json!("complete"), json!("INV-9"))
+        ]
+    );
+}
