@@ -220,7 +220,10 @@ fn bulk_exports_and_stages_and_lines_that_are_not_events() {
         bulk: true,
         ..exports.clone()
     };
-    assert_eq!(ids(std::slice::from_ref(&path), &bulk), ["r-2026-12-01T10:01:00Z"]);
+    assert_eq!(
+        ids(std::slice::from_ref(&path), &bulk),
+        ["r-2026-12-01T10:01:00Z"]
+    );
     let every = Filter {
         all_stages: true,
         ..exports
