@@ -77,6 +77,7 @@ call "7. Alice logged in with a password only — asked to log in again with MFA
 ERP=$(curl -fs -u erp-sync:erp-sync-secret -d grant_type=client_credentials -d 'scope=invoices:read' "$IDP/token" | jq -r .access_token)
 call "8. The ERP integration account lists invoices — allowed within its scope:" "$ERP" GET /invoices
 call "   …and tries to approve one — denied (integration.no-interactive-actions):" "$ERP" POST /invoices/INV-1/approve
+call "9. Carol (accountant) exports 10 invoices — allowed within her daily quota (the rows returned are charged):" "$(token carol)" POST /exports '{"limit":10}'
 
 bold "The audit trail (the spool $STATE/audit/): one event per request, allowed or denied"
 table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
@@ -88,3 +89,11 @@ table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi
 
 bold "One event in full (the denied settings change):"
 jq 'select(.request.path == "/settings")' "$STATE"/audit/*.jsonl
+
+bold "The auditor's first questions, answered from this trail (invoiceguard audit query $STATE/audit …):"
+query() { echo "\$ invoiceguard audit query $STATE/audit $*"; "$BIN/invoiceguard" audit query "$STATE/audit" "$@"; echo; }
+query --who-logged-in
+query --invoice INV-3
+query --exports
+query --admin-changes
+query --integration erp-sync
