@@ -2,7 +2,8 @@
 # Installs what the demo and the tests need, when it is missing: Node.js and npm (the IdP runs on
 # them), openssl (test certificates), redis-server (shared state), rsyslog (the audit collector),
 # curl and jq (the demo), kubernetes-validate (the deploy/ manifests), jsonschema and
-# ocsf-json-schema (the audit stream's conformance tests), then the
+# ocsf-json-schema (the audit stream's conformance tests), pySigma and its backends (the SIEM
+# rules), then the
 # IdP's npm packages with
 # `npm ci` from tests/idp/package-lock.json. Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -49,4 +50,12 @@ fi
 if ! target/tools/bin/python -c "import jsonschema, ocsf_json_schema" >/dev/null 2>&1; then
   echo "deps: installing jsonschema and ocsf-json-schema (pip, into target/tools)"
   target/tools/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 ocsf-json-schema==1.2.0
+fi
+
+# The SIEM rules of deploy/siem/rules are converted with pySigma (Splunk, Elasticsearch and
+# SQLite backends) and run against real audit events (tests/siem/run_rules.py).
+if ! target/tools/bin/python -c "import sigma.backends.sqlite, sigma.backends.splunk, sigma.backends.elasticsearch" >/dev/null 2>&1; then
+  echo "deps: installing pySigma and its backends (pip, into target/tools)"
+  target/tools/bin/pip install --quiet --disable-pip-version-check pysigma==1.5.1 \
+    pysigma-backend-sqlite==2.0.0 pysigma-backend-splunk==2.1.0 pysigma-backend-elasticsearch==2.1.1
 fi

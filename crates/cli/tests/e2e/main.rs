@@ -28,6 +28,7 @@ mod policy;
 mod query;
 mod schema;
 mod shared;
+mod siem;
 mod sinks;
 mod walk;
 
