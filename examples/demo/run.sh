@@ -97,3 +97,7 @@ query --invoice INV-3
 query --exports
 query --admin-changes
 query --integration erp-sync
+
+bold "The evidence pack for the auditor (invoiceguard evidence): one section per control of the baseline"
+"$BIN/invoiceguard" evidence --config examples/demo/invoiceguard.toml --out "$STATE/evidence"
+echo "Open $STATE/evidence/evidence.html in a browser (it prints to PDF); its tables are in $STATE/evidence/csv/, the whole pack in $STATE/evidence/evidence.json."

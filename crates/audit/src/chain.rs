@@ -26,6 +26,17 @@ impl Chain {
         }
     }
 
+    /// The chain of a trail: keyed with the secret in `key_file` (`[audit] hmac_key_file`,
+    /// surrounding whitespace ignored), or plain without one.
+    pub fn from_key_file(key_file: Option<&std::path::Path>) -> Result<Self, String> {
+        match key_file {
+            Some(path) => std::fs::read(path)
+                .map(|secret| Self::keyed(secret.trim_ascii()))
+                .map_err(|error| format!("cannot read `{}`: {error}", path.display())),
+            None => Ok(Self::plain()),
+        }
+    }
+
     /// The hex hash of one line, without its newline.
     pub fn hash(&self, line: &[u8]) -> String {
         let bytes: Vec<u8> = match &self.key {

@@ -28,4 +28,6 @@ pub use ocsf::{OCSF_VERSION, to_ocsf};
 pub use redact::{Mode as RedactMode, RedactConfig, Redactor};
 pub use sinks::{Format, SinkConfig, SinkTls};
 pub use spool::{Cursor, cursor_path, read_cursor, segments};
-pub use verify::{Anchor, Verification, cursor_problems, spool_anchor, verify};
+pub use verify::{
+    Anchor, TrailCheck, Verification, cursor_problems, spool_anchor, verify, verify_trails,
+};

@@ -82,6 +82,13 @@ impl std::str::FromStr for Bound {
     }
 }
 
+impl std::fmt::Display for Bound {
+    /// The bound as written in events: `YYYY-MM-DDTHH:MM:SS` (UTC).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The event fields a query reads (borrowed from the line where they need no unescaping).
 #[derive(Debug, Deserialize)]
 pub struct View<'a> {
@@ -146,6 +153,9 @@ pub struct ActorView<'a> {
     /// The IdP's authentication context class.
     #[serde(borrow, default)]
     pub acr: Option<Cow<'a, str>>,
+    /// The Cedar roles the caller held.
+    #[serde(borrow, default)]
+    pub roles: Vec<Cow<'a, str>>,
 }
 
 /// Where the request came from.
@@ -193,6 +203,9 @@ pub struct DecisionView<'a> {
     /// The detail, when there is one.
     #[serde(borrow, default)]
     pub detail: Option<Cow<'a, str>>,
+    /// The policy set's version that decided.
+    #[serde(borrow, default)]
+    pub policy_version: Cow<'a, str>,
 }
 
 /// How it ended.

@@ -304,6 +304,75 @@ pub fn spool_anchor(dir: &Path) -> Result<Option<Anchor>, String> {
     }
 }
 
+/// A trail checked as `invoiceguard audit verify` checks it: files and spool folders, oldest
+/// first; a spool folder read as its segments, its `head` file and its sinks' cursors checked.
+#[derive(Debug, Default)]
+pub struct TrailCheck {
+    /// The chain and sequence verification, every anchor checked.
+    pub verification: Verification,
+    /// Whether the trail's end was checked against an anchor (a spool's head file, or one given).
+    pub anchored: bool,
+    /// What is worth knowing but is no problem (earlier segments removed after delivery).
+    pub notes: Vec<String>,
+}
+
+/// Verifies `paths` (audit files, or spool folders) in the order given; `expected` is an anchor
+/// noted elsewhere (`--expect-last-seq`), checked with the spools' own.
+pub fn verify_trails(
+    paths: &[PathBuf],
+    chain: &Chain,
+    continues: bool,
+    expected: Option<Anchor>,
+) -> std::io::Result<TrailCheck> {
+    let mut expanded = Vec::new();
+    let mut continues = continues;
+    let mut anchors = Vec::new();
+    let mut notes = Vec::new();
+    let mut spool_problems = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            expanded.push(path.clone());
+            continue;
+        }
+        // The spool's own record of its end, and where its sinks had got to.
+        match spool_anchor(path) {
+            Ok(Some(anchor)) => anchors.push(anchor),
+            Ok(None) => notes.push(format!(
+                "`{}` has no head file: events cut off its end cannot be detected (pass --expect-last-seq)",
+                path.display()
+            )),
+            Err(problem) => spool_problems.push(problem),
+        }
+        spool_problems.extend(cursor_problems(path));
+        let segments = crate::spool::segments(path).map_err(|error| {
+            std::io::Error::new(error.kind(), format!("`{}`: {error}", path.display()))
+        })?;
+        // Segments before the first were delivered to every sink and removed.
+        if let Some((first_seq, _)) = segments.first()
+            && *first_seq > 1
+            && expanded.is_empty()
+        {
+            notes.push(format!(
+                "`{}` starts at seq {first_seq}: earlier segments were delivered and removed",
+                path.display()
+            ));
+            continues = true;
+        }
+        expanded.extend(segments.into_iter().map(|(_, segment)| segment));
+    }
+    let mut verification = verify(&expanded, chain, continues);
+    anchors.extend(expected);
+    for anchor in &anchors {
+        verification.check_anchor(anchor);
+    }
+    verification.problems.extend(spool_problems);
+    Ok(TrailCheck {
+        verification,
+        anchored: !anchors.is_empty(),
+        notes,
+    })
+}
+
 /// What the spool's sink cursors show about its end: a sink that had read further into a
 /// segment than the segment now holds means the segment's end was cut off.
 pub fn cursor_problems(dir: &Path) -> Vec<String> {

@@ -9,9 +9,12 @@
 //! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
 //!   block or unblock a subject on every replica, through the admin listener.
 //! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
+//! - `invoiceguard audit query PATH...` finds events, or answers an auditor's named questions.
+//! - `invoiceguard evidence --from … --to … --out DIR` writes the evidence pack for a period.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
+mod evidence;
 mod query;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +65,10 @@ enum Command {
     /// Block a user, an integration account or an API key's account on every replica (or list
     /// or lift revocations), through a running gateway's admin listener.
     Revoke(RevokeArgs),
+    /// The evidence pack for auditors: one section per control of the access baseline (role
+    /// matrix, decision cases, MFA coverage, admins and break-glass, lockouts, revocations,
+    /// exports, integration accounts, the trail verified), as HTML, JSON and CSV.
+    Evidence(Box<evidence::EvidenceArgs>),
     /// API keys of integration accounts.
     Apikey {
         #[command(subcommand)]
@@ -213,6 +220,7 @@ fn main() -> ExitCode {
             command: PolicyCommand::Explain(args),
         } => policy_explain(*args),
         Command::Revoke(args) => revoke(&args),
+        Command::Evidence(args) => evidence::evidence(&args),
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -329,64 +337,25 @@ fn audit_verify(
     continues: bool,
     expected: invoiceguard_audit::Anchor,
 ) -> ExitCode {
-    let chain = match key_file {
-        Some(path) => match std::fs::read(path) {
-            Ok(secret) => invoiceguard_audit::Chain::keyed(secret.trim_ascii()),
-            Err(error) => {
-                eprintln!("invoiceguard: cannot read `{}`: {error}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => invoiceguard_audit::Chain::plain(),
+    let chain = match invoiceguard_audit::Chain::from_key_file(key_file) {
+        Ok(chain) => chain,
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            return ExitCode::from(2);
+        }
     };
-    let mut expanded = Vec::new();
-    let mut continues = continues;
-    let mut anchors = Vec::new();
-    let mut spool_problems = Vec::new();
-    for path in files {
-        if !path.is_dir() {
-            expanded.push(path.clone());
-            continue;
+    let expected = (expected.last_seq.is_some() || expected.head.is_some()).then_some(expected);
+    let check = match invoiceguard_audit::verify_trails(files, &chain, continues, expected) {
+        Ok(check) => check,
+        Err(error) => {
+            eprintln!("invoiceguard: cannot read {error}");
+            return ExitCode::from(2);
         }
-        // The spool's own record of its end, and where its sinks had got to.
-        match invoiceguard_audit::spool_anchor(path) {
-            Ok(Some(anchor)) => anchors.push(anchor),
-            Ok(None) => println!(
-                "note: `{}` has no head file: events cut off its end cannot be detected (pass --expect-last-seq)",
-                path.display()
-            ),
-            Err(problem) => spool_problems.push(problem),
-        }
-        spool_problems.extend(invoiceguard_audit::cursor_problems(path));
-        match invoiceguard_audit::segments(path) {
-            Ok(segments) => {
-                // Segments before the first were delivered to every sink and removed.
-                if let Some((first_seq, _)) = segments.first()
-                    && *first_seq > 1
-                    && expanded.is_empty()
-                {
-                    println!(
-                        "note: `{}` starts at seq {first_seq}: earlier segments were delivered and removed",
-                        path.display()
-                    );
-                    continues = true;
-                }
-                expanded.extend(segments.into_iter().map(|(_, segment)| segment));
-            }
-            Err(error) => {
-                eprintln!("invoiceguard: cannot read `{}`: {error}", path.display());
-                return ExitCode::from(2);
-            }
-        }
+    };
+    for note in &check.notes {
+        println!("note: {note}");
     }
-    let mut result = invoiceguard_audit::verify(&expanded, &chain, continues);
-    if expected.last_seq.is_some() || expected.head.is_some() {
-        anchors.push(expected);
-    }
-    for anchor in &anchors {
-        result.check_anchor(anchor);
-    }
-    result.problems.extend(spool_problems);
+    let result = check.verification;
     for problem in &result.problems {
         println!("{problem}");
     }
@@ -401,11 +370,7 @@ fn audit_verify(
             println!(
                 "ok: {} events, seq {first} to {last}, chain intact{}",
                 result.events,
-                if anchors.is_empty() {
-                    ""
-                } else {
-                    ", end anchored"
-                }
+                if check.anchored { ", end anchored" } else { "" }
             );
             if let Some(head) = &result.head {
                 println!("head: {head}");

@@ -74,7 +74,7 @@ pub enum GatewayError {
     FactUnavailable(String),
     /// Too many requests, or too many failed authentications: try again after the duration.
     #[error("too many requests")]
-    TooManyRequests(std::time::Duration),
+    TooManyRequests(std::time::Duration, Throttle),
     /// The resource does not exist (the upstream's lookup said so).
     #[error("resource not found")]
     NotFound,
@@ -96,6 +96,16 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// Which limit a 429 comes from: a route's request rate, or the brute-force lockout (an address
+/// or a subject past its failed-authentication limit). The audit event's detail says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// A route's `rate_limit`.
+    Rate,
+    /// `[limits] failed_auth_per_ip` / `failed_auth_per_subject`.
+    Lockout,
+}
+
 impl GatewayError {
     /// The status the client receives.
     pub(crate) fn status(&self) -> StatusCode {
@@ -111,7 +121,7 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthenticated(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthenticated(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -137,7 +147,7 @@ impl GatewayError {
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout | Self::FactUnavailable(_) => {
                 Side::Upstream
             }
-            Self::NotFound | Self::TooManyRequests(_) => Side::Client,
+            Self::NotFound | Self::TooManyRequests(..) => Side::Client,
             Self::Internal(_)
             | Self::AuditUnavailable(_)
             | Self::PolicyUnavailable
@@ -163,7 +173,7 @@ impl GatewayError {
             Self::AuditUnavailable(_) => "audit_unavailable",
             Self::PolicyUnavailable => "policy_unavailable",
             Self::NotFound => "not_found",
-            Self::TooManyRequests(_) => "rate_limited",
+            Self::TooManyRequests(..) => "rate_limited",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
             Self::Internal(_) => "internal",
         }
@@ -184,7 +194,13 @@ impl GatewayError {
             | Self::FactUnavailable(why)
             | Self::AuditUnavailable(why) => Some(why.clone()),
             Self::NotFound => None,
-            Self::TooManyRequests(wait) => Some(format!("retry after {}s", retry_after_s(*wait))),
+            Self::TooManyRequests(wait, Throttle::Rate) => {
+                Some(format!("retry after {}s", retry_after_s(*wait)))
+            }
+            Self::TooManyRequests(wait, Throttle::Lockout) => Some(format!(
+                "locked out after failed authentications; retry after {}s",
+                retry_after_s(*wait)
+            )),
             Self::UpstreamTimeout => Some("timeout".to_owned()),
             Self::NoRoute | Self::Forbidden | Self::PolicyUnavailable => None,
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
@@ -257,7 +273,7 @@ impl GatewayError {
                 "audit-unavailable",
                 "this operation cannot be recorded right now, so it is not performed".to_owned(),
             ),
-            Self::TooManyRequests(_) => (
+            Self::TooManyRequests(..) => (
                 "rate-limited",
                 "too many requests or failed logins; try again later".to_owned(),
             ),
@@ -304,7 +320,7 @@ impl GatewayError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Self::TooManyRequests(wait) = self
+        if let Self::TooManyRequests(wait, _) = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_s(*wait).to_string())
         {
             headers.insert(header::RETRY_AFTER, value);

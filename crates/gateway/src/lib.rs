@@ -57,6 +57,6 @@ pub use config::{
     AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,
 };
 pub use context::Connection;
-pub use error::GatewayError;
+pub use error::{GatewayError, Throttle};
 pub use gateway::{Gateway, StartError};
 pub use server::{ServeError, serve};

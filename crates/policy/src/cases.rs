@@ -172,8 +172,26 @@ pub struct Hypothetical {
     pub break_glass_reason: Option<String>,
 }
 
-/// What the policies decide for a hypothetical request, in words.
-pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<String, String> {
+/// What the policies decide for a hypothetical request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// `allow`, `deny`, or `step_up` (denied; a stronger or fresher login would lift it).
+    pub effect: &'static str,
+    /// The deciding policies' `@id`s.
+    pub policies: Vec<String>,
+    /// Cedar's evaluation errors, if any.
+    pub errors: Vec<String>,
+    /// `METHOD template -> action`.
+    pub route: String,
+    /// `Type::"id"`.
+    pub resource: String,
+}
+
+/// Decides a hypothetical request.
+pub fn decide_hypothetical(
+    engine: &PolicyEngine,
+    hypothetical: &Hypothetical,
+) -> Result<Verdict, String> {
     let case = Case {
         name: String::new(),
         principal: CasePrincipal {
@@ -206,28 +224,44 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
         route,
         resource,
     } = decide(engine, &case)?;
-    let verdict = match got {
-        Expect::Allow => "allow",
-        Expect::Deny => "deny",
-        Expect::StepUp => {
-            "deny, with a step-up challenge (a stronger or fresher login would lift it)"
-        }
+    Ok(Verdict {
+        effect: match got {
+            Expect::Allow => "allow",
+            Expect::Deny => "deny",
+            Expect::StepUp => "step_up",
+        },
+        policies: decision.policies,
+        errors: decision.errors,
+        route,
+        resource,
+    })
+}
+
+/// What the policies decide for a hypothetical request, in words.
+pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<String, String> {
+    let verdict = decide_hypothetical(engine, hypothetical)?;
+    let words = match verdict.effect {
+        "allow" => "allow",
+        "deny" => "deny",
+        _ => "deny, with a step-up challenge (a stronger or fresher login would lift it)",
     };
-    let by = if decision.policies.is_empty() {
-        if got == Expect::Allow {
+    let by = if verdict.policies.is_empty() {
+        if verdict.effect == "allow" {
             "-".to_owned()
         } else {
             "no permit applies (default deny)".to_owned()
         }
     } else {
-        decision.policies.join(", ")
+        verdict.policies.join(", ")
     };
     let mut text = format!(
-        "route:    {route} on {resource}\ndecision: {verdict}\npolicies: {by}\nversion:  {}",
+        "route:    {} on {}\ndecision: {words}\npolicies: {by}\nversion:  {}",
+        verdict.route,
+        verdict.resource,
         engine.version()
     );
-    if !decision.errors.is_empty() {
-        text.push_str(&format!("\nerrors:   {}", decision.errors.join("; ")));
+    if !verdict.errors.is_empty() {
+        text.push_str(&format!("\nerrors:   {}", verdict.errors.join("; ")));
     }
     Ok(text)
 }

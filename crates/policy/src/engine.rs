@@ -165,6 +165,30 @@ impl PolicyEngine {
         self.entities.limits(principal)
     }
 
+    /// Every entry of `entities.toml`: (`role`, `user` or `service_account`, name, limits).
+    pub fn limit_entries(&self) -> Vec<(&'static str, String, Limits)> {
+        self.entities.entries()
+    }
+
+    /// Every role the policies name (`Role::"…"` anywhere in a policy) or `entities.toml` gives
+    /// limits to, sorted: the rows of a role matrix.
+    pub fn roles(&self) -> Vec<String> {
+        let mut roles = std::collections::BTreeSet::new();
+        for policy in self.policies.policies() {
+            let text = policy.to_string();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("Role::\"") {
+                rest = &rest[at + 7..];
+                if let Some(end) = rest.find('"') {
+                    roles.insert(rest[..end].to_owned());
+                    rest = &rest[end..];
+                }
+            }
+        }
+        roles.extend(self.entities.role_names());
+        roles.into_iter().collect()
+    }
+
     /// How many policies are loaded.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()

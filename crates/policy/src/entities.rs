@@ -52,6 +52,11 @@ pub struct Limits {
 }
 
 impl Entities {
+    /// The roles the file gives attributes to.
+    pub(crate) fn role_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.roles.keys().cloned()
+    }
+
     /// Loads the file when it exists; problems name its line.
     pub(crate) fn load(path: &Path, problems: &mut Vec<Problem>) -> Self {
         let text = match std::fs::read_to_string(path) {
@@ -73,6 +78,33 @@ impl Entities {
                 Self::default()
             }
         }
+    }
+
+    /// Every entry of the file as written (`role`, `user` or `service_account`, its name, its
+    /// attributes; an attribute not set is 0), sorted by kind and name.
+    pub(crate) fn entries(&self) -> Vec<(&'static str, String, Limits)> {
+        let mut entries = Vec::new();
+        for (kind, map) in [
+            ("role", &self.0.roles),
+            ("user", &self.0.users),
+            ("service_account", &self.0.service_accounts),
+        ] {
+            let mut names: Vec<&String> = map.keys().collect();
+            names.sort();
+            for name in names {
+                let a = map[name];
+                entries.push((
+                    kind,
+                    name.clone(),
+                    Limits {
+                        approval_limit: a.approval_limit.unwrap_or(0),
+                        export_rows_per_day: a.export_rows_per_day.unwrap_or(0),
+                        exports_per_day: a.exports_per_day.unwrap_or(0),
+                    },
+                ));
+            }
+        }
+        entries
     }
 
     /// The principal's effective limits.

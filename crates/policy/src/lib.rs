@@ -13,7 +13,7 @@ mod problem;
 mod request;
 mod routes;
 
-pub use cases::{CaseOutcome, Hypothetical, explain, run_cases};
+pub use cases::{CaseOutcome, Hypothetical, Verdict, decide_hypothetical, explain, run_cases};
 pub use config::PolicyConfig;
 pub use decision::{Decision, Effect, StepUp};
 pub use engine::{PolicyEngine, ROUTES_FILE, SCHEMA_FILE};

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 mod attacks;
 mod audit;
 mod deploy;
+mod evidence;
 mod faults;
 mod identity;
 mod operations;

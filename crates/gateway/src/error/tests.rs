@@ -53,7 +53,7 @@ fn classification() {
             Side::Upstream,
         ),
         (
-            GatewayError::TooManyRequests(std::time::Duration::from_secs(1)),
+            GatewayError::TooManyRequests(std::time::Duration::from_secs(1), super::Throttle::Rate),
             429,
             Side::Client,
         ),
@@ -98,7 +98,7 @@ fn classification() {
             | GatewayError::Forbidden
             | GatewayError::StepUpRequired(_)
             | GatewayError::FactUnavailable(_)
-            | GatewayError::TooManyRequests(_)
+            | GatewayError::TooManyRequests(..)
             | GatewayError::NotFound
             | GatewayError::PolicyUnavailable
             | GatewayError::AuditUnavailable(_)

@@ -98,7 +98,10 @@ impl<'g> Counters<'g> {
             .limit(key, *limit, self.window(), false)
             .await
         {
-            Ok(Some(wait)) => Err(GatewayError::TooManyRequests(wait)),
+            Ok(Some(wait)) => Err(GatewayError::TooManyRequests(
+                wait,
+                crate::error::Throttle::Lockout,
+            )),
             Ok(None) => Ok(()),
             Err(error) => {
                 if let Some(held_back) = throttle("brute-force counters unavailable") {

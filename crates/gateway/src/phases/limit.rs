@@ -25,7 +25,10 @@ pub(super) async fn phase(
         .await
     {
         Ok(None) => Ok(()),
-        Ok(Some(wait)) => Err(GatewayError::TooManyRequests(wait)),
+        Ok(Some(wait)) => Err(GatewayError::TooManyRequests(
+            wait,
+            crate::error::Throttle::Rate,
+        )),
         Err(error) => Err(GatewayError::FactUnavailable(error.to_string())),
     }
 }

@@ -1,0 +1,161 @@
+//! `invoiceguard evidence`: the arguments, the settings read from the configuration, and where
+//! the pack is written. The pack itself is `invoiceguard_evidence`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use invoiceguard_audit::query::Bound;
+use invoiceguard_evidence::{Account, Inputs, Setup};
+use invoiceguard_gateway::Config;
+use invoiceguard_policy::PolicyEngine;
+
+/// What `evidence` takes.
+#[derive(clap::Args)]
+pub(crate) struct EvidenceArgs {
+    /// The configuration file the gateway runs with (its settings, policy folder and spool).
+    #[arg(long, short, default_value = "invoiceguard.toml")]
+    config: PathBuf,
+    /// Trails to read instead of the configuration's spool: spool folders or sink files;
+    /// several (one per replica) are merged by time.
+    #[arg(long = "trail", value_name = "PATH")]
+    trails: Vec<PathBuf>,
+    /// From this time on (2026-12-01, or RFC 3339).
+    #[arg(long)]
+    from: Option<Bound>,
+    /// Before this time (exclusive).
+    #[arg(long)]
+    to: Option<Bound>,
+    /// The folder the pack is written to: evidence.html, evidence.json, csv/.
+    #[arg(long, default_value = "evidence")]
+    out: PathBuf,
+}
+
+/// Builds and writes the pack.
+pub(crate) fn evidence(args: &EvidenceArgs) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = match PolicyEngine::load(&config.policy) {
+        Ok(engine) => engine,
+        Err(invoiceguard_policy::LoadError(problems)) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!(
+                "invoiceguard: the policy folder `{}` has {} problem(s): no evidence from it",
+                config.policy.dir.display(),
+                problems.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let chain =
+        match invoiceguard_audit::Chain::from_key_file(config.audit.hmac_key_file.as_deref()) {
+            Ok(chain) => chain,
+            Err(error) => {
+                eprintln!("invoiceguard: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    let trails = if args.trails.is_empty() {
+        vec![config.audit.spool.clone()]
+    } else {
+        args.trails.clone()
+    };
+    let setup = setup(&args.config, &config);
+    let inputs = Inputs {
+        setup: &setup,
+        engine: &engine,
+        trails: &trails,
+        chain: &chain,
+        from: args.from.clone(),
+        to: args.to.clone(),
+    };
+    let written = invoiceguard_evidence::build(&inputs)
+        .and_then(|pack| Ok((invoiceguard_evidence::write(&pack, &args.out)?, pack)));
+    match written {
+        Ok((paths, pack)) => {
+            println!(
+                "evidence pack for {} events written to {}: evidence.html, evidence.json and {} CSV file(s)",
+                pack.sources.events,
+                args.out.display(),
+                paths.len().saturating_sub(2)
+            );
+            for section in pack.sections.iter().filter(|s| s.attention) {
+                println!(
+                    "attention: {}: {}",
+                    section.control,
+                    section.findings.join(" ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The settings the sections show, from the configuration.
+fn setup(file: &std::path::Path, config: &Config) -> Setup {
+    let authn = &config.authn;
+    let mut accounts: Vec<Account> = authn
+        .api_keys
+        .iter()
+        .map(|a| Account {
+            name: a.account.clone(),
+            kind: "api_key",
+            scopes: a.scopes.clone(),
+            credentials: a
+                .sha256
+                .iter()
+                .map(|hash| hash.get(..12).unwrap_or(hash).to_owned())
+                .collect(),
+        })
+        .collect();
+    accounts.extend(authn.mtls_accounts.iter().map(|a| Account {
+        name: a.account.clone(),
+        kind: "client_certificate",
+        scopes: a.scopes.clone(),
+        credentials: vec![a.dns_name.clone()],
+    }));
+    Setup {
+        config_file: file.to_owned(),
+        policy_dir: config.policy.dir.clone(),
+        issuers: authn.issuers().into_iter().map(|i| i.issuer).collect(),
+        mfa_amr: authn.mfa_amr.clone(),
+        mfa_acr: authn.mfa_acr.clone(),
+        require_typ: authn.require_typ.clone(),
+        leeway_s: authn.leeway_s,
+        failed_auth_per_ip: config.limits.failed_auth_per_ip,
+        failed_auth_per_subject: config.limits.failed_auth_per_subject,
+        failed_auth_window_s: config.limits.failed_auth_window_s,
+        accounts,
+        listener_tls: config.listen.tls.is_some(),
+        client_ca: config.listen.client_ca_file.is_some(),
+        upstream_https: config.upstream.url.starts_with("https://"),
+        chain_keyed: config.audit.hmac_key_file.is_some(),
+        sinks: config
+            .audit
+            .sinks
+            .iter()
+            .map(|sink| {
+                let kind = if sink.syslog.is_some() {
+                    "syslog"
+                } else if sink.http.is_some() {
+                    "http"
+                } else {
+                    "file"
+                };
+                (sink.name.clone(), kind.to_owned())
+            })
+            .collect(),
+        sensitive_actions: config.audit.sensitive_actions.clone(),
+        audit_fail_open: config.audit.fail_open,
+    }
+}

@@ -1,0 +1,804 @@
+//! The sections: one per control of the access baseline's table, in its order, each built from
+//! the tally of the trail, the policy set and the settings.
+
+use std::collections::BTreeMap;
+
+use invoiceguard_policy::PolicyEngine;
+
+use crate::Setup;
+use crate::matrix;
+use crate::pack::{Chart, Section, Series, Table, percent};
+use crate::tally::Tally;
+use crate::trail::Trails;
+
+/// Every section, in the baseline's order.
+pub(crate) fn all(
+    setup: &Setup,
+    engine: &PolicyEngine,
+    tally: &Tally,
+    trails: &Trails,
+) -> Vec<Section> {
+    vec![
+        mfa(setup, tally),
+        sso(setup, tally),
+        rbac(setup, engine, tally),
+        authentication(setup, tally),
+        sessions(setup),
+        admins(engine, tally),
+        leavers(tally),
+        logging(setup, tally, trails),
+        exports(engine, tally),
+        integration(setup, engine, tally),
+        encryption(setup),
+        backup(trails),
+    ]
+}
+
+/// A section with its texts; tables and charts are added by the caller.
+fn section(
+    id: &'static str,
+    control: &'static str,
+    requirement: &'static str,
+    shows: &str,
+    source: &str,
+) -> Section {
+    Section {
+        id,
+        control,
+        requirement,
+        shows: shows.to_owned(),
+        source: source.to_owned(),
+        findings: Vec::new(),
+        attention: false,
+        tables: Vec::new(),
+        charts: Vec::new(),
+    }
+}
+
+fn mfa(setup: &Setup, tally: &Tally) -> Section {
+    let mut s = section(
+        "mfa",
+        "MFA (multi-factor authentication)",
+        "mandatory for all interactive users",
+        "How many of each person's requests came with a multi-factor login, and every login without one.",
+        &format!(
+            "the trail (actor.mfa of each person's requests); MFA means amr in [{}] or acr in [{}] ([authn] mfa_amr, mfa_acr)",
+            setup.mfa_amr.join(", "),
+            setup.mfa_acr.join(", ")
+        ),
+    );
+    let mut coverage = Table::new(
+        "mfa_coverage",
+        "MFA coverage per person",
+        &[
+            "person",
+            "requests",
+            "with MFA",
+            "without MFA",
+            "coverage %",
+            "step-ups demanded",
+        ],
+    );
+    let (mut all, mut with) = (0, 0);
+    let mut chart = Chart {
+        id: "mfa_chart",
+        title: "MFA coverage per person (% of requests)".to_owned(),
+        labels: Vec::new(),
+        series: vec![Series {
+            name: "with MFA",
+            values: Vec::new(),
+        }],
+        unit: "%",
+    };
+    for (person, p) in &tally.people {
+        all += p.requests;
+        with += p.with_mfa;
+        coverage.row(vec![
+            person.clone(),
+            p.requests.to_string(),
+            p.with_mfa.to_string(),
+            (p.requests - p.with_mfa).to_string(),
+            percent(p.with_mfa, p.requests),
+            p.step_ups.to_string(),
+        ]);
+        chart.labels.push(person.clone());
+        chart.series[0]
+            .values
+            .push(p.with_mfa as f64 * 100.0 / p.requests.max(1) as f64);
+    }
+    let mut without = Table::new(
+        "logins_without_mfa",
+        "Logins without MFA (person, method, address)",
+        &[
+            "person",
+            "method",
+            "source address",
+            "first",
+            "last",
+            "requests",
+            "denied",
+        ],
+    );
+    for login in tally
+        .logins
+        .callers()
+        .filter(|l| l.kind == "user" && !l.mfa)
+    {
+        without.row(vec![
+            login.actor.clone(),
+            login.method.clone(),
+            login.source_ip.clone(),
+            login.first.clone(),
+            login.last.clone(),
+            login.requests.to_string(),
+            login.denied.to_string(),
+        ]);
+    }
+    s.findings.push(format!(
+        "{with} of {all} requests by people ({} %) came with a multi-factor login; {} login(s) without MFA.",
+        percent(with, all),
+        without.rows.len()
+    ));
+    s.attention = !without.rows.is_empty();
+    s.tables = vec![coverage, without];
+    s.charts.push(chart);
+    s
+}
+
+fn sso(setup: &Setup, tally: &Tally) -> Section {
+    let mut s = section(
+        "sso",
+        "SSO",
+        "central identity management, blocking in one place",
+        "Who logged in, when and how: every caller by method, MFA and address; refused credentials by address.",
+        &format!(
+            "the trail; tokens trusted only from [{}] ([authn] issuer, also_trust)",
+            setup.issuers.join(", ")
+        ),
+    );
+    let mut logins = Table::new(
+        "logins",
+        "Who logged in, when and how",
+        &[
+            "caller",
+            "type",
+            "method",
+            "MFA",
+            "source address",
+            "first",
+            "last",
+            "requests",
+            "denied",
+        ],
+    );
+    for login in tally.logins.callers() {
+        logins.row(vec![
+            login.actor.clone(),
+            login.kind.clone(),
+            login.method.clone(),
+            if login.mfa { "yes" } else { "no" }.to_owned(),
+            login.source_ip.clone(),
+            login.first.clone(),
+            login.last.clone(),
+            login.requests.to_string(),
+            login.denied.to_string(),
+        ]);
+    }
+    let mut failed = Table::new(
+        "failed_logins",
+        "Refused credentials by address",
+        &["source address", "reasons", "first", "last", "refusals"],
+    );
+    for f in tally.logins.failed() {
+        failed.row(vec![
+            f.source_ip.clone(),
+            f.reasons.join("; "),
+            f.first.clone(),
+            f.last.clone(),
+            f.count.to_string(),
+        ]);
+    }
+    let refused: u64 = tally.logins.failed().map(|f| f.count).sum();
+    s.findings.push(format!(
+        "{} caller(s) authenticated by the IdP or their integration credential; {refused} refused credential(s) from {} address(es).",
+        tally.people.len() + tally.accounts.len(),
+        failed.rows.len()
+    ));
+    s.tables = vec![logins, failed];
+    s
+}
+
+fn rbac(setup: &Setup, engine: &PolicyEngine, tally: &Tally) -> Section {
+    let mut s = section(
+        "rbac",
+        "RBAC",
+        "roles documented, permissions reviewed",
+        "The role matrix, derived by asking the policies about every role and route (a person holding only that role, on an invoice someone else created); the decision cases with their results (the prohibited combinations among them); segregation-of-duties refusals seen; the policy versions that decided.",
+        &format!(
+            "the policy folder {} (version {}) and its tests/; the trail",
+            setup.policy_dir.display(),
+            engine.version()
+        ),
+    );
+    let (matrix, roles) = matrix::roles(engine);
+    let cases = invoiceguard_policy::run_cases(engine, &setup.policy_dir.join("tests"));
+    let mut table = Table::new(
+        "decision_cases",
+        "Decision cases (prohibited combinations among them)",
+        &["file", "case", "result"],
+    );
+    let mut failed = 0;
+    for case in &cases {
+        let (file, name) = case.name.split_once(": ").unwrap_or(("", &case.name));
+        failed += usize::from(case.failure.is_some());
+        table.row(vec![
+            file.to_owned(),
+            name.to_owned(),
+            case.failure
+                .as_ref()
+                .map_or("passed".to_owned(), |why| format!("FAILED: {why}")),
+        ]);
+    }
+    let mut sod = Table::new(
+        "sod_denials",
+        "Segregation-of-duties refusals",
+        &["time", "actor", "action", "resource", "policies"],
+    );
+    sod.rows.clone_from(&tally.sod_denials);
+    let mut versions = Table::new(
+        "policy_versions",
+        "Policy-set versions that decided",
+        &["version", "first decision", "last decision", "decisions"],
+    );
+    for (version, span) in &tally.versions {
+        versions.row(vec![
+            version.clone(),
+            span.first.clone(),
+            span.last.clone(),
+            span.count.to_string(),
+        ]);
+    }
+    s.findings.push(format!(
+        "{} roles × {} routes; {} of {} decision cases passed; {} segregation-of-duties refusal(s); {} policy version(s) decided in the period.",
+        roles.len(),
+        matrix.rows.len(),
+        cases.len() - failed,
+        cases.len(),
+        sod.rows.len(),
+        versions.rows.len()
+    ));
+    s.attention = failed > 0 || cases.is_empty();
+    s.tables = vec![matrix, table, sod, versions];
+    s
+}
+
+fn authentication(setup: &Setup, tally: &Tally) -> Section {
+    let mut s = section(
+        "authentication",
+        "Password and authentication policy",
+        "modern principles, prohibited passwords, brute force protection",
+        "The lockout rules in force and every lockout in the period. Passwords themselves are the IdP's: the gateway never sees one.",
+        "the configuration ([limits]) and the trail (429 refusals whose detail says `locked out`)",
+    );
+    let mut rules = Table::new(
+        "lockout_rules",
+        "Lockout rules in force",
+        &["rule", "value"],
+    );
+    rules.row(vec![
+        "failed authentications per address".to_owned(),
+        setup.failed_auth_per_ip.to_string(),
+    ]);
+    rules.row(vec![
+        "failed authentications per subject".to_owned(),
+        setup.failed_auth_per_subject.to_string(),
+    ]);
+    rules.row(vec![
+        "window (seconds)".to_owned(),
+        setup.failed_auth_window_s.to_string(),
+    ]);
+    let mut lockouts = Table::new(
+        "lockouts",
+        "Lockouts",
+        &["locked", "who", "first refusal", "last refusal", "refusals"],
+    );
+    for ((kind, who), span) in &tally.lockouts {
+        lockouts.row(vec![
+            kind.clone(),
+            who.clone(),
+            span.first.clone(),
+            span.last.clone(),
+            span.count.to_string(),
+        ]);
+    }
+    s.findings.push(format!(
+        "An address is locked out after {} failed authentications, a subject after {}, for {} s; {} lockout(s) in the period.",
+        setup.failed_auth_per_ip,
+        setup.failed_auth_per_subject,
+        setup.failed_auth_window_s,
+        lockouts.rows.len()
+    ));
+    s.tables = vec![rules, lockouts];
+    s
+}
+
+fn sessions(setup: &Setup) -> Section {
+    let mut s = section(
+        "sessions",
+        "Session management",
+        "inactivity timeout, secure cookie setting",
+        "How callers stay logged in. This version holds no browser sessions: every request carries its own credential (an IdP token, an API key or a client certificate), so a session lasts as long as the IdP's token.",
+        "the configuration ([authn])",
+    );
+    let mut settings = Table::new("token_settings", "Token settings", &["setting", "value"]);
+    settings.row(vec![
+        "token type required (require_typ)".to_owned(),
+        setup
+            .require_typ
+            .clone()
+            .unwrap_or_else(|| "any".to_owned()),
+    ]);
+    settings.row(vec![
+        "clock leeway (seconds)".to_owned(),
+        setup.leeway_s.to_string(),
+    ]);
+    s.findings.push("No browser sessions are managed by the gateway in this version: there is no cookie or inactivity timeout to show; token lifetimes are set at the IdP.".to_owned());
+    s.attention = true;
+    s.tables = vec![settings];
+    s
+}
+
+fn admins(engine: &PolicyEngine, tally: &Tally) -> Section {
+    let mut s = section(
+        "admins",
+        "Managing admin accounts",
+        "separate admin, minimum number, \"break-glass\" control",
+        "Who held the admin role, every administration act (settings, users and roles, revocations, credential reloads), and every break-glass use with its stated reason.",
+        "the trail (actor.roles, categories administration and revocation, break_glass_reason)",
+    );
+    let mut list = Table::new(
+        "admin_list",
+        "People with the admin role",
+        &[
+            "admin",
+            "first request",
+            "last request",
+            "requests",
+            "also approver",
+        ],
+    );
+    for (admin, span) in &tally.admins {
+        let approver = tally
+            .people
+            .get(admin)
+            .is_some_and(|p| p.roles.contains("approver"));
+        list.row(vec![
+            admin.clone(),
+            span.first.clone(),
+            span.last.clone(),
+            span.count.to_string(),
+            if approver { "yes" } else { "no" }.to_owned(),
+        ]);
+    }
+    let mut acts = Table::new(
+        "administration",
+        "Administration events",
+        &[
+            "time", "actor", "action", "resource", "decision", "status", "detail",
+        ],
+    );
+    acts.rows.clone_from(&tally.administration);
+    let mut glass = Table::new(
+        "break_glass",
+        "Break-glass uses",
+        &[
+            "time", "actor", "reason", "action", "path", "decision", "status",
+        ],
+    );
+    glass.rows.clone_from(&tally.break_glass);
+    let both = list.rows.iter().filter(|r| r[4] == "yes").count();
+    s.findings.push(format!(
+        "{} admin(s) seen ({both} also holding the approver role, which the policies refuse to let approve); {} administration event(s); {} break-glass use(s).",
+        list.rows.len(),
+        acts.rows.len(),
+        glass.rows.len()
+    ));
+    s.attention = both > 0 || !glass.rows.is_empty();
+    let _ = engine;
+    s.tables = vec![list, acts, glass];
+    s
+}
+
+fn leavers(tally: &Tally) -> Section {
+    let mut s = section(
+        "leavers",
+        "Joiner/Mover/Leaver process",
+        "admission, transfer, and discharge with SLA",
+        "Every revocation in the period (a leaver blocked on every replica), the subject's last allowed request before it, and anything allowed after it (there should be nothing).",
+        "the trail (revocation events of the admin listener, and the revoked subjects' requests)",
+    );
+    let mut table = Table::new(
+        "revocations",
+        "Revocations and what the subject could still do",
+        &[
+            "subject",
+            "revoked at",
+            "by",
+            "detail",
+            "last allowed before",
+            "allowed after",
+            "last allowed after",
+            "refused after",
+            "lifted at",
+        ],
+    );
+    let mut leaked = 0;
+    for (subject, l) in &tally.leavers {
+        leaked += l.allowed_after;
+        table.row(vec![
+            subject.clone(),
+            l.revoked_at.clone(),
+            l.by.clone(),
+            l.detail.clone(),
+            l.last_allowed_before.clone().unwrap_or_default(),
+            l.allowed_after.to_string(),
+            l.last_allowed_after.clone().unwrap_or_default(),
+            l.refused_after.to_string(),
+            l.lifted_at.clone().unwrap_or_default(),
+        ]);
+    }
+    s.findings.push(format!(
+        "{} subject(s) revoked; {leaked} request(s) allowed after a revocation took effect.",
+        table.rows.len()
+    ));
+    s.attention = leaked > 0;
+    s.tables = vec![table];
+    s
+}
+
+fn logging(setup: &Setup, tally: &Tally, trails: &Trails) -> Section {
+    let mut s = section(
+        "logging",
+        "Logging and audit trail",
+        "access, authorization, export, deletion logged",
+        "Every request's event by category, requests and denials over time, each trail's hash chain verified, and each sink's delivery.",
+        &format!(
+            "the trails (chain {}), their sinks' cursors; SIEM rules: deploy/siem/rules",
+            if setup.chain_keyed {
+                "keyed with HMAC-SHA256"
+            } else {
+                "SHA-256"
+            }
+        ),
+    );
+    let mut categories = Table::new(
+        "categories",
+        "Events by category",
+        &["category", "allowed", "denied"],
+    );
+    for (category, (allowed, denied)) in &tally.categories {
+        categories.row(vec![
+            category.clone(),
+            allowed.to_string(),
+            denied.to_string(),
+        ]);
+    }
+    let mut chains = Table::new(
+        "chain_verification",
+        "Chain verification",
+        &[
+            "trail",
+            "events",
+            "first seq",
+            "last seq",
+            "intact",
+            "end anchored",
+            "problems",
+        ],
+    );
+    let mut broken = 0;
+    for c in &trails.checked {
+        broken += usize::from(!c.intact);
+        chains.row(vec![
+            c.path.clone(),
+            c.events.to_string(),
+            c.seq_range.map(|r| r.0.to_string()).unwrap_or_default(),
+            c.seq_range.map(|r| r.1.to_string()).unwrap_or_default(),
+            if c.intact { "yes" } else { "NO" }.to_owned(),
+            if c.anchored { "yes" } else { "no" }.to_owned(),
+            c.problems
+                .iter()
+                .chain(&c.notes)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        ]);
+    }
+    let mut delivery = Table::new(
+        "delivery",
+        "Delivery to the sinks",
+        &["spool", "sink", "kind", "events not yet delivered"],
+    );
+    for d in &trails.deliveries {
+        let kind = setup
+            .sinks
+            .iter()
+            .find(|(name, _)| *name == d.sink)
+            .map_or("", |(_, kind)| kind.as_str());
+        delivery.row(vec![
+            d.spool.clone(),
+            d.sink.clone(),
+            kind.to_owned(),
+            d.pending.to_string(),
+        ]);
+    }
+    let pending: u64 = trails.deliveries.iter().map(|d| d.pending).sum();
+    let delivered = if setup.sinks.is_empty() {
+        "no audit sink is configured: the trail is on the gateway's disk only".to_owned()
+    } else {
+        format!("{pending} event(s) not yet delivered to a sink")
+    };
+    s.findings.push(format!(
+        "{} events in the period; {} of {} trail(s) verified intact; {delivered}; sensitive actions recorded before they are forwarded: {}; when the spool cannot record, requests are {}.",
+        tally.events,
+        trails.checked.len() - broken,
+        trails.checked.len(),
+        if setup.sensitive_actions.is_empty() {
+            "none".to_owned()
+        } else {
+            setup.sensitive_actions.join(", ")
+        },
+        if setup.audit_fail_open {
+            "served (fail_open)"
+        } else {
+            "refused"
+        }
+    ));
+    s.attention = broken > 0 || setup.sinks.is_empty() || setup.audit_fail_open;
+    s.charts.push(over_time(tally));
+    s.tables = vec![categories, chains, delivery];
+    s
+}
+
+/// Requests and denials per hour, or per day over more than two days.
+fn over_time(tally: &Tally) -> Chart {
+    let by_day = tally.hours.len() > 48;
+    let mut buckets: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (hour, (requests, denied)) in &tally.hours {
+        let key = if by_day {
+            hour.get(..10).unwrap_or(hour).to_owned()
+        } else {
+            format!("{hour}h")
+        };
+        let bucket = buckets.entry(key).or_default();
+        bucket.0 += requests;
+        bucket.1 += denied;
+    }
+    Chart {
+        id: "requests_chart",
+        title: format!(
+            "Requests and denials per {}",
+            if by_day { "day" } else { "hour (UTC)" }
+        ),
+        labels: buckets.keys().cloned().collect(),
+        series: vec![
+            Series {
+                name: "allowed",
+                values: buckets.values().map(|(r, d)| (r - d) as f64).collect(),
+            },
+            Series {
+                name: "denied",
+                values: buckets.values().map(|(_, d)| *d as f64).collect(),
+            },
+        ],
+        unit: "requests",
+    }
+}
+
+fn exports(engine: &PolicyEngine, tally: &Tally) -> Section {
+    let mut s = section(
+        "exports",
+        "Control of exports",
+        "mass export restriction, watermark, approval (if necessary)",
+        "Every export with its rows, the bulk ones (over 500 rows) marked, each person's totals, and the daily quotas the policy folder sets.",
+        "the trail (export:* actions and outcome.export_rows); entities.toml and limits.cedar of the policy folder",
+    );
+    let mut all = Table::new(
+        "exports",
+        "Exports",
+        &[
+            "time", "actor", "action", "rows", "bulk", "decision", "status", "policies",
+        ],
+    );
+    all.rows.clone_from(&tally.exports);
+    let mut people = Table::new(
+        "exports_per_person",
+        "Exports per person",
+        &["person", "exports", "rows", "bulk", "denied"],
+    );
+    let mut chart = Chart {
+        id: "exports_chart",
+        title: "Rows exported per person".to_owned(),
+        labels: Vec::new(),
+        series: vec![Series {
+            name: "rows",
+            values: Vec::new(),
+        }],
+        unit: "rows",
+    };
+    for (who, e) in &tally.exporters {
+        people.row(vec![
+            who.clone(),
+            e.exports.to_string(),
+            e.rows.to_string(),
+            e.bulk.to_string(),
+            e.denied.to_string(),
+        ]);
+        chart.labels.push(who.clone());
+        chart.series[0].values.push(e.rows as f64);
+    }
+    let mut quotas = Table::new(
+        "export_quotas",
+        "Daily export quotas and approval limits (entities.toml)",
+        &[
+            "kind",
+            "name",
+            "export rows per day",
+            "exports per day",
+            "approval limit",
+        ],
+    );
+    for (kind, name, limits) in engine.limit_entries() {
+        quotas.row(vec![
+            kind.to_owned(),
+            name,
+            limits.export_rows_per_day.to_string(),
+            limits.exports_per_day.to_string(),
+            limits.approval_limit.to_string(),
+        ]);
+    }
+    let bulk: u64 = tally.exporters.values().map(|e| e.bulk).sum();
+    let rows: u64 = tally.exporters.values().map(|e| e.rows).sum();
+    s.findings.push(format!(
+        "{} export request(s) by {} person(s) or account(s), {rows} rows in all, {bulk} bulk. Approvals and watermarks are not built yet.",
+        all.rows.len(),
+        people.rows.len()
+    ));
+    s.charts.push(chart);
+    s.tables = vec![people, all, quotas];
+    s
+}
+
+fn integration(setup: &Setup, engine: &PolicyEngine, tally: &Tally) -> Section {
+    let mut s = section(
+        "integration",
+        "Integration accounts / API",
+        "service account, scope limit, key rotation",
+        "Every integration account the configuration holds: its credential (API-key fingerprints, or the certificate's DNS name), scopes, what the policies let those scopes do, and its use in the period; accounts seen in the trail but not configured (IdP client-credential tokens) too.",
+        &format!(
+            "the configuration {} ([[authn.api_keys]], [[authn.mtls_accounts]]), the policy folder, the trail",
+            setup.config_file.display()
+        ),
+    );
+    let mut table = Table::new(
+        "integration_accounts",
+        "Integration accounts",
+        &[
+            "account",
+            "credential",
+            "fingerprints or DNS name",
+            "scopes",
+            "actions allowed",
+            "requests",
+            "denied",
+            "errors",
+            "error rate %",
+            "first use",
+            "last use",
+        ],
+    );
+    let mut names: Vec<(String, &'static str, Vec<String>, Vec<String>)> = setup
+        .accounts
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                a.kind,
+                a.credentials.clone(),
+                a.scopes.clone(),
+            )
+        })
+        .collect();
+    for name in tally.accounts.keys() {
+        if !names.iter().any(|(n, ..)| n == name) {
+            names.push((name.clone(), "idp_token", Vec::new(), Vec::new()));
+        }
+    }
+    let mut unused = 0;
+    for (name, kind, credentials, scopes) in names {
+        let used = tally.accounts.get(&name);
+        unused += usize::from(used.is_none());
+        let span = used.map(|u| u.span.clone()).unwrap_or_default();
+        let (denied, errors) = used.map_or((0, 0), |u| (u.denied, u.errors));
+        table.row(vec![
+            name.clone(),
+            kind.to_owned(),
+            credentials.join(" "),
+            scopes.join(" "),
+            if kind == "idp_token" {
+                "(scopes of its tokens)".to_owned()
+            } else {
+                matrix::account_actions(engine, &name, &scopes).join(" ")
+            },
+            span.count.to_string(),
+            denied.to_string(),
+            errors.to_string(),
+            percent(errors, span.count),
+            span.first,
+            span.last,
+        ]);
+    }
+    s.findings.push(format!(
+        "{} integration account(s); {unused} not used in the period (a candidate for removal). The configuration holds key hashes only: a key's age is the date its hash was added, which the configuration's history shows.",
+        table.rows.len()
+    ));
+    s.tables = vec![table];
+    s
+}
+
+fn encryption(setup: &Setup) -> Section {
+    let mut s = section(
+        "encryption",
+        "Encryption",
+        "TLS, data storage protection on the provider side",
+        "Whether each hop is encrypted, as configured.",
+        "the configuration ([listen.tls], [listen] client_ca_file, [upstream] url)",
+    );
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let mut table = Table::new(
+        "encryption",
+        "Encryption in transit and at rest",
+        &["hop", "encrypted"],
+    );
+    table.row(vec![
+        "clients to the gateway (TLS)".to_owned(),
+        yes(setup.listener_tls),
+    ]);
+    table.row(vec![
+        "client certificates asked for (mTLS)".to_owned(),
+        yes(setup.client_ca),
+    ]);
+    table.row(vec![
+        "gateway to the invoicing API (HTTPS)".to_owned(),
+        yes(setup.upstream_https),
+    ]);
+    table.row(vec![
+        "audit spool at rest".to_owned(),
+        "no (plain files; encryption at rest is not built yet)".to_owned(),
+    ]);
+    s.attention = !setup.listener_tls || !setup.upstream_https;
+    s.findings.push(format!(
+        "TLS to clients: {}; to the invoicing API: {}; the audit spool is not encrypted at rest.",
+        yes(setup.listener_tls),
+        yes(setup.upstream_https)
+    ));
+    s.tables = vec![table];
+    s
+}
+
+fn backup(trails: &Trails) -> Section {
+    let mut s = section(
+        "backup",
+        "Backup and archiving",
+        "access protected, restore tested",
+        "What the gateway can show of its own trail: each trail's events verified complete and unmodified (see Logging). Archives and a restore test are not built yet.",
+        "the trails",
+    );
+    let events: u64 = trails.checked.iter().map(|c| c.events).sum();
+    s.findings.push(format!(
+        "No restore test report: invoiceguard does not archive or restore its trail yet; the {} event(s) of the trails read were verified in place.",
+        events
+    ));
+    s.attention = true;
+    s
+}

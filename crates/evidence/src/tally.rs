@@ -1,0 +1,315 @@
+//! The one pass over the trail: every event of the period counted into what the sections show.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use invoiceguard_audit::query::{BULK_ROWS, Logins, View};
+
+/// A first and a last time, and how many.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Span {
+    pub(crate) first: String,
+    pub(crate) last: String,
+    pub(crate) count: u64,
+}
+
+impl Span {
+    fn add(&mut self, time: &str) {
+        if self.count == 0 {
+            self.first = time.to_owned();
+        }
+        self.last = time.to_owned();
+        self.count += 1;
+    }
+}
+
+/// One person's requests.
+#[derive(Debug, Default)]
+pub(crate) struct Person {
+    pub(crate) requests: u64,
+    pub(crate) with_mfa: u64,
+    pub(crate) denied: u64,
+    pub(crate) step_ups: u64,
+    pub(crate) roles: BTreeSet<String>,
+    pub(crate) span: Span,
+    pub(crate) last_allowed: Option<String>,
+}
+
+/// One integration account's requests.
+#[derive(Debug, Default)]
+pub(crate) struct Account {
+    pub(crate) methods: BTreeSet<String>,
+    pub(crate) denied: u64,
+    pub(crate) errors: u64,
+    pub(crate) span: Span,
+    pub(crate) last_allowed: Option<String>,
+}
+
+/// One person's exports.
+#[derive(Debug, Default)]
+pub(crate) struct Exporter {
+    pub(crate) exports: u64,
+    pub(crate) rows: u64,
+    pub(crate) bulk: u64,
+    pub(crate) denied: u64,
+}
+
+/// A subject revoked in the period, and what it could still do.
+#[derive(Debug, Default)]
+pub(crate) struct Leaver {
+    pub(crate) revoked_at: String,
+    pub(crate) by: String,
+    pub(crate) detail: String,
+    pub(crate) last_allowed_before: Option<String>,
+    pub(crate) allowed_after: u64,
+    pub(crate) last_allowed_after: Option<String>,
+    pub(crate) refused_after: u64,
+    pub(crate) lifted_at: Option<String>,
+}
+
+/// Everything counted.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) events: u64,
+    pub(crate) first: Option<String>,
+    pub(crate) last: Option<String>,
+    /// Per category: allowed, denied.
+    pub(crate) categories: BTreeMap<String, (u64, u64)>,
+    /// Per hour (`YYYY-MM-DDTHH`): requests, denied.
+    pub(crate) hours: BTreeMap<String, (u64, u64)>,
+    pub(crate) people: BTreeMap<String, Person>,
+    pub(crate) logins: Logins,
+    /// Lockout refusals by who was locked (an address, or a subject).
+    pub(crate) lockouts: BTreeMap<(String, String), Span>,
+    pub(crate) administration: Vec<Vec<String>>,
+    pub(crate) break_glass: Vec<Vec<String>>,
+    pub(crate) exports: Vec<Vec<String>>,
+    pub(crate) exporters: BTreeMap<String, Exporter>,
+    pub(crate) accounts: BTreeMap<String, Account>,
+    pub(crate) leavers: BTreeMap<String, Leaver>,
+    /// Policy-set versions that decided: their span.
+    pub(crate) versions: BTreeMap<String, Span>,
+    pub(crate) sod_denials: Vec<Vec<String>>,
+    /// Actors who held the `admin` role: their span.
+    pub(crate) admins: BTreeMap<String, Span>,
+}
+
+impl Tally {
+    /// Counts one event of the period (a `complete` one).
+    pub(crate) fn add(&mut self, event: &View<'_>) {
+        let time = event.time.as_ref();
+        self.events += 1;
+        if self.first.is_none() {
+            self.first = Some(time.to_owned());
+        }
+        self.last = Some(time.to_owned());
+        let denied = event.decision.effect == "deny";
+        let category = self
+            .categories
+            .entry(event.category.to_string())
+            .or_default();
+        if denied {
+            category.1 += 1;
+        } else {
+            category.0 += 1;
+        }
+        if event.category != "audit" {
+            let hour = self
+                .hours
+                .entry(time.get(..13).unwrap_or(time).to_owned())
+                .or_default();
+            hour.0 += 1;
+            hour.1 += u64::from(denied);
+        }
+        self.logins.add(event);
+        let actor = event.actor.as_ref().map(|a| a.id.to_string());
+        self.count_actor(event, denied);
+        self.count_lockout(event, actor.as_deref());
+        let action = event.action.as_deref().unwrap_or("");
+        let resource = event
+            .resource
+            .as_ref()
+            .map(|r| format!("{}::{}", r.kind, r.id))
+            .unwrap_or_default();
+        let who = actor.clone().unwrap_or_default();
+        let detail = event.decision.detail.as_deref().unwrap_or("").to_owned();
+        let status = event.outcome.status.to_string();
+        // Changes only: a read of the revocation list or the settings changes nothing.
+        if matches!(event.category.as_ref(), "administration" | "revocation")
+            && !matches!(event.request.method.as_ref(), "GET" | "HEAD" | "OPTIONS")
+        {
+            self.administration.push(vec![
+                time.to_owned(),
+                who.clone(),
+                action.to_owned(),
+                resource.clone(),
+                event.decision.effect.to_string(),
+                status.clone(),
+                detail.clone(),
+            ]);
+        }
+        if let Some(reason) = &event.break_glass_reason {
+            self.break_glass.push(vec![
+                time.to_owned(),
+                who.clone(),
+                reason.to_string(),
+                action.to_owned(),
+                event.request.path.to_string(),
+                event.decision.effect.to_string(),
+                status.clone(),
+            ]);
+        }
+        if action.starts_with("export:") {
+            self.count_export(event, &who, action, &status);
+        }
+        if denied
+            && event
+                .decision
+                .policies
+                .iter()
+                .any(|p| p.starts_with("sod."))
+        {
+            self.sod_denials.push(vec![
+                time.to_owned(),
+                who.clone(),
+                action.to_owned(),
+                resource.clone(),
+                event.decision.policies.join(" "),
+            ]);
+        }
+        if !event.decision.policy_version.is_empty() && event.decision.reason != "admin" {
+            self.versions
+                .entry(event.decision.policy_version.to_string())
+                .or_default()
+                .add(time);
+        }
+        self.count_revocation(event, actor.as_deref(), denied);
+    }
+
+    fn count_actor(&mut self, event: &View<'_>, denied: bool) {
+        let Some(actor) = &event.actor else { return };
+        let time = event.time.as_ref();
+        match actor.kind.as_ref() {
+            "user" => {
+                let person = self.people.entry(actor.id.to_string()).or_default();
+                person.requests += 1;
+                person.with_mfa += u64::from(actor.mfa);
+                person.denied += u64::from(denied);
+                person.step_ups += u64::from(event.decision.reason == "step_up");
+                person
+                    .roles
+                    .extend(actor.roles.iter().map(|r| r.to_string()));
+                person.span.add(time);
+                if !denied {
+                    person.last_allowed = Some(time.to_owned());
+                }
+            }
+            "service_account" => {
+                let account = self.accounts.entry(actor.id.to_string()).or_default();
+                account.methods.insert(actor.auth_method.to_string());
+                account.denied += u64::from(denied);
+                account.errors += u64::from(event.outcome.status >= 500);
+                account.span.add(time);
+                if !denied {
+                    account.last_allowed = Some(time.to_owned());
+                }
+            }
+            _ => {}
+        }
+        if actor.roles.iter().any(|r| r == "admin") {
+            self.admins
+                .entry(actor.id.to_string())
+                .or_default()
+                .add(time);
+        }
+    }
+
+    fn count_lockout(&mut self, event: &View<'_>, actor: Option<&str>) {
+        let locked = event.decision.reason == "rate_limited"
+            && event
+                .decision
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("locked out"));
+        if locked {
+            let key = match actor {
+                Some(subject) => ("subject".to_owned(), subject.to_owned()),
+                None => ("address".to_owned(), event.source.ip.to_string()),
+            };
+            self.lockouts.entry(key).or_default().add(&event.time);
+        }
+    }
+
+    fn count_export(&mut self, event: &View<'_>, who: &str, action: &str, status: &str) {
+        let denied = event.decision.effect == "deny";
+        let rows = event.outcome.export_rows;
+        let bulk = rows.is_some_and(|r| r > BULK_ROWS);
+        self.exports.push(vec![
+            event.time.to_string(),
+            who.to_owned(),
+            action.to_owned(),
+            rows.map(|r| r.to_string()).unwrap_or_default(),
+            if bulk { "yes" } else { "no" }.to_owned(),
+            event.decision.effect.to_string(),
+            status.to_owned(),
+            event.decision.policies.join(" "),
+        ]);
+        if action == "export:create" {
+            let exporter = self.exporters.entry(who.to_owned()).or_default();
+            exporter.exports += 1;
+            exporter.rows += rows.unwrap_or(0);
+            exporter.bulk += u64::from(bulk);
+            exporter.denied += u64::from(denied);
+        }
+    }
+
+    /// Revocations, lifts, and what a revoked subject did after.
+    fn count_revocation(&mut self, event: &View<'_>, actor: Option<&str>, denied: bool) {
+        let time = event.time.as_ref();
+        let action = event.action.as_deref().unwrap_or("");
+        let succeeded = (200..300).contains(&event.outcome.status);
+        let subject = event.resource.as_ref().map(|r| r.id.to_string());
+        match (action, subject) {
+            ("revocation:create", Some(subject)) if succeeded => {
+                let last_allowed_before = self
+                    .people
+                    .get(&subject)
+                    .and_then(|p| p.last_allowed.clone())
+                    .or_else(|| {
+                        self.accounts
+                            .get(&subject)
+                            .and_then(|a| a.last_allowed.clone())
+                    });
+                self.leavers.insert(
+                    subject,
+                    Leaver {
+                        revoked_at: time.to_owned(),
+                        by: actor.unwrap_or("").to_owned(),
+                        detail: event.decision.detail.as_deref().unwrap_or("").to_owned(),
+                        last_allowed_before,
+                        ..Leaver::default()
+                    },
+                );
+            }
+            ("revocation:lift", Some(subject)) if succeeded => {
+                if let Some(leaver) = self.leavers.get_mut(&subject)
+                    && leaver.lifted_at.is_none()
+                {
+                    leaver.lifted_at = Some(time.to_owned());
+                }
+            }
+            _ => {}
+        }
+        if let Some(actor) = actor
+            && event.category != "revocation"
+            && let Some(leaver) = self.leavers.get_mut(actor)
+            && leaver.lifted_at.is_none()
+        {
+            if denied {
+                leaver.refused_after += 1;
+            } else {
+                leaver.allowed_after += 1;
+                leaver.last_allowed_after = Some(time.to_owned());
+            }
+        }
+    }
+}
