@@ -1,12 +1,14 @@
-"""Converts every Sigma rule of a folder with pySigma (Splunk, Elasticsearch Lucene and SQLite
-backends) and runs the SQLite query over audit events loaded into SQLite.
+"""Converts every Sigma rule of a folder with pySigma (Splunk, Elasticsearch and SQLite backends)
+and runs the SQLite query over audit events loaded into SQLite. Elasticsearch gets Lucene queries,
+or ES|QL for correlation rules (which Lucene cannot express).
 
     run_rules.py RULES_DIR EVENTS.jsonl
 
 Each event becomes a row of the table `logs`, its nested fields flattened into columns named by
 their dotted path (`decision.effect`), arrays kept as JSON text (so `|contains` finds an element).
-Prints one JSON object: for each rule file, the request ids of the events it matched, and the
-Splunk and Lucene queries it converts to. Exits non-zero when a rule does not convert.
+Prints one JSON object: for each rule file, the request ids of the events it matched (for a
+correlation rule, of the events in each window that fired), and the Splunk and Elasticsearch
+queries it converts to. Exits non-zero when a rule does not convert.
 """
 
 import json
@@ -14,7 +16,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from sigma.backends.elasticsearch import LuceneBackend
+from sigma.backends.elasticsearch import ESQLBackend, LuceneBackend
 from sigma.backends.splunk import SplunkBackend
 from sigma.backends.sqlite import sqliteBackend
 from sigma.collection import SigmaCollection
@@ -64,16 +66,26 @@ def main():
     result = {}
     for rule in sorted(Path(rules_dir).glob("*.yml")):
         collection = SigmaCollection.from_yaml(rule.read_text())
-        queries = sqliteBackend().convert(collection)
+        correlation = any(r.__class__.__name__ == "SigmaCorrelationRule" for r in collection.rules)
+        queries = sqliteBackend(timestamp_field="time").convert(collection)
         matched = []
         for query in queries:
             cursor = run(db, query)
             names = [d[0] for d in cursor.description]
-            matched += [dict(zip(names, row))["request_id"] for row in cursor.fetchall()]
+            for row in cursor.fetchall():
+                fields = dict(zip(names, row))
+                if "request_id" in fields:
+                    matched.append(fields["request_id"])
+                else:
+                    # A correlation's alert names its events as `…:<rowid>`.
+                    for event in json.loads(fields["event_ids"]):
+                        rowid = int(str(event).rsplit(":", 1)[1])
+                        matched += [r[0] for r in db.execute("SELECT request_id FROM logs WHERE rowid = ?", (rowid,))]
+        elastic = ESQLBackend() if correlation else LuceneBackend()
         result[rule.name] = {
-            "matched": matched,
+            "matched": sorted(set(matched)),
             "splunk": SplunkBackend().convert(collection),
-            "lucene": LuceneBackend().convert(collection),
+            "elasticsearch": elastic.convert(collection),
         }
     print(json.dumps(result))
 

@@ -115,7 +115,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let config = spool("shipped", true);
-    let log = AuditLog::open(&config).unwrap();
+    let log = std::sync::Arc::new(AuditLog::open(&config).unwrap());
     runtime.block_on(async { log.start_sinks() });
     group.bench_function("record_while_a_file_sink_ships", |b| {
         b.iter(|| {

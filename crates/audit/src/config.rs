@@ -43,6 +43,15 @@ pub struct AuditConfig {
     /// default: while the spool cannot be written, requests are refused (503).
     #[serde(default)]
     pub fail_open: bool,
+    /// A sink that has not delivered an event this many seconds after it was written is
+    /// lagging: an `audit:sink_lagging` event is recorded (and `audit:sink_recovered` once it
+    /// has caught up), so the other sinks — and the lagging one, late — carry the gap. 0: never.
+    #[serde(default = "default_lag_alert_s")]
+    pub lag_alert_s: u64,
+}
+
+fn default_lag_alert_s() -> u64 {
+    60
 }
 
 fn default_sensitive() -> Vec<String> {
@@ -70,6 +79,7 @@ impl Default for AuditConfig {
             sinks: Vec::new(),
             sensitive_actions: default_sensitive(),
             fail_open: false,
+            lag_alert_s: default_lag_alert_s(),
         }
     }
 }

@@ -140,6 +140,8 @@ pub struct AuditLog {
     max_bytes: u64,
     /// The sinks, whose cursors decide which closed segments may go.
     sink_configs: Vec<SinkConfig>,
+    /// How long an undelivered event makes its sink lagging (zero: never).
+    lag_alert: Duration,
     /// The highest sequence number written, as the sinks see it.
     written_seq: Arc<AtomicU64>,
     chain: Chain,
@@ -282,6 +284,7 @@ impl AuditLog {
             segment_bytes: config.segment_bytes,
             max_bytes: config.max_bytes,
             sink_configs: config.sinks.clone(),
+            lag_alert: Duration::from_secs(config.lag_alert_s),
             written_seq: Arc::new(AtomicU64::new(last_seq)),
             chain,
             redactor,
@@ -315,13 +318,15 @@ impl AuditLog {
         Ok(log)
     }
 
-    /// Starts shipping to every configured sink (tasks on the current tokio runtime).
-    pub fn start_sinks(&self) {
+    /// Starts shipping to every configured sink (tasks on the current tokio runtime). A sink
+    /// that lags records it in this log ([`AuditConfig::lag_alert_s`]).
+    pub fn start_sinks(self: &Arc<Self>) {
         for sink in &self.sink_configs {
             tokio::spawn(crate::sinks::ship(
                 sink.clone(),
                 self.dir.clone(),
                 self.written_seq.clone(),
+                crate::sinks::LagWatch::new(&sink.name, self.lag_alert, Arc::downgrade(self)),
             ));
         }
     }

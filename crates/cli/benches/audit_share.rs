@@ -186,7 +186,7 @@ async fn audit_path() -> f64 {
         sinks: vec![toml::from_str(&format!("name = \"archive\"\nfile = {archive:?}")).unwrap()],
         ..AuditConfig::default()
     };
-    let log = AuditLog::open(&config).unwrap();
+    let log = std::sync::Arc::new(AuditLog::open(&config).unwrap());
     log.start_sinks();
     let cpu_before = cpu_seconds("self");
     for i in 0..requests() {

@@ -532,6 +532,17 @@ fn logging(setup: &Setup, tally: &Tally, trails: &Trails) -> Section {
             d.pending.to_string(),
         ]);
     }
+    let mut incidents = Table::new(
+        "trail_events",
+        "The trail's own events (spool repairs, sinks lagging and recovered)",
+        &["time", "instance", "event", "severity", "detail"],
+    );
+    incidents.rows.clone_from(&tally.trail_events);
+    let lagged = tally
+        .trail_events
+        .iter()
+        .filter(|r| r[2] == "audit:sink_lagging")
+        .count();
     let pending: u64 = trails.deliveries.iter().map(|d| d.pending).sum();
     let delivered = if setup.sinks.is_empty() {
         "no audit sink is configured: the trail is on the gateway's disk only".to_owned()
@@ -539,7 +550,7 @@ fn logging(setup: &Setup, tally: &Tally, trails: &Trails) -> Section {
         format!("{pending} event(s) not yet delivered to a sink")
     };
     s.findings.push(format!(
-        "{} events in the period; {} of {} trail(s) verified intact; {delivered}; sensitive actions recorded before they are forwarded: {}; when the spool cannot record, requests are {}.",
+        "{} events in the period; {} of {} trail(s) verified intact; {delivered}; {lagged} time(s) a sink lagged; sensitive actions recorded before they are forwarded: {}; when the spool cannot record, requests are {}.",
         tally.events,
         trails.checked.len() - broken,
         trails.checked.len(),
@@ -556,7 +567,7 @@ fn logging(setup: &Setup, tally: &Tally, trails: &Trails) -> Section {
     ));
     s.attention = broken > 0 || setup.sinks.is_empty() || setup.audit_fail_open;
     s.charts.push(over_time(tally));
-    s.tables = vec![categories, chains, delivery];
+    s.tables = vec![categories, chains, delivery, incidents];
     s
 }
 

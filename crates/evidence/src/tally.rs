@@ -89,6 +89,8 @@ pub(crate) struct Tally {
     /// Policy-set versions that decided: their span.
     pub(crate) versions: BTreeMap<String, Span>,
     pub(crate) sod_denials: Vec<Vec<String>>,
+    /// The gateway's own events about its trail (spool repairs, sinks lagging and recovered).
+    pub(crate) trail_events: Vec<Vec<String>>,
     /// Actors who held the `admin` role: their span.
     pub(crate) admins: BTreeMap<String, Span>,
 }
@@ -144,6 +146,15 @@ impl Tally {
                 resource.clone(),
                 event.decision.effect.to_string(),
                 status.clone(),
+                detail.clone(),
+            ]);
+        }
+        if event.category == "audit" {
+            self.trail_events.push(vec![
+                time.to_owned(),
+                event.instance.to_string(),
+                action.to_owned(),
+                event.severity.to_string(),
                 detail.clone(),
             ]);
         }

@@ -259,6 +259,20 @@ fn known_events() -> Vec<Value> {
     events[15]["decision"]["detail"] =
         json!("locked out after failed authentications; retry after 60s");
     events[15]["category"] = json!("authorization");
+    events.insert(
+        16,
+        json!({"event_id": "s", "seq": 0, "stage": "complete", "time": "2026-12-01T13:00:00Z",
+            "instance": "gw-1", "request_id": "s-1", "trace_id": null, "actor": null,
+            "source": {"ip": "", "user_agent": null},
+            "request": {"method": "", "path": "", "route": null, "protocol": ""},
+            "action": "audit:sink_lagging", "resource": null, "break_glass_reason": null,
+            "decision": {"effect": "allow", "reason": "system", "policies": [], "policy_version": "",
+                "detail": "the sink `siem` has not delivered events written 61 s ago: 9 event(s) behind",
+                "shadow": null},
+            "outcome": {"status": 0, "upstream_status": null, "duration_ms": 0.0,
+                "response_bytes": null, "error_side": null, "export_rows": null},
+            "severity": "high", "category": "audit", "prev_hash": ""}),
+    );
     events
 }
 
@@ -336,15 +350,15 @@ fn rows(table: &Table) -> Vec<Vec<&str>> {
 fn the_period_holds_only_its_events() {
     let dir = Dir::new("period");
     let pack = known_pack(&dir);
-    assert_eq!(pack.sources.lines_read, 17);
-    assert_eq!(pack.sources.events, 15);
+    assert_eq!(pack.sources.lines_read, 18);
+    assert_eq!(pack.sources.events, 16);
     assert_eq!(
         pack.period.first_event.as_deref(),
         Some("2026-12-01T08:00:00Z")
     );
     assert_eq!(
         pack.period.last_event.as_deref(),
-        Some("2026-12-01T12:00:00Z")
+        Some("2026-12-01T13:00:00Z")
     );
     let ids: Vec<&str> = pack.sections.iter().map(|s| s.id).collect();
     assert_eq!(
@@ -433,6 +447,10 @@ fn exports_lockouts_admins_and_break_glass_are_listed() {
     assert_eq!(glass.len(), 1);
     assert_eq!(glass[0][2], "INC-7: approve the payroll run");
     assert_eq!(rows(table(&pack, "sod_denials")).len(), 1);
+    let trail = rows(table(&pack, "trail_events"));
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0][2], "audit:sink_lagging");
+    assert!(section(&pack, "logging").findings[0].contains("1 time(s) a sink lagged"));
     assert_eq!(
         rows(table(&pack, "policy_versions")),
         [["v1", "2026-12-01T08:00:00Z", "2026-12-01T12:00:00Z", "15"]]
@@ -539,7 +557,7 @@ fn the_chain_is_verified_and_a_changed_event_found() {
     };
     let pack = build(&inputs).unwrap();
     let chain = rows(table(&pack, "chain_verification"));
-    assert_eq!(&chain[0][1..5], ["17", "1", "17", "yes"]);
+    assert_eq!(&chain[0][1..5], ["18", "1", "18", "yes"]);
     assert!(!section(&pack, "logging").attention);
     // Someone lowers an export's rows.
     let text = std::fs::read_to_string(&trail)
@@ -570,7 +588,7 @@ fn a_spools_undelivered_events_are_counted() {
     let pack = pack_of(&[spool], None, None);
     let delivery = rows(table(&pack, "delivery"));
     assert_eq!(delivery.len(), 1);
-    assert_eq!(&delivery[0][1..], ["siem", "syslog", "7"]);
+    assert_eq!(&delivery[0][1..], ["siem", "syslog", "8"]);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub struct Gateway {
     pub(crate) authn: Arc<Authenticator>,
     pub(crate) policies: Arc<Policies>,
     pub(crate) upstream: Upstream,
-    pub(crate) audit: AuditLog,
+    pub(crate) audit: std::sync::Arc<AuditLog>,
     pub(crate) state: Arc<StateStore>,
     pub(crate) revocations: Arc<Revocations>,
     pub(crate) limits: LimitsConfig,
@@ -70,7 +70,7 @@ impl Gateway {
     /// until they are fixed), the IdP may still be down (its keys are fetched in the
     /// background).
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let audit = AuditLog::open(&config.audit)?;
+        let audit = std::sync::Arc::new(AuditLog::open(&config.audit)?);
         let policies = Arc::new(Policies::load(&config.policy));
         policies.spawn_watch();
         let api_key_header =

@@ -265,7 +265,7 @@ fn tls_acceptor(
 /// recovery — a spool that failed (a full disk) recovers as soon as it can, even when no
 /// request comes to try, and the events kept in memory are written then.
 fn start_background(gateway: &Arc<Gateway>, config: &Config) {
-    gateway.audit().start_sinks();
+    gateway.audit.start_sinks();
     if let Some(file) = &config.source {
         crate::credentials::spawn_watch(gateway, file.clone());
     }

@@ -237,3 +237,44 @@ fn a_torn_tail_is_cut_kept_and_reported_when_the_spool_opens() {
     drop(log);
     std::fs::remove_dir_all(config.spool.parent().unwrap().parent().unwrap()).unwrap();
 }
+
+#[test]
+fn a_lagging_sink_is_recorded_and_so_is_its_recovery() {
+    let config = config("lag");
+    let log = Arc::new(AuditLog::open(&config).unwrap());
+    for name in ["a", "b", "c"] {
+        log.record(event(name)).unwrap();
+    }
+    let mut watch =
+        crate::sinks::LagWatch::new("siem", Duration::from_millis(20), Arc::downgrade(&log));
+    // Delivered up to seq 1 of 3: not yet lagging.
+    watch.check(3, 1);
+    assert_eq!(spool_events(&config.spool).len(), 3);
+    std::thread::sleep(Duration::from_millis(30));
+    watch.check(3, 1);
+    let events = spool_events(&config.spool);
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[3]["action"], "audit:sink_lagging");
+    assert_eq!(events[3]["category"], "audit");
+    assert_eq!(events[3]["severity"], "high");
+    let detail = events[3]["decision"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`siem`") && detail.contains("2 event(s) behind"),
+        "{detail}"
+    );
+    // Still behind: recorded once only.
+    watch.check(4, 3);
+    assert_eq!(spool_events(&config.spool).len(), 4);
+    // Everything up to the lagging event delivered: recovered.
+    watch.check(4, 4);
+    let events = spool_events(&config.spool);
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4]["action"], "audit:sink_recovered");
+    // A watch with no alert never records.
+    let mut off = crate::sinks::LagWatch::new("siem", Duration::ZERO, Arc::downgrade(&log));
+    off.check(100, 0);
+    std::thread::sleep(Duration::from_millis(5));
+    off.check(100, 0);
+    assert_eq!(spool_events(&config.spool).len(), 5);
+    let _ = std::fs::remove_dir_all(config.spool.parent().unwrap());
+}

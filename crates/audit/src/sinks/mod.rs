@@ -340,9 +340,88 @@ fn retry_delays() -> backon::ExponentialBackoff {
         .build()
 }
 
+/// Watches one sink's delivery: an event still undelivered `alert` after it was written makes
+/// the sink lagging, recorded in the trail as `audit:sink_lagging`; once everything written up
+/// to then is delivered, `audit:sink_recovered` says for how long. Both reach every other sink
+/// at once, and the lagging one when it catches up.
+pub(crate) struct LagWatch {
+    sink: String,
+    alert: Duration,
+    log: std::sync::Weak<crate::AuditLog>,
+    /// The highest seq written when an undelivered event was first seen, and when.
+    oldest: Option<(u64, Instant)>,
+    /// While lagging: since when, and the seq whose delivery ends it.
+    lagging: Option<(Instant, u64)>,
+}
+
+impl LagWatch {
+    pub(crate) fn new(sink: &str, alert: Duration, log: std::sync::Weak<crate::AuditLog>) -> Self {
+        Self {
+            sink: sink.to_owned(),
+            alert,
+            log,
+            oldest: None,
+            lagging: None,
+        }
+    }
+
+    /// Looks at `written` and `delivered` (the highest seqs), recording a change of state.
+    pub(crate) fn check(&mut self, written: u64, delivered: u64) {
+        if self.alert.is_zero() {
+            return;
+        }
+        if self.oldest.is_some_and(|(seq, _)| delivered >= seq) {
+            self.oldest = None;
+        }
+        if self.oldest.is_none() && written > delivered {
+            self.oldest = Some((written, Instant::now()));
+        }
+        match (self.lagging, self.oldest) {
+            (Some((since, until)), _) if delivered >= until => {
+                self.lagging = None;
+                let detail = format!(
+                    "the sink `{}` caught up after lagging for {} s",
+                    self.sink,
+                    since.elapsed().as_secs()
+                );
+                self.record("audit:sink_recovered", "warning", detail);
+            }
+            (None, Some((_, seen))) if seen.elapsed() >= self.alert => {
+                let detail = format!(
+                    "the sink `{}` has not delivered events written {} s ago: {} event(s) behind",
+                    self.sink,
+                    seen.elapsed().as_secs(),
+                    written.saturating_sub(delivered)
+                );
+                let seq = self.record("audit:sink_lagging", "high", detail);
+                self.lagging = Some((Instant::now(), seq.unwrap_or(written)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a system event in the trail; its seq.
+    fn record(&self, action: &str, severity: &'static str, detail: String) -> Option<u64> {
+        tracing::warn!(sink = %self.sink, %detail, "{action}");
+        let log = self.log.upgrade()?;
+        match log.record(crate::AuditEvent::system(action, severity, detail)) {
+            Ok(seq) => Some(seq),
+            Err(error) => {
+                tracing::error!(%error, sink = %self.sink, "{action} could not be recorded");
+                None
+            }
+        }
+    }
+}
+
 /// Ships the spool to the sink, for as long as the process runs. `written` is the highest
-/// sequence number written (for the lag metric).
-pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU64>) {
+/// sequence number written (for the lag metric and `watch`).
+pub(crate) async fn ship(
+    sink: SinkConfig,
+    spool: PathBuf,
+    written: Arc<AtomicU64>,
+    mut watch: LagWatch,
+) {
     let mut destination = match Destination::new(&sink) {
         Ok(destination) => destination,
         Err(error) => {
@@ -378,6 +457,7 @@ pub(crate) async fn ship(sink: SinkConfig, spool: PathBuf, written: Arc<AtomicU6
     let mut buffer = BytesMut::new();
     let batch_bytes = destination.batch_bytes();
     loop {
+        watch.check(written.load(Ordering::SeqCst), committed_seq);
         if !pending.is_empty() {
             if destination.lost().await {
                 tracing::warn!(sink = %sink.name, "collector closed the connection; resending from the last saved cursor");

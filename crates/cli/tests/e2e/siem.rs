@@ -17,7 +17,12 @@ fn id(reply: &invoiceguard_testkit::Reply) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
-    let world = World::start_with("\n[limits]\nfailed_auth_per_ip = 3\n", None, "").await;
+    // A sink whose collector never answers: it lags, and says so in the trail after a second.
+    let dead = free_port().unwrap();
+    let extra = format!(
+        "\n[[audit.sinks]]\nname = \"lagging\"\nhttp = \"http://127.0.0.1:{dead}/events\"\n\n[limits]\nfailed_auth_per_ip = 3\n"
+    );
+    let world = World::start_audit(&extra, "lag_alert_s = 1").await;
     let token = |user: &'static str| world.token(user);
     let (alice, bob, carol, dave, grace, zed) = (
         token("alice").await,
@@ -111,12 +116,15 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     );
     expect(&["bulk-export.yml", "step-up-refused.yml"], id(&reply));
 
+    // Alice's password-only token, tried three times where MFA is required: a burst.
     let alice_pwd = world.idp.user_token("alice", password()).await.unwrap();
-    let reply = get(&world.url("/invoices"), Some(&alice_pwd))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 401);
-    expect(&["step-up-refused.yml"], id(&reply));
+    for _ in 0..3 {
+        let reply = get(&world.url("/invoices"), Some(&alice_pwd))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 401);
+        expect(&["step-up-refused.yml", "step-up-burst.yml"], id(&reply));
+    }
 
     let settings = json!({"company": "Example Kft.", "default_currency": "EUR"});
     let reply = send(request(
@@ -170,6 +178,31 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     assert_eq!(reply.status, 429);
     expect(&["brute-force-lockout.yml"], id(&reply));
 
+    // The lagging sink's event, once it is in the trail.
+    let mut lagging = None;
+    for _ in 0..100 {
+        lagging = world
+            .gateway
+            .audit_events()
+            .into_iter()
+            .find(|e| e["action"] == "audit:sink_lagging");
+        if lagging.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let lagging = lagging.unwrap();
+    assert!(
+        lagging["decision"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`lagging`")
+    );
+    expect(
+        &["audit-delivery-lagging.yml"],
+        lagging["request_id"].as_str().unwrap().to_owned(),
+    );
+
     // The trail, converted and run.
     let events = world.gateway.audit_text();
     let file = world.gateway.spool.with_extension("siem.jsonl");
@@ -186,7 +219,7 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     let rules = results.as_object().unwrap();
     assert_eq!(
         rules.len(),
-        7,
+        9,
         "{}",
         rules.keys().cloned().collect::<Vec<_>>().join(" ")
     );
@@ -208,8 +241,8 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
             "{rule}: no Splunk query"
         );
         assert!(
-            !result["lucene"][0].as_str().unwrap().is_empty(),
-            "{rule}: no Lucene query"
+            !result["elasticsearch"][0].as_str().unwrap().is_empty(),
+            "{rule}: no Elasticsearch query"
         );
     }
 }
