@@ -21,5 +21,6 @@ pub use entities::{ENTITIES_FILE, Limits};
 pub use problem::{LoadError, Problem};
 pub use request::{ExportFacts, RequestFacts, ResourceFacts};
 pub use routes::{
-    COLLECTION_ID, ExportSpec, Fact, Lookup, RateLimit, Route, RouteMatch, RouteTable, RowCount,
+    COLLECTION_ID, DEFAULT_MAX_ROWS, ExportSpec, Fact, Lookup, RateLimit, Requested, Route,
+    RouteMatch, RouteTable, RowCount,
 };

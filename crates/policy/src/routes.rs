@@ -82,12 +82,66 @@ pub struct Lookup {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportSpec {
-    /// JSON pointer into the request body to the rows asked for; when the request does not say,
-    /// the whole remaining daily quota is reserved.
-    pub requested: Option<String>,
+    /// Where the request says how many rows it asks for: a JSON pointer into its body
+    /// (`/limit`) or a query parameter (`query:limit`); when the request does not say, the whole
+    /// remaining daily quota is reserved.
+    pub requested: Option<Requested>,
+    /// The most rows one request may ask for ([`DEFAULT_MAX_ROWS`] when absent): a size outside
+    /// 1..=max is refused (400) before any decision.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
     /// How the response says how many rows it holds: `header:<name>`, `json:<pointer to an
     /// array>` or `csv` (lines after the header line).
     pub rows: RowCount,
+}
+
+/// The most rows an export may ask for when its route does not say.
+pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
+
+fn default_max_rows() -> u64 {
+    DEFAULT_MAX_ROWS
+}
+
+/// Where an export request says how many rows it wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// A JSON pointer into the request body, e.g. `/limit`.
+    Body(String),
+    /// A query parameter, e.g. `limit` (written `query:limit`).
+    Query(String),
+}
+
+impl std::fmt::Display for Requested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Body(pointer) => write!(f, "{pointer}"),
+            Self::Query(name) => write!(f, "query:{name}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Requested {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Some(name) = text.strip_prefix("query:") {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            {
+                return Err(serde::de::Error::custom(format!(
+                    "`{text}`: a query parameter's name is letters, digits, `_`, `-` or `.`"
+                )));
+            }
+            return Ok(Self::Query(name.to_owned()));
+        }
+        if text.starts_with('/') {
+            return Ok(Self::Body(text));
+        }
+        Err(serde::de::Error::custom(format!(
+            "`{text}` is not a JSON pointer into the body (`/limit`) or `query:<name>`"
+        )))
+    }
 }
 
 /// Where the rows of an export response are counted.
@@ -370,14 +424,14 @@ impl Route {
                 format!("`{}` is not a JSON pointer", pointer.get_ref()),
             ));
         }
-        if let Some(requested) = spec.export.as_ref().and_then(|e| e.requested.as_ref())
-            && !requested.starts_with('/')
+        if let Some(export) = &spec.export
+            && export.max_rows == 0
         {
             problems.push(Problem::at(
                 file,
                 text,
                 spec.action.span().start,
-                format!("export.requested `{requested}` is not a JSON pointer"),
+                "export.max_rows must be at least 1".to_owned(),
             ));
         }
         if let Some(limit) = spec.rate_limit

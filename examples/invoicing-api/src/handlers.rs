@@ -54,6 +54,7 @@ pub(crate) fn route(
             json(200, &json!(store.invoices.values().collect::<Vec<_>>()))
         }
         (&Method::POST, ["invoices"]) => create_invoice(store, &actor, &body),
+        (&Method::GET, ["invoices", "export"]) => export_invoices(store, &actor, parts.uri.query()),
         (&Method::GET | &Method::HEAD, ["invoices", id]) => match store.invoices.get(*id) {
             Some(invoice) => json(200, &json!(invoice)),
             None => error(404, "no such invoice"),
@@ -260,6 +261,50 @@ fn create_export(store: &mut Store, actor: &str, body: &Value) -> Response<Full<
     if let Ok(count) = header::HeaderValue::from_str(&rows.len().to_string()) {
         response.headers_mut().insert("x-total-count", count);
     }
+    response
+}
+
+/// `GET /invoices/export?limit=N&format=csv|json`: the first N invoices (all without a limit) as
+/// CSV (a header line, then a line per invoice) or JSON (`{"rows": […]}`), the count in
+/// `X-Total-Count`. Read leniently, as many frameworks do: the last `limit` wins, and one that
+/// is not a number means no limit — which is why the gateway reads it strictly first.
+fn export_invoices(store: &mut Store, actor: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    let (mut limit, mut csv) = (usize::MAX, false);
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("limit", value)) => limit = value.parse().unwrap_or(usize::MAX),
+            Some(("format", value)) => csv = value == "csv",
+            _ => {}
+        }
+    }
+    let rows: Vec<&Invoice> = store.invoices.values().take(limit).collect();
+    let count = rows.len();
+    let mut response = if csv {
+        let mut text = "id,partner_id,amount,currency,status,created_by\n".to_owned();
+        for invoice in &rows {
+            text.push_str(&format!(
+                "{},{},{:.2},{},{},{}\n",
+                invoice.id,
+                invoice.partner_id,
+                invoice.amount,
+                invoice.currency,
+                invoice.status,
+                invoice.created_by
+            ));
+        }
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/csv"),
+        );
+        response
+    } else {
+        json(200, &json!({"rows": rows}))
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&count.to_string()) {
+        response.headers_mut().insert("x-total-count", value);
+    }
+    store.event(actor, "invoices.exported", &count.to_string());
     response
 }
 

@@ -683,3 +683,52 @@ async fn looked_up_invoice_attributes_reach_the_policies() {
     assert_eq!(send(approve(&ids[1])).await.unwrap().status, 200);
     assert_eq!(send(approve(&ids[2])).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_sized_in_the_query_is_read_strictly_and_charged() {
+    let world = World::start().await;
+    let carol = world.token("carol").await;
+    let export = |query: &str| {
+        let url = world.url(&format!("/invoices/export?{query}"));
+        let carol = carol.clone();
+        async move { get(&url, Some(&carol)).await.unwrap() }
+    };
+    // Every size the upstream could read otherwise than the gateway: 400 before any decision.
+    for query in [
+        "limit=1e9",
+        "limit=-1",
+        "limit=abc",
+        "limit=",
+        "limit=10&limit=100000",
+        "limit=0",
+        "limit=100001",
+        "format=csv&limit=%2B5",
+    ] {
+        let reply = export(query).await;
+        assert_problem(&reply, 400);
+        let event = world.gateway.audit_event(reply.header("x-request-id"));
+        assert_eq!(event["decision"]["reason"], "bad_request", "{query}");
+        assert_eq!(event["action"], "export:create", "{query}");
+        assert!(event["outcome"]["upstream_status"].is_null(), "{query}");
+    }
+    // A plain size passes and is charged the rows returned, as CSV or JSON.
+    let reply = export("limit=2&format=csv").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.header("content-type"), "text/csv");
+    let rows = reply.body.iter().filter(|b| **b == b'\n').count() - 1;
+    assert!((1..=2).contains(&rows), "{rows} rows");
+    let event = world.gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(event["outcome"]["export_rows"], rows);
+    assert_eq!(event["category"], "export");
+    let reply = export("format=json&limit=1").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["rows"].as_array().unwrap().len(), 1);
+    // Over the daily quota (1,000 rows for an accountant): refused by the policies.
+    let reply = export("limit=5000").await;
+    assert_problem(&reply, 403);
+    let event = world.gateway.audit_event(reply.header("x-request-id"));
+    assert_eq!(
+        event["decision"]["policies"],
+        json!(["limits.export-daily-quota"])
+    );
+}

@@ -7,7 +7,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
 use invoiceguard_authn::Principal;
 use invoiceguard_policy::{
-    ExportFacts, ExportSpec, Fact, Limits, ResourceFacts, RouteMatch, RouteTable,
+    ExportFacts, ExportSpec, Fact, Limits, Requested, ResourceFacts, RouteMatch, RouteTable,
 };
 use invoiceguard_state::{ExportLimits, Reservation, ReserveOutcome, StateStore};
 use serde_json::Value;
@@ -66,7 +66,7 @@ pub(super) async fn phase<B: ClientBody>(
             _ => GatewayError::BadRequest(format!("export request body: {error}")),
         })?
         .to_bytes();
-    let requested = requested_rows(spec, &bytes);
+    let requested = requested_rows(spec, parts.uri.query(), &bytes)?;
     let principal = ctx.principal()?;
     let quota = ctx.policy()?.limits(principal);
     let (facts, reservation) = reserve_export(&gateway.state, principal, quota, requested).await?;
@@ -148,11 +148,60 @@ pub(crate) async fn resource_facts(
     Ok(facts)
 }
 
-/// Rows an export asks for: the number at the route's JSON pointer in the request body, if any.
-pub(crate) fn requested_rows(spec: &ExportSpec, body: &Bytes) -> Option<u64> {
-    let pointer = spec.requested.as_deref()?;
-    let json: Value = serde_json::from_slice(body).ok()?;
-    json.pointer(pointer)?.as_u64()
+/// Rows an export asks for, where its route says to look: `None` when the request does not say
+/// (the whole remaining quota is then reserved). A query parameter must appear at most once and
+/// be a plain base-10 number from 1 to the route's `max_rows` — no sign, exponent, leading zero
+/// or other text — or the request is refused (400) before any decision: the upstream must never
+/// read a size the gateway did not. A number in the body is held to the same range.
+pub(crate) fn requested_rows(
+    spec: &ExportSpec,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<Option<u64>, GatewayError> {
+    let out_of_range = |name: &str| {
+        GatewayError::BadRequest(format!(
+            "`{name}` must be a whole number from 1 to {}",
+            spec.max_rows
+        ))
+    };
+    match &spec.requested {
+        None => Ok(None),
+        Some(Requested::Body(pointer)) => {
+            let Ok(json) = serde_json::from_slice::<Value>(body) else {
+                return Ok(None);
+            };
+            match json.pointer(pointer).and_then(Value::as_u64) {
+                Some(rows) if (1..=spec.max_rows).contains(&rows) => Ok(Some(rows)),
+                Some(_) => Err(out_of_range(pointer)),
+                None => Ok(None),
+            }
+        }
+        Some(Requested::Query(name)) => {
+            let mut values = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .filter(|(key, _)| key == name)
+                .map(|(_, value)| value);
+            let Some(value) = values.next() else {
+                return Ok(None);
+            };
+            if values.next().is_some() {
+                return Err(GatewayError::BadRequest(format!(
+                    "query parameter `{name}` given more than once"
+                )));
+            }
+            strict_count(&value)
+                .filter(|rows| (1..=spec.max_rows).contains(rows))
+                .map(Some)
+                .ok_or_else(|| out_of_range(name))
+        }
+    }
+}
+
+/// A count written plainly: 1 to 19 ASCII digits, no leading zero.
+fn strict_count(text: &str) -> Option<u64> {
+    let plain = (1..=19).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !(text.len() > 1 && text.starts_with('0'));
+    plain.then(|| text.parse().ok()).flatten()
 }
 
 /// Reserves the export's rows in the principal's daily quota. A request that does not say how
@@ -190,4 +239,79 @@ pub(crate) async fn reserve_export(
             )
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use invoiceguard_policy::RowCount;
+
+    fn spec(requested: Requested) -> ExportSpec {
+        ExportSpec {
+            requested: Some(requested),
+            max_rows: 1000,
+            rows: RowCount::Csv,
+        }
+    }
+
+    fn by_query(query: &str) -> Result<Option<u64>, String> {
+        requested_rows(
+            &spec(Requested::Query("limit".into())),
+            Some(query),
+            &Bytes::new(),
+        )
+        .map_err(|e| e.audit_detail().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_query_size_is_one_plain_number_in_range() {
+        assert_eq!(by_query("limit=10"), Ok(Some(10)));
+        assert_eq!(by_query("format=csv&limit=1000"), Ok(Some(1000)));
+        // Encoded as the upstream will decode it.
+        assert_eq!(by_query("l%69mit=%31%32"), Ok(Some(12)));
+        assert_eq!(by_query("format=csv"), Ok(None));
+        assert_eq!(by_query(""), Ok(None));
+        for bad in [
+            "limit=1e9",
+            "limit=-1",
+            "limit=%2B5",
+            "limit=abc",
+            "limit=",
+            "limit",
+            "limit=0",
+            "limit=007",
+            "limit=1001",
+            "limit=10.0",
+            "limit=%2010",
+            "limit=99999999999999999999",
+        ] {
+            assert!(
+                by_query(bad).is_err_and(|e| e.contains("whole number from 1 to 1000")),
+                "{bad}"
+            );
+        }
+        for twice in ["limit=10&limit=100000", "limit=10&l%69mit=10"] {
+            assert!(
+                by_query(twice).is_err_and(|e| e.contains("more than once")),
+                "{twice}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_size_is_held_to_the_same_range() {
+        let body = |text: &'static str| {
+            requested_rows(
+                &spec(Requested::Body("/limit".into())),
+                None,
+                &Bytes::from(text),
+            )
+        };
+        assert_eq!(body(r#"{"limit": 10}"#).ok(), Some(Some(10)));
+        assert!(body(r#"{"limit": 0}"#).is_err());
+        assert!(body(r#"{"limit": 5000}"#).is_err());
+        // Not a count: the whole remaining quota is reserved, as before.
+        assert_eq!(body(r#"{"limit": "10"}"#).ok(), Some(None));
+        assert_eq!(body("not json").ok(), Some(None));
+    }
 }
