@@ -13,6 +13,7 @@ pub fn engine() -> &'static PolicyEngine {
             watch_ms: 0,
             shadow_dir: None,
             decision_cache_entries: 4096,
+            signed_by: Vec::new(),
         };
         match PolicyEngine::load(&config) {
             Ok(engine) => engine,

@@ -5,7 +5,9 @@
 //!   and prints every problem with its file and position.
 //! - `invoiceguard policy validate DIR` / `policy test DIR` load a policy folder and run its
 //!   decision cases (`DIR/tests/*.toml`); `policy explain METHOD PATH --user … --roles …` shows
-//!   the decision for a hypothetical request and the policies that make it.
+//!   the decision for a hypothetical request and the policies that make it; `policy keygen`,
+//!   `policy sign DIR --key KEY` sign a folder for `[policy] signed_by`; `policy diff OLD NEW`
+//!   says what changed.
 //! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
 //!   block or unblock a subject on every replica, through the admin listener.
 //! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
@@ -132,11 +134,38 @@ struct RevokeArgs {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Load a policy folder (schema, policies, routes, entities) and print every problem.
+    /// Load a policy folder (schema, policies, routes, entities) and print every problem; a
+    /// folder with a `policy.sig` has its signature checked too.
     Validate {
         /// The policy folder.
         #[arg(default_value = "policies")]
         dir: PathBuf,
+        /// Require a valid signature by this public key (base64; repeatable), as
+        /// `[policy] signed_by` does.
+        #[arg(long = "signed-by", value_name = "KEY")]
+        signed_by: Vec<String>,
+    },
+    /// Make an Ed25519 signing key: the private key (PKCS#8 PEM) to FILE, the public key — what
+    /// `[policy] signed_by` lists — printed.
+    Keygen {
+        /// Where the private key is written (never over an existing file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a policy folder: writes DIR/policy.sig over every file in it.
+    Sign {
+        /// The policy folder.
+        dir: PathBuf,
+        /// The private key (PKCS#8 PEM: `policy keygen`, or `openssl genpkey -algorithm ed25519`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// What changed from one policy folder to another: files, policies by `@id`, routes.
+    Diff {
+        /// The folder in force.
+        old: PathBuf,
+        /// The candidate.
+        new: PathBuf,
     },
     /// Run the decision cases in DIR/tests/*.toml; exit non-zero on any mismatch.
     Test {
@@ -208,11 +237,29 @@ fn main() -> ExitCode {
             command: ApikeyCommand::Hash,
         } => apikey_hash(),
         Command::Policy {
-            command: PolicyCommand::Validate { dir },
-        } => match policy_validate(&dir) {
+            command: PolicyCommand::Validate { dir, signed_by },
+        } => match policy_validate_signed(&dir, signed_by) {
             Some(_) => ExitCode::SUCCESS,
             None => ExitCode::FAILURE,
         },
+        Command::Policy {
+            command: PolicyCommand::Keygen { out },
+        } => policy_keygen(&out),
+        Command::Policy {
+            command: PolicyCommand::Sign { dir, key },
+        } => match invoiceguard_policy::signature::sign(&dir, &key) {
+            Ok(public) => {
+                println!("signed `{}` with {public}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("invoiceguard: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new },
+        } => policy_diff(&old, &new),
         Command::Policy {
             command: PolicyCommand::Test { dir },
         } => policy_test(&dir),
@@ -248,11 +295,34 @@ fn main() -> ExitCode {
 
 /// Loads the folder, printing its summary or every problem.
 fn policy_validate(dir: &Path) -> Option<PolicyEngine> {
+    policy_validate_signed(dir, Vec::new())
+}
+
+/// Loads the folder, its signature required by one of `signed_by` when any is given, and
+/// checked by the key it names when the folder has one; prints the summary or every problem.
+fn policy_validate_signed(dir: &Path, signed_by: Vec<String>) -> Option<PolicyEngine> {
+    use invoiceguard_policy::signature;
+    if signed_by.is_empty() && dir.join(signature::SIGNATURE_FILE).exists() {
+        match signature::verify(dir, &[]) {
+            Ok(key) => println!("signature: valid, by {key}"),
+            Err(problem) => {
+                println!(
+                    "{}: {problem}",
+                    dir.join(signature::SIGNATURE_FILE).display()
+                );
+                return None;
+            }
+        }
+    }
     match PolicyEngine::load(&invoiceguard_policy::PolicyConfig {
         dir: dir.to_owned(),
+        signed_by,
         ..Default::default()
     }) {
         Ok(engine) => {
+            if let Some(key) = engine.signer() {
+                println!("signature: valid, by {key} (in signed_by)");
+            }
             println!(
                 "ok: {} policies, {} routes, policy set version {}",
                 engine.policy_count(),
@@ -269,6 +339,59 @@ fn policy_validate(dir: &Path) -> Option<PolicyEngine> {
             None
         }
     }
+}
+
+fn policy_keygen(out: &Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = invoiceguard_policy::signature::generate_key().and_then(|(pem, public)| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .and_then(|mut file| file.write_all(pem.as_bytes()))
+            .map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
+        Ok(public)
+    });
+    match written {
+        Ok(public) => {
+            println!("{public}");
+            eprintln!(
+                "the private key is in `{}` (keep it off the gateways); list the public key above in [policy] signed_by",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("invoiceguard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_diff(old: &Path, new: &Path) -> ExitCode {
+    let (Some(before), Some(after)) = (policy_validate(old), policy_validate(new)) else {
+        return ExitCode::FAILURE;
+    };
+    println!("version {} -> {}", before.version(), after.version());
+    let changes = after.changes_from(&before);
+    for (what, list) in [
+        ("file changed", &changes.files),
+        ("policy added", &changes.added),
+        ("policy removed", &changes.removed),
+        ("policy changed", &changes.changed),
+        ("route added", &changes.routes_added),
+        ("route removed", &changes.routes_removed),
+    ] {
+        for item in list {
+            println!("{what}: {item}");
+        }
+    }
+    if changes == invoiceguard_policy::Changes::default() {
+        println!("no change");
+    }
+    ExitCode::SUCCESS
 }
 
 fn policy_test(dir: &Path) -> ExitCode {

@@ -258,17 +258,35 @@ fn rbac(setup: &Setup, engine: &PolicyEngine, tally: &Tally) -> Section {
             span.count.to_string(),
         ]);
     }
+    let mut changes = Table::new(
+        "policy_changes",
+        "Policy sets loaded and reloads (applied or refused)",
+        &["time", "event", "decision", "detail"],
+    );
+    for row in tally
+        .administration
+        .iter()
+        .filter(|r| r[2].starts_with("policy:"))
+    {
+        changes.row(vec![
+            row[0].clone(),
+            row[2].clone(),
+            row[4].clone(),
+            row[6].clone(),
+        ]);
+    }
     s.findings.push(format!(
-        "{} roles × {} routes; {} of {} decision cases passed; {} segregation-of-duties refusal(s); {} policy version(s) decided in the period.",
+        "{} roles × {} routes; {} of {} decision cases passed; {} segregation-of-duties refusal(s); {} policy version(s) decided in the period; {} policy load(s) or reload(s) recorded.",
         roles.len(),
         matrix.rows.len(),
         cases.len() - failed,
         cases.len(),
         sod.rows.len(),
-        versions.rows.len()
+        versions.rows.len(),
+        changes.rows.len()
     ));
     s.attention = failed > 0 || cases.is_empty();
-    s.tables = vec![matrix, table, sod, versions];
+    s.tables = vec![matrix, table, sod, versions, changes];
     s
 }
 

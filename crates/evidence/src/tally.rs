@@ -187,7 +187,9 @@ impl Tally {
                 event.decision.policies.join(" "),
             ]);
         }
-        if !event.decision.policy_version.is_empty() && event.decision.reason != "admin" {
+        if !event.decision.policy_version.is_empty()
+            && !matches!(event.decision.reason.as_ref(), "admin" | "system")
+        {
             self.versions
                 .entry(event.decision.policy_version.to_string())
                 .or_default()

@@ -71,7 +71,7 @@ impl Gateway {
     /// background).
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let audit = std::sync::Arc::new(AuditLog::open(&config.audit)?);
-        let policies = Arc::new(Policies::load(&config.policy));
+        let policies = Arc::new(Policies::load(&config.policy, audit.clone()));
         policies.spawn_watch();
         let api_key_header =
             http::HeaderName::from_bytes(config.authn.api_key_header.as_bytes())

@@ -2,13 +2,17 @@
 //! policy folder changes, the whole folder is loaded and checked again; a set with any problem is
 //! refused (logged and counted) and the last good set keeps serving. A folder with problems at
 //! start leaves the gateway without a set: it refuses every request (503) and reports unready
-//! until a good set loads.
+//! until a good set loads. With `[policy] signed_by`, a set must also carry a valid signature.
+//! Every load and reload, applied or refused, is an audit event (category `administration`,
+//! actions `policy:loaded`, `policy:reloaded`, `policy:load_refused`, `policy:reload_refused`)
+//! naming the versions and what changed: files, and policies added, removed or changed by `@id`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use invoiceguard_audit::{AuditEvent, AuditLog};
 use invoiceguard_policy::{LoadError, PolicyConfig, PolicyEngine};
 use invoiceguard_telemetry::metrics;
 
@@ -21,6 +25,8 @@ pub(crate) struct Policies {
     fingerprint: AtomicU64,
     /// Reloads refused because the new set had problems.
     pub(crate) refused: AtomicU64,
+    /// Where loads and reloads are recorded.
+    audit: Arc<AuditLog>,
 }
 
 /// Whether a set is the one loaded at start or a later reload.
@@ -33,18 +39,30 @@ enum Load {
 impl Policies {
     /// Loads the folder. With problems, they are logged and the gateway runs without a set
     /// (refusing every request) until a reload succeeds.
-    pub(crate) fn load(config: &PolicyConfig) -> Self {
+    pub(crate) fn load(config: &PolicyConfig, audit: Arc<AuditLog>) -> Self {
         let policies = Self {
             shadow: RwLock::new(load_shadow(config)),
             config: config.clone(),
             current: RwLock::new(None),
             fingerprint: AtomicU64::new(fingerprint(config)),
             refused: AtomicU64::new(0),
+            audit,
         };
         match PolicyEngine::load(config) {
-            Ok(engine) => policies.install(engine, Load::Initial),
+            Ok(engine) => {
+                let detail = format!(
+                    "version {}: {} policies, {} routes{}",
+                    engine.version(),
+                    engine.policy_count(),
+                    engine.routes().routes().len(),
+                    signed(&engine)
+                );
+                policies.record("policy:loaded", true, engine.version(), detail);
+                policies.install(engine, Load::Initial);
+            }
             Err(LoadError(problems)) => {
                 policies.refuse(&problems);
+                policies.record("policy:load_refused", false, "none", refusal(&problems));
                 tracing::error!(
                     dir = %config.dir.display(),
                     "no policy set could be loaded: every request is refused until the folder is fixed"
@@ -116,11 +134,27 @@ impl Policies {
         }
         match PolicyEngine::load(&self.config) {
             Ok(engine) => {
+                let (old_version, changes) = match self.current() {
+                    Some(old) => (
+                        old.version().to_owned(),
+                        engine.changes_from(&old).to_string(),
+                    ),
+                    None => ("none".to_owned(), "the first good set".to_owned()),
+                };
+                let detail = format!(
+                    "version {old_version} -> {}: {changes}{}",
+                    engine.version(),
+                    signed(&engine)
+                );
+                self.record("policy:reloaded", true, engine.version(), detail);
                 self.install(engine, Load::Reload);
                 true
             }
             Err(LoadError(problems)) => {
                 self.refuse(&problems);
+                let version = self.version();
+                let detail = format!("version {version} stays in force; {}", refusal(&problems));
+                self.record("policy:reload_refused", false, &version, detail);
                 tracing::error!(
                     problems = problems.len(),
                     version = self.version(),
@@ -173,6 +207,42 @@ impl Policies {
             }
         });
     }
+}
+
+impl Policies {
+    /// Records a load or reload in the audit trail.
+    fn record(&self, action: &str, applied: bool, version: &str, detail: String) {
+        let mut event = AuditEvent::system(action, "high", detail);
+        event.category = "administration";
+        event.decision.effect = if applied { "allow" } else { "deny" };
+        version.clone_into(&mut event.decision.policy_version);
+        if let Err(error) = self.audit.record(event) {
+            tracing::error!(%error, action, "a policy load could not be recorded");
+        }
+    }
+}
+
+/// `, signed by KEY` for a signed set.
+fn signed(engine: &PolicyEngine) -> String {
+    engine
+        .signer()
+        .map(|key| format!(", signed by {key}"))
+        .unwrap_or_default()
+}
+
+/// The problems of a refused set, the first few in full.
+fn refusal(problems: &[invoiceguard_policy::Problem]) -> String {
+    let shown: Vec<String> = problems.iter().take(5).map(ToString::to_string).collect();
+    format!(
+        "{} problem(s): {}{}",
+        problems.len(),
+        shown.join("; "),
+        if problems.len() > shown.len() {
+            "; …"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The shadow folder's set; one with problems is logged and skipped (it never decides anything).

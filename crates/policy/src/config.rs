@@ -26,6 +26,12 @@ pub struct PolicyConfig {
     /// repeat one kept gets its decision without evaluating the policies again.
     #[serde(default = "default_decision_cache_entries")]
     pub decision_cache_entries: usize,
+    /// Ed25519 public keys (base64, as `invoiceguard policy keygen` prints them): when any is
+    /// given, a folder is loaded only with a valid `policy.sig` by one of them over exactly its
+    /// files (`invoiceguard policy sign`); a reload that fails this is refused like an invalid
+    /// set. Empty: signatures are not required.
+    #[serde(default)]
+    pub signed_by: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -35,6 +41,7 @@ impl Default for PolicyConfig {
             watch_ms: default_watch_ms(),
             shadow_dir: None,
             decision_cache_entries: default_decision_cache_entries(),
+            signed_by: Vec::new(),
         }
     }
 }

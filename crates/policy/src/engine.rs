@@ -37,6 +37,50 @@ pub struct PolicyEngine {
     prepared: request::Prepared,
     /// Decisions of recent requests, by everything they were decided on.
     cache: DecisionCache,
+    /// Each file of the folder by relative path, with its SHA-256 (what a change is told by).
+    files: BTreeMap<String, String>,
+    /// The key that signed the folder, when it is signed.
+    signer: Option<String>,
+}
+
+/// What changed from one policy set to another: for the reload's audit event and `policy diff`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Files added, removed or changed (by relative path).
+    pub files: Vec<String>,
+    /// Policies (by `@id`) only in the new set.
+    pub added: Vec<String>,
+    /// Policies only in the old set.
+    pub removed: Vec<String>,
+    /// Policies in both whose text differs.
+    pub changed: Vec<String>,
+    /// Routes (`METHOD template -> action`) only in the new set.
+    pub routes_added: Vec<String>,
+    /// Routes only in the old set.
+    pub routes_removed: Vec<String>,
+}
+
+impl std::fmt::Display for Changes {
+    /// One line: `files changed: …; policies added: …; …`, or `no change`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            ("files changed", &self.files),
+            ("policies added", &self.added),
+            ("policies removed", &self.removed),
+            ("policies changed", &self.changed),
+            ("routes added", &self.routes_added),
+            ("routes removed", &self.routes_removed),
+        ]
+        .into_iter()
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(what, list)| format!("{what}: {}", list.join(", ")))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("no change")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
 }
 
 impl PolicyEngine {
@@ -47,6 +91,24 @@ impl PolicyEngine {
     pub fn load(config: &PolicyConfig) -> Result<Self, LoadError> {
         let dir = &config.dir;
         let mut problems = Vec::new();
+        let signer = if config.signed_by.is_empty() {
+            None
+        } else {
+            for problem in crate::signature::check_keys(&config.signed_by) {
+                problems.push(Problem::in_file(dir, problem));
+            }
+            match crate::signature::verify(dir, &config.signed_by) {
+                Ok(key) => Some(key),
+                Err(why) => {
+                    problems.push(Problem::in_file(
+                        &dir.join(crate::signature::SIGNATURE_FILE),
+                        why,
+                    ));
+                    None
+                }
+            }
+        };
+        let files = crate::signature::folder_digests(dir).unwrap_or_default();
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
 
         let schema_path = dir.join(SCHEMA_FILE);
@@ -146,7 +208,80 @@ impl PolicyEngine {
             version,
             authorizer: Authorizer::new(),
             cache: DecisionCache::new(config.decision_cache_entries),
+            files,
+            signer,
         })
+    }
+
+    /// The key that signed the folder (base64), when `signed_by` asked for a signature.
+    pub fn signer(&self) -> Option<&str> {
+        self.signer.as_deref()
+    }
+
+    /// Each policy's text by its `@id`.
+    fn texts(&self) -> BTreeMap<String, String> {
+        self.policies
+            .policies()
+            .map(|policy| {
+                let id = policy
+                    .annotation("id")
+                    .map_or_else(|| policy.id().to_string(), str::to_owned);
+                (id, policy.to_string())
+            })
+            .collect()
+    }
+
+    /// What changed from `old` to this set: files, policies by `@id`, routes.
+    pub fn changes_from(&self, old: &PolicyEngine) -> Changes {
+        let mut files: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(name, digest)| old.files.get(*name) != Some(*digest))
+            .map(|(name, _)| name.clone())
+            .collect();
+        files.extend(
+            old.files
+                .keys()
+                .filter(|name| !self.files.contains_key(*name))
+                .cloned(),
+        );
+        files.sort();
+        let (new, before) = (self.texts(), old.texts());
+        let only = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| -> Vec<String> {
+            a.keys()
+                .filter(|id| !b.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        let route_names = |engine: &PolicyEngine| -> Vec<String> {
+            engine
+                .routes
+                .routes()
+                .iter()
+                .map(|r| format!("{} {} -> {}", r.method, r.template, r.action))
+                .collect()
+        };
+        let (new_routes, old_routes) = (route_names(self), route_names(old));
+        Changes {
+            files,
+            added: only(&new, &before),
+            removed: only(&before, &new),
+            changed: new
+                .iter()
+                .filter(|(id, text)| before.get(*id).is_some_and(|old| old != *text))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            routes_added: new_routes
+                .iter()
+                .filter(|r| !old_routes.contains(r))
+                .cloned()
+                .collect(),
+            routes_removed: old_routes
+                .iter()
+                .filter(|r| !new_routes.contains(r))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The route table.

@@ -258,6 +258,9 @@ async fn the_pack_matches_its_trail_and_renders_in_a_browser() {
         "{grace_row:?}"
     );
     assert!(table(&pack, "sod_denials").is_empty());
+    let changes = table(&pack, "policy_changes");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0][1], "policy:loaded");
     let legacy = row(&pack, "integration_accounts", "legacy-batch");
     assert_eq!(
         (&legacy[2], &legacy[5]),

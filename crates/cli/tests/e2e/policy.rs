@@ -732,3 +732,145 @@ async fn an_export_sized_in_the_query_is_read_strictly_and_charged() {
         json!(["limits.export-daily-quota"])
     );
 }
+
+/// Runs `invoiceguard policy ARGS…`; its standard output.
+fn policy_cli(args: &[&std::ffi::OsStr]) -> String {
+    let (ok, out) = run(std::process::Command::new(BINARY).arg("policy").args(args));
+    assert!(ok, "{out}");
+    out
+}
+
+/// The policy events in the trail, as (action, detail).
+fn policy_events(gateway: &GatewayProcess) -> Vec<(String, String)> {
+    gateway
+        .audit_events()
+        .into_iter()
+        .filter(|e| {
+            e["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("policy:"))
+        })
+        .map(|e| {
+            assert_eq!(e["category"], "administration");
+            assert_eq!(e["severity"], "high");
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["decision"]["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Sends SIGHUP and waits for the next policy event.
+async fn hangup_and_wait(gateway: &GatewayProcess) -> (String, String) {
+    let before = policy_events(gateway).len();
+    gateway.hangup().unwrap();
+    for _ in 0..100 {
+        if let Some(event) = policy_events(gateway).get(before) {
+            return event.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (String::new(), "no policy event after SIGHUP".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_signed_policy_set_loads_and_every_reload_is_on_the_trail() {
+    let dir = TempDir::new("signed").unwrap();
+    let policies = policy_copy(dir.path());
+    let (key, wrong_key) = (dir.path().join("signer.pem"), dir.path().join("wrong.pem"));
+    let public = policy_cli(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]);
+    let public = public.lines().next().unwrap().trim().to_owned();
+    policy_cli(&["keygen".as_ref(), "--out".as_ref(), wrong_key.as_os_str()]);
+    let sign = |key: &Path| {
+        policy_cli(&[
+            "sign".as_ref(),
+            policies.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+        ])
+    };
+    sign(&key);
+    let validated = policy_cli(&[
+        "validate".as_ref(),
+        policies.as_os_str(),
+        "--signed-by".as_ref(),
+        public.as_ref(),
+    ]);
+    assert!(validated.contains(&format!("by {public}")), "{validated}");
+    let world = World::start_with(
+        "",
+        Some(&policies),
+        &format!("watch_ms = 0\nsigned_by = [\"{public}\"]"),
+    )
+    .await;
+    let gateway = &world.gateway;
+    let loaded = policy_events(gateway);
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0, "policy:loaded");
+    assert!(
+        loaded[0].1.contains(&format!("signed by {public}")),
+        "{}",
+        loaded[0].1
+    );
+
+    // Requests flow all along; none may fail while sets are refused and replaced.
+    let alice = world.token("alice").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = tokio::spawn({
+        let (url, stop) = (world.url("/invoices/INV-1"), stop.clone());
+        async move {
+            let (mut sent, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                sent += 1;
+                failed += usize::from(get(&url, Some(&alice)).await.unwrap().status != 200);
+            }
+            (sent, failed)
+        }
+    });
+    let original = std::fs::read_to_string(policies.join("roles.cedar")).unwrap();
+    replace(
+        &policies.join("roles.cedar"),
+        &roles_with_reports_for_invoicing(&policies),
+    );
+    // Edited after signing: refused, the signed set keeps serving.
+    let (action, detail) = hangup_and_wait(gateway).await;
+    assert_eq!(action, "policy:reload_refused", "{detail}");
+    assert!(detail.contains("`roles.cedar` changed"), "{detail}");
+    // Signed, but by a key the gateway does not trust: refused.
+    sign(&wrong_key);
+    let (action, detail) = hangup_and_wait(gateway).await;
+    assert_eq!(action, "policy:reload_refused", "{detail}");
+    assert!(detail.contains("not in policy.signed_by"), "{detail}");
+    let reports = world.url("/reports/summary");
+    let alice = world.token("alice").await;
+    assert_eq!(get(&reports, Some(&alice)).await.unwrap().status, 403);
+    // Signed by the trusted key: applied, with what changed.
+    sign(&key);
+    let (action, detail) = hangup_and_wait(gateway).await;
+    assert_eq!(action, "policy:reloaded", "{detail}");
+    assert!(
+        detail.contains("files changed: roles.cedar; policies changed: role.invoicing"),
+        "{detail}"
+    );
+    assert_eq!(get(&reports, Some(&alice)).await.unwrap().status, 200);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, failed) = traffic.await.unwrap();
+    assert!(
+        sent > 10 && failed == 0,
+        "{failed} of {sent} requests failed"
+    );
+    // `policy diff` tells the same change.
+    let before = dir.path().join("before");
+    std::fs::create_dir_all(&before).unwrap();
+    for entry in std::fs::read_dir(&policies).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, before.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(before.join("roles.cedar"), original).unwrap();
+    std::fs::remove_file(before.join("policy.sig")).unwrap();
+    let diff = policy_cli(&["diff".as_ref(), before.as_os_str(), policies.as_os_str()]);
+    assert!(diff.contains("policy changed: role.invoicing"), "{diff}");
+}

@@ -13,6 +13,7 @@ fn baseline(decision_cache_entries: usize) -> PolicyEngine {
         watch_ms: 0,
         shadow_dir: None,
         decision_cache_entries,
+        signed_by: Vec::new(),
     })
     .unwrap()
 }
