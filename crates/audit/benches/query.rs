@@ -149,7 +149,7 @@ fn main() {
         ),
     ];
     let mut report = format!(
-        "# audit query\n\n{events} events, {} MB in {} segments (one spool folder), read from the page cache after the first case.\n\n| query | matched | seconds | events/s | MB/s |\n|---|---|---|---|---|\n",
+        "# audit query\n\n{events} events, {} MB in {} segments (one spool folder); after the first case it is read from the page cache when it fits in memory, from the disk when it does not.\n\n| query | matched | seconds | events/s | MB/s |\n|---|---|---|---|---|\n",
         bytes / 1_000_000,
         invoiceguard_audit::segments(&dir).unwrap().len()
     );

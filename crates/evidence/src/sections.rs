@@ -24,7 +24,7 @@ pub(crate) fn all(
         rbac(setup, engine, tally),
         authentication(setup, tally),
         sessions(setup),
-        admins(engine, tally),
+        admins(tally),
         leavers(tally),
         logging(setup, tally, trails),
         exports(engine, tally),
@@ -67,45 +67,9 @@ fn mfa(setup: &Setup, tally: &Tally) -> Section {
             setup.mfa_acr.join(", ")
         ),
     );
-    let mut coverage = Table::new(
-        "mfa_coverage",
-        "MFA coverage per person",
-        &[
-            "person",
-            "requests",
-            "with MFA",
-            "without MFA",
-            "coverage %",
-            "step-ups demanded",
-        ],
-    );
-    let (mut all, mut with) = (0, 0);
-    let mut chart = Chart {
-        id: "mfa_chart",
-        title: "MFA coverage per person (% of requests)".to_owned(),
-        labels: Vec::new(),
-        series: vec![Series {
-            name: "with MFA",
-            values: Vec::new(),
-        }],
-        unit: "%",
-    };
-    for (person, p) in &tally.people {
-        all += p.requests;
-        with += p.with_mfa;
-        coverage.row(vec![
-            person.clone(),
-            p.requests.to_string(),
-            p.with_mfa.to_string(),
-            (p.requests - p.with_mfa).to_string(),
-            percent(p.with_mfa, p.requests),
-            p.step_ups.to_string(),
-        ]);
-        chart.labels.push(person.clone());
-        chart.series[0]
-            .values
-            .push(p.with_mfa as f64 * 100.0 / p.requests.max(1) as f64);
-    }
+    let (coverage, chart) = mfa_coverage(tally);
+    let all: u64 = tally.people.values().map(|p| p.requests).sum();
+    let with: u64 = tally.people.values().map(|p| p.with_mfa).sum();
     let mut without = Table::new(
         "logins_without_mfa",
         "Logins without MFA (person, method, address)",
@@ -143,6 +107,47 @@ fn mfa(setup: &Setup, tally: &Tally) -> Section {
     s.tables = vec![coverage, without];
     s.charts.push(chart);
     s
+}
+
+/// Each person's requests with and without MFA, as a table and a chart.
+fn mfa_coverage(tally: &Tally) -> (Table, Chart) {
+    let mut coverage = Table::new(
+        "mfa_coverage",
+        "MFA coverage per person",
+        &[
+            "person",
+            "requests",
+            "with MFA",
+            "without MFA",
+            "coverage %",
+            "step-ups demanded",
+        ],
+    );
+    let mut chart = Chart {
+        id: "mfa_chart",
+        title: "MFA coverage per person (% of requests)".to_owned(),
+        labels: Vec::new(),
+        series: vec![Series {
+            name: "with MFA",
+            values: Vec::new(),
+        }],
+        unit: "%",
+    };
+    for (person, p) in &tally.people {
+        coverage.row(vec![
+            person.clone(),
+            p.requests.to_string(),
+            p.with_mfa.to_string(),
+            (p.requests - p.with_mfa).to_string(),
+            percent(p.with_mfa, p.requests),
+            p.step_ups.to_string(),
+        ]);
+        chart.labels.push(person.clone());
+        chart.series[0]
+            .values
+            .push(p.with_mfa as f64 * 100.0 / p.requests.max(1) as f64);
+    }
+    (coverage, chart)
 }
 
 fn sso(setup: &Setup, tally: &Tally) -> Section {
@@ -366,7 +371,7 @@ fn sessions(setup: &Setup) -> Section {
     s
 }
 
-fn admins(engine: &PolicyEngine, tally: &Tally) -> Section {
+fn admins(tally: &Tally) -> Section {
     let mut s = section(
         "admins",
         "Managing admin accounts",
@@ -422,7 +427,6 @@ fn admins(engine: &PolicyEngine, tally: &Tally) -> Section {
         glass.rows.len()
     ));
     s.attention = both > 0 || !glass.rows.is_empty();
-    let _ = engine;
     s.tables = vec![list, acts, glass];
     s
 }
@@ -501,55 +505,8 @@ fn logging(setup: &Setup, tally: &Tally, trails: &Trails) -> Section {
             denied.to_string(),
         ]);
     }
-    let mut chains = Table::new(
-        "chain_verification",
-        "Chain verification",
-        &[
-            "trail",
-            "events",
-            "first seq",
-            "last seq",
-            "intact",
-            "end anchored",
-            "problems",
-        ],
-    );
-    let mut broken = 0;
-    for c in &trails.checked {
-        broken += usize::from(!c.intact);
-        chains.row(vec![
-            c.path.clone(),
-            c.events.to_string(),
-            c.seq_range.map(|r| r.0.to_string()).unwrap_or_default(),
-            c.seq_range.map(|r| r.1.to_string()).unwrap_or_default(),
-            if c.intact { "yes" } else { "NO" }.to_owned(),
-            if c.anchored { "yes" } else { "no" }.to_owned(),
-            c.problems
-                .iter()
-                .chain(&c.notes)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; "),
-        ]);
-    }
-    let mut delivery = Table::new(
-        "delivery",
-        "Delivery to the sinks",
-        &["spool", "sink", "kind", "events not yet delivered"],
-    );
-    for d in &trails.deliveries {
-        let kind = setup
-            .sinks
-            .iter()
-            .find(|(name, _)| *name == d.sink)
-            .map_or("", |(_, kind)| kind.as_str());
-        delivery.row(vec![
-            d.spool.clone(),
-            d.sink.clone(),
-            kind.to_owned(),
-            d.pending.to_string(),
-        ]);
-    }
+    let (chains, broken) = chain_table(trails);
+    let delivery = delivery_table(setup, trails);
     let mut incidents = Table::new(
         "trail_events",
         "The trail's own events (spool repairs, sinks lagging and recovered)",
@@ -587,6 +544,65 @@ fn logging(setup: &Setup, tally: &Tally, trails: &Trails) -> Section {
     s.charts.push(over_time(tally));
     s.tables = vec![categories, chains, delivery, incidents];
     s
+}
+
+/// Each trail's verification, and how many are broken.
+fn chain_table(trails: &Trails) -> (Table, usize) {
+    let mut chains = Table::new(
+        "chain_verification",
+        "Chain verification",
+        &[
+            "trail",
+            "events",
+            "first seq",
+            "last seq",
+            "intact",
+            "end anchored",
+            "problems",
+        ],
+    );
+    let mut broken = 0;
+    for c in &trails.checked {
+        broken += usize::from(!c.intact);
+        chains.row(vec![
+            c.path.clone(),
+            c.events.to_string(),
+            c.seq_range.map(|r| r.0.to_string()).unwrap_or_default(),
+            c.seq_range.map(|r| r.1.to_string()).unwrap_or_default(),
+            if c.intact { "yes" } else { "NO" }.to_owned(),
+            if c.anchored { "yes" } else { "no" }.to_owned(),
+            c.problems
+                .iter()
+                .chain(&c.notes)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        ]);
+    }
+    (chains, broken)
+}
+
+/// Each sink's undelivered events, per spool.
+fn delivery_table(setup: &Setup, trails: &Trails) -> Table {
+    let mut delivery = Table::new(
+        "delivery",
+        "Delivery to the sinks",
+        &["spool", "sink", "kind", "events not yet delivered"],
+    );
+    for d in &trails.deliveries {
+        let kind = setup
+            .sinks
+            .iter()
+            .find(|(name, _)| *name == d.sink)
+            .map_or("", |(_, kind)| kind.as_str());
+        delivery.row(vec![
+            d.spool.clone(),
+            d.sink.clone(),
+            kind.to_owned(),
+            d.pending.to_string(),
+        ]);
+    }
+    delivery
 }
 
 /// Requests and denials per hour, or per day over more than two days.

@@ -105,6 +105,25 @@ impl Tally {
         }
         self.last = Some(time.to_owned());
         let denied = event.decision.effect == "deny";
+        self.count_totals(event, denied);
+        self.logins.add(event);
+        let actor = event.actor.as_ref().map(|a| a.id.to_string());
+        self.count_actor(event, denied);
+        self.count_lockout(event, actor.as_deref());
+        self.list(event, actor.as_deref().unwrap_or_default(), denied);
+        if !event.decision.policy_version.is_empty()
+            && !matches!(event.decision.reason.as_ref(), "admin" | "system")
+        {
+            self.versions
+                .entry(event.decision.policy_version.to_string())
+                .or_default()
+                .add(time);
+        }
+        self.count_revocation(event, actor.as_deref(), denied);
+    }
+
+    /// Events by category, and requests and denials by hour.
+    fn count_totals(&mut self, event: &View<'_>, denied: bool) {
         let category = self
             .categories
             .entry(event.category.to_string())
@@ -115,6 +134,7 @@ impl Tally {
             category.0 += 1;
         }
         if event.category != "audit" {
+            let time = event.time.as_ref();
             let hour = self
                 .hours
                 .entry(time.get(..13).unwrap_or(time).to_owned())
@@ -122,55 +142,52 @@ impl Tally {
             hour.0 += 1;
             hour.1 += u64::from(denied);
         }
-        self.logins.add(event);
-        let actor = event.actor.as_ref().map(|a| a.id.to_string());
-        self.count_actor(event, denied);
-        self.count_lockout(event, actor.as_deref());
+    }
+
+    /// The events listed one by one: administration acts, the trail's own events, break-glass
+    /// uses, exports, segregation-of-duties refusals.
+    fn list(&mut self, event: &View<'_>, who: &str, denied: bool) {
+        let time = event.time.as_ref();
         let action = event.action.as_deref().unwrap_or("");
         let resource = event
             .resource
             .as_ref()
             .map(|r| format!("{}::{}", r.kind, r.id))
             .unwrap_or_default();
-        let who = actor.clone().unwrap_or_default();
-        let detail = event.decision.detail.as_deref().unwrap_or("").to_owned();
+        let detail = event.decision.detail.as_deref().unwrap_or("");
         let status = event.outcome.status.to_string();
+        let effect = event.decision.effect.as_ref();
+        let owned = |cells: &[&str]| cells.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
         // Changes only: a read of the revocation list or the settings changes nothing.
         if matches!(event.category.as_ref(), "administration" | "revocation")
             && !matches!(event.request.method.as_ref(), "GET" | "HEAD" | "OPTIONS")
         {
-            self.administration.push(vec![
-                time.to_owned(),
-                who.clone(),
-                action.to_owned(),
-                resource.clone(),
-                event.decision.effect.to_string(),
-                status.clone(),
-                detail.clone(),
-            ]);
+            self.administration.push(owned(&[
+                time, who, action, &resource, effect, &status, detail,
+            ]));
         }
         if event.category == "audit" {
-            self.trail_events.push(vec![
-                time.to_owned(),
-                event.instance.to_string(),
-                action.to_owned(),
-                event.severity.to_string(),
-                detail.clone(),
-            ]);
+            self.trail_events.push(owned(&[
+                time,
+                &event.instance,
+                action,
+                &event.severity,
+                detail,
+            ]));
         }
         if let Some(reason) = &event.break_glass_reason {
-            self.break_glass.push(vec![
-                time.to_owned(),
-                who.clone(),
-                reason.to_string(),
-                action.to_owned(),
-                event.request.path.to_string(),
-                event.decision.effect.to_string(),
-                status.clone(),
-            ]);
+            self.break_glass.push(owned(&[
+                time,
+                who,
+                reason,
+                action,
+                &event.request.path,
+                effect,
+                &status,
+            ]));
         }
         if action.starts_with("export:") {
-            self.count_export(event, &who, action, &status);
+            self.count_export(event, who, action, &status);
         }
         if denied
             && event
@@ -179,23 +196,10 @@ impl Tally {
                 .iter()
                 .any(|p| p.starts_with("sod."))
         {
-            self.sod_denials.push(vec![
-                time.to_owned(),
-                who.clone(),
-                action.to_owned(),
-                resource.clone(),
-                event.decision.policies.join(" "),
-            ]);
+            let policies = event.decision.policies.join(" ");
+            self.sod_denials
+                .push(owned(&[time, who, action, &resource, &policies]));
         }
-        if !event.decision.policy_version.is_empty()
-            && !matches!(event.decision.reason.as_ref(), "admin" | "system")
-        {
-            self.versions
-                .entry(event.decision.policy_version.to_string())
-                .or_default()
-                .add(time);
-        }
-        self.count_revocation(event, actor.as_deref(), denied);
     }
 
     fn count_actor(&mut self, event: &View<'_>, denied: bool) {

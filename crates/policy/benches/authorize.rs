@@ -17,7 +17,30 @@ fn baseline_dir() -> PathBuf {
 
 /// The baseline plus `n` generated permits, each for its own user and invoice.
 fn with_generated(n: usize) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("invoiceguard-bench-{n}-{}", std::process::id()));
+    with_generated_on(
+        n,
+        "Action::\"invoice:read\", Action::\"invoice:update\"",
+        "resource == Invoice::\"INV-{i}\"",
+    )
+}
+
+/// The baseline plus `n` policies about actions the benched request (`invoice:read`) is not.
+fn with_generated_elsewhere(n: usize) -> PathBuf {
+    with_generated_on(
+        n,
+        "Action::\"partner:update\", Action::\"partner:read\"",
+        "resource == Partner::\"P-{i}\"",
+    )
+}
+
+/// The baseline plus `n` generated policies, each on the `actions` given and its own resource
+/// (`{i}` in `resource` is the policy's number), for a user of its own.
+fn with_generated_on(n: usize, actions: &str, resource: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "invoiceguard-bench-{n}-{}-{}",
+        actions.len(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(baseline_dir()).unwrap() {
@@ -28,8 +51,9 @@ fn with_generated(n: usize) -> PathBuf {
     }
     let generated: String = (0..n)
         .map(|i| {
+            let resource = resource.replace("{i}", &i.to_string());
             format!(
-                "@id(\"generated.{i}\")\npermit (principal == User::\"user-{i}\", action in [Action::\"invoice:read\", Action::\"invoice:update\"], resource == Invoice::\"INV-{i}\")\nwhen {{ context.mfa && context.auth_age_s < {} }};\n",
+                "@id(\"generated.{i}\")\npermit (principal == User::\"user-{i}\", action in [{actions}], {resource})\nwhen {{ context.mfa && context.auth_age_s < {} }};\n",
                 3600 + i
             )
         })
@@ -83,6 +107,10 @@ fn authorize(c: &mut Criterion) {
     for (name, engine) in [
         ("baseline", engine(baseline_dir(), 0)),
         ("baseline+1000", engine(with_generated(1000), 0)),
+        (
+            "baseline+1000-other-actions",
+            engine(with_generated_elsewhere(1000), 0),
+        ),
         ("cache-hit", engine(baseline_dir(), 4096)),
     ] {
         let route = engine.routes().find("GET", &segments).unwrap();
@@ -100,6 +128,11 @@ fn decision_latency(_c: &mut Criterion) {
     for (name, engine, decisions) in [
         ("baseline", engine(baseline_dir(), 0), 20_000),
         ("baseline+1000", engine(with_generated(1000), 0), 2_000),
+        (
+            "baseline+1000-other-actions",
+            engine(with_generated_elsewhere(1000), 0),
+            20_000,
+        ),
     ] {
         let route = engine.routes().find("GET", &segments).unwrap();
         let mut times: Vec<Duration> = (0..decisions)
