@@ -271,3 +271,109 @@ fn the_cache_is_bounded() {
         }
     }
 }
+
+/// The baseline plus policies of every scope shape (an action, a list, a group, any action; a
+/// principal or a role; forbids too), so slices differ from the whole set.
+fn baseline_and_generated() -> (PolicyEngine, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("invoiceguard-slices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
+    for entry in std::fs::read_dir(baseline).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let generated = r#"
+@id("gen.one-action")
+permit (principal == User::"p-1", action == Action::"invoice:approve", resource);
+@id("gen.list")
+permit (principal in Role::"auditor", action in [Action::"export:create", Action::"settings:read"], resource)
+when { context.mfa };
+@id("gen.group")
+forbid (principal, action in Action::"read", resource) when { context.auth_age_s > 3000 };
+@id("gen.any-action")
+forbid (principal == User::"p-9", action, resource);
+@id("gen.other-action")
+permit (principal, action == Action::"user:assign_role", resource) when { context.mfa };
+"#;
+    std::fs::write(dir.join("generated.cedar"), generated).unwrap();
+    let engine = PolicyEngine::load(&PolicyConfig {
+        dir: dir.clone(),
+        decision_cache_entries: 0,
+        ..PolicyConfig::default()
+    })
+    .unwrap();
+    (engine, dir)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// On generated requests — any route, any mix of roles and scopes, either kind, MFA or not,
+    /// any login age, creator, amount and export — the decision on the action's slice of the set
+    /// is the decision on the whole set: effect, deciding policies, errors, step-up.
+    #[test]
+    fn a_slice_decides_as_the_whole_set(
+        route_index in 0usize..64,
+        roles in proptest::collection::vec(0usize..7, 0..4),
+        scopes in proptest::collection::vec(0usize..6, 0..4),
+        service in proptest::bool::ANY,
+        who in 0usize..3,
+        mfa in proptest::bool::ANY,
+        age in 0u64..8000,
+        creator in 0usize..3,
+        amount in 0i64..100_000,
+        rows in 0u64..6000,
+        within in proptest::bool::ANY,
+        reason in proptest::bool::ANY,
+        enforced in proptest::bool::ANY,
+    ) {
+        let (engine, _dir) = ENGINE.get_or_init(baseline_and_generated);
+        let names = ["invoicing", "approver", "accountant", "admin", "auditor", "break-glass", "nobody"];
+        let scope_names = ["invoices:read", "invoices:write", "invoices:approve", "exports:create", "admin", "reports:read"];
+        let ids = ["p-1", "p-2", "p-9"];
+        let routes = engine.routes().routes();
+        let route = &routes[route_index % routes.len()];
+        let segments: Vec<String> = route
+            .template
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| if s.starts_with('{') { "X-1".to_owned() } else { s.to_owned() })
+            .collect();
+        let matched = engine.routes().find(&route.method, &segments).unwrap();
+        let now = 1_800_000_000;
+        let kind = if service { PrincipalKind::ServiceAccount } else { PrincipalKind::User };
+        let principal = Principal {
+            kind,
+            id: ids[who].to_owned(),
+            client_id: None,
+            roles: roles.iter().map(|r| names[*r].to_owned()).collect(),
+            scopes: scopes.iter().map(|s| scope_names[*s].to_owned()).collect(),
+            amr: Vec::new(),
+            acr: None,
+            auth_time: Some(now - age),
+            mfa,
+            method: AuthMethod::Jwt,
+        };
+        let facts = RequestFacts {
+            source_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+            now_unix: now,
+            resource: ResourceFacts {
+                creator: Some(ids[creator].to_owned()),
+                amount: Some(amount),
+                ..ResourceFacts::default()
+            },
+            export: ExportFacts { rows_requested: rows, within_limits: within },
+            break_glass_reason: reason.then(|| "incident 42".to_owned()),
+            user_scopes_enforced: enforced,
+        };
+        let inputs = Inputs::new(&principal, &matched, &facts, engine.entities.limits(&principal));
+        let slice = engine.evaluate(&inputs, Subset::ByAction);
+        let whole = engine.evaluate(&inputs, Subset::All);
+        proptest::prop_assert_eq!(slice, whole);
+    }
+}
+
+static ENGINE: std::sync::OnceLock<(PolicyEngine, std::path::PathBuf)> = std::sync::OnceLock::new();
