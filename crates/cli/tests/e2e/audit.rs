@@ -63,14 +63,15 @@ async fn every_event_reaches_the_collector_in_order() {
         .await
         .unwrap();
     let (expected, received) = all_delivered(gateway, &collector).await;
-    assert_eq!(expected.len(), 31);
+    // 31 requests, and the policy set loaded at start.
+    assert_eq!(expected.len(), 32);
     let seqs: Vec<u64> = received
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(
         seqs,
-        (1..=31).collect::<Vec<_>>(),
+        (1..=32).collect::<Vec<_>>(),
         "every event once, in order, parsable"
     );
     assert!(
@@ -259,9 +260,10 @@ async fn events_reach_a_collector_over_tls() {
             .unwrap();
     }
     let (expected, received) = all_delivered(gateway, &collector).await;
-    assert_eq!(expected.len(), 10);
+    // The policy set loaded at start, then ten requests.
+    assert_eq!(expected.len(), 11);
     let seqs: Vec<u64> = received.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{received:?}");
+    assert_eq!(seqs, (1..=11).collect::<Vec<_>>(), "{received:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +434,8 @@ async fn syslog_severities_pass_rsyslogs_warning_filter_and_headers_are_strict_r
         .unwrap();
     send(break_glass).await.unwrap();
     let (expected, received) = all_delivered(&world.gateway, &collector).await;
-    assert_eq!(expected.len(), 6, "{received:?}");
+    // Six requests, and the policy set loaded at start.
+    assert_eq!(expected.len(), 7, "{received:?}");
     let severities: BTreeSet<&str> = received
         .iter()
         .filter_map(|e| e["severity"].as_str())
@@ -460,7 +463,7 @@ async fn syslog_severities_pass_rsyslogs_warning_filter_and_headers_are_strict_r
     }
     // Every message as it arrived has a strict RFC 5424 header, its PRI from the severity.
     let raw = collector.raw_messages();
-    assert_eq!(raw.len(), 6);
+    assert_eq!(raw.len(), 7);
     for message in &raw {
         let parsed = rfc5424(message);
         assert!(parsed.is_some(), "not RFC 5424: {message}");

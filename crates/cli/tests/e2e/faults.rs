@@ -297,7 +297,8 @@ async fn a_torn_tail_is_repaired_and_reported_at_start() {
         .expect("the repair is on the trail");
     assert_eq!(repair["category"], "audit");
     assert_eq!(repair["severity"], "error");
-    assert_eq!(repair["seq"], 6);
+    // After the policy set loaded at start and the five events before the tear.
+    assert_eq!(repair["seq"], 7);
     let kept = std::fs::read_dir(segment.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -411,8 +412,9 @@ async fn a_failure_on_every_request_logs_once_a_second_and_sink_lag_is_exact() {
         lines.iter().skip(1).all(|l| l.contains("held_back")),
         "{lines:?}"
     );
+    // The requests' events and the policy set's, loaded at start.
     let written = world.gateway.audit_events().len() as f64;
-    assert_eq!(written, 200.0);
+    assert_eq!(written, 201.0);
     assert_eq!(
         super::sinks::metric(
             &world.gateway,
@@ -451,7 +453,7 @@ async fn cutting_events_off_the_end_is_found_by_audit_verify() {
             "audit",
             "verify",
             "--expect-last-seq",
-            "10",
+            "11",
             "--expect-head",
             &head,
         ])
@@ -464,7 +466,8 @@ async fn cutting_events_off_the_end_is_found_by_audit_verify() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // The last three events are cut off the spool and the copy: the chain alone still holds.
+    // The last four events (of the policy set's and ten requests') are cut off the spool and the
+    // copy: the chain alone still holds.
     for file in [gateway.segments().pop().unwrap(), copy.clone()] {
         let text = std::fs::read_to_string(&file).unwrap();
         let kept: Vec<&str> = text.lines().take(7).collect();
@@ -477,17 +480,17 @@ async fn cutting_events_off_the_end_is_found_by_audit_verify() {
         "{report}"
     );
     assert!(
-        report.contains("3 event(s) at the end were removed"),
+        report.contains("4 event(s) at the end were removed"),
         "{report}"
     );
     let out = Command::new(BINARY)
-        .args(["audit", "verify", "--expect-last-seq", "10"])
+        .args(["audit", "verify", "--expect-last-seq", "11"])
         .arg(&copy)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !out.status.success() && report.contains("3 event(s) at the end were removed"),
+        !out.status.success() && report.contains("4 event(s) at the end were removed"),
         "{report}"
     );
     let out = Command::new(BINARY)

@@ -203,6 +203,18 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
         lagging["request_id"].as_str().unwrap().to_owned(),
     );
 
+    // The policy set the gateway started with is a change of permissions: an admin change.
+    let loaded = world
+        .gateway
+        .audit_events()
+        .into_iter()
+        .find(|e| e["action"] == "policy:loaded")
+        .unwrap();
+    expect(
+        &["admin-change.yml"],
+        loaded["request_id"].as_str().unwrap().to_owned(),
+    );
+
     // The trail, converted and run.
     let events = world.gateway.audit_text();
     let file = world.gateway.spool.with_extension("siem.jsonl");

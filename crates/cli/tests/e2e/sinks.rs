@@ -23,7 +23,7 @@ pub(crate) async fn metric(gateway: &GatewayProcess, sample: &str) -> f64 {
 fn request_ids(events: &[Value]) -> BTreeSet<String> {
     events
         .iter()
-        .filter(|e| e["stage"] == "complete")
+        .filter(|e| e["stage"] == "complete" && e["decision"]["reason"] != "system")
         .filter_map(|e| e["request_id"].as_str().map(str::to_owned))
         .collect()
 }

@@ -90,11 +90,14 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
 
     // One event per request, numbered without gaps, and never a token; the creation (it may
     // change something) has its `authorized` event written before it was forwarded.
-    let events = world.gateway.audit_events();
-    assert_eq!(events.len(), 5);
-    for (i, event) in events.iter().enumerate() {
+    let all = world.gateway.audit_events();
+    assert_eq!(all.len(), 6);
+    for (i, event) in all.iter().enumerate() {
         assert_eq!(event["seq"], i as u64 + 1);
     }
+    // First the policy set the gateway started with, then the requests'.
+    assert_eq!(all[0]["action"], "policy:loaded");
+    let events = &all[1..];
     assert_eq!(
         (events[0]["stage"].as_str(), events[0]["action"].as_str()),
         (Some("authorized"), Some("invoice:create"))
@@ -106,7 +109,7 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     );
     // Each as docs/audit-event.schema.json documents it.
     let schema = super::schema::audit_event_schema();
-    for event in &events {
+    for event in &all {
         let problems = super::schema::violations(&schema, event);
         assert!(problems.is_empty(), "{problems:?} in {event}");
     }
@@ -124,7 +127,7 @@ async fn demo_walk_allowed_and_denied_calls_and_their_audit_events() {
     let out = String::from_utf8_lossy(&verified.stdout);
     assert!(verified.status.success(), "{out}");
     assert!(
-        out.starts_with("ok: 5 events, seq 1 to 5, chain intact, end anchored\nhead: "),
+        out.starts_with("ok: 6 events, seq 1 to 6, chain intact, end anchored\nhead: "),
         "{out}"
     );
     assert!(
