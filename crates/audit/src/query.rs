@@ -54,8 +54,8 @@ pub struct Filter {
     pub all_stages: bool,
 }
 
-/// A time bound: `YYYY-MM-DD` (midnight UTC) or RFC 3339.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A time bound: `YYYY-MM-DD` (midnight UTC) or RFC 3339. Bounds order as the times they are.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Bound(String);
 
 impl std::str::FromStr for Bound {
@@ -86,6 +86,16 @@ impl std::fmt::Display for Bound {
     /// The bound as written in events: `YYYY-MM-DDTHH:MM:SS` (UTC).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A period that holds no time (`from` not before `to`), said in words; `None` when it is fine.
+pub fn empty_period(from: Option<&Bound>, to: Option<&Bound>) -> Option<String> {
+    match (from, to) {
+        (Some(from), Some(to)) if from >= to => Some(format!(
+            "--from {from} is not before --to {to} (--to is exclusive): no event can match"
+        )),
+        _ => None,
     }
 }
 
@@ -313,13 +323,20 @@ impl Filter {
 /// One trail: its files, oldest first.
 fn files_of(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if path.is_dir() {
-        Ok(crate::segments(path)?
+        Ok(crate::segments(path)
+            .map_err(|error| named(path, &error))?
             .into_iter()
             .map(|(_, file)| file)
             .collect())
     } else {
+        std::fs::metadata(path).map_err(|error| named(path, &error))?;
         Ok(vec![path.to_owned()])
     }
+}
+
+/// An I/O error that names the file it is about.
+fn named(path: &Path, error: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("`{}`: {error}", path.display()))
 }
 
 /// A trail read line by line across its files.
@@ -352,7 +369,7 @@ impl Trail {
                 Some(file) => {
                     self.reader = Some(BufReader::with_capacity(
                         256 * 1024,
-                        std::fs::File::open(file)?,
+                        std::fs::File::open(&file).map_err(|error| named(&file, &error))?,
                     ))
                 }
                 None => return Ok(false),

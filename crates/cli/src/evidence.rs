@@ -32,6 +32,12 @@ pub(crate) struct EvidenceArgs {
 
 /// Builds and writes the pack.
 pub(crate) fn evidence(args: &EvidenceArgs) -> ExitCode {
+    if let Some(problem) =
+        invoiceguard_audit::query::empty_period(args.from.as_ref(), args.to.as_ref())
+    {
+        eprintln!("invoiceguard: {problem}");
+        return ExitCode::from(2);
+    }
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {

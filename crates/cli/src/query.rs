@@ -246,6 +246,10 @@ impl Output {
 
 /// Runs the query and writes its answer.
 pub(crate) fn audit_query(args: &QueryArgs) -> ExitCode {
+    if let Some(problem) = query::empty_period(args.from.as_ref(), args.to.as_ref()) {
+        eprintln!("invoiceguard: {problem}");
+        return ExitCode::from(2);
+    }
     let filter = args.filter();
     let scanned = if args.who_logged_in {
         who_logged_in(args, &filter)

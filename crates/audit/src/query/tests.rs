@@ -360,3 +360,27 @@ fn bounds_are_dates_or_rfc_3339_in_any_offset() {
     );
     assert!("yesterday".parse::<Bound>().is_err());
 }
+
+#[test]
+fn a_missing_trail_is_named_and_an_empty_period_is_said() {
+    let missing = std::env::temp_dir().join("invoiceguard-no-such-trail");
+    let error = scan(
+        std::slice::from_ref(&missing),
+        &Filter::default(),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("invoiceguard-no-such-trail"),
+        "{error}"
+    );
+    let (day, next): (Bound, Bound) =
+        ("2026-12-01".parse().unwrap(), "2026-12-02".parse().unwrap());
+    assert!(empty_period(Some(&day), Some(&next)).is_none());
+    assert!(empty_period(Some(&next), Some(&day)).is_some());
+    assert!(empty_period(Some(&day), Some(&day)).is_some());
+    assert!(empty_period(Some(&day), None).is_none());
+    // Bounds order as times, whatever their spelling.
+    let noon: Bound = "2026-12-01T13:00:00+01:00".parse().unwrap();
+    assert!(day < noon && noon < next);
+}
