@@ -127,7 +127,8 @@ impl Table {
     }
 
     /// The table as CSV (RFC 4180: quoted where needed, CRLF line ends). A cell that a
-    /// spreadsheet would read as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+    /// spreadsheet would read as a formula (`=`, `+`, `-`, `@`, a tab or a carriage return
+    /// first; OWASP's CSV injection list) is prefixed with `'`, unless it is a plain number.
     pub fn to_csv(&self) -> String {
         let mut out = String::new();
         let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
@@ -137,12 +138,13 @@ impl Table {
                     out.push(',');
                 }
                 first = false;
-                let guarded =
-                    if cell.starts_with(['=', '+', '-', '@']) && cell.parse::<f64>().is_err() {
-                        format!("'{cell}")
-                    } else {
-                        cell.to_owned()
-                    };
+                let guarded = if cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+                    && cell.parse::<f64>().is_err()
+                {
+                    format!("'{cell}")
+                } else {
+                    cell.to_owned()
+                };
                 if guarded.contains([',', '"', '\n', '\r']) {
                     let _ = write!(out, "\"{}\"", guarded.replace('"', "\"\""));
                 } else {

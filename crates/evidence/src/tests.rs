@@ -611,6 +611,19 @@ fn html_and_csv_keep_hostile_text_inert() {
         csv.contains("\"'=HYPERLINK(\"\"http://x\"\"),\"\"quoted\"\"\""),
         "{csv}"
     );
+    // Every prefix a spreadsheet runs is defused; plain numbers are left as they are.
+    let mut table = Table::new("t", "t", &["cell"]);
+    for cell in [
+        "+1+cmd", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "-5", "+7", "1e3",
+    ] {
+        table.row(vec![cell.to_owned()]);
+    }
+    let text = table.to_csv();
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert_eq!(lines[1..4], ["'+1+cmd", "'-2+3", "'@SUM(A1)"]);
+    assert_eq!(lines[4], "'\t=1");
+    assert!(lines[5].starts_with("\"'\r=1"), "{text:?}");
+    assert_eq!(lines[lines.len() - 4..], ["-5", "+7", "1e3", ""]);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("evidence.json")).unwrap()).unwrap();
     assert_eq!(json["sections"].as_array().unwrap().len(), 12);

@@ -245,11 +245,13 @@ fn refusal(problems: &[invoiceguard_policy::Problem]) -> String {
     )
 }
 
-/// The shadow folder's set; one with problems is logged and skipped (it never decides anything).
+/// The shadow folder's set; one with problems is logged and skipped (it never decides anything,
+/// so it need not be signed: a candidate is shadowed before it is approved).
 fn load_shadow(config: &PolicyConfig) -> Option<Arc<PolicyEngine>> {
     let dir = config.shadow_dir.clone()?;
     match PolicyEngine::load(&PolicyConfig {
         dir: dir.clone(),
+        signed_by: Vec::new(),
         ..config.clone()
     }) {
         Ok(engine) => {

@@ -91,13 +91,20 @@ impl PolicyEngine {
     pub fn load(config: &PolicyConfig) -> Result<Self, LoadError> {
         let dir = &config.dir;
         let mut problems = Vec::new();
+        // Every file is read once, and what is checked, signed and loaded is these bytes.
+        let folder = crate::signature::read_folder(dir).map_err(|error| {
+            LoadError(vec![Problem::in_file(
+                dir,
+                format!("cannot read the policy folder: {error}"),
+            )])
+        })?;
         let signer = if config.signed_by.is_empty() {
             None
         } else {
             for problem in crate::signature::check_keys(&config.signed_by) {
                 problems.push(Problem::in_file(dir, problem));
             }
-            match crate::signature::verify(dir, &config.signed_by) {
+            match crate::signature::verify_files(dir, &folder, &config.signed_by) {
                 Ok(key) => Some(key),
                 Err(why) => {
                     problems.push(Problem::in_file(
@@ -108,11 +115,12 @@ impl PolicyEngine {
                 }
             }
         };
-        let files = crate::signature::folder_digests(dir).unwrap_or_default();
+        let files = crate::signature::digests_of(&folder);
+        let read = |name: &str, problems: &mut Vec<Problem>| text(&folder, dir, name, problems);
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
 
         let schema_path = dir.join(SCHEMA_FILE);
-        let schema = read(&schema_path, &mut problems).and_then(|text| {
+        let schema = read(SCHEMA_FILE, &mut problems).and_then(|text| {
             digest.update(text.as_bytes());
             match Schema::from_cedarschema_str(&text) {
                 Ok((schema, _warnings)) => Some(schema),
@@ -126,8 +134,13 @@ impl PolicyEngine {
         let mut sources: HashMap<String, (PathBuf, String)> = HashMap::new();
         let mut step_ups = HashMap::new();
         let mut policies = PolicySet::new();
-        for path in cedar_files(dir, &mut problems) {
-            let Some(text) = read(&path, &mut problems) else {
+        // The folder's own `*.cedar` files (not its subfolders'), by name.
+        for name in folder
+            .keys()
+            .filter(|name| name.ends_with(".cedar") && !name.contains('/'))
+        {
+            let path = dir.join(name);
+            let Some(text) = read(name, &mut problems) else {
                 continue;
             };
             digest.update(
@@ -153,15 +166,19 @@ impl PolicyEngine {
         }
 
         let routes_path = dir.join(ROUTES_FILE);
-        let routes_text = read(&routes_path, &mut problems).unwrap_or_default();
+        let routes_text = read(ROUTES_FILE, &mut problems).unwrap_or_default();
         digest.update(routes_text.as_bytes());
         let routes = RouteTable::parse(&routes_path, &routes_text, &mut problems);
 
         let entities_path = dir.join(ENTITIES_FILE);
-        if let Ok(text) = std::fs::read(&entities_path) {
-            digest.update(&text);
+        let entities_text = folder
+            .contains_key(ENTITIES_FILE)
+            .then(|| read(ENTITIES_FILE, &mut problems))
+            .flatten();
+        if let Some(text) = &entities_text {
+            digest.update(text.as_bytes());
         }
-        let entities = Entities::load(&entities_path, &mut problems);
+        let entities = Entities::parse(&entities_path, entities_text.as_deref(), &mut problems);
 
         let Some(schema) = schema else {
             return Err(LoadError(problems));
@@ -409,35 +426,25 @@ enum Subset {
     All,
 }
 
-fn read(path: &Path, problems: &mut Vec<Problem>) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(error) => {
-            problems.push(Problem::in_file(path, format!("cannot read: {error}")));
+/// A file of the folder as read, as text; a problem when it is missing or not UTF-8.
+fn text(
+    folder: &BTreeMap<String, Vec<u8>>,
+    dir: &Path,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let path = dir.join(name);
+    match folder.get(name).map(|bytes| std::str::from_utf8(bytes)) {
+        Some(Ok(text)) => Some(text.to_owned()),
+        Some(Err(_)) => {
+            problems.push(Problem::in_file(&path, "cannot read: not UTF-8 text"));
+            None
+        }
+        None => {
+            problems.push(Problem::in_file(&path, "cannot read: no such file"));
             None
         }
     }
-}
-
-/// The folder's `*.cedar` files, sorted by name.
-fn cedar_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) => {
-            problems.push(Problem::in_file(
-                dir,
-                format!("cannot read the policy folder: {error}"),
-            ));
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "cedar") && path.is_file())
-        .collect();
-    files.sort();
-    files
 }
 
 /// Parses one policy file and adds its policies under their `@id`s.

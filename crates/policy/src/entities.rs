@@ -57,22 +57,18 @@ impl Entities {
         self.0.roles.keys().cloned()
     }
 
-    /// Loads the file when it exists; problems name its line.
-    pub(crate) fn load(path: &Path, problems: &mut Vec<Problem>) -> Self {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Self::default(),
-            Err(error) => {
-                problems.push(Problem::in_file(path, format!("cannot read: {error}")));
-                return Self::default();
-            }
+    /// Parses the file's text (`None`: the folder has none, so nothing is granted here);
+    /// problems name its line.
+    pub(crate) fn parse(path: &Path, text: Option<&str>, problems: &mut Vec<Problem>) -> Self {
+        let Some(text) = text else {
+            return Self::default();
         };
-        match toml::from_str(&text) {
+        match toml::from_str(text) {
             Ok(file) => Self(file),
             Err(error) => {
                 let message = error.message().to_owned();
                 problems.push(match error.span() {
-                    Some(span) => Problem::at(path, &text, span.start, message),
+                    Some(span) => Problem::at(path, text, span.start, message),
                     None => Problem::in_file(path, message),
                 });
                 Self::default()

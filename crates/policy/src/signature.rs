@@ -26,15 +26,50 @@ const HEADER: &str = "invoiceguard policy signature v1";
 /// Every file of the folder (subfolders too, `policy.sig` aside) by its path relative to the
 /// folder (`/`-separated), with its SHA-256 in hex.
 pub fn folder_digests(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
-    let mut digests = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let entry = entry?;
+    Ok(digests_of(&read_folder(dir)?))
+}
+
+/// The SHA-256 (hex) of each file read.
+pub(crate) fn digests_of(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .map(|(name, bytes)| {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+            (name.clone(), hex::encode(digest.as_ref()))
+        })
+        .collect()
+}
+
+/// How deep subfolders are followed (a symbolic link loop ends here).
+const MAX_DEPTH: usize = 8;
+
+/// Every file of the folder (subfolders too, `policy.sig` and hidden entries aside), read once,
+/// by its relative path: the engine loads from these bytes, the very ones whose signature was
+/// checked, so a file replaced between the check and the load cannot slip in. Symbolic links
+/// are followed; hidden entries (`.git`, editors' files, the `..data` links of a Kubernetes
+/// ConfigMap volume, whose files link into them) are not read. An error names the file.
+pub(crate) fn read_folder(dir: &Path) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
+    let named = |path: &Path, error: std::io::Error| {
+        std::io::Error::new(error.kind(), format!("`{}`: {error}", path.display()))
+    };
+    let mut files = BTreeMap::new();
+    let mut pending = vec![(dir.to_path_buf(), 0)];
+    while let Some((folder, depth)) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| named(&folder, e))? {
+            let entry = entry.map_err(|e| named(&folder, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let path = entry.path();
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                pending.push(path);
+            let meta = std::fs::metadata(&path).map_err(|e| named(&path, e))?;
+            if meta.is_dir() {
+                if depth + 1 >= MAX_DEPTH {
+                    return Err(named(
+                        &path,
+                        std::io::Error::other("folders nested too deep (a link loop?)"),
+                    ));
+                }
+                pending.push((path, depth + 1));
                 continue;
             }
             let Ok(relative) = path.strip_prefix(dir) else {
@@ -48,12 +83,10 @@ pub fn folder_digests(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
             if name == SIGNATURE_FILE {
                 continue;
             }
-            let bytes = std::fs::read(&path)?;
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
-            digests.insert(name, hex::encode(digest.as_ref()));
+            files.insert(name, std::fs::read(&path).map_err(|e| named(&path, e))?);
         }
     }
-    Ok(digests)
+    Ok(files)
 }
 
 /// The lines a signature covers.
@@ -118,6 +151,16 @@ pub fn sign(dir: &Path, key_file: &Path) -> Result<String, String> {
 /// none given — by the key the file names. Returns the signing key; a problem otherwise, naming
 /// the files changed since signing.
 pub fn verify(dir: &Path, trusted: &[String]) -> Result<String, String> {
+    let files = read_folder(dir).map_err(|e| format!("cannot read the folder: {e}"))?;
+    verify_files(dir, &files, trusted)
+}
+
+/// [`verify`] over files already read ([`read_folder`]).
+pub(crate) fn verify_files(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    trusted: &[String],
+) -> Result<String, String> {
     let path = dir.join(SIGNATURE_FILE);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("no valid signature: cannot read `{SIGNATURE_FILE}`: {e}"))?;
@@ -160,7 +203,7 @@ pub fn verify(dir: &Path, trusted: &[String]) -> Result<String, String> {
             Some((parts.next()?.to_owned(), digest))
         })
         .collect();
-    let now = folder_digests(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+    let now = digests_of(files);
     let mut changes = Vec::new();
     for (file, digest) in &now {
         match listed.get(file) {

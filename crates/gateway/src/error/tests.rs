@@ -161,3 +161,19 @@ fn challenges_follow_rfc_6750_and_9470() {
     );
     assert!(value.ends_with("max_age=\"900\""), "{value}");
 }
+
+/// A lockout's 429 says so in the audit event; a route's rate limit does not (the evidence pack
+/// and the SIEM tell them apart by it). The client sees the same problem for both.
+#[test]
+fn a_lockout_and_a_rate_limit_are_told_apart_in_the_audit_detail() {
+    let wait = std::time::Duration::from_secs(60);
+    let rate = GatewayError::TooManyRequests(wait, super::Throttle::Rate);
+    let lockout = GatewayError::TooManyRequests(wait, super::Throttle::Lockout);
+    assert_eq!(rate.audit_detail().as_deref(), Some("retry after 60s"));
+    assert_eq!(
+        lockout.audit_detail().as_deref(),
+        Some("locked out after failed authentications; retry after 60s")
+    );
+    assert_eq!(rate.reason(), lockout.reason());
+    assert_eq!(rate.status(), lockout.status());
+}

@@ -157,3 +157,42 @@ fn a_signed_set_loads_and_its_changes_are_summarized() {
     );
     assert_eq!(old.changes_from(&old).to_string(), "no change");
 }
+
+#[test]
+fn a_configmap_mount_loads_and_verifies_and_hidden_entries_are_not_read() {
+    use crate::{PolicyConfig, PolicyEngine};
+    // Kubernetes mounts a ConfigMap as `..<timestamp>/` holding the files, `..data` linking to
+    // it, and each file a link into `..data`.
+    let folder = Folder::baseline("configmap");
+    let mount = folder.0.with_extension("mount");
+    let _ = std::fs::remove_dir_all(&mount);
+    let stamped = mount.join("..2026_12_06_00_00_00.000000001");
+    copy(&folder.0, &stamped);
+    std::os::unix::fs::symlink("..2026_12_06_00_00_00.000000001", mount.join("..data")).unwrap();
+    for entry in std::fs::read_dir(&stamped).unwrap() {
+        let name = entry.unwrap().file_name();
+        std::os::unix::fs::symlink(Path::new("..data").join(&name), mount.join(&name)).unwrap();
+    }
+    let (key_file, public) = folder.key("signer");
+    let files = read_folder(&mount).unwrap();
+    assert!(
+        files.keys().all(|name| !name.starts_with('.')),
+        "{:?}",
+        files.keys()
+    );
+    assert!(files.contains_key("tests/sod.toml"));
+    sign(&mount, &key_file).unwrap();
+    let config = PolicyConfig {
+        dir: mount.clone(),
+        signed_by: vec![public],
+        ..PolicyConfig::default()
+    };
+    let engine = PolicyEngine::load(&config).unwrap();
+    let plain = PolicyEngine::load(&PolicyConfig {
+        dir: folder.0.clone(),
+        ..PolicyConfig::default()
+    })
+    .unwrap();
+    assert_eq!(engine.version(), plain.version());
+    let _ = std::fs::remove_dir_all(&mount);
+}
