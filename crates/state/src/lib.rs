@@ -1,7 +1,8 @@
 //! State for invoiceguard: the facts one request cannot carry — who created each invoice (for
 //! segregation of duties), how much each principal has exported in the last day (export limits,
 //! reserved before forwarding and settled after), who is revoked (leavers, blocked on every
-//! replica), and sliding-window counters (brute-force protection and rate limits).
+//! replica), sliding-window counters (brute-force protection and rate limits), and short-lived
+//! records every replica must see (browser sessions, logins in progress, identifiers used once).
 //!
 //! [`StateStore`] has two backends: `memory` (one process, nothing to install) and `redis`
 //! (shared by every replica; atomic Lua scripts, a timeout on every call, revocations announced
@@ -11,16 +12,19 @@
 
 //!
 //! Where things are: `store.rs` (the store the gateway calls, over either backend), `facts.rs`
-//! (quotas, reservations, the error), `memory.rs` and `redis.rs` (the backends), `config.rs`.
+//! (quotas, reservations, the error), `records.rs` (sessions and
+//! other records by key), `memory.rs` and `redis.rs` (the backends), `config.rs`.
 
 mod config;
 mod facts;
 mod memory;
+mod records;
 mod redis;
 mod store;
 
 pub use config::StateConfig;
 pub use facts::{ExportLimits, Reservation, ReserveOutcome, StateError};
 pub use memory::MemoryStore;
+pub use records::RecordKind;
 pub use redis::RedisStore;
 pub use store::StateStore;

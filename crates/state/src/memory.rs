@@ -38,6 +38,8 @@ pub struct MemoryStore {
     revoked: Mutex<HashMap<String, u64>>,
     limits: Mutex<HashMap<String, VecDeque<Instant>>>,
     changes: Arc<Notify>,
+    /// Sessions, logins in progress, identifiers used once.
+    pub(crate) records: crate::records::MemoryRecords,
 }
 
 impl MemoryStore {
@@ -53,6 +55,7 @@ impl MemoryStore {
             revoked: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             changes: Arc::new(Notify::new()),
+            records: crate::records::MemoryRecords::default(),
         }
     }
 

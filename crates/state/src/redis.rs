@@ -14,6 +14,7 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use redis::{AsyncCommands, IntoConnectionInfo, Script};
 use tokio::sync::Notify;
 
+use crate::records::RecordKind;
 use crate::{ExportLimits, Reservation, ReserveOutcome, StateConfig, StateError};
 
 /// Reserves export rows in a rolling window (a sorted set of `id:rows` scored by time). One key,
@@ -71,6 +72,22 @@ if ARGV[4] == '1' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+";
+
+/// Adds a member to an index (a set) and keeps the set for at least ARGV[2] ms. KEYS: the set.
+const INDEX_ADD: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// Takes an index whole: its members, and the set deleted. KEYS: the set.
+const INDEX_TAKE: &str = r"
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members
 ";
 
 /// How the store reaches Redis: one server, the master Sentinel names, or a Cluster.
@@ -252,6 +269,8 @@ pub struct RedisStore {
     reserve: Script,
     settle: Script,
     limit: Script,
+    index_add: Script,
+    index_take: Script,
 }
 
 fn now_ms() -> u64 {
@@ -371,6 +390,8 @@ impl RedisStore {
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
             limit: Script::new(LIMIT),
+            index_add: Script::new(INDEX_ADD),
+            index_take: Script::new(INDEX_TAKE),
         };
         match pubsub_client {
             Some(client) => store.listen_for_revocations(client),
@@ -588,6 +609,107 @@ impl RedisStore {
             .call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+}
+
+impl RedisStore {
+    fn record_key(&self, kind: RecordKind, id: &str) -> String {
+        self.key(&[kind.prefix(), id])
+    }
+
+    pub(crate) async fn put_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let key = self.record_key(kind, id);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub(crate) async fn get_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<String>, StateError> {
+        let key = self.record_key(kind, id);
+        self.call(|mut c| async move { c.get(key).await }).await
+    }
+
+    pub(crate) async fn take_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<String>, StateError> {
+        let key = self.record_key(kind, id);
+        self.call(|mut c| async move { c.get_del(key).await }).await
+    }
+
+    pub(crate) async fn delete_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<bool, StateError> {
+        let key = self.record_key(kind, id);
+        let deleted: u64 = self.call(|mut c| async move { c.del(key).await }).await?;
+        Ok(deleted > 0)
+    }
+
+    pub(crate) async fn first_use(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let key = self.record_key(kind, id);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let set: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub(crate) async fn index_add(
+        &self,
+        index: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let mut invocation = self.index_add.prepare_invoke();
+        invocation
+            .key(self.record_key(RecordKind::SessionIndex, index))
+            .arg(member)
+            .arg(ttl.as_millis().max(1) as u64);
+        self.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn index_take(&self, index: &str) -> Result<Vec<String>, StateError> {
+        let mut invocation = self.index_take.prepare_invoke();
+        invocation.key(self.record_key(RecordKind::SessionIndex, index));
+        self.call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::config::StateConfig;
 use crate::facts::{DAY, ExportLimits, Reservation, ReserveOutcome, StateError};
 use crate::memory::MemoryStore;
+use crate::records::RecordKind;
 use crate::redis::RedisStore;
 
 /// The configured backend.
@@ -193,6 +194,96 @@ impl StateStore {
             Backend::Redis(store) => {
                 self.counted(Box::pin(store.limit(key, limit, window, record)).await)
             }
+        }
+    }
+
+    /// Keeps a record for `ttl` (replacing one of the same kind and id).
+    pub async fn put_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.records.put(kind, id, value, ttl);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.put_record(kind, id, value, ttl)).await)
+            }
+        }
+    }
+
+    /// A record, while it lives.
+    pub async fn get_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.records.get(kind, id)),
+            Backend::Redis(store) => self.counted(Box::pin(store.get_record(kind, id)).await),
+        }
+    }
+
+    /// A record, removed as it is read: whoever takes it first has it (on any replica).
+    pub async fn take_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> Result<Option<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.records.take(kind, id)),
+            Backend::Redis(store) => self.counted(Box::pin(store.take_record(kind, id)).await),
+        }
+    }
+
+    /// Removes a record: whether there was one.
+    pub async fn delete_record(&self, kind: RecordKind, id: &str) -> Result<bool, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.records.delete(kind, id)),
+            Backend::Redis(store) => self.counted(Box::pin(store.delete_record(kind, id)).await),
+        }
+    }
+
+    /// Notes an identifier as used for `ttl`: `true` the first time, `false` while it is noted.
+    pub async fn first_use(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.records.first_use(kind, id, ttl)),
+            Backend::Redis(store) => self.counted(Box::pin(store.first_use(kind, id, ttl)).await),
+        }
+    }
+
+    /// Adds a member to an index kept at least `ttl`.
+    pub async fn index_add(
+        &self,
+        index: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.records.index_add(index, member, ttl);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.index_add(index, member, ttl)).await)
+            }
+        }
+    }
+
+    /// Takes an index whole: its members, and the index gone.
+    pub async fn index_take(&self, index: &str) -> Result<Vec<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.records.index_take(index)),
+            Backend::Redis(store) => self.counted(Box::pin(store.index_take(index)).await),
         }
     }
 }

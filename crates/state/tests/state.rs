@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use invoiceguard_state::{ExportLimits, ReserveOutcome, StateConfig, StateStore};
+use invoiceguard_state::{ExportLimits, RecordKind, ReserveOutcome, StateConfig, StateStore};
 use invoiceguard_testkit::Redis;
 
 const LIMITS: ExportLimits = ExportLimits {
@@ -31,7 +31,90 @@ fn redis(server: &Redis) -> StateStore {
     StateStore::open(&config).unwrap()
 }
 
+/// Records: kept, read, taken once, used once, indexed, expired.
+async fn keeps_records(store: &StateStore) {
+    let minute = Duration::from_secs(60);
+    store
+        .put_record(RecordKind::Session, "h1", "{\"sub\":\"alice\"}", minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_record(RecordKind::Session, "h1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("{\"sub\":\"alice\"}")
+    );
+    assert_eq!(
+        store.get_record(RecordKind::Login, "h1").await.unwrap(),
+        None
+    );
+    store
+        .put_record(RecordKind::Login, "state-1", "pending", minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_record(RecordKind::Login, "state-1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("pending")
+    );
+    assert_eq!(
+        store
+            .take_record(RecordKind::Login, "state-1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .first_use(RecordKind::Used, "jti-1", minute)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .first_use(RecordKind::Used, "jti-1", minute)
+            .await
+            .unwrap()
+    );
+    store.index_add("sub:alice", "h1", minute).await.unwrap();
+    store.index_add("sub:alice", "h2", minute).await.unwrap();
+    let mut members = store.index_take("sub:alice").await.unwrap();
+    members.sort();
+    assert_eq!(members, ["h1", "h2"]);
+    assert!(store.index_take("sub:alice").await.unwrap().is_empty());
+    assert!(
+        store
+            .delete_record(RecordKind::Session, "h1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_record(RecordKind::Session, "h1")
+            .await
+            .unwrap()
+    );
+    store
+        .put_record(RecordKind::Session, "short", "x", Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        store
+            .get_record(RecordKind::Session, "short")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 async fn behaves(store: &StateStore) {
+    keeps_records(store).await;
     store.ping().await.unwrap();
     // Ownership.
     assert_eq!(store.owner("INV-1").await.unwrap(), None);
