@@ -35,6 +35,8 @@ pub struct Credentials<'a> {
 /// Validates credentials: tokens from the trusted IdPs, API keys and client certificates.
 pub struct Authenticator {
     config: AuthnConfig,
+    /// The client the IdP is asked with (discovery, keys, introspection, code exchange).
+    client: IdpClient,
     issuers: Vec<(IssuerConfig, KeyStore)>,
     roles: Option<RoleMap>,
     cache: TokenCache,
@@ -57,7 +59,7 @@ pub struct CredentialsReloaded {
     pub introspection_secret_changed: bool,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -97,6 +99,7 @@ impl Authenticator {
             issuers.push((issuer, keys));
         }
         Ok(Arc::new(Self {
+            client,
             cache: TokenCache::new(config.token_cache_entries),
             integration: std::sync::RwLock::new(Arc::new(IntegrationAccounts::new(
                 &config.api_keys,
@@ -107,6 +110,21 @@ impl Authenticator {
             roles,
             introspector,
         }))
+    }
+
+    /// The client the IdP is asked with.
+    pub(crate) fn client(&self) -> &IdpClient {
+        &self.client
+    }
+
+    /// The role map, when a roles file is configured.
+    pub(crate) fn roles(&self) -> Option<&RoleMap> {
+        self.roles.as_ref()
+    }
+
+    /// Every configured issuer's keys.
+    pub(crate) fn issuer_stores(&self) -> impl Iterator<Item = &KeyStore> {
+        self.issuers.iter().map(|(_, keys)| keys)
     }
 
     /// Refreshes each issuer's key set in the background: before the IdP's `max-age` runs out

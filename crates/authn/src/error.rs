@@ -78,6 +78,25 @@ pub enum AuthnError {
     /// The introspection endpoint could not be asked.
     #[error("token introspection is unavailable: {0}")]
     IntrospectionUnavailable(String),
+    /// A browser login did not complete: the IdP refused the code, or its ID token failed a
+    /// check (nonce, `auth_time`), or the login's `state` is unknown, used or not this browser's.
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// The browser's session cookie names no live session (never started, ended, or expired
+    /// and forgotten).
+    #[error("no session")]
+    NoSession,
+    /// The session passed its idle or absolute timeout.
+    #[error("session expired ({0} timeout)")]
+    SessionExpired(&'static str),
+    /// The session is used from another client than the one it started on, and the gateway is
+    /// configured to end it then.
+    #[error("session used from another device")]
+    DeviceChanged,
+    /// Sessions cannot be read or started: the state store does not answer, or the system's
+    /// random generator failed.
+    #[error("sessions are unavailable: {0}")]
+    SessionsUnavailable(String),
     /// The authenticator could not be set up.
     #[error("{0}")]
     Setup(String),
@@ -88,13 +107,19 @@ impl AuthnError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::KeysUnavailable(_) | Self::IntrospectionUnavailable(_) | Self::Setup(_)
+            Self::KeysUnavailable(_)
+                | Self::IntrospectionUnavailable(_)
+                | Self::SessionsUnavailable(_)
+                | Self::Setup(_)
         )
     }
 
     /// Whether the caller offered no credentials (the challenge then carries no error code).
     pub fn is_missing(&self) -> bool {
-        matches!(self, Self::MissingToken | Self::NotBearer)
+        matches!(
+            self,
+            Self::MissingToken | Self::NotBearer | Self::NoSession | Self::SessionExpired(_)
+        )
     }
 
     /// Whether the request is malformed rather than its credential invalid (400, not 401).
@@ -116,7 +141,11 @@ impl AuthnError {
             || error.is_unavailable()
             || matches!(
                 error,
-                Self::UnknownSigningKey | Self::Expired | Self::NotYetValid
+                Self::UnknownSigningKey
+                    | Self::Expired
+                    | Self::NotYetValid
+                    | Self::DeviceChanged
+                    | Self::LoginFailed(_)
             ))
     }
 
@@ -155,6 +184,11 @@ impl AuthnError {
             Self::KeysUnavailable(_) => "keys_unavailable",
             Self::IntrospectionUnavailable(_) => "introspection_unavailable",
             Self::Setup(_) => "setup_failed",
+            Self::LoginFailed(_) => "login_failed",
+            Self::NoSession => "no_session",
+            Self::SessionExpired(_) => "session_expired",
+            Self::DeviceChanged => "device_changed",
+            Self::SessionsUnavailable(_) => "sessions_unavailable",
         }
     }
 }

@@ -46,6 +46,20 @@ struct Discovery {
     issuer: String,
     jwks_uri: String,
     introspection_endpoint: Option<String>,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    end_session_endpoint: Option<String>,
+}
+
+/// The endpoints a relying party (the gateway's browser login) uses, as discovery names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginEndpoints {
+    /// Where the browser is sent to log in.
+    pub authorization: String,
+    /// Where the gateway exchanges a code (back channel).
+    pub token: String,
+    /// Where the browser is sent to log out at the IdP (RP-Initiated Logout), when published.
+    pub end_session: Option<String>,
 }
 
 /// The cached key set of one issuer.
@@ -67,6 +81,8 @@ pub(crate) struct KeyStore {
     refresh_due: RwLock<Option<Instant>>,
     /// The discovery document's introspection endpoint, if it names one.
     introspection_endpoint: RwLock<Option<String>>,
+    /// The discovery document's login endpoints, when it names them.
+    login_endpoints: RwLock<Option<LoginEndpoints>>,
 }
 
 impl KeyStore {
@@ -86,6 +102,7 @@ impl KeyStore {
             max_keep,
             refresh_due: RwLock::new(None),
             introspection_endpoint: RwLock::new(None),
+            login_endpoints: RwLock::new(None),
         }
     }
 
@@ -108,6 +125,11 @@ impl KeyStore {
             .read()
             .ok()
             .and_then(|e| e.clone())
+    }
+
+    /// The login endpoints named by discovery (authorization and token endpoints both named).
+    pub(crate) fn login_endpoints(&self) -> Option<LoginEndpoints> {
+        self.login_endpoints.read().ok().and_then(|e| e.clone())
     }
 
     /// Whether a key set has been loaded.
@@ -191,6 +213,16 @@ impl KeyStore {
         }
         if let Ok(mut endpoint) = self.introspection_endpoint.write() {
             endpoint.clone_from(&discovery.introspection_endpoint);
+        }
+        if let Ok(mut endpoints) = self.login_endpoints.write() {
+            *endpoints = match (&discovery.authorization_endpoint, &discovery.token_endpoint) {
+                (Some(authorization), Some(token)) => Some(LoginEndpoints {
+                    authorization: authorization.clone(),
+                    token: token.clone(),
+                    end_session: discovery.end_session_endpoint.clone(),
+                }),
+                _ => None,
+            };
         }
         let (set, max_age): (JwkSet, _) = self
             .client

@@ -4,7 +4,8 @@
 //! introspects opaque tokens (RFC 7662), accepts integration accounts' API keys and client
 //! certificates, remembers verified tokens until they expire, and turns a caller into a
 //! [`Principal`]: an interactive user with roles and MFA facts, or an integration account with
-//! scopes.
+//! scopes. For browser logins it is also an OpenID Connect relying party (`oidc.rs`): it exchanges
+//! an authorization code, validates the ID token and back-channel logout tokens.
 
 mod authenticator;
 mod cache;
@@ -16,6 +17,7 @@ pub mod fuzzing;
 mod idp_client;
 mod introspection;
 mod keys;
+mod oidc;
 mod principal;
 mod roles;
 mod token;
@@ -26,4 +28,6 @@ pub use config::{
 };
 pub use credentials::api_key_hash;
 pub use error::AuthnError;
+pub use keys::LoginEndpoints;
+pub use oidc::{IdTokenExpectations, Login, Logout};
 pub use principal::{AuthMethod, Principal, PrincipalKind};

@@ -30,6 +30,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A TLS client certificate.
     ClientCertificate,
+    /// A browser session the gateway started after an OpenID Connect login.
+    Session,
 }
 
 impl AuthMethod {
@@ -40,6 +42,7 @@ impl AuthMethod {
             Self::Introspection => "bearer_introspected",
             Self::ApiKey => "api_key",
             Self::ClientCertificate => "client_certificate",
+            Self::Session => "session",
         }
     }
 }

@@ -107,7 +107,7 @@ pub(crate) fn verify(
     Ok(data.claims)
 }
 
-fn classify(kind: &ErrorKind) -> AuthnError {
+pub(crate) fn classify(kind: &ErrorKind) -> AuthnError {
     match kind {
         ErrorKind::InvalidSignature => AuthnError::BadSignature,
         ErrorKind::ExpiredSignature => AuthnError::Expired,
