@@ -200,7 +200,10 @@ mod tests {
     use super::*;
 
     fn config(external_url: &str) -> SessionConfig {
-        let secret = std::env::temp_dir().join(format!("ig-session-secret-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let secret =
+            std::env::temp_dir().join(format!("ig-session-secret-{}-{n}", std::process::id()));
         let written = std::fs::write(&secret, "s3cret");
         assert!(written.is_ok());
         SessionConfig {
