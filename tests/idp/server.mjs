@@ -3,6 +3,7 @@
 // resource server, the invoicing API.
 //
 //   node server.mjs --port 9400 [--keys keys.json] [--audience URN] [--alg ES256] [--test-endpoints]
+//                   [--gateway https://gateway.example ...]
 //   node server.mjs --keys keys.json --keys-only      (writes new keys and exits)
 //
 // Users get tokens through a password grant (no browser needed) that carries their roles, groups
@@ -11,7 +12,14 @@
 // of the invoicing API, as the web UI's client asks). Test-only grant parameters: `amr` (e.g. "pwd"
 // for a login without MFA), `ttl` (seconds),
 // `auth_age` (seconds since the login), `alg` (the signing algorithm), `format` ("opaque").
-// Users, passwords and clients come from users.json beside this file. When --keys names a file that
+// Users, passwords and clients come from users.json beside this file.
+//
+// Browser logins: the gateway's web client (`invoiceguard-web`, its secret in users.json) logs
+// people in with the authorization code flow and PKCE through a real login page (user name,
+// password, and a one-time code for a multi-factor login: `amr` pwd+otp, else pwd), with
+// RP-initiated logout and back-channel logout to the gateway. Each `--gateway URL` is a gateway
+// origin the client may return to (`URL/.invoiceguard/callback`); the first also receives the
+// back-channel logout tokens (`URL/.invoiceguard/backchannel-logout`). When --keys names a file that
 // exists its JWK set is used (so two providers can share keys); otherwise new keys are generated and
 // written there.
 //
@@ -20,6 +28,8 @@
 //   POST /__test/rotate  {retire?}  new keys in front of the old ones, or instead of them when
 //                        `retire` (the provider is rebuilt) → {kids}
 //   GET  /__test/stats   → {jwks_fetches}
+//   POST /__test/web-client {gateways: [URL, ...]}  the web client's gateway origins instead of
+//                        --gateway's (the provider is rebuilt) → {client_id}
 import { generateKeyPairSync, createPublicKey, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -39,6 +49,7 @@ const { values: args } = parseArgs({
     alg: { type: 'string', default: 'ES256' },
     'test-endpoints': { type: 'boolean', default: false },
     'keys-only': { type: 'boolean', default: false },
+    gateway: { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -47,6 +58,8 @@ const directory = JSON.parse(readFileSync(join(here, 'users.json'), 'utf8'));
 const issuer = `http://${args.host}:${args.port}`;
 const PASSWORD_GRANT = 'urn:invoiceguard:params:grant-type:password';
 const MFA_AMR = ['pwd', 'otp'];
+const ACR_PWD = 'urn:invoiceguard:acr:pwd';
+const ACR_MFA = 'urn:invoiceguard:acr:mfa';
 const ALGORITHMS = ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'];
 // The invoicing API's scopes (policies/scopes.cedar): integration clients get some of them, and a
 // user's token carries those its client asked for.
@@ -81,6 +94,28 @@ if (args.keys && existsSync(args.keys)) {
   if (args.keys) writeFileSync(args.keys, JSON.stringify(jwks), { mode: 0o600 });
 }
 
+const WEB_CLIENT_ID = 'invoiceguard-web';
+let gatewayOrigins = args.gateway;
+
+// The gateway as a confidential web client of the code flow, for the gateway origins known.
+function webClients() {
+  if (gatewayOrigins.length === 0) return [];
+  const origins = gatewayOrigins.map((url) => url.replace(/\/+$/, ''));
+  return [{
+    client_id: WEB_CLIENT_ID,
+    client_secret: directory.web_client_secret,
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    redirect_uris: origins.map((origin) => `${origin}/.invoiceguard/callback`),
+    post_logout_redirect_uris: origins.map((origin) => `${origin}/`),
+    backchannel_logout_uri: `${origins[0]}/.invoiceguard/backchannel-logout`,
+    backchannel_logout_session_required: true,
+    require_auth_time: true,
+    scope: SCOPES.join(' '),
+  }];
+}
+
 function sameSecret(a, b) {
   const x = Buffer.from(String(a));
   const y = Buffer.from(String(b));
@@ -102,12 +137,31 @@ function resourceServerInfo(ctx, resource, scope) {
 
 function buildProvider() {
   const provider = new Provider(issuer, {
-    clients: directory.clients,
+    clients: [...directory.clients, ...webClients()],
+    findAccount: (ctx, id) => {
+      const user = directory.users[id];
+      if (!user) return undefined;
+      return {
+        accountId: id,
+        claims: () => ({ sub: id, name: user.name, roles: user.roles, groups: user.groups ?? [] }),
+      };
+    },
+    // The person's roles are in the ID token, which the gateway builds a browser session from.
+    claims: { acr: null, amr: null, auth_time: null, iss: null, sid: null, openid: ['sub', 'name', 'roles', 'groups', 'acr', 'amr'] },
+    conformIdTokenClaims: false,
+    acrValues: [ACR_PWD, ACR_MFA],
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    cookies: { keys: [directory.web_client_secret] },
+    // The gateways this test IdP sends back-channel logouts to listen on loopback, which
+    // oidc-provider's SSRF guard refuses; a real IdP reaches its relying parties by name.
+    fetch: (url, options) => fetch(url, { ...options, dispatcher: undefined }),
     jwks,
     scopes: SCOPES,
     enabledJWA: { idTokenSigningAlgValues: ALGORITHMS },
     features: {
       devInteractions: { enabled: false },
+      rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       resourceIndicators: {
@@ -128,7 +182,7 @@ function buildProvider() {
         groups: user.groups ?? [],
         name: user.name,
         amr,
-        acr: amr.length > 1 ? 'urn:invoiceguard:acr:mfa' : 'urn:invoiceguard:acr:pwd',
+        acr: amr.length > 1 ? ACR_MFA : ACR_PWD,
         auth_time: Math.floor(Date.now() / 1000) - authAge,
       };
     },
@@ -163,6 +217,12 @@ function buildProvider() {
     ctx.body = { access_token: value, token_type: 'Bearer', expires_in: token.expiration };
   }, ['username', 'password', 'resource', 'scope', 'amr', 'ttl', 'auth_age', 'alg', 'format']);
 
+  provider.on('backchannel.error', (ctx, error, client) => {
+    console.error(`back-channel logout to ${client.clientId} failed: ${error.message} ${error.cause ?? ""}`);
+  });
+  provider.on('backchannel.success', (ctx, client) => {
+    console.log(`back-channel logout sent to ${client.clientId}`);
+  });
   return provider;
 }
 
@@ -194,6 +254,77 @@ async function sign({ header, payload, kid, hmac_with_public_key_of: hmacKid }) 
   return new CompactSign(data).setProtectedHeader({ alg: jwk.alg, kid: jwk.kid, ...header }).sign(key);
 }
 
+// The login page: user name, password and (for a multi-factor login) the user's one-time code.
+function loginPage(uid, { error, username, mfaAsked }) {
+  const escape = (text) => String(text ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  return `<!doctype html><html lang="en"><meta charset="utf-8"><title>Sign in — test IdP</title>
+<style>body{font-family:sans-serif;max-width:22rem;margin:4rem auto}label,input,button{display:block;width:100%;margin:.4rem 0}
+.error{color:#a00}</style>
+<h1>Sign in</h1>
+${mfaAsked ? '<p id="mfa-asked">This operation needs a multi-factor login: enter your one-time code.</p>' : ''}
+${error ? `<p class="error" id="error">${escape(error)}</p>` : ''}
+<form method="post" action="/interaction/${escape(uid)}/login" autocomplete="off">
+<label>User name <input id="username" name="username" value="${escape(username)}" autofocus></label>
+<label>Password <input id="password" name="password" type="password"></label>
+<label>One-time code <input id="otp" name="otp" inputmode="numeric"></label>
+<button id="sign-in" type="submit">Sign in</button>
+</form></html>`;
+}
+
+async function readForm(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+// The login and consent steps of an authorization request. Consent is given for the gateway's
+// own client without asking (a first-party application).
+async function interaction(req, res) {
+  const match = req.url.match(/^\/interaction\/([^/?]+)(\/login)?/);
+  const details = await provider.interactionDetails(req, res);
+  const { uid, prompt, params } = details;
+  if (match[2] && req.method === 'POST') {
+    const form = await readForm(req);
+    const username = form.get('username') ?? '';
+    const user = directory.users[username];
+    if (!user || !sameSecret(user.password, form.get('password') ?? '')) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(loginPage(uid, { error: 'Wrong user name or password.', username }));
+      return;
+    }
+    const otp = form.get('otp') ?? '';
+    const mfa = otp !== '' && sameSecret(user.otp ?? directory.test_otp, otp);
+    if (otp !== '' && !mfa) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(loginPage(uid, { error: 'Wrong one-time code.', username }));
+      return;
+    }
+    const amr = mfa ? MFA_AMR : ['pwd'];
+    await provider.interactionFinished(req, res, {
+      login: { accountId: username, amr, acr: mfa ? ACR_MFA : ACR_PWD, remember: false },
+    }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (prompt.name === 'login') {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    const mfaAsked = String(params.acr_values ?? '').includes(ACR_MFA);
+    res.end(loginPage(uid, { mfaAsked }));
+    return;
+  }
+  const { accountId } = details.session;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId, clientId: params.client_id });
+  const missing = prompt.details;
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  const grantId = await grant.save();
+  await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+}
+
 async function testEndpoint(req, res) {
   if (req.method === 'POST' && req.url === '/__test/sign') {
     reply(res, 200, { token: await sign(await readJson(req)) });
@@ -204,6 +335,11 @@ async function testEndpoint(req, res) {
     if (args.keys) writeFileSync(args.keys, JSON.stringify(jwks), { mode: 0o600 });
     provider = buildProvider();
     reply(res, 200, { kids: fresh.map((k) => k.kid) });
+  } else if (req.method === 'POST' && req.url === '/__test/web-client') {
+    const { gateways } = await readJson(req);
+    gatewayOrigins = gateways;
+    provider = buildProvider();
+    reply(res, 200, { client_id: WEB_CLIENT_ID });
   } else if (req.method === 'GET' && req.url === '/__test/stats') {
     reply(res, 200, { jwks_fetches: jwksFetches });
   } else {
@@ -215,6 +351,13 @@ createServer((req, res) => {
   if (req.url.startsWith('/jwks')) jwksFetches += 1;
   if (args['test-endpoints'] && req.url.startsWith('/__test/')) {
     testEndpoint(req, res).catch((error) => reply(res, 500, { error: String(error) }));
+    return;
+  }
+  if (req.url.startsWith('/interaction/')) {
+    interaction(req, res).catch((error) => {
+      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(`login failed: ${error.message}`);
+    });
     return;
   }
   provider.callback()(req, res);

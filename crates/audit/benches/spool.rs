@@ -35,6 +35,7 @@ fn event(i: u64) -> AuditEvent {
         source: Source {
             ip: "10.1.2.3".into(),
             user_agent: Some("erp-client/4.2 (linux)".into()),
+            session: None,
         },
         request: RequestRecord {
             method: "GET".into(),

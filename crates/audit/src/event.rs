@@ -92,6 +92,9 @@ pub struct Source {
     pub ip: String,
     /// The `User-Agent` header, if any.
     pub user_agent: Option<String>,
+    /// The browser session the request came with: the SHA-256 of its id (never the id), hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// The HTTP request as the gateway authorized it.
@@ -181,6 +184,7 @@ impl AuditEvent {
             source: Source {
                 ip: String::new(),
                 user_agent: None,
+                session: None,
             },
             request: RequestRecord {
                 method: String::new(),

@@ -105,7 +105,10 @@ pub fn to_ocsf(event: &Value) -> Value {
         "status": status_name,
         "status_code": (status > 0).then(|| status.to_string()),
         "status_detail": event.pointer("/decision/detail"),
-        "actor": {"user": user(actor_object)},
+        "actor": match event.pointer("/source/session").and_then(Value::as_str) {
+            Some(session) => json!({"user": user(actor_object), "session": {"uid": session}}),
+            None => json!({"user": user(actor_object)}),
+        },
         "src_endpoint": if ip.is_empty() { json!({"hostname": "invoiceguard"}) } else { json!({"ip": ip}) },
         "http_request": {
             "http_method": OCSF_METHODS.contains(&method.as_str()).then_some(method.as_str()),

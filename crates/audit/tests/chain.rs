@@ -22,6 +22,7 @@ fn event(i: u64) -> AuditEvent {
         source: Source {
             ip: "192.0.2.1".into(),
             user_agent: None,
+            session: None,
         },
         request: RequestRecord {
             method: "GET".into(),

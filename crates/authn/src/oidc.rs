@@ -149,7 +149,7 @@ impl Authenticator {
         }
         if let Some(max_age) = expect.max_age_s {
             let auth_time = claims.get("auth_time").and_then(Value::as_u64);
-            if !auth_time.is_some_and(|at| at + max_age + leeway >= now) {
+            if auth_time.is_none_or(|at| at + max_age + leeway < now) {
                 return Err(AuthnError::LoginFailed(
                     "the ID token's auth_time is missing or older than the max_age asked"
                         .to_owned(),

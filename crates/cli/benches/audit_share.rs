@@ -76,6 +76,7 @@ fn event(i: usize) -> AuditEvent {
         source: Source {
             ip: "127.0.0.1".into(),
             user_agent: Some("hyper/1".into()),
+            session: None,
         },
         request: RequestRecord {
             method: "GET".into(),

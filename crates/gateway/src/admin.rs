@@ -290,7 +290,21 @@ async fn revoke(
     act.detail = Some(format!("{until}{}", reason.unwrap_or_default()));
     match gateway.revoke(&revoke.subject, revoke.until_unix).await {
         Ok(()) => {
-            let created = json!({"subject": revoke.subject, "until_unix": revoke.until_unix});
+            // The subject's browser sessions end too (the revocation alone already refuses
+            // them; ending them means a lifted revocation does not bring them back).
+            let sessions_ended = match gateway.end_sessions(&revoke.subject).await {
+                Ok(ended) => {
+                    if let Some(detail) = &mut act.detail {
+                        detail.push_str(&format!("; {ended} browser session(s) ended"));
+                    }
+                    Some(ended)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "revoked, but the subject's sessions were not ended");
+                    None
+                }
+            };
+            let created = json!({"subject": revoke.subject, "until_unix": revoke.until_unix, "sessions_ended": sessions_ended});
             (json_response(StatusCode::CREATED, &created), true)
         }
         Err(error) => refuse(act, StatusCode::SERVICE_UNAVAILABLE, error.to_string()),

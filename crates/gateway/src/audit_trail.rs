@@ -54,7 +54,9 @@ fn event(
     ended: &Ended<'_>,
 ) -> AuditEvent {
     let error = ended.error;
-    let allowed = decision.as_ref().is_some_and(Decision::is_allowed);
+    // A gateway-owned endpoint that answered did what it is for (a login, a logout).
+    let own_done = ctx.own.is_some() && error.is_none();
+    let allowed = own_done || decision.as_ref().is_some_and(Decision::is_allowed);
     let (policies, mut detail) = match decision {
         Some(decision) => {
             let detail = (!decision.errors.is_empty()).then(|| decision.errors.join("; "));
@@ -64,13 +66,33 @@ fn event(
     };
     let reason = match error {
         Some(error) if !allowed => error.reason(),
+        _ if own_done => "session",
         _ => "policy",
     };
+    if let Some(own) = &ctx.own {
+        detail = own.detail.clone().or(detail);
+    }
     if let Some(error) = error {
         detail = error.audit_detail().or(detail);
     }
+    let device_changed = ctx
+        .session
+        .as_ref()
+        .and_then(|session| session.device_changed_from.as_ref());
+    if let Some(from) = device_changed {
+        let now =
+            invoiceguard_session::Device::of(ctx.user_agent.as_deref(), ctx.connection.peer.ip());
+        let change = format!("session used from another device: started on {from}, now {now}");
+        detail = Some(match detail {
+            Some(detail) => format!("{change}; {detail}"),
+            None => change,
+        });
+    }
     let route = ctx.route.as_ref().map(|matched| matched.route);
-    let action = route.map_or("", |route| route.action.as_str());
+    let action = match &ctx.own {
+        Some(own) => own.action,
+        None => route.map_or("", |route| route.action.as_str()),
+    };
     let actor = ctx.principal.as_deref().map(actor);
     let category = category(ctx, action, actor.as_ref(), error);
     AuditEvent {
@@ -85,6 +107,7 @@ fn event(
         source: Source {
             ip: ctx.connection.peer.ip().to_string(),
             user_agent: ctx.user_agent.clone(),
+            session: ctx.session.as_ref().map(|session| session.hash.clone()),
         },
         request: RequestRecord {
             method: ctx.method.to_string(),
@@ -95,7 +118,7 @@ fn event(
             route: route.map(|route| route.template.clone()),
             protocol: format!("{:?}", ctx.version),
         },
-        action: route.map(|route| route.action.clone()),
+        action: (!action.is_empty()).then(|| action.to_owned()),
         resource: ctx.route.as_ref().map(|matched| ResourceRecord {
             kind: matched.route.resource_type.clone(),
             id: matched.resource_id.clone(),
@@ -124,15 +147,24 @@ fn event(
 }
 
 /// The event's severity: critical for break-glass, error for the gateway's or upstream's
-/// failures, high for authentication and administration refusals.
+/// failures, high for authentication and administration refusals and for a session used from
+/// another device; a session's everyday acts (login, logout, sent to log in) are info.
 fn severity(
     ctx: &RequestContext<'_>,
     category: &str,
     error: Option<&GatewayError>,
 ) -> &'static str {
+    let device_changed = ctx
+        .session
+        .as_ref()
+        .is_some_and(|session| session.device_changed_from.is_some());
     match error {
         _ if ctx.break_glass.is_some() => "critical",
         Some(e) if e.side() != crate::error::Side::Client => "error",
+        _ if device_changed => "high",
+        // A login, a logout, a browser sent to log in: the everyday acts of a session.
+        None if ctx.own.is_some() => "info",
+        Some(GatewayError::LoginRequired(_)) => "info",
         _ if matches!(category, "authentication" | "administration") => "high",
         None => "info",
         Some(_) => "warning",
@@ -146,9 +178,18 @@ fn category(
     actor: Option<&Actor>,
     error: Option<&GatewayError>,
 ) -> &'static str {
+    let device_changed = ctx
+        .session
+        .as_ref()
+        .is_some_and(|session| session.device_changed_from.is_some());
     match error {
         _ if ctx.break_glass.is_some() => "break-glass",
-        Some(GatewayError::Unauthenticated(_)) => "authentication",
+        Some(
+            GatewayError::Unauthenticated(_)
+            | GatewayError::LoginRequired(_)
+            | GatewayError::CrossSite(_),
+        ) => "authentication",
+        _ if ctx.own.is_some() || device_changed => "authentication",
         _ if action.starts_with("export:") => "export",
         _ if action.starts_with("settings:") || action.starts_with("user:") => "administration",
         _ if actor.is_some_and(|a| a.kind == "service_account") => "integration",
@@ -247,6 +288,7 @@ pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent
         source: Source {
             ip: act.peer.ip().to_string(),
             user_agent: None,
+            session: None,
         },
         request: RequestRecord {
             method: act.method.to_owned(),
@@ -314,6 +356,7 @@ pub(crate) fn malformed_event(
         source: Source {
             ip: peer.ip().to_string(),
             user_agent: None,
+            session: None,
         },
         request: RequestRecord {
             method: String::new(),

@@ -39,6 +39,9 @@ pub struct Config {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Browser sessions (OpenID Connect login at the gateway); off when absent.
+    #[serde(default)]
+    pub session: Option<invoiceguard_session::SessionConfig>,
     /// The file this configuration was read from (its credentials are reloaded from it).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -345,6 +348,9 @@ impl Config {
         }
         self.authn.resolve_paths(base);
         self.state.resolve_paths(base);
+        if let Some(session) = &mut self.session {
+            session.resolve_paths(base);
+        }
         if let Some(token) = &mut self.admin.token_file {
             resolve(token);
         }
@@ -387,6 +393,17 @@ impl Config {
         problems.extend(self.audit.validate());
         problems.extend(self.telemetry.validate());
         problems.extend(self.state.validate());
+        if let Some(session) = &self.session {
+            problems.extend(session.validate());
+            let issuers = self.authn.issuers();
+            if let Some(issuer) = &session.issuer
+                && !issuers.iter().any(|known| &known.issuer == issuer)
+            {
+                problems.push(format!(
+                    "session.issuer: `{issuer}` is not one of authn's issuers"
+                ));
+            }
+        }
         if self
             .admin
             .address

@@ -75,6 +75,31 @@ pub(crate) struct RequestContext<'r> {
     pub(crate) shadow: Option<ShadowRecord>,
     /// settle: the rows an export returned.
     pub(crate) export_rows: Option<u64>,
+    /// Whether a browser navigates here (`Sec-Fetch-Mode: navigate`, or an HTML `Accept` from a
+    /// client without Fetch Metadata) with `GET` or `HEAD`: sent to log in rather than refused.
+    pub(crate) navigation: bool,
+    /// The path and query a browser is returned to after a login.
+    pub(crate) return_to: String,
+    /// authenticate: the browser session the request came with.
+    pub(crate) session: Option<SessionSeen>,
+    /// A gateway-owned endpoint (`/.invoiceguard/…`) answered the request.
+    pub(crate) own: Option<OwnAct>,
+}
+
+/// The session a request was authenticated by, as the audit event records it.
+pub(crate) struct SessionSeen {
+    /// The SHA-256 of the session id (never the id).
+    pub(crate) hash: String,
+    /// The device the session started on, when the request came from another.
+    pub(crate) device_changed_from: Option<invoiceguard_session::Device>,
+}
+
+/// What a gateway-owned endpoint did, for the audit event.
+pub(crate) struct OwnAct {
+    /// The act, e.g. `session:login`.
+    pub(crate) action: &'static str,
+    /// What came of it (sessions ended, where the browser was sent).
+    pub(crate) detail: Option<String>,
 }
 
 impl<'r> RequestContext<'r> {
@@ -119,6 +144,13 @@ impl<'r> RequestContext<'r> {
             decision: None,
             shadow: None,
             export_rows: None,
+            navigation: is_navigation(head),
+            return_to: head
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+            session: None,
+            own: None,
         }
     }
 
@@ -142,6 +174,21 @@ impl<'r> RequestContext<'r> {
     /// The canonical path found by the normalize phase.
     pub(crate) fn path(&self) -> Result<&CanonicalPath, GatewayError> {
         self.path.as_ref().ok_or_else(|| out_of_order("path"))
+    }
+}
+
+/// Whether a browser navigates to the URL (rather than a script or an API client calling it).
+fn is_navigation(head: &http::request::Parts) -> bool {
+    if !matches!(head.method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    match head.headers.get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes() == b"navigate",
+        None => head
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html")),
     }
 }
 

@@ -94,6 +94,25 @@ pub enum GatewayError {
     /// The gateway failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A browser without a (valid, or strong enough) session is sent to log in at the IdP.
+    #[error("sent to log in: {}", .0.cause)]
+    LoginRequired(Box<LoginRedirect>),
+    /// A request authenticated by the session cookie came from another site or origin (CSRF).
+    #[error("cross-site request refused: {0}")]
+    CrossSite(&'static str),
+}
+
+/// Where a browser is sent to log in, the cookies set on the way, and why.
+#[derive(Debug)]
+pub struct LoginRedirect {
+    /// The IdP's authorization URL.
+    pub(crate) location: String,
+    /// `Set-Cookie` values (the login's `state`; the ended session's cookie cleared).
+    pub(crate) cookies: Vec<String>,
+    /// Why (for the audit event): no session, an expired one, a step-up.
+    pub(crate) cause: String,
+    /// Whether a policy asked for it (a step-up) rather than a missing session.
+    pub(crate) step_up: bool,
 }
 
 /// Which limit a 429 comes from: a route's request rate, or the brute-force lockout (an address
@@ -115,7 +134,8 @@ impl GatewayError {
             Self::BodyTimeout(_) | Self::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NoRoute | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NoRoute | Self::Forbidden | Self::CrossSite(_) => StatusCode::FORBIDDEN,
+            Self::LoginRequired(_) => StatusCode::FOUND,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             Self::FactUnavailable(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -141,6 +161,8 @@ impl GatewayError {
             | Self::MisdirectedRequest(_)
             | Self::NoRoute
             | Self::Forbidden
+            | Self::CrossSite(_)
+            | Self::LoginRequired(_)
             | Self::StepUpRequired(_) => Side::Client,
             Self::Unauthenticated(e) if e.is_unavailable() => Side::Upstream,
             Self::Unauthenticated(_) => Side::Client,
@@ -176,6 +198,9 @@ impl GatewayError {
             Self::TooManyRequests(..) => "rate_limited",
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => "upstream_failed",
             Self::Internal(_) => "internal",
+            Self::LoginRequired(redirect) if redirect.step_up => "step_up",
+            Self::LoginRequired(_) => "unauthenticated",
+            Self::CrossSite(_) => "cross_site",
         }
     }
 
@@ -203,6 +228,8 @@ impl GatewayError {
             )),
             Self::UpstreamTimeout => Some("timeout".to_owned()),
             Self::NoRoute | Self::Forbidden | Self::PolicyUnavailable => None,
+            Self::LoginRequired(redirect) => Some(format!("sent to log in: {}", redirect.cause)),
+            Self::CrossSite(why) => Some((*why).to_owned()),
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
                 (true, Some(age)) => format!("mfa and a login within {age}s required"),
                 (true, None) => "mfa required".to_owned(),
@@ -289,6 +316,11 @@ impl GatewayError {
                 "internal-error",
                 "the gateway failed to handle the request".to_owned(),
             ),
+            Self::LoginRequired(_) => ("login-required", "log in to continue".to_owned()),
+            Self::CrossSite(_) => (
+                "cross-site-request",
+                "this request did not come from the invoicing application's own pages".to_owned(),
+            ),
         }
     }
 
@@ -330,6 +362,16 @@ impl GatewayError {
         let unknown_key = matches!(self, Self::Unauthenticated(AuthnError::UnknownSigningKey));
         if status == StatusCode::SERVICE_UNAVAILABLE || unknown_key {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::LoginRequired(redirect) = self {
+            if let Ok(location) = HeaderValue::from_str(&redirect.location) {
+                headers.insert(header::LOCATION, location);
+            }
+            for cookie in &redirect.cookies {
+                if let Ok(cookie) = HeaderValue::from_str(cookie) {
+                    headers.append(header::SET_COOKIE, cookie);
+                }
+            }
         }
         if matches!(self, Self::BodyTimeout(_) | Self::BodyTooSlow(_)) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -387,6 +429,7 @@ fn step_up_challenge(step_up: &StepUp, mfa_acr: &[String]) -> Option<HeaderValue
 /// A problem's title: its status, in words.
 fn title(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        302 => "Found",
         400 => "Bad request",
         401 => "Unauthorized",
         403 => "Forbidden",

@@ -39,6 +39,8 @@ pub struct Gateway {
     pub(crate) in_flight: AtomicUsize,
     /// The admin listener's token, replaced when the credentials are reloaded.
     admin_token: crate::admin_token::AdminToken,
+    /// Browser sessions, when `[session]` is configured.
+    pub(crate) sessions: Option<Arc<invoiceguard_session::Sessions>>,
 }
 
 /// The gateway could not start.
@@ -59,6 +61,9 @@ pub enum StartError {
     /// The admin token cannot be read.
     #[error("{0}")]
     Admin(String),
+    /// The session configuration cannot be used (its client secret cannot be read).
+    #[error("{0}")]
+    Session(String),
     /// `authn.api_key_header` is not a header name (`check` reports it first).
     #[error("authn.api_key_header: `{0}` is not a header name")]
     ApiKeyHeader(String),
@@ -84,7 +89,29 @@ impl Gateway {
         revocations.spawn_sync(state.clone());
         let authn = Authenticator::start(config.authn.clone()).await?;
         authn.spawn_refresh();
+        let sessions = match &config.session {
+            Some(session) => {
+                let default_issuer = config
+                    .authn
+                    .issuers()
+                    .first()
+                    .map(|issuer| issuer.issuer.clone())
+                    .unwrap_or_default();
+                Some(Arc::new(
+                    invoiceguard_session::Sessions::new(
+                        session.clone(),
+                        &default_issuer,
+                        config.authn.mfa_acr.first().cloned(),
+                        authn.clone(),
+                        state.clone(),
+                    )
+                    .map_err(StartError::Session)?,
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
+            sessions,
             authn,
             policies,
             upstream,
@@ -164,6 +191,17 @@ impl Gateway {
         self.state.revoke(subject, until_unix).await?;
         self.revocations.refresh(&self.state).await;
         Ok(())
+    }
+
+    /// Ends every browser session of a subject (a revocation ends them too): how many.
+    pub(crate) async fn end_sessions(&self, subject: &str) -> Result<usize, String> {
+        match &self.sessions {
+            Some(sessions) => sessions
+                .end_subject(subject)
+                .await
+                .map_err(|error| error.to_string()),
+            None => Ok(0),
+        }
     }
 
     /// Lifts a revocation on every replica: `Ok(false)` when the subject was not revoked.

@@ -9,6 +9,9 @@
 //!   normalize, route, authenticate, limit, enrich, authorize, audit, forward, settle),
 //!   `audit_trail.rs` (its audit event, from the context), `error.rs` (classification and the
 //!   problem answer);
+//! - the gateway's own endpoints (`/.invoiceguard/…`, never forwarded): `own/` (one file per
+//!   endpoint: login, callback, session, logout, back-channel logout), and `browser.rs` (a
+//!   browser's session on a routed request: resumed, CSRF-checked, or sent to log in);
 //! - what the phases use: `canonical_path.rs` (the one reading of a request line and its headers),
 //!   `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
 //!   fields in form bodies), `reservation.rs` (an export's held rows), `revocation.rs` (who is
@@ -28,6 +31,7 @@ mod audit_trail;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod body;
+mod browser;
 mod canonical_path;
 mod config;
 mod context;
@@ -40,6 +44,7 @@ pub mod fuzzing;
 mod gateway;
 mod head_guard;
 mod headers;
+mod own;
 mod phases;
 mod reload;
 mod request;
@@ -57,6 +62,6 @@ pub use config::{
     AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,
 };
 pub use context::Connection;
-pub use error::{GatewayError, Throttle};
+pub use error::{GatewayError, LoginRedirect, Throttle};
 pub use gateway::{Gateway, StartError};
 pub use server::{ServeError, serve};

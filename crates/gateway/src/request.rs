@@ -130,7 +130,7 @@ impl Gateway {
         let status = response.status().as_u16();
         let ended = Ended {
             status,
-            upstream_status: error.is_none().then_some(status),
+            upstream_status: (error.is_none() && ctx.own.is_none()).then_some(status),
             response_bytes: hyper::body::Body::size_hint(response.body()).exact(),
             error: error.as_ref(),
             policy_version: ctx.policy.map_or("none", |policy| policy.version()),

@@ -257,6 +257,10 @@ pub(crate) fn upstream_headers(
             || (!forward_authorization && name == header::AUTHORIZATION)
             || also_remove.contains(&name)
     });
+    // The gateway's session and login cookies are its own credentials: never passed on.
+    if headers.contains_key(header::COOKIE) {
+        invoiceguard_session::strip_own_cookies(headers);
+    }
     let principal = context.principal;
     // Room for what is added below, made once.
     headers.reserve(12);

@@ -16,6 +16,7 @@ fn event(request_id: &str) -> AuditEvent {
         source: Source {
             ip: "127.0.0.1".to_owned(),
             user_agent: None,
+            session: None,
         },
         request: RequestRecord {
             method: "GET".to_owned(),

@@ -64,6 +64,27 @@ fn classification() {
             503,
             Side::Internal,
         ),
+        (
+            GatewayError::LoginRequired(Box::new(super::LoginRedirect {
+                location: "https://idp.example/auth".into(),
+                cookies: Vec::new(),
+                cause: "no session".into(),
+                step_up: false,
+            })),
+            302,
+            Side::Client,
+        ),
+        (
+            GatewayError::LoginRequired(Box::new(super::LoginRedirect {
+                location: "https://idp.example/auth".into(),
+                cookies: Vec::new(),
+                cause: "mfa required".into(),
+                step_up: true,
+            })),
+            302,
+            Side::Client,
+        ),
+        (GatewayError::CrossSite("x"), 403, Side::Client),
     ];
     // The audit reasons the documented schema allows: every error's must be one of them.
     let schema: serde_json::Value = serde_json::from_str(
@@ -104,7 +125,9 @@ fn classification() {
             | GatewayError::AuditUnavailable(_)
             | GatewayError::UpstreamUnreachable(_)
             | GatewayError::UpstreamTimeout
-            | GatewayError::Internal(_) => {}
+            | GatewayError::Internal(_)
+            | GatewayError::LoginRequired(_)
+            | GatewayError::CrossSite(_) => {}
         }
         assert_eq!(error.status().as_u16(), *status, "{error}");
         assert_eq!(error.side(), *side, "{error}");
@@ -118,6 +141,29 @@ fn classification() {
             "`{reason}` ({error}) is not explained in docs/audit-events.md"
         );
     }
+}
+
+#[test]
+fn a_login_redirect_sends_the_browser_with_its_cookies_and_nothing_cached() {
+    let redirect = GatewayError::LoginRequired(Box::new(super::LoginRedirect {
+        location: "https://idp.example/auth?state=s".into(),
+        cookies: vec!["__Host-invoiceguard-login=s; Path=/; Secure; HttpOnly; SameSite=Lax".into()],
+        cause: "no session".into(),
+        step_up: false,
+    }))
+    .to_response("r1", &[]);
+    assert_eq!(redirect.status(), 302);
+    assert_eq!(
+        redirect.headers()[header::LOCATION],
+        "https://idp.example/auth?state=s"
+    );
+    assert!(
+        redirect.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-invoiceguard-login=s;")
+    );
+    assert_eq!(redirect.headers()[header::CACHE_CONTROL], "no-store");
 }
 
 #[test]

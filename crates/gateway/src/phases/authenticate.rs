@@ -1,5 +1,5 @@
 //! The authenticate phase: who is asking — a bearer token (JWT, or introspected), an API key or a
-//! client certificate (`invoiceguard-authn`) — behind brute-force counters per source address and
+//! client certificate (`invoiceguard-authn`), or else a browser session (`browser.rs`) — behind brute-force counters per source address and
 //! per subject, then the revocation list (a leaver blocked on every replica). A failure counts
 //! against a subject only when it proves the subject (a verified token that failed a later check,
 //! an API key's account), so naming someone in a forged token locks out nobody but its sender; a
@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use invoiceguard_authn::Credentials;
 use invoiceguard_telemetry::throttle;
 use tracing::Instrument;
 
@@ -18,11 +17,22 @@ use crate::gateway::Gateway;
 
 pub(super) async fn phase(
     gateway: &Gateway,
-    credentials: Credentials<'_>,
+    offered: super::route::Offered<'_>,
     ctx: &mut RequestContext<'_>,
 ) -> Result<(), GatewayError> {
     let counters = Counters::new(gateway, ctx);
     counters.check(&counters.address).await?;
+    if !offered.has_credentials()
+        && let Some(sessions) = gateway.sessions.as_deref()
+    {
+        let principal =
+            crate::browser::authenticate(sessions, offered.session_id, offered.headers, ctx)
+                .await?;
+        let locked = counters.check(&counters.subject(&principal.id)).await;
+        let revoked = gateway.revocations.check(&principal.id, ctx.now_unix);
+        return locked.and(revoked);
+    }
+    let credentials = offered.credentials;
     // A token verified before is found in the cache, without decoding it again.
     let authenticated = match gateway.authn.cached(&credentials) {
         Some(principal) => Ok(principal),

@@ -7,11 +7,12 @@
 //! | phase | file | decides | refuses with |
 //! |---|---|---|---|
 //! | normalize | `normalize.rs` | the canonical path, the host, the declared size, a break-glass reason | 400, 413, 421 |
+//! | (own) | `../own/` | a gateway-owned endpoint (`/.invoiceguard/…`) answers instead of a route | 400, 401, 403 |
 //! | route | `route.rs` | the route and resource (default deny), the credentials offered | 400, 403 |
-//! | authenticate | `authenticate.rs` | the principal, behind brute-force counters; revoked subjects | 401, 403, 429 |
+//! | authenticate | `authenticate.rs` | the principal (a credential, or a browser session: `../browser.rs`), behind brute-force counters; revoked subjects | 302 to log in, 401, 403, 429 |
 //! | limit | `limit.rs` | the route's per-principal rate | 429, 503 |
 //! | enrich | `enrich.rs` | resource facts, an export's rows reserved | 400, 408, 503 |
-//! | authorize | `authorize.rs` | the Cedar decision (and a shadow set's) | 401 step-up, 403, 404 |
+//! | authorize | `authorize.rs` | the Cedar decision (and a shadow set's) | 401 step-up (302 to log in again for a browser), 403, 404 |
 //! | audit | `audit.rs` | the `authorized` event before a change is forwarded | 503 |
 //! | forward | `forward.rs` | the upstream's answer | 502, 504, 408 |
 //! | settle | `settle.rs` | what the answer proves (a created invoice's creator, exported rows) | — |
@@ -43,8 +44,11 @@ pub(crate) async fn run<B: ClientBody>(
     ctx: &mut RequestContext<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     normalize::phase(gateway, &request, ctx)?;
-    let credentials = route::phase(gateway, &request, ctx).await?;
-    authenticate::phase(gateway, credentials, ctx).await?;
+    if ctx.path()?.path.starts_with(crate::own::PREFIX) {
+        return crate::own::handle(gateway, request, ctx).await;
+    }
+    let offered = route::phase(gateway, &request, ctx).await?;
+    authenticate::phase(gateway, offered, ctx).await?;
     limit::phase(gateway, ctx).await?;
     let request = enrich::phase(gateway, request, ctx).await?;
     let forwarded = async {
@@ -59,7 +63,7 @@ pub(crate) async fn run<B: ClientBody>(
             if let Some(held) = ctx.reservation.take() {
                 held.release().await;
             }
-            Err(refusal)
+            Err(crate::browser::step_up(gateway.sessions.as_deref(), ctx, refusal).await)
         }
     }
 }

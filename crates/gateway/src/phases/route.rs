@@ -9,13 +9,42 @@ use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
+/// What a request offers to prove who sent it: its credentials, and a browser session's id.
+pub(super) struct Offered<'q> {
+    pub(super) credentials: Credentials<'q>,
+    /// The session cookie's value, when `[session]` is on and the request has one.
+    pub(super) session_id: Option<&'q str>,
+    pub(super) headers: &'q http::HeaderMap,
+}
+
+impl Offered<'_> {
+    /// Whether a bearer token, an API key or a client certificate is offered: it is then what
+    /// authenticates the request, and a session cookie beside it is ignored (a browser sends
+    /// its cookie with every request; the explicit credential is the one meant).
+    pub(super) fn has_credentials(&self) -> bool {
+        let c = &self.credentials;
+        c.authorization.is_some() || c.api_key.is_some() || c.client_certificate.is_some()
+    }
+}
+
 pub(super) async fn phase<'q, 'r: 'q, B>(
     gateway: &Gateway,
     request: &'q Request<B>,
     ctx: &mut RequestContext<'r>,
-) -> Result<Credentials<'q>, GatewayError> {
+) -> Result<Offered<'q>, GatewayError> {
     let connection: &'r crate::context::Connection = ctx.connection;
-    let credentials = credentials(gateway, request.headers(), connection)?;
+    let headers = request.headers();
+    let credentials = credentials(gateway, headers, connection)?;
+    let session_id = match gateway.sessions {
+        Some(_) => invoiceguard_session::find_cookie(headers, invoiceguard_session::SESSION_COOKIE)
+            .map_err(GatewayError::BadRequest)?,
+        None => None,
+    };
+    let offered = Offered {
+        credentials,
+        session_id,
+        headers,
+    };
     let policy = ctx.policy()?;
     let path = ctx.path()?;
     let found = policy
@@ -24,10 +53,12 @@ pub(super) async fn phase<'q, 'r: 'q, B>(
     match found {
         Some(route) => {
             ctx.route = Some(route);
-            Ok(credentials)
+            Ok(offered)
         }
         None => {
-            if let Ok(principal) = gateway.authn.authenticate(credentials).await {
+            if offered.has_credentials()
+                && let Ok(principal) = gateway.authn.authenticate(offered.credentials).await
+            {
                 ctx.principal = Some(principal);
             }
             Err(GatewayError::NoRoute)

@@ -1,0 +1,113 @@
+//! The gateway's own endpoints, under `/.invoiceguard/`: they run after the normalize phase and
+//! before any route is looked up, are never forwarded upstream, and each request to them gets its
+//! audit event like any other (its action names what was done: `session:login`, …).
+//!
+//! | path | method | file | does |
+//! |---|---|---|---|
+//! | `/.invoiceguard/login` | GET | `login.rs` | sends the browser to log in (`?return_to=/path`) |
+//! | `/.invoiceguard/callback` | GET | `callback.rs` | finishes a login: a new session |
+//! | `/.invoiceguard/session` | GET | `session_info.rs` | the session: who, until when, its CSRF token |
+//! | `/.invoiceguard/logout` | GET, POST | `logout.rs` | ends the session, then the IdP's (RP-initiated) |
+//! | `/.invoiceguard/backchannel-logout` | POST | `backchannel.rs` | the IdP ends sessions (Back-Channel Logout 1.0) |
+//!
+//! Without a `[session]` section every one of them answers 403, as a path no route names.
+
+mod backchannel;
+mod callback;
+pub(crate) mod login;
+mod logout;
+mod session_info;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::body::ClientBody;
+use crate::context::RequestContext;
+use crate::error::{GatewayError, ResponseBody};
+use crate::gateway::Gateway;
+
+/// The path prefix of the gateway's own endpoints.
+pub(crate) const PREFIX: &str = "/.invoiceguard/";
+
+/// Answers a request to one of the gateway's own endpoints.
+pub(crate) async fn handle<B: ClientBody>(
+    gateway: &Gateway,
+    request: Request<B>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let Some(sessions) = gateway.sessions.as_deref() else {
+        return Err(GatewayError::NoRoute);
+    };
+    let endpoint = ctx.path()?.path.clone();
+    match (request.method(), endpoint.as_str()) {
+        (&Method::GET, "/.invoiceguard/login") => login::endpoint(sessions, &request, ctx).await,
+        (&Method::GET, "/.invoiceguard/callback") => {
+            callback::endpoint(gateway, sessions, &request, ctx).await
+        }
+        (&Method::GET, "/.invoiceguard/session") => {
+            session_info::endpoint(sessions, &request, ctx).await
+        }
+        (&Method::GET | &Method::POST, "/.invoiceguard/logout") => {
+            logout::endpoint(sessions, &request, ctx).await
+        }
+        (&Method::POST, "/.invoiceguard/backchannel-logout") => {
+            backchannel::endpoint(gateway, sessions, request, ctx).await
+        }
+        _ => Err(GatewayError::NoRoute),
+    }
+}
+
+/// A response of the gateway's own, never cached.
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+    cookies: &[String],
+) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    for cookie in cookies {
+        if let Ok(cookie) = HeaderValue::from_str(cookie) {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+    }
+    response
+}
+
+/// A redirect of the gateway's own (`303 See Other`: a `GET` of `location` whatever the method).
+pub(crate) fn redirect(location: &str, cookies: &[String]) -> Response<ResponseBody> {
+    let mut response = respond(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        "",
+        cookies,
+    );
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The value of a cookie, or 400 when it is sent twice.
+pub(crate) fn cookie<'h>(
+    headers: &'h http::HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, GatewayError> {
+    invoiceguard_session::find_cookie(headers, name).map_err(GatewayError::BadRequest)
+}
