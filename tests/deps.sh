@@ -3,14 +3,15 @@
 # them), openssl (test certificates), redis-server (shared state), rsyslog (the audit collector),
 # curl and jq (the demo), kubernetes-validate (the deploy/ manifests), jsonschema and
 # ocsf-json-schema (the audit stream's conformance tests), pySigma and its backends (the SIEM
-# rules), Chromium and a font (the evidence report is opened, rendered and printed headless), then the
+# rules), Chromium, its WebDriver (chromium-driver: the session tests log in through a real browser)
+# and a font (the evidence report is opened, rendered and printed headless), then the
 # IdP's npm packages with
 # `npm ci` from tests/idp/package-lock.json. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server rsyslogd:rsyslog systemd-analyze:systemd chromium:chromium; do
+for tool in node:nodejs npm:npm openssl:openssl curl:curl jq:jq redis-server:redis-server rsyslogd:rsyslog systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 # rsyslog's TLS driver (syslog over TLS, RFC 5425) is a package of its own.

@@ -108,7 +108,7 @@ function webClients() {
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
     redirect_uris: origins.map((origin) => `${origin}/.invoiceguard/callback`),
-    post_logout_redirect_uris: origins.map((origin) => `${origin}/`),
+    post_logout_redirect_uris: origins.map((origin) => `${origin}/.invoiceguard/logged-out`),
     backchannel_logout_uri: `${origins[0]}/.invoiceguard/backchannel-logout`,
     backchannel_logout_session_required: true,
     require_auth_time: true,

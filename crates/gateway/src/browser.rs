@@ -37,15 +37,14 @@ pub(crate) async fn authenticate(
         Ok(resumed) => resumed,
         Err(error) if error.is_unavailable() || !ctx.navigation => return Err(error.into()),
         Err(error) => {
+            // A session that ended (expired, logged out, ended for a new device) means logging
+            // in again at the IdP, not being logged in silently by the IdP's own session.
+            let demand = LoginDemand {
+                reauthenticate: true,
+                ..LoginDemand::default()
+            };
             let cause = error.to_string();
-            return Err(crate::own::login::required(
-                sessions,
-                ctx,
-                LoginDemand::default(),
-                &cause,
-                true,
-            )
-            .await);
+            return Err(crate::own::login::required(sessions, ctx, demand, &cause, true).await);
         }
     };
     let principal = Arc::new(resumed.session.principal());
@@ -84,6 +83,7 @@ pub(crate) async fn step_up(
     let demand = LoginDemand {
         mfa: *mfa,
         max_age_s: *max_age_s,
+        reauthenticate: true,
     };
     let cause = refusal
         .audit_detail()

@@ -23,6 +23,10 @@ pub struct PendingLogin {
     pub max_age_s: Option<u64>,
     /// Whether a multi-factor login was asked.
     pub mfa: bool,
+    /// Whether the person must log in again at the IdP (`prompt=login`), even when the IdP
+    /// still has a session of theirs.
+    #[serde(default)]
+    pub reauthenticate: bool,
 }
 
 /// What a login must achieve: a fresh login, multi-factor, or neither (a first login).
@@ -32,6 +36,16 @@ pub struct LoginDemand {
     pub mfa: bool,
     /// A login at most this old.
     pub max_age_s: Option<u64>,
+    /// The person logs in again at the IdP (`prompt=login`): after a session's timeout, whose
+    /// point is lost if the IdP's own session logs them in silently.
+    pub reauthenticate: bool,
+}
+
+impl LoginDemand {
+    /// Whether a policy's step-up asks for this login.
+    pub fn is_step_up(&self) -> bool {
+        self.mfa || self.max_age_s.is_some()
+    }
 }
 
 impl PendingLogin {
@@ -44,6 +58,7 @@ impl PendingLogin {
             return_to,
             max_age_s: demand.max_age_s,
             mfa: demand.mfa,
+            reauthenticate: demand.reauthenticate,
         };
         Ok((random_token()?, pending))
     }
@@ -72,7 +87,7 @@ impl PendingLogin {
             .append_pair("nonce", &self.nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        if self.max_age_s.is_some() || self.mfa {
+        if self.max_age_s.is_some() || self.mfa || self.reauthenticate {
             query.append_pair("prompt", "login");
         }
         if let Some(age) = self.max_age_s {
@@ -113,6 +128,118 @@ mod tests {
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            client_id: "web".into(),
+            client_secret_file: "/dev/null".into(),
+            issuer: None,
+            external_url: "https://invoices.example.com".into(),
+            scopes: vec!["invoices:read".into()],
+            idle_timeout_s: 900,
+            absolute_timeout_s: 28_800,
+            same_site: crate::SameSite::Lax,
+            on_device_change: crate::DeviceChange::Audit,
+            cors_origins: Vec::new(),
+            login_timeout_s: 600,
+            mfa_acr: None,
+        }
+    }
+
+    fn query(url: &str) -> Vec<(String, String)> {
+        let (_, query) = url.split_once('?').unwrap();
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn the_authorization_request_is_a_code_flow_with_pkce_state_and_nonce() {
+        let (state, pending) = PendingLogin::new("/invoices".into(), LoginDemand::default())
+            .unwrap_or_else(|_| {
+                (
+                    String::new(),
+                    PendingLogin::new("/".into(), LoginDemand::default())
+                        .map(|p| p.1)
+                        .unwrap_or_else(|_| unreachable!()),
+                )
+            });
+        let url = pending.authorization_url("https://idp.example/auth", &config(), &state, None);
+        let params = query(&url);
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("response_type"), Some("code"));
+        assert_eq!(get("client_id"), Some("web"));
+        assert_eq!(
+            get("redirect_uri"),
+            Some("https://invoices.example.com/.invoiceguard/callback")
+        );
+        assert_eq!(get("scope"), Some("openid invoices:read"));
+        assert_eq!(get("state"), Some(state.as_str()));
+        assert_eq!(get("nonce"), Some(pending.nonce.as_str()));
+        assert_eq!(get("code_challenge_method"), Some("S256"));
+        assert_eq!(
+            get("code_challenge"),
+            Some(pkce_challenge(&pending.verifier).as_str())
+        );
+        assert_eq!(get("prompt"), None, "a first login uses the IdP's session");
+        assert_ne!(pending.nonce, pending.verifier);
+    }
+
+    #[test]
+    fn a_step_up_or_a_timeout_asks_the_idp_for_a_new_login() {
+        let demand = LoginDemand {
+            mfa: true,
+            max_age_s: Some(300),
+            reauthenticate: false,
+        };
+        assert!(demand.is_step_up());
+        let (state, pending) = PendingLogin::new("/".into(), demand).unwrap();
+        let url = pending.authorization_url(
+            "https://idp.example/auth?x=1",
+            &config(),
+            &state,
+            Some("urn:mfa"),
+        );
+        assert!(url.starts_with("https://idp.example/auth?x=1&"), "{url}");
+        let params = query(&url);
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("prompt"), Some("login"));
+        assert_eq!(get("max_age"), Some("300"));
+        assert_eq!(get("acr_values"), Some("urn:mfa"));
+        let timeout = LoginDemand {
+            reauthenticate: true,
+            ..LoginDemand::default()
+        };
+        assert!(!timeout.is_step_up());
+        let (state, pending) = PendingLogin::new("/".into(), timeout).unwrap();
+        let url = pending.authorization_url(
+            "https://idp.example/auth",
+            &config(),
+            &state,
+            Some("urn:mfa"),
+        );
+        let params = query(&url);
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            (get("prompt"), get("max_age"), get("acr_values")),
+            (Some("login"), None, None)
         );
     }
 

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::Device;
 
+/// How long an expired session's record is kept after its end (seconds): it is never honoured,
+/// only recognised as expired.
+pub(crate) const EXPIRED_KEPT: u64 = 900;
+
 /// A session's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -81,11 +85,12 @@ impl Session {
     }
 
     /// How long the store keeps the record from `now`: until the idle timeout, never past the
-    /// absolute one (at least a second).
+    /// absolute one, and then [`EXPIRED_KEPT`] more — so that a request coming after the end is
+    /// told (and audited) that its session expired, and why, rather than that it has none.
     pub fn keep_for(&self, now: u64, timeouts: Timeouts) -> Duration {
         let absolute_end = self.created.saturating_add(timeouts.absolute_s);
         let idle_end = now.saturating_add(timeouts.idle_s);
-        Duration::from_secs(absolute_end.min(idle_end).saturating_sub(now).max(1))
+        Duration::from_secs(absolute_end.min(idle_end).saturating_sub(now) + EXPIRED_KEPT)
     }
 }
 

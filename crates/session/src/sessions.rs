@@ -341,9 +341,9 @@ impl Sessions {
 
     /// Where the browser goes after its session ended: the IdP's `end_session_endpoint`
     /// (RP-Initiated Logout 1.0, with `client_id` and a `post_logout_redirect_uri` back to the
-    /// gateway's origin), or the gateway's own `/` when the IdP publishes none.
+    /// gateway's `/.invoiceguard/logged-out`), or straight there when the IdP publishes none.
     pub fn logout_location(&self) -> String {
-        let back = format!("{}/", self.config.origin());
+        let back = format!("{}/.invoiceguard/logged-out", self.config.origin());
         match self
             .authn
             .login_endpoints(&self.issuer)

@@ -23,8 +23,13 @@ pub struct Idp {
     /// Its issuer URL, e.g. `http://127.0.0.1:40123`.
     pub issuer: String,
     keys: PathBuf,
+    /// A CA the IdP trusts for the gateways it calls (back-channel logout over TLS).
+    trusted_ca: Option<PathBuf>,
     _dir: Option<TempDir>,
 }
+
+/// The gateway's web client at the test IdP (browser logins; tests/idp/users.json).
+pub const WEB_CLIENT_ID: &str = "invoiceguard-web";
 
 /// Options of a user token request.
 #[derive(Debug, Clone, Default)]
@@ -50,12 +55,18 @@ impl Idp {
     /// is the slow part of a start), on a free port; a start that fails (the port was taken in
     /// the meantime) is tried again on another port.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_trusting(None).await
+    }
+
+    /// Like [`Idp::start`], trusting `ca` (`NODE_EXTRA_CA_CERTS`) for the TLS gateways it sends
+    /// back-channel logouts to.
+    pub async fn start_trusting(ca: Option<&Path>) -> anyhow::Result<Self> {
         let dir = TempDir::new("idp")?;
         let keys = dir.path().join("keys.json");
         std::fs::copy(shared_keys()?, &keys)?;
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_with_keys(&keys, free_port()?).await {
+            match Self::launch(&keys, free_port()?, ca).await {
                 Ok(mut idp) => {
                     idp._dir = Some(dir);
                     return Ok(idp);
@@ -69,23 +80,31 @@ impl Idp {
     /// Starts an IdP on `port` with the signing keys in `keys` (created there when missing), so
     /// that a second IdP can sign with the same keys under another issuer.
     pub async fn start_with_keys(keys: &Path, port: u16) -> anyhow::Result<Self> {
+        Self::launch(keys, port, None).await
+    }
+
+    async fn launch(keys: &Path, port: u16, ca: Option<&Path>) -> anyhow::Result<Self> {
         let idp_dir = repo_root().join("tests/idp");
         if !idp_dir.join("node_modules/oidc-provider").is_dir() {
             bail!("the test IdP is not installed: run `npm ci` in tests/idp (make test does it)");
         }
         let mut idp = Self {
-            child: Self::spawn(keys, port)?,
+            child: Self::spawn(keys, port, ca)?,
             issuer: format!("http://127.0.0.1:{port}"),
             keys: keys.to_owned(),
+            trusted_ca: ca.map(Path::to_path_buf),
             _dir: None,
         };
         idp.wait_ready().await?;
         Ok(idp)
     }
 
-    fn spawn(keys: &Path, port: u16) -> anyhow::Result<Child> {
-        Command::new("node")
-            .arg(repo_root().join("tests/idp/server.mjs"))
+    fn spawn(keys: &Path, port: u16, ca: Option<&Path>) -> anyhow::Result<Child> {
+        let mut node = Command::new("node");
+        if let Some(ca) = ca {
+            node.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        node.arg(repo_root().join("tests/idp/server.mjs"))
             .args(["--port", &port.to_string(), "--test-endpoints", "--keys"])
             .arg(keys)
             .stdout(Stdio::null())
@@ -112,7 +131,7 @@ impl Idp {
             .context("the issuer has no port")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            self.child = Self::spawn(&self.keys, port)?;
+            self.child = Self::spawn(&self.keys, port, self.trusted_ca.as_deref())?;
             match self.wait_ready().await {
                 Ok(()) => return Ok(()),
                 // The port may still be held for a moment by the stopped process.
@@ -236,6 +255,33 @@ impl Idp {
 }
 
 impl Idp {
+    /// Registers the gateway's web client for browser logins through the gateways at these
+    /// origins (the first receives back-channel logouts).
+    pub async fn register_gateways(&self, origins: &[&str]) -> anyhow::Result<()> {
+        self.test_endpoint(
+            "POST",
+            "web-client",
+            serde_json::json!({"gateways": origins}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The web client's secret, and the one-time code every test user's multi-factor login takes
+    /// (tests/idp/users.json).
+    pub fn web_client_secret_and_otp() -> anyhow::Result<(String, String)> {
+        let users: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            repo_root().join("tests/idp/users.json"),
+        )?)?;
+        let text = |key: &str| {
+            users[key]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("tests/idp/users.json has no `{key}`"))
+        };
+        Ok((text("web_client_secret")?, text("test_otp")?))
+    }
+
     async fn test_endpoint(
         &self,
         method: &str,

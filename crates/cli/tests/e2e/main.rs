@@ -28,6 +28,7 @@ mod operations;
 mod policy;
 mod query;
 mod schema;
+mod sessions;
 mod shared;
 mod siem;
 mod sinks;

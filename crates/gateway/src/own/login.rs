@@ -60,7 +60,7 @@ pub(crate) async fn begin(
         location,
         cookies,
         cause: cause.to_owned(),
-        step_up: demand.mfa || demand.max_age_s.is_some(),
+        step_up: demand.is_step_up(),
     })
 }
 

@@ -70,3 +70,18 @@ pub(super) async fn endpoint<B>(
     });
     Ok(super::redirect(&location, &[clear_cookie(SESSION_COOKIE)]))
 }
+
+/// `GET /.invoiceguard/logged-out`: the page the IdP sends the browser back to after its logout.
+pub(super) fn logged_out(ctx: &mut RequestContext<'_>) -> http::Response<ResponseBody> {
+    ctx.own = Some(OwnAct {
+        action: "session:logged_out",
+        detail: None,
+    });
+    super::respond(
+        http::StatusCode::OK,
+        "text/html; charset=utf-8",
+        "<!doctype html><meta charset=utf-8><title>Logged out</title>\n\
+         <h1>Logged out</h1><p id=logged-out>Your session has ended. <a href=\"/.invoiceguard/login\">Log in again</a>.</p>\n",
+        &[],
+    )
+}

@@ -8,6 +8,7 @@
 //! | `/.invoiceguard/callback` | GET | `callback.rs` | finishes a login: a new session |
 //! | `/.invoiceguard/session` | GET | `session_info.rs` | the session: who, until when, its CSRF token |
 //! | `/.invoiceguard/logout` | GET, POST | `logout.rs` | ends the session, then the IdP's (RP-initiated) |
+//! | `/.invoiceguard/logged-out` | GET | `logout.rs` | where the IdP sends the browser back: "logged out" |
 //! | `/.invoiceguard/backchannel-logout` | POST | `backchannel.rs` | the IdP ends sessions (Back-Channel Logout 1.0) |
 //!
 //! Without a `[session]` section every one of them answers 403, as a path no route names.
@@ -51,6 +52,7 @@ pub(crate) async fn handle<B: ClientBody>(
         (&Method::GET | &Method::POST, "/.invoiceguard/logout") => {
             logout::endpoint(sessions, &request, ctx).await
         }
+        (&Method::GET, "/.invoiceguard/logged-out") => Ok(logout::logged_out(ctx)),
         (&Method::POST, "/.invoiceguard/backchannel-logout") => {
             backchannel::endpoint(gateway, sessions, request, ctx).await
         }
