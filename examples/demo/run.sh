@@ -27,7 +27,7 @@ done
 mkdir -p "$STATE"
 rm -rf "$STATE/audit"
 
-node tests/idp/server.mjs --port 9400 --keys "$STATE/keys.json" >"$STATE/idp.log" 2>&1 &
+node tests/idp/server.mjs --port 9400 --keys "$STATE/keys.json" --gateway "$GATEWAY" >"$STATE/idp.log" 2>&1 &
 pids+=($!)
 "$BIN/invoicing-api" --listen "$API" >"$STATE/api.log" 2>&1 &
 pids+=($!)
@@ -79,11 +79,37 @@ call "8. The ERP integration account lists invoices — allowed within its scope
 call "   …and tries to approve one — denied (integration.no-interactive-actions):" "$ERP" POST /invoices/INV-1/approve
 call "9. Carol (accountant) exports 10 invoices — allowed within her daily quota (the rows returned are charged):" "$(token carol)" POST /exports '{"limit":10}'
 
+bold "10. Alice in a browser: the gateway logs her in at the IdP and keeps her session server-side (docs/sessions.md)"
+JAR="$STATE/browser-cookies"; rm -f "$JAR"
+browse() { curl -s -c "$JAR" -b "$JAR" -o "$STATE/body" -D "$STATE/headers" -w '%{redirect_url}' "$@"; }
+echo "\$ open $GATEWAY/invoices        (a browser navigating, no session yet)"
+next=$(browse -H 'Accept: text/html' "$GATEWAY/invoices")
+echo "  $(head -1 "$STATE/headers" | tr -d '\r') → the IdP: ${next%%\?*}?response_type=code&…&code_challenge_method=S256"
+form=$(browse "$next")
+echo "  the IdP's login form ($form): Alice types her password and one-time code"
+next=$(browse -d username=alice -d password=alice-password -d otp="$(jq -r .test_otp tests/idp/users.json)" "$form/login")
+while [ -n "$next" ] && [ "${next#"$GATEWAY"}" = "$next" ]; do next=$(browse "$next"); done
+echo "  back at ${next%%\?*}?code=…&state=…"
+browse "$next" >/dev/null
+grep -i '^set-cookie: __Host-invoiceguard-session' "$STATE/headers" | tr -d '\r' | sed -E 's/session=[^;]+/session=<256 random bits>/; s/^/  /'
+echo "\$ open $GATEWAY/invoices        (with the session cookie)"
+browse "$GATEWAY/invoices" >/dev/null; echo "  $(head -1 "$STATE/headers" | tr -d '\r') $(jq -c '[.[] | {id, amount, status}]' "$STATE/body")"
+echo "\$ curl $GATEWAY/.invoiceguard/session"
+browse "$GATEWAY/.invoiceguard/session" >/dev/null; echo "  $(jq -c '{subject, roles, mfa, idle_expires, absolute_expires, device}' "$STATE/body")"
+echo "\$ a page on another site posts a form with Alice's cookie (Origin: https://evil.example)"
+browse -H 'Origin: https://evil.example' -H 'Content-Type: application/json' -d '{"partner_id":"P-1","amount":1}' "$GATEWAY/invoices" >/dev/null
+echo "  $(head -1 "$STATE/headers" | tr -d '\r') $(jq -c '{type, detail}' "$STATE/body")"
+echo "\$ open $GATEWAY/.invoiceguard/logout"
+next=$(browse "$GATEWAY/.invoiceguard/logout")
+echo "  $(head -1 "$STATE/headers" | tr -d '\r') → the IdP's end-session page (${next%%\?*}); the session is gone on every replica:"
+browse "$GATEWAY/invoices" >/dev/null; echo "  $GATEWAY/invoices with the old cookie: $(head -1 "$STATE/headers" | tr -d '\r')"
+
 bold "The audit trail (the spool $STATE/audit/): one event per request, allowed or denied"
 table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
 { printf 'seq\teffect\tactor\tmethod\tpath\tstatus\twhy\n'
   jq -r '[.seq, .decision.effect, (.actor.id // "-"), .request.method, .request.path, (.outcome.status|tostring),
           (if (.decision.policies|length) > 0 then (.decision.policies|join(","))
+           elif .decision.reason == "session" then (.action + (if .decision.detail then " (" + .decision.detail + ")" else "" end))
            else .decision.reason + (if .decision.detail then " (" + .decision.detail + ")" else "" end) end)]
          | @tsv' "$STATE"/audit/*.jsonl; } | table
 

@@ -145,6 +145,26 @@ fn setup(file: &std::path::Path, config: &Config) -> Setup {
         listener_tls: config.listen.tls.is_some(),
         client_ca: config.listen.client_ca_file.is_some(),
         upstream_https: config.upstream.url.starts_with("https://"),
+        session: config
+            .session
+            .as_ref()
+            .map(|session| invoiceguard_evidence::SessionSetup {
+                external_url: session.origin().to_owned(),
+                cookie: invoiceguard_session::set_cookie(
+                    invoiceguard_session::SESSION_COOKIE,
+                    "<random id>",
+                    session.same_site,
+                    None,
+                ),
+                idle_timeout_s: session.idle_timeout_s,
+                absolute_timeout_s: session.absolute_timeout_s,
+                on_device_change: match session.on_device_change {
+                    invoiceguard_session::DeviceChange::Audit => "audited (severity high)",
+                    invoiceguard_session::DeviceChange::End => "audited, and the session ends",
+                }
+                .to_owned(),
+                cors_origins: session.cors_origins.clone(),
+            }),
         chain_keyed: config.audit.hmac_key_file.is_some(),
         sinks: config
             .audit

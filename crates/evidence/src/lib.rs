@@ -64,6 +64,25 @@ pub struct Setup {
     pub sensitive_actions: Vec<String>,
     /// Whether requests are served when the audit spool cannot take their events.
     pub audit_fail_open: bool,
+    /// Browser sessions, when `[session]` is configured.
+    pub session: Option<SessionSetup>,
+}
+
+/// The browser-session settings of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSetup {
+    /// The origin browsers use.
+    pub external_url: String,
+    /// The cookie as it is set (name and attributes, no value).
+    pub cookie: String,
+    /// Seconds without a request before a session ends.
+    pub idle_timeout_s: u64,
+    /// Seconds after the login before a session ends.
+    pub absolute_timeout_s: u64,
+    /// What a session used from another device causes (`audit` or `end`).
+    pub on_device_change: String,
+    /// Other origins allowed credentialed requests.
+    pub cors_origins: Vec<String>,
 }
 
 /// An integration account of the configuration.

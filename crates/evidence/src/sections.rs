@@ -23,7 +23,7 @@ pub(crate) fn all(
         sso(setup, tally),
         rbac(setup, engine, tally),
         authentication(setup, tally),
-        sessions(setup),
+        sessions(setup, tally),
         admins(tally),
         leavers(tally),
         logging(setup, tally, trails),
@@ -345,30 +345,124 @@ fn authentication(setup: &Setup, tally: &Tally) -> Section {
     s
 }
 
-fn sessions(setup: &Setup) -> Section {
+fn sessions(setup: &Setup, tally: &Tally) -> Section {
     let mut s = section(
         "sessions",
         "Session management",
         "inactivity timeout, secure cookie setting",
-        "How callers stay logged in. This version holds no browser sessions: every request carries its own credential (an IdP token, an API key or a client certificate), so a session lasts as long as the IdP's token.",
-        "the configuration ([authn])",
+        "How people stay logged in: the browser session's cookie and timeouts as configured, and the sessions' life cycle in the period — logins, logouts, expiries, step-ups, device changes and cross-site requests refused. API callers carry their own credential on every request; their tokens' lifetimes are set at the IdP.",
+        "the configuration ([session], [authn]) and the trail (session:* actions, decision.detail)",
     );
-    let mut settings = Table::new("token_settings", "Token settings", &["setting", "value"]);
-    settings.row(vec![
-        "token type required (require_typ)".to_owned(),
+    let mut settings = Table::new(
+        "session_settings",
+        "Session settings",
+        &["setting", "value"],
+    );
+    let mut row = |name: &str, value: String| settings.row(vec![name.to_owned(), value]);
+    match &setup.session {
+        Some(session) => {
+            row(
+                "browser sessions",
+                format!("on, at {}", session.external_url),
+            );
+            row("cookie", session.cookie.clone());
+            row("inactivity (idle) timeout", minutes(session.idle_timeout_s));
+            row("absolute timeout", minutes(session.absolute_timeout_s));
+            row(
+                "after a timeout",
+                "a new login at the IdP (prompt=login)".to_owned(),
+            );
+            row(
+                "session used from another device",
+                session.on_device_change.clone(),
+            );
+            row(
+                "credentialed cross-origin requests",
+                if session.cors_origins.is_empty() {
+                    "none".to_owned()
+                } else {
+                    session.cors_origins.join(", ")
+                },
+            );
+            if session.idle_timeout_s > 1800 {
+                s.findings.push(format!(
+                    "The inactivity timeout ({}) is longer than the 30 minutes NIST SP 800-63B allows at AAL2.",
+                    minutes(session.idle_timeout_s)
+                ));
+                s.attention = true;
+            }
+            if session.absolute_timeout_s > 12 * 3600 {
+                s.findings.push(format!(
+                    "The absolute timeout ({}) is longer than the 12 hours NIST SP 800-63B allows at AAL2.",
+                    minutes(session.absolute_timeout_s)
+                ));
+                s.attention = true;
+            }
+        }
+        None => {
+            row(
+                "browser sessions",
+                "off ([session] not configured)".to_owned(),
+            );
+            s.findings.push("Browser sessions are not configured: the gateway accepts only credentials sent with each request (tokens, API keys, certificates), and token lifetimes are set at the IdP.".to_owned());
+            s.attention = true;
+        }
+    }
+    row(
+        "token type required (require_typ)",
         setup
             .require_typ
             .clone()
             .unwrap_or_else(|| "any".to_owned()),
-    ]);
-    settings.row(vec![
-        "clock leeway (seconds)".to_owned(),
-        setup.leeway_s.to_string(),
-    ]);
-    s.findings.push("No browser sessions are managed by the gateway in this version: there is no cookie or inactivity timeout to show; token lifetimes are set at the IdP.".to_owned());
-    s.attention = true;
-    s.tables = vec![settings];
+    );
+    row("clock leeway (seconds)", setup.leeway_s.to_string());
+    let t = &tally.sessions;
+    let mut life = Table::new(
+        "session_life_cycle",
+        "Sessions in the period",
+        &["event", "count"],
+    );
+    for (name, count) in [
+        ("logins", t.logins),
+        ("… with MFA", t.logins_with_mfa),
+        ("logins refused (state, code or ID token)", t.logins_refused),
+        ("logouts by the person", t.logouts),
+        ("logouts from the IdP (back-channel)", t.idp_logouts),
+        ("ended by the inactivity timeout", t.expired_idle),
+        ("ended by the absolute timeout", t.expired_absolute),
+        (
+            "sent to log in again for a sensitive operation (step-up)",
+            t.step_ups,
+        ),
+    ] {
+        life.row(vec![name.to_owned(), count.to_string()]);
+    }
+    let mut incidents = Table::new(
+        "session_incidents",
+        "Device changes and cross-site requests refused",
+        &["time", "person", "what", "request", "detail"],
+    );
+    for incident in &t.incidents {
+        incidents.row(incident.clone());
+    }
+    if !t.incidents.is_empty() {
+        s.findings.push(format!(
+            "{} session incident(s): a session used from another device, or a cross-site request refused.",
+            t.incidents.len()
+        ));
+        s.attention = true;
+    }
+    s.tables = vec![settings, life, incidents];
     s
+}
+
+/// Seconds as minutes (or hours) for people.
+fn minutes(seconds: u64) -> String {
+    match seconds {
+        s if s % 3600 == 0 && s >= 3600 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
 }
 
 fn admins(tally: &Tally) -> Section {

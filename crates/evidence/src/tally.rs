@@ -93,6 +93,78 @@ pub(crate) struct Tally {
     pub(crate) trail_events: Vec<Vec<String>>,
     /// Actors who held the `admin` role: their span.
     pub(crate) admins: BTreeMap<String, Span>,
+    /// Browser sessions' life cycle.
+    pub(crate) sessions: Sessions,
+}
+
+/// What the trail shows of browser sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    pub(crate) logins: u64,
+    pub(crate) logins_with_mfa: u64,
+    pub(crate) logins_refused: u64,
+    pub(crate) logouts: u64,
+    pub(crate) idp_logouts: u64,
+    pub(crate) expired_idle: u64,
+    pub(crate) expired_absolute: u64,
+    pub(crate) step_ups: u64,
+    /// Device changes and cross-site refusals: time, who, what, detail.
+    pub(crate) incidents: Vec<Vec<String>>,
+}
+
+impl Sessions {
+    fn add(&mut self, event: &View<'_>) {
+        let action = event.action.as_deref().unwrap_or_default();
+        let allowed = event.decision.effect == "allow";
+        let detail = event.decision.detail.as_deref().unwrap_or_default();
+        let browser = event
+            .actor
+            .as_ref()
+            .is_some_and(|a| a.auth_method == "session")
+            || action.starts_with("session:");
+        match action {
+            "session:login" if allowed => {
+                self.logins += 1;
+                if event.actor.as_ref().is_some_and(|a| a.mfa) {
+                    self.logins_with_mfa += 1;
+                }
+            }
+            "session:login" => self.logins_refused += 1,
+            "session:logout" if allowed => self.logouts += 1,
+            "session:backchannel_logout" if allowed => self.idp_logouts += 1,
+            _ => {}
+        }
+        if detail.contains("session expired (idle timeout)") {
+            self.expired_idle += 1;
+        }
+        if detail.contains("session expired (absolute timeout)") {
+            self.expired_absolute += 1;
+        }
+        if event.decision.reason == "step_up" && browser && event.outcome.status == 302 {
+            self.step_ups += 1;
+        }
+        let incident = if detail.starts_with("session used from another device")
+            || detail == "device_changed"
+        {
+            Some("device changed")
+        } else if event.decision.reason == "cross_site" {
+            Some("cross-site request refused")
+        } else {
+            None
+        };
+        if let Some(what) = incident {
+            self.incidents.push(vec![
+                event.time.to_string(),
+                event
+                    .actor
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |a| a.id.to_string()),
+                what.to_owned(),
+                format!("{} {}", event.request.method, event.request.path),
+                detail.to_owned(),
+            ]);
+        }
+    }
 }
 
 impl Tally {
@@ -107,6 +179,7 @@ impl Tally {
         let denied = event.decision.effect == "deny";
         self.count_totals(event, denied);
         self.logins.add(event);
+        self.sessions.add(event);
         let actor = event.actor.as_ref().map(|a| a.id.to_string());
         self.count_actor(event, denied);
         self.count_lockout(event, actor.as_deref());

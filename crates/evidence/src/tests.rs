@@ -628,3 +628,155 @@ fn html_and_csv_keep_hostile_text_inert() {
         serde_json::from_str(&std::fs::read_to_string(out.join("evidence.json")).unwrap()).unwrap();
     assert_eq!(json["sections"].as_array().unwrap().len(), 12);
 }
+
+#[test]
+fn the_session_section_shows_the_settings_and_each_sessions_life_cycle() {
+    let dir = Dir::new("sessions");
+    let invoicing: &[&str] = &["invoicing"];
+    let alice = Some(("alice", "user", true, invoicing));
+    let browser = |mut event: Value, reason: &str, detail: Option<&str>| {
+        event["actor"]["auth_method"] = json!("session");
+        event["source"]["session"] = json!("ab".repeat(32));
+        event["decision"]["reason"] = json!(reason);
+        event["decision"]["detail"] = json!(detail);
+        event
+    };
+    let mut events = vec![
+        browser(
+            event(
+                "2026-12-01T08:00:00Z",
+                alice,
+                "session:login",
+                ("Session", "*"),
+                "allow",
+                200,
+            ),
+            "session",
+            Some("session started on Chrome on Linux from 10.0.0.0/24"),
+        ),
+        browser(
+            event(
+                "2026-12-01T08:05:00Z",
+                None,
+                "invoice:list",
+                ("Invoice", "*"),
+                "deny",
+                302,
+            ),
+            "unauthenticated",
+            Some("sent to log in: session expired (idle timeout)"),
+        ),
+        browser(
+            event(
+                "2026-12-01T08:06:00Z",
+                alice,
+                "invoice:approve",
+                ("Invoice", "INV-1"),
+                "deny",
+                302,
+            ),
+            "step_up",
+            Some("sent to log in: a login within 900s required"),
+        ),
+        browser(
+            event(
+                "2026-12-01T08:07:00Z",
+                alice,
+                "invoice:create",
+                ("Invoice", "*"),
+                "deny",
+                403,
+            ),
+            "cross_site",
+            Some("a state-changing request from another origin"),
+        ),
+        browser(
+            event(
+                "2026-12-01T08:08:00Z",
+                alice,
+                "invoice:list",
+                ("Invoice", "*"),
+                "allow",
+                200,
+            ),
+            "policy",
+            Some(
+                "session used from another device: started on Chrome on Linux from 10.0.0.0/24, now curl on other from 192.0.2.0/24",
+            ),
+        ),
+        browser(
+            event(
+                "2026-12-01T08:09:00Z",
+                alice,
+                "session:logout",
+                ("Session", "*"),
+                "allow",
+                303,
+            ),
+            "session",
+            Some("session ended; sent to the IdP's end-session endpoint"),
+        ),
+    ];
+    events[1]["actor"] = Value::Null;
+    let trail = dir.0.join("trail.jsonl");
+    write_trail(&trail, &mut events);
+    let (engine, policy_dir) = engine();
+    let mut with_sessions = setup(&policy_dir);
+    with_sessions.session = Some(SessionSetup {
+        external_url: "https://invoices.example.com".to_owned(),
+        cookie: "__Host-invoiceguard-session=<random id>; Path=/; Secure; HttpOnly; SameSite=Lax"
+            .to_owned(),
+        idle_timeout_s: 3600,
+        absolute_timeout_s: 28_800,
+        on_device_change: "audited (severity high)".to_owned(),
+        cors_origins: Vec::new(),
+    });
+    let pack = build(&Inputs {
+        setup: &with_sessions,
+        engine: &engine,
+        trails: &[trail],
+        chain: &Chain::plain(),
+        from: None,
+        to: None,
+    })
+    .unwrap();
+    let settings = rows(table(&pack, "session_settings"));
+    assert!(
+        settings.contains(&vec!["inactivity (idle) timeout", "1 h"]),
+        "{settings:?}"
+    );
+    assert!(
+        settings.contains(&vec!["absolute timeout", "8 h"]),
+        "{settings:?}"
+    );
+    let life = rows(table(&pack, "session_life_cycle"));
+    let count = |name: &str| life.iter().find(|r| r[0] == name).map(|r| r[1]).unwrap();
+    assert_eq!(count("logins"), "1");
+    assert_eq!(count("… with MFA"), "1");
+    assert_eq!(count("logouts by the person"), "1");
+    assert_eq!(count("ended by the inactivity timeout"), "1");
+    assert_eq!(count("ended by the absolute timeout"), "0");
+    assert_eq!(
+        count("sent to log in again for a sensitive operation (step-up)"),
+        "1"
+    );
+    let incidents = rows(table(&pack, "session_incidents"));
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(incidents[0][2], "cross-site request refused");
+    assert_eq!(incidents[1][2], "device changed");
+    let s = section(&pack, "sessions");
+    assert!(s.attention);
+    assert!(
+        s.findings
+            .iter()
+            .any(|f| f.contains("longer than the 30 minutes")),
+        "{:?}",
+        s.findings
+    );
+    // Without [session], the section says so.
+    let without = known_pack(&dir);
+    assert!(
+        section(&without, "sessions").findings[0]
+            .starts_with("Browser sessions are not configured")
+    );
+}

@@ -19,7 +19,7 @@ use super::{BINARY, run, sections};
 /// and the example API.
 struct SessionWorld {
     idp: Idp,
-    _upstream: Upstream,
+    upstream: Upstream,
     gateways: Vec<GatewayProcess>,
     otp: String,
     dir: TempDir,
@@ -73,7 +73,7 @@ impl SessionWorld {
         idp.register_gateways(&origins).await.unwrap();
         Self {
             idp,
-            _upstream: upstream,
+            upstream,
             gateways,
             otp,
             dir,
@@ -178,6 +178,12 @@ async fn a_browser_logs_in_through_the_idp_and_holds_a_host_only_secure_session(
         .await
         .unwrap();
 
+    // A cookie of the application's own, which the upstream must still get.
+    browser
+        .set_cookie("theme", "dark", serde_json::json!({"secure": true}))
+        .await
+        .unwrap();
+
     // No session: the browser is sent to the IdP's real login form, and back to the page.
     browser
         .goto(&world.url("/invoices?status=draft"))
@@ -223,9 +229,33 @@ async fn a_browser_logs_in_through_the_idp_and_holds_a_host_only_secure_session(
         "HttpOnly: scripts cannot read it"
     );
 
-    // The session endpoint says who, and the upstream saw the same identity as for a token.
+    // The upstream saw the same identity headers as for a token, and none of the gateway's
+    // cookies (its own cookie passed).
+    let journal = world.upstream.journal().await.unwrap();
+    let seen = journal
+        .iter()
+        .rev()
+        .find(|entry| entry["target"] == "/invoices?status=draft");
+    assert!(seen.is_some(), "the upstream got no page request");
+    let headers = seen.unwrap()["headers"].to_string();
+    for expected in [
+        r#"["x-invoiceguard-subject","alice"]"#,
+        r#"["x-invoiceguard-client-id","invoiceguard-web"]"#,
+        r#"["x-invoiceguard-mfa","true"]"#,
+        r#"["cookie","theme=dark"]"#,
+    ] {
+        assert!(headers.contains(expected), "{expected} not in {headers}");
+    }
+    assert!(!headers.contains("invoiceguard-session"), "{headers}");
+    assert!(!headers.contains("invoiceguard-login"), "{headers}");
+
+    // The session endpoint says who.
     browser
         .goto(&world.url("/.invoiceguard/session"))
+        .await
+        .unwrap();
+    browser
+        .screenshot(&screenshot_dir().join("session-endpoint.png"))
         .await
         .unwrap();
     let session: Value = serde_json::from_str(&browser.text().await.unwrap()).unwrap();
@@ -337,13 +367,17 @@ async fn a_sensitive_operation_sends_the_browser_to_log_in_again_with_mfa() {
 async fn idle_and_absolute_timeouts_end_sessions_and_a_new_device_ends_one_when_configured() {
     let world = SessionWorld::start(
         1,
-        "idle_timeout_s = 2\nabsolute_timeout_s = 5\non_device_change = \"end\"\n",
+        "idle_timeout_s = 2\nabsolute_timeout_s = 5\non_device_change = \"end\"\nsame_site = \"strict\"\n",
     )
     .await;
     let browser = Browser::start().await.unwrap();
 
-    // Used every second, the session still ends 5 s after the login (absolute).
+    // Used every second, the session still ends 5 s after the login (absolute). The cookie is
+    // `SameSite=Strict` here: the login still lands on the page (the callback's own page moves
+    // on from the gateway's origin, so the browser sends a Strict cookie with it).
     world.log_in(&browser, "alice", "/invoices").await;
+    assert!(browser.text().await.unwrap().contains("INV-1"));
+    assert_eq!(session_cookie(&browser).await.unwrap().same_site, "Strict");
     let started = Instant::now();
     let id = session_cookie(&browser).await.unwrap().value;
     while started.elapsed() < Duration::from_secs(4) {
