@@ -159,3 +159,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever `Cookie` headers a client sends, the gateway's cookies never reach the
+        /// upstream, and every other cookie does, in order.
+        #[test]
+        fn only_the_gateways_cookies_are_removed(
+            pairs in proptest::collection::vec(
+                (prop_oneof![
+                    Just(SESSION_COOKIE.to_owned()),
+                    Just(LOGIN_COOKIE.to_owned()),
+                    "[a-zA-Z_-]{1,12}",
+                ], "[a-zA-Z0-9._-]{0,16}"),
+                0..8,
+            ),
+            split in 0usize..8,
+        ) {
+            let text: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let mut headers = HeaderMap::new();
+            let (first, second) = text.split_at(split.min(text.len()));
+            for part in [first, second] {
+                if !part.is_empty() {
+                    headers.append(COOKIE, http::HeaderValue::from_str(&part.join("; ")).unwrap());
+                }
+            }
+            let found = find(&headers, SESSION_COOKIE);
+            let sessions = pairs.iter().filter(|(n, _)| n == SESSION_COOKIE).count();
+            prop_assert_eq!(found.is_err(), sessions > 1);
+            strip_own(&mut headers);
+            let sent: Vec<String> = headers
+                .get_all(COOKIE)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split("; ").map(str::to_owned).collect::<Vec<_>>())
+                .collect();
+            let ours = pairs.iter().any(|(n, _)| n == SESSION_COOKIE || n == LOGIN_COOKIE);
+            if ours {
+                let expected: Vec<String> = pairs
+                    .iter()
+                    .filter(|(n, _)| n != SESSION_COOKIE && n != LOGIN_COOKIE)
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect();
+                prop_assert_eq!(sent, expected);
+            } else {
+                prop_assert_eq!(sent, text);
+            }
+        }
+    }
+}

@@ -138,6 +138,28 @@ async fn get_with_session(world: &SessionWorld, gateway: usize, path: &str, id: 
     client.send(request).await.unwrap().status
 }
 
+/// The request ids a Sigma rule of `deploy/siem/rules` fires on in a gateway's trail (converted
+/// and run with pySigma, as `siem.rs` does for the API's rules).
+fn fired(gateway: &GatewayProcess, rule: &str) -> Vec<String> {
+    let file = gateway.spool.with_extension("siem.jsonl");
+    std::fs::write(&file, gateway.audit_text()).unwrap();
+    let root = invoiceguard_testkit::repo_root();
+    let (ok, out) = run(
+        std::process::Command::new(root.join("target/tools/bin/python"))
+            .arg(root.join("tests/siem/run_rules.py"))
+            .arg(root.join("deploy/siem/rules"))
+            .arg(&file),
+    );
+    assert!(ok, "{out}");
+    let results: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    results[rule]["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The URL once the browser has left the IdP and the gateway's callback page (up to 10 s).
 async fn settled_url(browser: &Browser) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -294,6 +316,41 @@ async fn a_browser_logs_in_through_the_idp_and_holds_a_host_only_secure_session(
     });
     assert!(sent.is_some(), "the redirect to log in is not on the trail");
 
+    // The cookie replayed by another client: served (`on_device_change = "audit"`), and
+    // audited high with both devices named.
+    let ca = world.dir.path().join("ca.pem");
+    let client = invoiceguard_testkit::TlsClient::new(&ca).unwrap();
+    let replay = http::Request::get(world.url("/invoices"))
+        .header(
+            "cookie",
+            format!("__Host-invoiceguard-session={}", cookie.value),
+        )
+        .header("user-agent", "curl/8.0")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let replayed = client.send(replay).await.unwrap();
+    assert_eq!(replayed.status, 200);
+    let moved = world
+        .events()
+        .into_iter()
+        .find(|e| e["request_id"] == replayed.header("x-request-id"));
+    assert!(moved.is_some(), "no event of the replayed request");
+    let moved = moved.unwrap();
+    assert_eq!(moved["severity"], "high");
+    assert_eq!(moved["category"], "authentication");
+    assert!(
+        moved["decision"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("session used from another device: started on Chrome on Linux from 127.0.0.0/24, now curl on other"),
+        "{}",
+        moved["decision"]["detail"]
+    );
+    assert_eq!(
+        fired(&world.gateways[0], "session-device-change.yml"),
+        [moved["request_id"].as_str().unwrap()]
+    );
+
     // RP-initiated logout: the session ends, the IdP's too, and the browser comes back.
     browser
         .goto(&world.url("/.invoiceguard/logout"))
@@ -426,7 +483,13 @@ async fn idle_and_absolute_timeouts_end_sessions_and_a_new_device_ends_one_when_
         .iter()
         .find(|e| e["decision"]["detail"] == "device_changed");
     assert!(changed.is_some(), "no device-change event");
-    assert_eq!(changed.unwrap()["severity"], "high");
+    let changed = changed.unwrap();
+    assert_eq!(changed["severity"], "high");
+    // The SIEM's rule fires on it, and on nothing else of this trail.
+    assert_eq!(
+        fired(&world.gateways[0], "session-device-change.yml"),
+        [changed["request_id"].as_str().unwrap()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,6 +531,10 @@ async fn cross_origin_posts_and_open_redirects_are_refused() {
     assert_eq!(
         refused["decision"]["detail"],
         "a state-changing request from another origin"
+    );
+    assert_eq!(
+        fired(&world.gateways[0], "cross-site-refused.yml"),
+        [refused["request_id"].as_str().unwrap()]
     );
 
     // From another site altogether (an opaque origin), the Lax cookie is not even sent.
