@@ -31,4 +31,4 @@ pub use device::Device;
 pub use login::{LoginDemand, PendingLogin, pkce_challenge, random_token};
 pub use record::{Session, Timeouts, id_hash};
 pub use return_to::same_origin_path;
-pub use sessions::{Resumed, Sessions, Started};
+pub use sessions::{LOGINS_PER_ADDRESS_PER_MINUTE, Resumed, Sessions, Started};

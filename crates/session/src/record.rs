@@ -145,13 +145,14 @@ mod tests {
             session(1000, 29_700).check(29_800, T),
             Err(AuthnError::SessionExpired("absolute"))
         ));
+        // Kept EXPIRED_KEPT past its end, to be recognised as expired.
         assert_eq!(
             session(1000, 1000).keep_for(1000, T),
-            Duration::from_secs(900)
+            Duration::from_secs(900 + EXPIRED_KEPT)
         );
         assert_eq!(
             session(1000, 29_700).keep_for(29_700, T),
-            Duration::from_secs(100)
+            Duration::from_secs(100 + EXPIRED_KEPT)
         );
     }
 

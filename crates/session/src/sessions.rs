@@ -15,6 +15,10 @@ use crate::device::Device;
 use crate::login::{LoginDemand, PendingLogin, random_token};
 use crate::record::{Session, Timeouts, id_hash};
 
+/// Logins one address may begin per minute: each keeps a record for the login's time, so a
+/// flood of navigations without a session must not fill the store.
+pub const LOGINS_PER_ADDRESS_PER_MINUTE: u64 = 60;
+
 /// A logout token's `jti` is remembered at least this long (and at most a day).
 const MIN_JTI_MEMORY: Duration = Duration::from_secs(300);
 
@@ -97,6 +101,23 @@ impl Sessions {
             idle_s: self.config.idle_timeout_s,
             absolute_s: self.config.absolute_timeout_s,
         }
+    }
+
+    /// How long `source` must wait before it may begin another login, when it has begun
+    /// [`LOGINS_PER_ADDRESS_PER_MINUTE`] already (counted on every replica).
+    pub async fn login_wait(
+        &self,
+        source: std::net::IpAddr,
+    ) -> Result<Option<Duration>, AuthnError> {
+        self.state
+            .limit(
+                &format!("login:ip:{source}"),
+                LOGINS_PER_ADDRESS_PER_MINUTE,
+                Duration::from_secs(60),
+                true,
+            )
+            .await
+            .map_err(unavailable)
     }
 
     /// Begins a login: the URL of the IdP's authorization endpoint to send the browser to, and

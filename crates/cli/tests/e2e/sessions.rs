@@ -722,4 +722,24 @@ async fn the_idps_logout_and_a_revocation_end_sessions_on_every_replica_within_a
     assert!(out.contains("\"sessions_ended\":1"), "{out}");
     assert_eq!(get_with_session(&world, 0, "/invoices", &id).await, 401);
     assert_eq!(get_with_session(&world, 1, "/invoices", &id).await, 401);
+
+    // A flood of navigations without a session: each begins a login (a record in the store)
+    // until the address has begun 60 in a minute, counted across replicas; then 429.
+    let ca = world.dir.path().join("ca.pem");
+    let client = invoiceguard_testkit::TlsClient::new(&ca).unwrap();
+    let navigate = |replica: usize| {
+        let request = http::Request::get(format!("{}/invoices", world.gateways[replica].url))
+            .header("accept", "text/html")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        client.send(request)
+    };
+    let mut statuses = Vec::new();
+    for n in 0..61 {
+        statuses.push(navigate(n % 2).await.unwrap().status);
+    }
+    assert!(statuses.contains(&302), "{statuses:?}");
+    let limited = navigate(0).await.unwrap();
+    assert_eq!(limited.status, 429, "{statuses:?}");
+    assert!(!limited.header("retry-after").is_empty());
 }

@@ -1,7 +1,8 @@
 //! `GET /.invoiceguard/login?return_to=/path`, and every other way a browser is sent to log in
 //! (no session, an ended one, a policy's step-up): a login begun (`invoiceguard-session`), the
 //! browser sent to the IdP with the login's `state` in a cookie, and back to `return_to` (a
-//! same-origin path only) after it.
+//! same-origin path only) after it. One address begins at most 60 logins a minute (429 after):
+//! each keeps a record in the store for the login's time.
 
 use http::Request;
 use invoiceguard_session::{
@@ -10,7 +11,7 @@ use invoiceguard_session::{
 };
 
 use crate::context::{OwnAct, RequestContext};
-use crate::error::{GatewayError, LoginRedirect, ResponseBody};
+use crate::error::{GatewayError, LoginRedirect, ResponseBody, Throttle};
 
 pub(super) async fn endpoint<B>(
     sessions: &Sessions,
@@ -44,6 +45,9 @@ pub(crate) async fn begin(
     cause: &str,
     clear_session: bool,
 ) -> Result<LoginRedirect, GatewayError> {
+    if let Some(wait) = sessions.login_wait(ctx.connection.peer.ip()).await? {
+        return Err(GatewayError::TooManyRequests(wait, Throttle::Rate));
+    }
     let return_to = same_origin_path(&ctx.return_to);
     let (location, state) = sessions.begin_login(return_to, demand).await?;
     let mut cookies = vec![set_cookie(
