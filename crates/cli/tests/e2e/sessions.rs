@@ -138,21 +138,9 @@ async fn get_with_session(world: &SessionWorld, gateway: usize, path: &str, id: 
     client.send(request).await.unwrap().status
 }
 
-/// The request ids a Sigma rule of `deploy/siem/rules` fires on in a gateway's trail (converted
-/// and run with pySigma, as `siem.rs` does for the API's rules).
+/// The request ids a Sigma rule of `deploy/siem/rules` fires on in a gateway's trail.
 fn fired(gateway: &GatewayProcess, rule: &str) -> Vec<String> {
-    let file = gateway.spool.with_extension("siem.jsonl");
-    std::fs::write(&file, gateway.audit_text()).unwrap();
-    let root = invoiceguard_testkit::repo_root();
-    let (ok, out) = run(
-        std::process::Command::new(root.join("target/tools/bin/python"))
-            .arg(root.join("tests/siem/run_rules.py"))
-            .arg(root.join("deploy/siem/rules"))
-            .arg(&file),
-    );
-    assert!(ok, "{out}");
-    let results: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    results[rule]["matched"]
+    super::siem::run_rules(gateway)[rule]["matched"]
         .as_array()
         .unwrap()
         .iter()

@@ -216,18 +216,7 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     );
 
     // The trail, converted and run.
-    let events = world.gateway.audit_text();
-    let file = world.gateway.spool.with_extension("siem.jsonl");
-    std::fs::write(&file, events).unwrap();
-    let root = invoiceguard_testkit::repo_root();
-    let (ok, out) = run(
-        std::process::Command::new(root.join("target/tools/bin/python"))
-            .arg(root.join("tests/siem/run_rules.py"))
-            .arg(root.join("deploy/siem/rules"))
-            .arg(&file),
-    );
-    assert!(ok, "{out}");
-    let results: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let results = run_rules(&world.gateway);
     let rules = results.as_object().unwrap();
     assert_eq!(
         rules.len(),
@@ -257,4 +246,20 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
             "{rule}: no Elasticsearch query"
         );
     }
+}
+
+/// Every rule of `deploy/siem/rules` converted and run over a gateway's trail
+/// (`tests/siem/run_rules.py`): for each rule file, the request ids it matched and its queries.
+pub(crate) fn run_rules(gateway: &invoiceguard_testkit::GatewayProcess) -> Value {
+    let file = gateway.spool.with_extension("siem.jsonl");
+    std::fs::write(&file, gateway.audit_text()).unwrap();
+    let root = invoiceguard_testkit::repo_root();
+    let (ok, out) = run(
+        std::process::Command::new(root.join("target/tools/bin/python"))
+            .arg(root.join("tests/siem/run_rules.py"))
+            .arg(root.join("deploy/siem/rules"))
+            .arg(&file),
+    );
+    assert!(ok, "{out}");
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
 }
