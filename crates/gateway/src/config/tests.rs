@@ -121,3 +121,50 @@ fn hardening_keys_are_checked() {
         "three quarters of the upstream's"
     );
 }
+
+#[test]
+fn the_session_section_is_checked_key_by_key() {
+    let session = |lines: &str| {
+        format!(
+            "{MINIMAL}\n[session]\nclient_id = \"invoiceguard-web\"\nclient_secret_file = \"web.secret\"\nscopes = [\"invoices:read\"]\n{lines}"
+        )
+    };
+    // Good: the secret file taken from the configuration's folder, the defaults justified in
+    // docs/sessions.md.
+    let path = write(
+        "session-good",
+        &session("external_url = \"https://invoices.example.com\"\n"),
+    );
+    std::fs::write(path.parent().unwrap().join("web.secret"), "s3cret\n").unwrap();
+    let config = Config::load(&path).unwrap();
+    let loaded = config.session.unwrap();
+    assert_eq!(
+        loaded.client_secret_file,
+        path.parent().unwrap().join("web.secret")
+    );
+    assert_eq!(
+        (loaded.idle_timeout_s, loaded.absolute_timeout_s),
+        (900, 28_800)
+    );
+    // Bad: each problem named by its key.
+    let path = write(
+        "session-bad",
+        &session(
+            "external_url = \"http://invoices.example.com/app\"\nissuer = \"https://other.example\"\nidle_timeout_s = 0\n",
+        ),
+    );
+    let Err(ConfigError::Invalid { problems, .. }) = Config::load(&path) else {
+        panic!("a bad [session] was accepted");
+    };
+    for key in [
+        "session.client_secret_file",
+        "session.external_url",
+        "session.issuer",
+        "session.idle_timeout_s",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "{key} not reported: {problems:?}"
+        );
+    }
+}
