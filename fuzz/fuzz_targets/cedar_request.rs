@@ -59,6 +59,7 @@ struct Input {
     status: Option<String>,
     rows: u32,
     within_limits: bool,
+    approved: bool,
     reason: Option<String>,
     ip: u32,
     scopes_enforced: bool,
@@ -118,6 +119,7 @@ fuzz_target!(|input: Input| {
         export: ExportFacts {
             rows_requested: u64::from(input.rows),
             within_limits: input.within_limits,
+            approved: input.approved,
         },
         break_glass_reason: input.reason.clone(),
         user_scopes_enforced: input.scopes_enforced,
@@ -153,6 +155,10 @@ fuzz_target!(|input: Input| {
     }
     if action == "export:create" {
         assert!(input.within_limits, "an export over the quota was allowed");
+        assert!(
+            !user || input.rows <= 500 || input.approved,
+            "a bulk export was allowed without another person's approval"
+        );
     }
     if roles.iter().any(|r| r == "break-glass") {
         assert!(

@@ -9,11 +9,12 @@
 //!                                 # to them (scopes.cedar); left out, they are not in question
 //! mfa = true                      # default true
 //! auth_age_s = 60                 # seconds since the login, default 60
-//! request = "POST /invoices/INV-1/approve"
+//! request = "POST /invoices/INV-1/approve"   # or "ACTION on TYPE ID" for an act without a route,
+//!                                 # e.g. "export:approve_request on ExportRequest AR-1"
 //! resource = { creator = "grace", amount = 900 }   # facts, optional
-//! export = { rows = 100, within_limits = true }   # optional
+//! export = { rows = 100, within_limits = true, approved = false }   # optional
 //! break_glass_reason = "INC-42: restore settings"  # optional
-//! expect = "deny"                 # allow, deny or step_up
+//! expect = "deny"                 # allow, deny, step_up or approval_required
 //! policies = ["sod.creator-never-approves"]
 //! ```
 
@@ -80,6 +81,8 @@ struct CaseExport {
     rows: u64,
     #[serde(default = "yes")]
     within_limits: bool,
+    #[serde(default)]
+    approved: bool,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,7 @@ enum Expect {
     Allow,
     Deny,
     StepUp,
+    ApprovalRequired,
 }
 
 fn yes() -> bool {
@@ -213,6 +217,7 @@ pub fn decide_hypothetical(
         export: hypothetical.export_rows.map(|rows| CaseExport {
             rows,
             within_limits: hypothetical.export_within_limits,
+            approved: false,
         }),
         break_glass_reason: hypothetical.break_glass_reason.clone(),
         expect: Expect::Allow,
@@ -229,6 +234,7 @@ pub fn decide_hypothetical(
             Expect::Allow => "allow",
             Expect::Deny => "deny",
             Expect::StepUp => "step_up",
+            Expect::ApprovalRequired => "approval_required",
         },
         policies: decision.policies,
         errors: decision.errors,
@@ -243,6 +249,9 @@ pub fn explain(engine: &PolicyEngine, hypothetical: &Hypothetical) -> Result<Str
     let words = match verdict.effect {
         "allow" => "allow",
         "deny" => "deny",
+        "approval_required" => {
+            "deny, until another person approves this export (four eyes: 403 approval-required)"
+        }
         _ => "deny, with a step-up challenge (a stronger or fresher login would lift it)",
     };
     let by = if verdict.policies.is_empty() {
@@ -315,19 +324,6 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
         mfa: case.mfa && kind == PrincipalKind::User,
         method: AuthMethod::Jwt,
     };
-    let (method, path) = case
-        .request
-        .split_once(' ')
-        .ok_or_else(|| format!("request `{}` is not `METHOD /path`", case.request))?;
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let route = engine
-        .routes()
-        .find(method, &segments)
-        .ok_or_else(|| format!("no route matches `{}`", case.request))?;
     let facts = RequestFacts {
         source_ip: std::net::IpAddr::from([192, 0, 2, 10]),
         now_unix: NOW,
@@ -346,22 +342,62 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
             .map(|e| ExportFacts {
                 rows_requested: e.rows,
                 within_limits: e.within_limits,
+                approved: e.approved,
             })
             .unwrap_or_default(),
     };
-    let decision = engine.authorize(&principal, &route, &facts);
+    let (decision, route, resource) = match case.request.split_once(" on ") {
+        // An act without a route: "ACTION on TYPE ID".
+        Some((action, target)) => {
+            let (resource_type, resource_id) = target.split_once(' ').ok_or_else(|| {
+                format!("request `{}` is not `ACTION on TYPE ID`", case.request)
+            })?;
+            let target = crate::request::Target {
+                action,
+                resource_type,
+                resource_id,
+            };
+            (
+                engine.authorize_target(&principal, target, &facts),
+                format!("(no route) -> action `{action}`"),
+                format!("{resource_type}::\"{resource_id}\""),
+            )
+        }
+        None => {
+            let (method, path) = case
+                .request
+                .split_once(' ')
+                .ok_or_else(|| format!("request `{}` is not `METHOD /path`", case.request))?;
+            let segments: Vec<String> = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let route = engine
+                .routes()
+                .find(method, &segments)
+                .ok_or_else(|| format!("no route matches `{}`", case.request))?;
+            (
+                engine.authorize(&principal, &route, &facts),
+                format!(
+                    "{} {} -> action `{}`",
+                    route.route.method, route.route.template, route.route.action
+                ),
+                format!("{}::\"{}\"", route.route.resource_type, route.resource_id),
+            )
+        }
+    };
+    let user = principal.kind == PrincipalKind::User;
     let got = match (decision.effect, decision.step_up) {
         (Effect::Allow, _) => Expect::Allow,
-        (Effect::Deny, Some(_)) if principal.kind == PrincipalKind::User => Expect::StepUp,
+        (Effect::Deny, Some(_)) if user => Expect::StepUp,
+        (Effect::Deny, _) if decision.approval_required && user => Expect::ApprovalRequired,
         (Effect::Deny, _) => Expect::Deny,
     };
     Ok(Decided {
         decision,
         got,
-        route: format!(
-            "{} {} -> action `{}`",
-            route.route.method, route.route.template, route.route.action
-        ),
-        resource: format!("{}::\"{}\"", route.route.resource_type, route.resource_id),
+        route,
+        resource,
     })
 }

@@ -22,6 +22,9 @@ pub struct Decision {
     /// Set when every policy that denied asks for stronger or fresher authentication: logging in
     /// again as asked would change the answer (RFC 9470).
     pub step_up: Option<StepUp>,
+    /// Set when every policy that denied is an `@approval("export")` forbid: another person's
+    /// approval of this very export would change the answer (four eyes).
+    pub approval_required: bool,
 }
 
 /// What a fresh login must bring, from the deciding forbids' `@step_up` annotations.

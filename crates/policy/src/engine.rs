@@ -1,6 +1,6 @@
 //! The policy folder loaded as one checked unit, and the authorize phase.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -14,7 +14,7 @@ use crate::config::PolicyConfig;
 use crate::decision::{Decision, Effect, StepUp};
 use crate::entities::{ENTITIES_FILE, Entities, Limits};
 use crate::problem::{LoadError, Problem};
-use crate::request::{self, Inputs, RequestFacts};
+use crate::request::{self, Inputs, RequestFacts, Target};
 use crate::routes::{RouteMatch, RouteTable};
 
 /// The schema file's name in the policy folder.
@@ -29,6 +29,8 @@ pub struct PolicyEngine {
     by_action: HashMap<cedar_policy::EntityUid, PolicySet>,
     /// The step-up demand of each forbid that carries `@step_up` / `@step_up_max_age`.
     step_ups: HashMap<String, StepUp>,
+    /// The forbids that carry `@approval("export")`: another person's approval lifts them.
+    approvals: HashSet<String>,
     routes: RouteTable,
     entities: Entities,
     version: String,
@@ -133,6 +135,7 @@ impl PolicyEngine {
 
         let mut sources: HashMap<String, (PathBuf, String)> = HashMap::new();
         let mut step_ups = HashMap::new();
+        let mut approvals = HashSet::new();
         let mut policies = PolicySet::new();
         // The folder's own `*.cedar` files (not its subfolders'), by name.
         for name in folder
@@ -154,7 +157,7 @@ impl PolicyEngine {
                 &text,
                 &mut policies,
                 &mut sources,
-                &mut step_ups,
+                (&mut step_ups, &mut approvals),
                 &mut problems,
             );
         }
@@ -220,6 +223,7 @@ impl PolicyEngine {
             by_action,
             policies,
             step_ups,
+            approvals,
             routes,
             entities,
             version,
@@ -363,6 +367,18 @@ impl PolicyEngine {
         decision
     }
 
+    /// Decides an act that has no route of its own (approving an export request at the gateway's
+    /// own endpoint): `principal` doing `target.action` on `target`'s resource, with `facts`.
+    pub fn authorize_target(
+        &self,
+        principal: &Principal,
+        target: Target<'_>,
+        facts: &RequestFacts,
+    ) -> Decision {
+        let inputs = Inputs::for_target(principal, target, facts, self.entities.limits(principal));
+        self.evaluate(&inputs, Subset::ByAction)
+    }
+
     /// Evaluates the request on the policies of `subset`, never from the cache.
     fn evaluate(&self, inputs: &Inputs, subset: Subset) -> Decision {
         let cedar = match request::build(&self.prepared, inputs) {
@@ -373,6 +389,7 @@ impl PolicyEngine {
                     policies: Vec::new(),
                     errors: vec![format!("request does not fit the schema: {error}")],
                     step_up: None,
+                    approval_required: false,
                 };
             }
         };
@@ -393,17 +410,23 @@ impl PolicyEngine {
             CedarDecision::Allow => Effect::Allow,
             CedarDecision::Deny => Effect::Deny,
         };
-        let step_up = match effect {
-            Effect::Deny if !policies.is_empty() => {
-                policies.iter().try_fold(StepUp::default(), |demand, id| {
+        // A deny lifted by logging in again (every deciding forbid asks a step-up, or an
+        // approval: the login comes first), or by another person's approval (every one asks it).
+        let denied = effect == Effect::Deny && !policies.is_empty();
+        let approval_required = denied && policies.iter().all(|id| self.approvals.contains(id));
+        let step_up = match denied && !approval_required {
+            true => policies
+                .iter()
+                .filter(|id| !self.approvals.contains(*id))
+                .try_fold(StepUp::default(), |demand, id| {
                     self.step_ups.get(id).map(|more| demand.combine(*more))
-                })
-            }
-            _ => None,
+                }),
+            false => None,
         };
         Decision {
             effect,
             step_up,
+            approval_required,
             policies,
             errors: response
                 .diagnostics()
@@ -453,7 +476,7 @@ fn add_policies(
     text: &str,
     policies: &mut PolicySet,
     sources: &mut HashMap<String, (PathBuf, String)>,
-    step_ups: &mut HashMap<String, StepUp>,
+    (step_ups, approvals): (&mut HashMap<String, StepUp>, &mut HashSet<String>),
     problems: &mut Vec<Problem>,
 ) {
     let parsed = match PolicySet::from_str(text) {
@@ -510,6 +533,16 @@ fn add_policies(
             )));
             continue;
         }
+        match approval(policy) {
+            Ok(true) => {
+                approvals.insert(id.to_owned());
+            }
+            Ok(false) => {}
+            Err(message) => {
+                problems.push(here(format!("policy `{id}`: {message}")));
+                continue;
+            }
+        }
         match step_up(policy) {
             Ok(Some(demand)) => {
                 step_ups.insert(id.to_owned(), demand);
@@ -537,6 +570,19 @@ fn add_policies(
             continue;
         }
         sources.insert(id.to_owned(), (path.to_owned(), text.to_owned()));
+    }
+}
+
+/// A forbid's four-eyes annotation: `@approval("export")` (another person's approval of this very
+/// export lifts it; `context.export_approved` says whether one is used).
+fn approval(policy: &cedar_policy::Policy) -> Result<bool, String> {
+    match policy.annotation("approval") {
+        None => Ok(false),
+        Some("export") if policy.effect() == cedar_policy::Effect::Forbid => Ok(true),
+        Some("export") => Err("`@approval` belongs on forbid policies".to_owned()),
+        Some(other) => Err(format!(
+            "`@approval(\"{other}\")` is not understood; write `@approval(\"export\")`"
+        )),
     }
 }
 

@@ -21,7 +21,7 @@ pub use decision::{Decision, Effect, StepUp};
 pub use engine::{Changes, PolicyEngine, ROUTES_FILE, SCHEMA_FILE};
 pub use entities::{ENTITIES_FILE, Limits};
 pub use problem::{LoadError, Problem};
-pub use request::{ExportFacts, RequestFacts, ResourceFacts};
+pub use request::{ExportFacts, RequestFacts, ResourceFacts, Target};
 pub use routes::{
     COLLECTION_ID, DEFAULT_MAX_ROWS, ExportSpec, Fact, Lookup, RateLimit, Requested, Route,
     RouteMatch, RouteTable, RowCount,

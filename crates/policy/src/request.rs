@@ -59,6 +59,8 @@ pub struct ExportFacts {
     pub rows_requested: u64,
     /// Whether the principal's daily quota holds them (true when the route is no export).
     pub within_limits: bool,
+    /// Whether another person approved this very export (four eyes) and the approval is used now.
+    pub approved: bool,
 }
 
 impl Default for ExportFacts {
@@ -66,6 +68,7 @@ impl Default for ExportFacts {
         Self {
             rows_requested: 0,
             within_limits: true,
+            approved: false,
         }
     }
 }
@@ -195,6 +198,17 @@ impl Prepared {
 /// Everything a Cedar request is built from, as plain values. The request is built from these
 /// alone, and Cedar's evaluation is deterministic, so two requests with equal inputs get the same
 /// decision from the same policy set: what the decision cache relies on.
+/// The action and resource a decision is about, named directly.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The Cedar action id, e.g. `export:approve_request`.
+    pub action: &'a str,
+    /// The resource's entity type, e.g. `ExportRequest`.
+    pub resource_type: &'a str,
+    /// The resource's id.
+    pub resource_id: &'a str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Inputs {
     principal: PrincipalInputs,
@@ -231,6 +245,7 @@ struct ContextInputs {
     auth_age_s: i64,
     export_rows_requested: i64,
     export_within_limits: bool,
+    export_approved: bool,
     break_glass_reason: String,
     hour_utc: i64,
     day_of_week: i64,
@@ -244,6 +259,22 @@ impl Inputs {
     pub(crate) fn new(
         principal: &Principal,
         route: &RouteMatch<'_>,
+        facts: &RequestFacts,
+        limits: Limits,
+    ) -> Self {
+        let target = Target {
+            action: &route.route.action,
+            resource_type: &route.route.resource_type,
+            resource_id: &route.resource_id,
+        };
+        Self::for_target(principal, target, facts, limits)
+    }
+
+    /// What an act with no route of its own is decided on (approving an export request at the
+    /// gateway's own endpoint): the same, for an action and resource named directly.
+    pub(crate) fn for_target(
+        principal: &Principal,
+        target: Target<'_>,
         facts: &RequestFacts,
         limits: Limits,
     ) -> Self {
@@ -270,6 +301,7 @@ impl Inputs {
                 .unwrap_or(i64::MAX),
             export_rows_requested: i64::try_from(facts.export.rows_requested).unwrap_or(i64::MAX),
             export_within_limits: facts.export.within_limits,
+            export_approved: facts.export.approved,
             break_glass_reason: facts.break_glass_reason.clone().unwrap_or_default(),
             hour_utc: i64::try_from(facts.now_unix % 86_400 / 3600).unwrap_or(0),
             // 1970-01-01 was a Thursday (4).
@@ -278,9 +310,9 @@ impl Inputs {
         };
         Self {
             principal: principal_inputs,
-            action: route.route.action.clone(),
-            resource_type: route.route.resource_type.clone(),
-            resource_id: route.resource_id.clone(),
+            action: target.action.to_owned(),
+            resource_type: target.resource_type.to_owned(),
+            resource_id: target.resource_id.to_owned(),
             resource: facts.resource.clone(),
             context,
         }
@@ -340,6 +372,10 @@ impl Inputs {
                 RestrictedExpression::new_bool(c.export_within_limits),
             ),
             (
+                "export_approved",
+                RestrictedExpression::new_bool(c.export_approved),
+            ),
+            (
                 "break_glass_reason",
                 RestrictedExpression::new_string(c.break_glass_reason.clone()),
             ),
@@ -380,6 +416,7 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
             "export_within_limits".into(),
             Value::from(c.export_within_limits),
         ),
+        ("export_approved".into(), Value::from(c.export_approved)),
         (
             "break_glass_reason".into(),
             Value::from(c.break_glass_reason.as_str()),

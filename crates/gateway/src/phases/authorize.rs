@@ -39,6 +39,7 @@ pub(super) fn phase(gateway: &Gateway, ctx: &mut RequestContext<'_>) -> Result<(
                 policies: Vec::new(),
                 errors: vec!["no route".to_owned()],
                 step_up: None,
+                approval_required: false,
             },
         };
         crate::audit_trail::shadow_record(Some(&decision), &decided, shadow.version())

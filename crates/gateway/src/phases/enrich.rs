@@ -225,6 +225,7 @@ pub(crate) async fn reserve_export(
             ExportFacts {
                 rows_requested: reservation.rows,
                 within_limits: true,
+                approved: false,
             },
             Some(reservation),
         ),
@@ -234,6 +235,7 @@ pub(crate) async fn reserve_export(
                 ExportFacts {
                     rows_requested: rows,
                     within_limits: false,
+                    approved: false,
                 },
                 None,
             )

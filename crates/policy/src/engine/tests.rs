@@ -78,6 +78,7 @@ fn grid(engine: &PolicyEngine) -> Vec<(Principal, RouteMatch<'_>, RequestFacts, 
                     export: ExportFacts {
                         rows_requested: rows,
                         within_limits: !mine,
+                        approved: mine,
                     },
                     break_glass_reason: mine.then(|| "incident 42".to_owned()),
                     user_scopes_enforced: mine,
@@ -164,7 +165,7 @@ fn requests_are_built_as_cedars_public_api_would() {
 
 /// One input changed: the decision cache must tell the changed request from the original.
 type Change = (&'static str, fn(&mut Principal, &mut RequestFacts));
-const CHANGES: [Change; 10] = [
+const CHANGES: [Change; 11] = [
     ("mfa", |p, _| p.mfa = !p.mfa),
     ("login age", |p, _| {
         p.auth_time = p.auth_time.map(|t| t - 4000)
@@ -190,6 +191,7 @@ const CHANGES: [Change; 10] = [
     ("within limits", |_, f| {
         f.export.within_limits = !f.export.within_limits
     }),
+    ("approved", |_, f| f.export.approved = !f.export.approved),
     ("break-glass reason", |_, f| {
         f.break_glass_reason = match f.break_glass_reason {
             Some(_) => None,
@@ -365,7 +367,11 @@ proptest::proptest! {
                 amount: Some(amount),
                 ..ResourceFacts::default()
             },
-            export: ExportFacts { rows_requested: rows, within_limits: within },
+            export: ExportFacts {
+                rows_requested: rows,
+                within_limits: within,
+                approved: false,
+            },
             break_glass_reason: reason.then(|| "incident 42".to_owned()),
             user_scopes_enforced: enforced,
         };
