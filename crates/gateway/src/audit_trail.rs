@@ -56,6 +56,7 @@ fn event(
     let error = ended.error;
     // A gateway-owned endpoint that answered did what it is for (a login, a logout).
     let own_done = ctx.own.is_some() && error.is_none();
+    let decided = decision.is_some();
     let allowed = own_done || decision.as_ref().is_some_and(Decision::is_allowed);
     let (policies, mut detail) = match decision {
         Some(decision) => {
@@ -66,11 +67,24 @@ fn event(
     };
     let reason = match error {
         Some(error) if !allowed => error.reason(),
-        _ if own_done => "session",
+        // An own endpoint's act the policies decided (an approval) keeps `policy`.
+        _ if own_done && !decided => match ctx.own.as_ref().map(|own| own.action) {
+            Some(action) if action.starts_with("export:") => "approval",
+            _ => "session",
+        },
         _ => "policy",
     };
     if let Some(own) = &ctx.own {
         detail = own.detail.clone().or(detail);
+    }
+    if let Some(approval) = ctx.approval.as_ref().filter(|_| allowed) {
+        let request = &approval.request;
+        detail = Some(format!(
+            "approved by {} (export request {}, {} rows)",
+            request.decided_by.as_deref().unwrap_or("-"),
+            request.id,
+            request.rows
+        ));
     }
     if let Some(error) = error {
         detail = error.audit_detail().or(detail);
@@ -119,10 +133,20 @@ fn event(
             protocol: format!("{:?}", ctx.version),
         },
         action: (!action.is_empty()).then(|| action.to_owned()),
-        resource: ctx.route.as_ref().map(|matched| ResourceRecord {
-            kind: matched.route.resource_type.clone(),
-            id: matched.resource_id.clone(),
-        }),
+        resource: match (
+            &ctx.route,
+            ctx.own.as_ref().and_then(|own| own.resource.as_ref()),
+        ) {
+            (Some(matched), _) => Some(ResourceRecord {
+                kind: matched.route.resource_type.clone(),
+                id: matched.resource_id.clone(),
+            }),
+            (None, Some((kind, id))) => Some(ResourceRecord {
+                kind: (*kind).to_owned(),
+                id: id.clone(),
+            }),
+            (None, None) => None,
+        },
         break_glass_reason: ctx.break_glass.clone(),
         decision: DecisionRecord {
             effect: if allowed { "allow" } else { "deny" },
@@ -162,6 +186,18 @@ fn severity(
         _ if ctx.break_glass.is_some() => "critical",
         Some(e) if e.side() != crate::error::Side::Client => "error",
         _ if device_changed => "high",
+        // Four eyes: every request for, decision on and use of an export approval.
+        Some(GatewayError::ApprovalRequired(_)) => "high",
+        None if ctx.approval.is_some() => "high",
+        None if ctx.own.as_ref().is_some_and(|own| {
+            matches!(
+                own.action,
+                "export:approve_request" | "export:reject_request"
+            )
+        }) =>
+        {
+            "high"
+        }
         // A login, a logout, a browser sent to log in: the everyday acts of a session.
         None if ctx.own.is_some() => "info",
         Some(GatewayError::LoginRequired(_)) => "info",
@@ -189,6 +225,13 @@ fn category(
             | GatewayError::LoginRequired(_)
             | GatewayError::CrossSite(_),
         ) => "authentication",
+        _ if ctx
+            .own
+            .as_ref()
+            .is_some_and(|own| own.action.starts_with("export:")) =>
+        {
+            "export"
+        }
         _ if ctx.own.is_some() || device_changed => "authentication",
         _ if action.starts_with("export:") => "export",
         _ if action.starts_with("settings:") || action.starts_with("user:") => "administration",

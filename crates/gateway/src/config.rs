@@ -42,9 +42,27 @@ pub struct Config {
     /// Browser sessions (OpenID Connect login at the gateway); off when absent.
     #[serde(default)]
     pub session: Option<invoiceguard_session::SessionConfig>,
+    /// Four eyes on exports: how long requests and approvals live.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
     /// The file this configuration was read from (its credentials are reloaded from it).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// Export requests waiting for another person's approval (`policies/approvals.cedar`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Seconds an export request waits for an approver, and an approval for its export
+    /// (default 86400: a working day and a night).
+    pub ttl_s: u64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self { ttl_s: 86_400 }
+    }
 }
 
 /// The admin listener: a separate address, never the public one.
@@ -393,6 +411,12 @@ impl Config {
         problems.extend(self.audit.validate());
         problems.extend(self.telemetry.validate());
         problems.extend(self.state.validate());
+        if !(1..=7 * 86_400).contains(&self.approvals.ttl_s) {
+            problems.push(format!(
+                "approvals.ttl_s: {} is outside 1..=604800 seconds",
+                self.approvals.ttl_s
+            ));
+        }
         if let Some(session) = &self.session {
             problems.extend(session.validate());
             let issuers = self.authn.issuers();

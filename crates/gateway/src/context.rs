@@ -75,6 +75,12 @@ pub(crate) struct RequestContext<'r> {
     pub(crate) shadow: Option<ShadowRecord>,
     /// settle: the rows an export returned.
     pub(crate) export_rows: Option<u64>,
+    /// enrich: what defines an export (its method, path, query and body), for four eyes.
+    pub(crate) export_definition: Option<crate::approvals::ExportDefinition>,
+    /// normalize: the reason an export's requester gives (`X-Export-Reason`).
+    pub(crate) export_reason: Option<String>,
+    /// enrich: another person's approval of this export, spent when the policies allow it.
+    pub(crate) approval: Option<crate::approvals::ApprovalUse>,
     /// Whether a browser navigates here (`Sec-Fetch-Mode: navigate`, or an HTML `Accept` from a
     /// client without Fetch Metadata) with `GET` or `HEAD`: sent to log in rather than refused.
     pub(crate) navigation: bool,
@@ -100,6 +106,8 @@ pub(crate) struct OwnAct {
     pub(crate) action: &'static str,
     /// What came of it (sessions ended, where the browser was sent).
     pub(crate) detail: Option<String>,
+    /// What it acted on (an export request), when anything.
+    pub(crate) resource: Option<(&'static str, String)>,
 }
 
 impl<'r> RequestContext<'r> {
@@ -144,6 +152,9 @@ impl<'r> RequestContext<'r> {
             decision: None,
             shadow: None,
             export_rows: None,
+            export_definition: None,
+            export_reason: None,
+            approval: None,
             navigation: is_navigation(head),
             return_to: head
                 .uri

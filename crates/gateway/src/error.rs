@@ -97,6 +97,10 @@ pub enum GatewayError {
     /// A browser without a (valid, or strong enough) session is sent to log in at the IdP.
     #[error("sent to log in: {}", .0.cause)]
     LoginRequired(Box<LoginRedirect>),
+    /// The policies deny the export until another person approves it (four eyes): the id of
+    /// the export request recorded for it, once recorded.
+    #[error("another person's approval required")]
+    ApprovalRequired(Option<String>),
     /// A request authenticated by the session cookie came from another site or origin (CSRF).
     #[error("cross-site request refused: {0}")]
     CrossSite(&'static str),
@@ -134,7 +138,9 @@ impl GatewayError {
             Self::BodyTimeout(_) | Self::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NoRoute | Self::Forbidden | Self::CrossSite(_) => StatusCode::FORBIDDEN,
+            Self::NoRoute | Self::Forbidden | Self::CrossSite(_) | Self::ApprovalRequired(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::LoginRequired(_) => StatusCode::FOUND,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             Self::FactUnavailable(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
@@ -162,6 +168,7 @@ impl GatewayError {
             | Self::NoRoute
             | Self::Forbidden
             | Self::CrossSite(_)
+            | Self::ApprovalRequired(_)
             | Self::LoginRequired(_)
             | Self::StepUpRequired(_) => Side::Client,
             Self::Unauthenticated(e) if e.is_unavailable() => Side::Upstream,
@@ -201,6 +208,7 @@ impl GatewayError {
             Self::LoginRequired(redirect) if redirect.step_up => "step_up",
             Self::LoginRequired(_) => "unauthenticated",
             Self::CrossSite(_) => "cross_site",
+            Self::ApprovalRequired(_) => "approval_required",
         }
     }
 
@@ -230,6 +238,10 @@ impl GatewayError {
             Self::NoRoute | Self::Forbidden | Self::PolicyUnavailable => None,
             Self::LoginRequired(redirect) => Some(format!("sent to log in: {}", redirect.cause)),
             Self::CrossSite(why) => Some((*why).to_owned()),
+            Self::ApprovalRequired(Some(id)) => Some(format!(
+                "another person's approval required: export request {id}"
+            )),
+            Self::ApprovalRequired(None) => Some("another person's approval required".to_owned()),
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
                 (true, Some(age)) => format!("mfa and a login within {age}s required"),
                 (true, None) => "mfa required".to_owned(),
@@ -317,6 +329,10 @@ impl GatewayError {
                 "the gateway failed to handle the request".to_owned(),
             ),
             Self::LoginRequired(_) => ("login-required", "log in to continue".to_owned()),
+            Self::ApprovalRequired(_) => (
+                "approval-required",
+                "this export needs another person's approval; ask an approver to approve the export request, then send the same export again".to_owned(),
+            ),
             Self::CrossSite(_) => (
                 "cross-site-request",
                 "this request did not come from the invoicing application's own pages".to_owned(),
@@ -333,13 +349,17 @@ impl GatewayError {
     ) -> Response<ResponseBody> {
         let status = self.status();
         let (kind, title, detail) = self.problem();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("urn:invoiceguard:problem:{kind}"),
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
             "request_id": request_id,
         });
+        if let Self::ApprovalRequired(Some(id)) = self {
+            body["approval_request"] = serde_json::json!(id);
+            body["approval_url"] = serde_json::json!(format!("/.invoiceguard/approvals/{id}"));
+        }
         let mut response = Response::new(
             Full::new(Bytes::from(body.to_string()))
                 .map_err(|never| match never {})

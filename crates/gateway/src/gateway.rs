@@ -41,6 +41,8 @@ pub struct Gateway {
     admin_token: crate::admin_token::AdminToken,
     /// Browser sessions, when `[session]` is configured.
     pub(crate) sessions: Option<Arc<invoiceguard_session::Sessions>>,
+    /// How long an export request waits for its approval, and an approval for its export.
+    pub(crate) approvals_ttl: Duration,
 }
 
 /// The gateway could not start.
@@ -112,6 +114,7 @@ impl Gateway {
         };
         Ok(Self {
             sessions,
+            approvals_ttl: Duration::from_secs(config.approvals.ttl_s),
             authn,
             policies,
             upstream,
@@ -151,6 +154,14 @@ impl Gateway {
     /// The admin listener's token in force.
     pub(crate) fn admin_token(&self) -> &crate::admin_token::AdminToken {
         &self.admin_token
+    }
+
+    /// Export requests and their approvals (four eyes).
+    pub(crate) fn approvals(&self) -> crate::approvals::Approvals<'_> {
+        crate::approvals::Approvals {
+            state: &self.state,
+            ttl: self.approvals_ttl,
+        }
     }
 
     /// The state store.

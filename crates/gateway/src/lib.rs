@@ -10,8 +10,9 @@
 //!   `audit_trail.rs` (its audit event, from the context), `error.rs` (classification and the
 //!   problem answer);
 //! - the gateway's own endpoints (`/.invoiceguard/…`, never forwarded): `own/` (one file per
-//!   endpoint: login, callback, session, logout, back-channel logout), and `browser.rs` (a
-//!   browser's session on a routed request: resumed, CSRF-checked, or sent to log in);
+//!   endpoint: login, callback, session, logout, back-channel logout, export approvals), and
+//!   `browser.rs` (a browser's session on a routed request: resumed, CSRF-checked, or sent to
+//!   log in); `approvals.rs` (four eyes on exports: requests, approvals, spending one);
 //! - what the phases use: `canonical_path.rs` (the one reading of a request line and its headers),
 //!   `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
 //!   fields in form bodies), `reservation.rs` (an export's held rows), `revocation.rs` (who is
@@ -27,6 +28,7 @@
 
 mod admin;
 mod admin_token;
+mod approvals;
 mod audit_trail;
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -59,7 +61,8 @@ mod upstream_pool;
 
 pub use body::ClientBody;
 pub use config::{
-    AdminConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles, UpstreamConfig,
+    AdminConfig, ApprovalsConfig, Config, ConfigError, LimitsConfig, ListenConfig, TlsFiles,
+    UpstreamConfig,
 };
 pub use context::Connection;
 pub use error::{GatewayError, LoginRedirect, Throttle};

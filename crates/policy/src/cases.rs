@@ -349,9 +349,9 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
     let (decision, route, resource) = match case.request.split_once(" on ") {
         // An act without a route: "ACTION on TYPE ID".
         Some((action, target)) => {
-            let (resource_type, resource_id) = target.split_once(' ').ok_or_else(|| {
-                format!("request `{}` is not `ACTION on TYPE ID`", case.request)
-            })?;
+            let (resource_type, resource_id) = target
+                .split_once(' ')
+                .ok_or_else(|| format!("request `{}` is not `ACTION on TYPE ID`", case.request))?;
             let target = crate::request::Target {
                 action,
                 resource_type,

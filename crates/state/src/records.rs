@@ -1,6 +1,7 @@
 //! Short-lived records that every replica must see, kept by key with a time to live: browser
-//! sessions, logins in progress (taken once), identifiers used once (a logout token's `jti`), and
-//! indexes that name the records of one person (to end all of a subject's sessions at once).
+//! sessions, logins in progress (taken once), identifiers used once (a logout token's `jti`),
+//! export approvals, and indexes that name records (all of a subject's sessions, to end them at
+//! once; the export requests waiting for an approver).
 //! The memory backend keeps them in this process (`MemoryRecords`); the Redis backend in Redis.
 
 use std::collections::{HashMap, HashSet};
@@ -16,8 +17,11 @@ pub enum RecordKind {
     Login,
     /// An identifier that may be used once (a logout token's issuer and `jti`).
     Used,
-    /// The sessions of one subject, or of one IdP session (`sid`).
-    SessionIndex,
+    /// An export waiting for (or given) another person's approval, by its id.
+    Approval,
+    /// An index naming records: the sessions of one subject or IdP session (`sid`), the pending
+    /// export requests.
+    Index,
 }
 
 impl RecordKind {
@@ -27,7 +31,8 @@ impl RecordKind {
             Self::Session => "session",
             Self::Login => "login",
             Self::Used => "used",
-            Self::SessionIndex => "sessions",
+            Self::Approval => "approval",
+            Self::Index => "index",
         }
     }
 }
@@ -116,7 +121,7 @@ impl MemoryRecords {
     pub(crate) fn index_add(&self, index: &str, member: &str, ttl: Duration) {
         let now = Instant::now();
         let mut indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-        let key = key(RecordKind::SessionIndex, index);
+        let key = key(RecordKind::Index, index);
         let mut members = indexes
             .live(&key, now)
             .map(std::mem::take)
@@ -130,9 +135,26 @@ impl MemoryRecords {
         indexes.insert(key, members, until, now);
     }
 
+    pub(crate) fn index_members(&self, index: &str) -> Vec<String> {
+        let mut indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        let key = key(RecordKind::Index, index);
+        indexes
+            .live(&key, Instant::now())
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn index_remove(&self, index: &str, member: &str) {
+        let mut indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        let key = key(RecordKind::Index, index);
+        if let Some(members) = indexes.live(&key, Instant::now()) {
+            members.remove(member);
+        }
+    }
+
     pub(crate) fn index_take(&self, index: &str) -> Vec<String> {
         let mut indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-        let key = key(RecordKind::SessionIndex, index);
+        let key = key(RecordKind::Index, index);
         if indexes.live(&key, Instant::now()).is_none() {
             return Vec::new();
         }
@@ -180,6 +202,11 @@ mod tests {
         records.index_add("sub:alice", "h1", Duration::from_secs(60));
         records.index_add("sub:alice", "h2", Duration::from_secs(60));
         records.index_add("sub:bob", "h3", Duration::from_secs(60));
+        let mut members = records.index_members("sub:alice");
+        members.sort();
+        assert_eq!(members, ["h1", "h2"]);
+        records.index_remove("sub:alice", "h2");
+        records.index_add("sub:alice", "h2", Duration::from_secs(60));
         let mut taken = records.index_take("sub:alice");
         taken.sort();
         assert_eq!(taken, ["h1", "h2"]);

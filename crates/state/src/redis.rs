@@ -697,7 +697,7 @@ impl RedisStore {
     ) -> Result<(), StateError> {
         let mut invocation = self.index_add.prepare_invoke();
         invocation
-            .key(self.record_key(RecordKind::SessionIndex, index))
+            .key(self.record_key(RecordKind::Index, index))
             .arg(member)
             .arg(ttl.as_millis().max(1) as u64);
         self.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
@@ -705,9 +705,21 @@ impl RedisStore {
             .map(|_| ())
     }
 
+    pub(crate) async fn index_members(&self, index: &str) -> Result<Vec<String>, StateError> {
+        let key = self.record_key(RecordKind::Index, index);
+        self.call(|mut c| async move { c.smembers(key).await })
+            .await
+    }
+
+    pub(crate) async fn index_remove(&self, index: &str, member: &str) -> Result<(), StateError> {
+        let key = self.record_key(RecordKind::Index, index);
+        self.call(|mut c| async move { c.srem::<_, _, ()>(key, member).await })
+            .await
+    }
+
     pub(crate) async fn index_take(&self, index: &str) -> Result<Vec<String>, StateError> {
         let mut invocation = self.index_take.prepare_invoke();
-        invocation.key(self.record_key(RecordKind::SessionIndex, index));
+        invocation.key(self.record_key(RecordKind::Index, index));
         self.call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await
     }

@@ -279,6 +279,27 @@ impl StateStore {
         }
     }
 
+    /// An index's members, left in place.
+    pub async fn index_members(&self, index: &str) -> Result<Vec<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.records.index_members(index)),
+            Backend::Redis(store) => self.counted(Box::pin(store.index_members(index)).await),
+        }
+    }
+
+    /// Removes one member from an index.
+    pub async fn index_remove(&self, index: &str, member: &str) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.records.index_remove(index, member);
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.index_remove(index, member)).await)
+            }
+        }
+    }
+
     /// Takes an index whole: its members, and the index gone.
     pub async fn index_take(&self, index: &str) -> Result<Vec<String>, StateError> {
         match &self.backend {

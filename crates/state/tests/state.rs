@@ -83,6 +83,11 @@ async fn keeps_records(store: &StateStore) {
     );
     store.index_add("sub:alice", "h1", minute).await.unwrap();
     store.index_add("sub:alice", "h2", minute).await.unwrap();
+    store.index_add("sub:alice", "h3", minute).await.unwrap();
+    store.index_remove("sub:alice", "h3").await.unwrap();
+    let mut listed = store.index_members("sub:alice").await.unwrap();
+    listed.sort();
+    assert_eq!(listed, ["h1", "h2"], "listed, left in place");
     let mut members = store.index_take("sub:alice").await.unwrap();
     members.sort();
     assert_eq!(members, ["h1", "h2"]);

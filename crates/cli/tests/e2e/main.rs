@@ -18,6 +18,7 @@ use invoiceguard_testkit::{
 };
 use serde_json::{Value, json};
 
+mod approvals;
 mod attacks;
 mod audit;
 mod deploy;

@@ -298,7 +298,8 @@ async fn a_bulk_export_needs_a_fresh_multi_factor_login() {
             && challenge.ends_with("max_age=\"300\""),
         "{challenge}"
     );
-    // A small export needs no fresh login; a fresh login may export in bulk.
+    // A small export needs no fresh login; a fresh login may ask to export in bulk, which then
+    // waits for another person's approval (approvals.rs).
     let small = send(request(
         "POST",
         &world.url("/exports"),
@@ -317,7 +318,13 @@ async fn a_bulk_export_needs_a_fresh_multi_factor_login() {
     ))
     .await
     .unwrap();
-    assert_eq!(bulk.status, 201, "{:?}", bulk.body);
+    assert_problem(&bulk, 403);
+    assert_eq!(
+        bulk.json()["type"],
+        "urn:invoiceguard:problem:approval-required",
+        "{:?}",
+        bulk.body
+    );
 }
 
 /// A copy of the baseline policy folder (without its tests) in `dir`.
@@ -723,13 +730,15 @@ async fn an_export_sized_in_the_query_is_read_strictly_and_charged() {
     let reply = export("format=json&limit=1").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["rows"].as_array().unwrap().len(), 1);
-    // Over the daily quota (1,000 rows for an accountant): refused by the policies.
+    // Over the daily quota (1,000 rows for an accountant): refused by the policies, outright —
+    // no approval could lift the quota, so none is asked for.
     let reply = export("limit=5000").await;
     assert_problem(&reply, 403);
+    assert_eq!(reply.json()["type"], "urn:invoiceguard:problem:access-denied");
     let event = world.gateway.audit_event(reply.header("x-request-id"));
     assert_eq!(
         event["decision"]["policies"],
-        json!(["limits.export-daily-quota"])
+        json!(["approvals.bulk-export-needs-approval", "limits.export-daily-quota"])
     );
 }
 

@@ -85,6 +85,11 @@ fn classification() {
             Side::Client,
         ),
         (GatewayError::CrossSite("x"), 403, Side::Client),
+        (
+            GatewayError::ApprovalRequired(Some("AR-1".into())),
+            403,
+            Side::Client,
+        ),
     ];
     // The audit reasons the documented schema allows: every error's must be one of them.
     let schema: serde_json::Value = serde_json::from_str(
@@ -127,6 +132,7 @@ fn classification() {
             | GatewayError::UpstreamTimeout
             | GatewayError::Internal(_)
             | GatewayError::LoginRequired(_)
+            | GatewayError::ApprovalRequired(_)
             | GatewayError::CrossSite(_) => {}
         }
         assert_eq!(error.status().as_u16(), *status, "{error}");

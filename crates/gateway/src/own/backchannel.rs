@@ -26,6 +26,7 @@ pub(super) async fn endpoint<B: ClientBody>(
     ctx.own = Some(OwnAct {
         action: "session:backchannel_logout",
         detail: None,
+        resource: None,
     });
     let body = crate::body::GuardedBody::new(
         request.into_body(),
@@ -56,6 +57,7 @@ pub(super) async fn endpoint<B: ClientBody>(
                     "{ended} session(s) of {whose} ended by {}",
                     logout.issuer
                 )),
+                resource: None,
             });
             Ok(super::respond(
                 StatusCode::OK,

@@ -22,6 +22,7 @@ pub(super) async fn endpoint<B>(
     ctx.own = Some(OwnAct {
         action: "session:login",
         detail: None,
+        resource: None,
     });
     let headers = request.headers();
     let login_cookie = super::cookie(headers, LOGIN_COOKIE)?;
@@ -56,6 +57,7 @@ pub(super) async fn endpoint<B>(
             "session started on {}; idle timeout {}s, absolute {}s",
             started.session.device, config.idle_timeout_s, config.absolute_timeout_s
         )),
+        resource: None,
     });
     let cookies = [
         set_cookie(SESSION_COOKIE, &started.id, config.same_site, None),

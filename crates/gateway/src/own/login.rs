@@ -25,6 +25,7 @@ pub(super) async fn endpoint<B>(
     ctx.own = Some(OwnAct {
         action: "session:login_start",
         detail: None,
+        resource: None,
     });
     let redirect = begin(
         sessions,

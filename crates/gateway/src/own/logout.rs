@@ -20,6 +20,7 @@ pub(super) async fn endpoint<B>(
     ctx.own = Some(OwnAct {
         action: "session:logout",
         detail: None,
+        resource: None,
     });
     let headers = request.headers();
     let config = sessions.config();
@@ -67,6 +68,7 @@ pub(super) async fn endpoint<B>(
         } else {
             "no live session; sent to the IdP's end-session endpoint".to_owned()
         }),
+        resource: None,
     });
     Ok(super::redirect(&location, &[clear_cookie(SESSION_COOKIE)]))
 }
@@ -76,6 +78,7 @@ pub(super) fn logged_out(ctx: &mut RequestContext<'_>) -> http::Response<Respons
     ctx.own = Some(OwnAct {
         action: "session:logged_out",
         detail: None,
+        resource: None,
     });
     super::respond(
         http::StatusCode::OK,

@@ -10,9 +10,11 @@
 //! | `/.invoiceguard/logout` | GET, POST | `logout.rs` | ends the session, then the IdP's (RP-initiated) |
 //! | `/.invoiceguard/logged-out` | GET | `logout.rs` | where the IdP sends the browser back: "logged out" |
 //! | `/.invoiceguard/backchannel-logout` | POST | `backchannel.rs` | the IdP ends sessions (Back-Channel Logout 1.0) |
+//! | `/.invoiceguard/approvals…` | GET, POST | `approvals.rs` | export requests, approved or rejected by another person (four eyes) |
 //!
-//! Without a `[session]` section every one of them answers 403, as a path no route names.
+//! Without a `[session]` section the session endpoints answer 403, as a path no route names.
 
+mod approvals;
 mod backchannel;
 mod callback;
 pub(crate) mod login;
@@ -37,10 +39,17 @@ pub(crate) async fn handle<B: ClientBody>(
     request: Request<B>,
     ctx: &mut RequestContext<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    let endpoint = ctx.path()?.path.clone();
+    if endpoint == "/.invoiceguard/approvals" || endpoint.starts_with("/.invoiceguard/approvals/") {
+        // Boxed as a trait object: a rare path, whose future would otherwise be nested in
+        // every request's (and deep enough to exhaust the compiler's trait checks).
+        let endpoint: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+            Box::pin(approvals::endpoint(gateway, &request, ctx));
+        return endpoint.await;
+    }
     let Some(sessions) = gateway.sessions.as_deref() else {
         return Err(GatewayError::NoRoute);
     };
-    let endpoint = ctx.path()?.path.clone();
     match (request.method(), endpoint.as_str()) {
         (&Method::GET, "/.invoiceguard/login") => login::endpoint(sessions, &request, ctx).await,
         (&Method::GET, "/.invoiceguard/callback") => {

@@ -19,6 +19,7 @@ pub(super) async fn endpoint<B>(
     ctx.own = Some(OwnAct {
         action: "session:read",
         detail: None,
+        resource: None,
     });
     let id = super::cookie(request.headers(), SESSION_COOKIE)?.ok_or(AuthnError::NoSession)?;
     let device = Device::of(ctx.user_agent.as_deref(), ctx.connection.peer.ip());

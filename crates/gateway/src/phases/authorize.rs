@@ -45,15 +45,16 @@ pub(super) fn phase(gateway: &Gateway, ctx: &mut RequestContext<'_>) -> Result<(
         crate::audit_trail::shadow_record(Some(&decision), &decided, shadow.version())
     });
     let allowed = decision.is_allowed();
-    let step_up = decision
-        .step_up
-        .filter(|_| principal.kind == PrincipalKind::User);
+    let user = principal.kind == PrincipalKind::User;
+    let step_up = decision.step_up.filter(|_| user);
+    let approval_required = decision.approval_required && user;
     ctx.decision = Some(decision);
     ctx.shadow = shadow;
     ctx.resource = facts.resource;
     ctx.export = facts.export;
     match (step_up, allowed) {
         (Some(step_up), _) => Err(GatewayError::StepUpRequired(step_up)),
+        (None, false) if approval_required => Err(GatewayError::ApprovalRequired(None)),
         (None, false) => Err(GatewayError::Forbidden),
         (None, true) if ctx.resource_missing => Err(GatewayError::NotFound),
         (None, true) => Ok(()),

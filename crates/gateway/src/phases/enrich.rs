@@ -5,13 +5,14 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
-use invoiceguard_authn::Principal;
+use invoiceguard_authn::{Principal, PrincipalKind};
 use invoiceguard_policy::{
     ExportFacts, ExportSpec, Fact, Limits, Requested, ResourceFacts, RouteMatch, RouteTable,
 };
 use invoiceguard_state::{ExportLimits, Reservation, ReserveOutcome, StateStore};
 use serde_json::Value;
 
+use crate::approvals::ExportDefinition;
 use crate::body::{BodyError, ClientBody, GuardedBody};
 use crate::context::RequestContext;
 use crate::error::{GatewayError, RequestBody};
@@ -69,11 +70,38 @@ pub(super) async fn phase<B: ClientBody>(
     let requested = requested_rows(spec, parts.uri.query(), &bytes)?;
     let principal = ctx.principal()?;
     let quota = ctx.policy()?.limits(principal);
-    let (facts, reservation) = reserve_export(&gateway.state, principal, quota, requested).await?;
+    let (mut facts, reservation) =
+        reserve_export(&gateway.state, principal, quota, requested).await?;
+    // Four eyes: another person's approval of this very export, when there is one.
+    let definition = ExportDefinition::new(
+        parts.method.as_str(),
+        &ctx.path()?.path,
+        parts.uri.query(),
+        &bytes,
+    );
+    if principal.kind == PrincipalKind::User
+        && let Some(approval) = gateway
+            .approvals()
+            .find(&principal.id, &definition, facts.rows_requested)
+            .await?
+    {
+        facts.approved = true;
+        ctx.approval = Some(approval);
+    }
+    ctx.export_definition = Some(definition);
+    ctx.export_reason = export_reason(&parts.headers);
     ctx.export = facts;
     ctx.reservation = reservation.map(|r| HeldExport::new(r, gateway.state.clone()));
     let body = Full::new(bytes).map_err(|never| match never {}).boxed();
     Ok(Request::from_parts(parts, body))
+}
+
+/// The reason an export's requester gives in `X-Export-Reason` (printable, at most 256 bytes;
+/// anything else is ignored), kept with an export request for its approver.
+fn export_reason(headers: &http::HeaderMap) -> Option<String> {
+    let reason = headers.get("x-export-reason")?.to_str().ok()?.trim();
+    (!reason.is_empty() && reason.len() <= 256 && !reason.chars().any(char::is_control))
+        .then(|| reason.to_owned())
 }
 
 /// The facts about the route's resource that its decision needs.

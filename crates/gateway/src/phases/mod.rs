@@ -12,7 +12,7 @@
 //! | authenticate | `authenticate.rs` | the principal (a credential, or a browser session: `../browser.rs`), behind brute-force counters; revoked subjects | 302 to log in, 401, 403, 429 |
 //! | limit | `limit.rs` | the route's per-principal rate | 429, 503 |
 //! | enrich | `enrich.rs` | resource facts, an export's rows reserved | 400, 408, 503 |
-//! | authorize | `authorize.rs` | the Cedar decision (and a shadow set's) | 401 step-up (302 to log in again for a browser), 403, 404 |
+//! | authorize | `authorize.rs` | the Cedar decision (and a shadow set's); an export's approval spent, or an export request recorded (`../approvals.rs`) | 401 step-up (302 to log in again for a browser), 403, 403 approval-required, 404 |
 //! | audit | `audit.rs` | the `authorized` event before a change is forwarded | 503 |
 //! | forward | `forward.rs` | the upstream's answer | 502, 504, 408 |
 //! | settle | `settle.rs` | what the answer proves (a created invoice's creator, exported rows) | — |
@@ -53,6 +53,7 @@ pub(crate) async fn run<B: ClientBody>(
     let request = enrich::phase(gateway, request, ctx).await?;
     let forwarded = async {
         authorize::phase(gateway, ctx)?;
+        spend_approval(gateway, ctx).await?;
         audit::phase(gateway, ctx).await?;
         forward::phase(gateway, request, ctx).await
     }
@@ -63,7 +64,50 @@ pub(crate) async fn run<B: ClientBody>(
             if let Some(held) = ctx.reservation.take() {
                 held.release().await;
             }
+            let refusal = match refusal {
+                GatewayError::ApprovalRequired(None) => request_approval(gateway, ctx).await,
+                other => other,
+            };
             Err(crate::browser::step_up(gateway.sessions.as_deref(), ctx, refusal).await)
         }
+    }
+}
+
+/// Authenticates a request to one of the gateway's own endpoints that acts for a person (export
+/// approvals) exactly as the authenticate phase does for a route: its credential or session,
+/// behind the same brute-force counters and revocations.
+pub(crate) async fn authenticate_own<B>(
+    gateway: &Gateway,
+    request: &Request<B>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<std::sync::Arc<invoiceguard_authn::Principal>, GatewayError> {
+    let connection = ctx.connection;
+    let offered = route::offered(gateway, request, connection)?;
+    authenticate::phase(gateway, offered, ctx).await?;
+    ctx.principal().cloned()
+}
+
+/// Spends the approval an allowed export was decided with: once, on any replica. Another
+/// request that spent it first leaves this one needing an approval of its own.
+async fn spend_approval(
+    gateway: &Gateway,
+    ctx: &mut RequestContext<'_>,
+) -> Result<(), GatewayError> {
+    let Some(approval) = &ctx.approval else {
+        return Ok(());
+    };
+    if gateway.approvals().spend(approval).await? {
+        Ok(())
+    } else {
+        ctx.approval = None;
+        Err(request_approval(gateway, ctx).await)
+    }
+}
+
+/// Records an export request for another person to approve: the refusal, with its id.
+async fn request_approval(gateway: &Gateway, ctx: &RequestContext<'_>) -> GatewayError {
+    match gateway.approvals().request(ctx).await {
+        Ok(request) => GatewayError::ApprovalRequired(Some(request.id)),
+        Err(error) => error,
     }
 }

@@ -33,18 +33,7 @@ pub(super) async fn phase<'q, 'r: 'q, B>(
     ctx: &mut RequestContext<'r>,
 ) -> Result<Offered<'q>, GatewayError> {
     let connection: &'r crate::context::Connection = ctx.connection;
-    let headers = request.headers();
-    let credentials = credentials(gateway, headers, connection)?;
-    let session_id = match gateway.sessions {
-        Some(_) => invoiceguard_session::find_cookie(headers, invoiceguard_session::SESSION_COOKIE)
-            .map_err(GatewayError::BadRequest)?,
-        None => None,
-    };
-    let offered = Offered {
-        credentials,
-        session_id,
-        headers,
-    };
+    let offered = offered(gateway, request, connection)?;
     let policy = ctx.policy()?;
     let path = ctx.path()?;
     let found = policy
@@ -64,6 +53,26 @@ pub(super) async fn phase<'q, 'r: 'q, B>(
             Err(GatewayError::NoRoute)
         }
     }
+}
+
+/// What the request offers to prove who sent it.
+pub(super) fn offered<'q, B>(
+    gateway: &Gateway,
+    request: &'q Request<B>,
+    connection: &'q crate::context::Connection,
+) -> Result<Offered<'q>, GatewayError> {
+    let headers = request.headers();
+    let credentials = credentials(gateway, headers, connection)?;
+    let session_id = match gateway.sessions {
+        Some(_) => invoiceguard_session::find_cookie(headers, invoiceguard_session::SESSION_COOKIE)
+            .map_err(GatewayError::BadRequest)?,
+        None => None,
+    };
+    Ok(Offered {
+        credentials,
+        session_id,
+        headers,
+    })
 }
 
 /// The request's credentials, each header at most once: a second `Authorization` or API key
