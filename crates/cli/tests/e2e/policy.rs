@@ -734,11 +734,17 @@ async fn an_export_sized_in_the_query_is_read_strictly_and_charged() {
     // no approval could lift the quota, so none is asked for.
     let reply = export("limit=5000").await;
     assert_problem(&reply, 403);
-    assert_eq!(reply.json()["type"], "urn:invoiceguard:problem:access-denied");
+    assert_eq!(
+        reply.json()["type"],
+        "urn:invoiceguard:problem:access-denied"
+    );
     let event = world.gateway.audit_event(reply.header("x-request-id"));
     assert_eq!(
         event["decision"]["policies"],
-        json!(["approvals.bulk-export-needs-approval", "limits.export-daily-quota"])
+        json!([
+            "approvals.bulk-export-needs-approval",
+            "limits.export-daily-quota"
+        ])
     );
 }
 

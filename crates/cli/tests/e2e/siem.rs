@@ -116,6 +116,41 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     );
     expect(&["bulk-export.yml", "step-up-refused.yml"], id(&reply));
 
+    // Four eyes: Carol's bulk export held for approval, Bob approves it, Carol's export uses it.
+    let carol_fresh = world.token("carol").await;
+    let held = send(request(
+        "GET",
+        &world.url("/invoices/export?limit=700"),
+        Some(&carol_fresh),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(held.status, 403, "{:?}", held.body);
+    expect(&["export-approval.yml"], id(&held));
+    let approval = held.json()["approval_request"].as_str().unwrap().to_owned();
+    let bob_fresh = world.token("bob").await;
+    let approved = send(request(
+        "POST",
+        &world.url(&format!("/.invoiceguard/approvals/{approval}/approve")),
+        Some(&bob_fresh),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    expect(&["export-approval.yml"], id(&approved));
+    let used = send(request(
+        "GET",
+        &world.url("/invoices/export?limit=700"),
+        Some(&carol_fresh),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(used.status, 200, "{:?}", used.body);
+    expect(&["export-approval.yml"], id(&used));
+
     // Alice's password-only token, tried three times where MFA is required: a burst.
     let alice_pwd = world.idp.user_token("alice", password()).await.unwrap();
     for _ in 0..3 {
@@ -220,7 +255,7 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     let rules = results.as_object().unwrap();
     assert_eq!(
         rules.len(),
-        11,
+        12,
         "{}",
         rules.keys().cloned().collect::<Vec<_>>().join(" ")
     );
