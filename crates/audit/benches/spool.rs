@@ -64,6 +64,7 @@ fn event(i: u64) -> AuditEvent {
             response_bytes: None,
             error_side: None,
             export_rows: None,
+            export_delivery: None,
         },
         severity: "info",
         category: "authorization",

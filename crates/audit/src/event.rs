@@ -165,6 +165,28 @@ pub struct Outcome {
     pub error_side: Option<&'static str>,
     /// For an export: the rows the answer held (what the quota was charged).
     pub export_rows: Option<u64>,
+    /// For a watermarked export, in its `delivered` event: what was delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_delivery: Option<ExportDelivery>,
+}
+
+/// What a watermarked export delivered, measured as its bytes streamed to the client.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExportDelivery {
+    /// The export's id (the `x-invoiceguard-export-id` header, and its watermark).
+    pub id: String,
+    /// How it was marked: `csv` (a trailing line), `json` (a first member) or `none` (traced by
+    /// its hash only).
+    pub watermark: &'static str,
+    /// SHA-256 of the exact bytes delivered, hex.
+    pub sha256: String,
+    /// SHA-256 of the upstream's bytes (the delivered ones without the watermark), hex.
+    pub sha256_unmarked: String,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Whether the client received the whole answer (false: it went away, or the upstream broke
+    /// off, mid-stream).
+    pub complete: bool,
 }
 
 impl AuditEvent {
@@ -210,6 +232,7 @@ impl AuditEvent {
                 response_bytes: None,
                 error_side: None,
                 export_rows: None,
+                export_delivery: None,
             },
             severity,
             category: "audit",

@@ -105,6 +105,7 @@ fn event(i: usize) -> AuditEvent {
             response_bytes: None,
             error_side: None,
             export_rows: None,
+            export_delivery: None,
         },
         severity: "info",
         category: "authorization",

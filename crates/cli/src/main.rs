@@ -13,10 +13,12 @@
 //! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
 //! - `invoiceguard audit query PATH...` finds events, or answers an auditor's named questions.
 //! - `invoiceguard evidence --from … --to … --out DIR` writes the evidence pack for a period.
+//! - `invoiceguard export trace FILE TRAIL...` names the export (and the person) a file came from.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
 mod evidence;
+mod export;
 mod query;
 
 use std::path::{Path, PathBuf};
@@ -71,11 +73,24 @@ enum Command {
     /// matrix, decision cases, MFA coverage, admins and break-glass, lockouts, revocations,
     /// exports, integration accounts, the trail verified), as HTML, JSON and CSV.
     Evidence(Box<evidence::EvidenceArgs>),
+    /// Exports: `export trace FILE TRAIL...` finds which export (and so which person) a file
+    /// came from, by its watermark or its hash.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// API keys of integration accounts.
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Which export a file came from: by its watermark, or by the SHA-256 of its bytes (as
+    /// delivered, or without the watermark); exit 1 when no export of the trails matches.
+    Trace(export::TraceArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,6 +283,9 @@ fn main() -> ExitCode {
         } => policy_explain(*args),
         Command::Revoke(args) => revoke(&args),
         Command::Evidence(args) => evidence::evidence(&args),
+        Command::Export {
+            command: ExportCommand::Trace(args),
+        } => export::trace(&args),
         Command::Audit {
             command:
                 AuditCommand::Verify {

@@ -30,6 +30,43 @@ pub(crate) fn authorized_event(ctx: &RequestContext<'_>) -> AuditEvent {
     event
 }
 
+/// The event of a watermarked export, before its delivery is known: the request's, as allowed.
+pub(crate) fn delivered_template(ctx: &RequestContext<'_>, status: u16) -> AuditEvent {
+    let ended = Ended {
+        status,
+        upstream_status: Some(status),
+        response_bytes: None,
+        error: None,
+        policy_version: ctx.policy.map_or("none", |policy| policy.version()),
+    };
+    let mut event = event(ctx, ctx.decision.clone(), None, &ended);
+    event.stage = "delivered";
+    event
+}
+
+/// The `delivered` event of a watermarked export: what the client got, measured as it streamed.
+pub(crate) fn delivered_event(
+    mut template: AuditEvent,
+    delivery: invoiceguard_audit::ExportDelivery,
+) -> AuditEvent {
+    template.event_id = crate::trace::random_uuid();
+    template.decision.detail = Some(format!(
+        "export {} {}: {} bytes, sha256 {}, watermark {}",
+        delivery.id,
+        if delivery.complete {
+            "delivered"
+        } else {
+            "cut off before its end"
+        },
+        delivery.bytes,
+        delivery.sha256,
+        delivery.watermark
+    ));
+    template.outcome.export_delivery = Some(delivery);
+    template.severity = "high";
+    template
+}
+
 /// How a request ended: the status sent, the answer's size when known, and the error if it was
 /// refused or failed.
 pub(crate) struct Ended<'a> {
@@ -163,6 +200,7 @@ fn event(
             response_bytes: ended.response_bytes,
             error_side: error.map(|e| e.side().as_str()),
             export_rows: ctx.export_rows,
+            export_delivery: None,
         },
         severity: severity(ctx, category, error),
         category,
@@ -371,6 +409,7 @@ pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent
                 _ => None,
             },
             export_rows: None,
+            export_delivery: None,
         },
         severity,
         category: "revocation",
@@ -425,6 +464,7 @@ pub(crate) fn malformed_event(
             response_bytes: None,
             error_side: Some("client"),
             export_rows: None,
+            export_delivery: None,
         },
         severity: "warning",
         category: "authorization",

@@ -39,3 +39,6 @@ pub(crate) mod names {
     pub(crate) static BREAK_GLASS: HeaderName = HeaderName::from_static(super::BREAK_GLASS);
     pub(crate) static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 }
+
+/// The id of a watermarked export, on its answer (and in its mark and audit events).
+pub(crate) const EXPORT_ID: &str = "x-invoiceguard-export-id";

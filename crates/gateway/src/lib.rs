@@ -58,6 +58,7 @@ mod tls;
 mod trace;
 mod upstream;
 mod upstream_pool;
+mod watermark;
 
 pub use body::ClientBody;
 pub use config::{
@@ -68,3 +69,4 @@ pub use context::Connection;
 pub use error::{GatewayError, LoginRedirect, Throttle};
 pub use gateway::{Gateway, StartError};
 pub use server::{ServeError, serve};
+pub use watermark::find_mark;

@@ -24,5 +24,5 @@ pub use problem::{LoadError, Problem};
 pub use request::{ExportFacts, RequestFacts, ResourceFacts, Target};
 pub use routes::{
     COLLECTION_ID, DEFAULT_MAX_ROWS, ExportSpec, Fact, Lookup, RateLimit, Requested, Route,
-    RouteMatch, RouteTable, RowCount,
+    RouteMatch, RouteTable, RowCount, WatermarkSpec,
 };

@@ -93,6 +93,51 @@ pub struct ExportSpec {
     /// How the response says how many rows it holds: `header:<name>`, `json:<pointer to an
     /// array>` or `csv` (lines after the header line).
     pub rows: RowCount,
+    /// Whether every export of the route is watermarked (its id, who and when, in the file) and
+    /// traced (the SHA-256 of the bytes delivered, in an audit event): `watermark = true`, or
+    /// `watermark = { json_member = "_export" }` for the member a JSON object answer gets.
+    #[serde(default)]
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// How an export is watermarked: a CSV answer gets a trailing comment line, a JSON object answer
+/// a first member named `json_member`; any other answer is traced by its hash only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    /// The member a JSON object answer gets (default `_export`).
+    pub json_member: String,
+}
+
+impl<'de> Deserialize<'de> for WatermarkSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            On(bool),
+            Table { json_member: Option<String> },
+        }
+        let member = |name: Option<String>| {
+            let name = name.unwrap_or_else(|| "_export".to_owned());
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c == '"' || c == '\\' || c.is_control())
+            {
+                Err(serde::de::Error::custom(
+                    "json_member must be a plain name (no quotes, backslashes or control characters)",
+                ))
+            } else {
+                Ok(Self { json_member: name })
+            }
+        };
+        match Written::deserialize(deserializer)? {
+            Written::On(true) => member(None),
+            Written::On(false) => Err(serde::de::Error::custom(
+                "`watermark = false`: leave the key out instead",
+            )),
+            Written::Table { json_member } => member(json_member),
+        }
+    }
 }
 
 /// The most rows an export may ask for when its route does not say.

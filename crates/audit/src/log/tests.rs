@@ -42,6 +42,7 @@ fn event(request_id: &str) -> AuditEvent {
             response_bytes: None,
             error_side: Some("client"),
             export_rows: None,
+            export_delivery: None,
         },
         severity: "warning",
         category: "authorization",

@@ -34,6 +34,7 @@ mod shared;
 mod siem;
 mod sinks;
 mod walk;
+mod watermarks;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_invoiceguard");
 

@@ -281,6 +281,7 @@ mod tests {
             requested: Some(requested),
             max_rows: 1000,
             rows: RowCount::Csv,
+            watermark: None,
         }
     }
 

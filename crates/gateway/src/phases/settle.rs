@@ -1,6 +1,7 @@
 //! The settle phase: what the upstream's answer proves — the id of a created invoice (its
 //! creator is recorded) and the rows an export actually returned (the reservation is settled to
-//! them). It never changes the answer the client gets.
+//! them). It changes the answer only to watermark an export whose route asks for it
+//! (`watermark.rs`: marked and measured as it streams).
 
 use bytes::Bytes;
 use http::Response;
@@ -16,6 +17,7 @@ use crate::error::{GatewayError, ResponseBody};
 use crate::gateway::Gateway;
 use crate::reservation::HeldExport;
 use crate::upstream_pool::PooledBody;
+use crate::watermark::{Format, Mark, OnEnd, Watermarked};
 
 /// The largest answer read whole to find a created id or count rows.
 const MAX_SETTLE_BYTES: usize = 16 * 1024 * 1024;
@@ -41,11 +43,57 @@ pub(super) async fn phase(
     let (response, settled) =
         settle(response, route, &principal.id, reservation, &gateway.state).await;
     ctx.export_rows = settled.export_rows;
+    let watermark = route.export.as_ref().and_then(|e| e.watermark.as_ref());
+    let response = match watermark {
+        Some(spec) if response.status().is_success() => {
+            watermarked(gateway, response, &spec.json_member, ctx)?
+        }
+        _ => response,
+    };
     // The event names what was created: "who created which invoice" is answered from the trail.
     if let (Some(id), Some(route)) = (settled.created_id, ctx.route.as_mut()) {
         route.resource_id = id;
     }
     Ok(response)
+}
+
+/// An export answer marked as it streams (`watermark.rs`), with its export id in a header; when
+/// it has streamed, its `delivered` event records what the client got.
+fn watermarked(
+    gateway: &Gateway,
+    response: Response<ResponseBody>,
+    json_member: &str,
+    ctx: &RequestContext<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let id = format!("EXP-{}", crate::trace::random_uuid());
+    let principal = ctx.principal()?;
+    let mark = Mark::new(&id, &principal.id, &ctx.time, &ctx.request_id, json_member);
+    let (mut parts, body) = response.into_parts();
+    let format = Format::of(
+        parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    // The mark changes the length: the answer is streamed.
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    if let Ok(value) = http::HeaderValue::from_str(&id) {
+        parts.headers.insert(crate::headers::EXPORT_ID, value);
+    }
+    let template = crate::audit_trail::delivered_template(ctx, parts.status.as_u16());
+    let audit = gateway.audit.clone();
+    let on_end: OnEnd = Box::new(move |delivery| {
+        let event = crate::audit_trail::delivered_event(template, delivery);
+        if let Err(error) = audit.record(event)
+            && let Some(held_back) = throttle("export delivery not recorded")
+        {
+            tracing::error!(%error, held_back, "export delivery not recorded");
+        }
+    });
+    Ok(Response::from_parts(
+        parts,
+        Watermarked::new(body, mark, format, on_end).boxed(),
+    ))
 }
 
 /// Settles the answer; returns it (read whole when it had to be) and what was found.
