@@ -696,9 +696,11 @@ async fn a_replica_born_in_a_redis_outage_lets_nobody_in_and_fact_free_routes_st
     eprintln!(
         "fact-free read, median of 60: normal {normal:?}, Redis hung {hung:?}, Redis killed {killed:?}"
     );
+    // Not waiting on Redis means far under its call timeout (500 ms); the margin is wide
+    // enough for a busy machine (this is no speed test: the benches measure speed).
     for (case, took) in [("hung", hung), ("killed", killed)] {
         assert!(
-            took < normal + Duration::from_millis(1),
+            took < normal + Duration::from_millis(20),
             "Redis {case}: {took:?} against {normal:?} normally"
         );
     }
