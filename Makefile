@@ -59,6 +59,7 @@ bench: deps
 	$(CARGO) build --locked --release -p invoiceguard-gateway --features bench --example proxy_only
 	$(CARGO) bench --locked --workspace
 	$(CARGO) bench --locked -p invoiceguard-gateway --features bench --bench normalize
+	$(CARGO) bench --locked -p invoiceguard-gateway --features bench --bench watermark
 
 # The soak (crates/cli/tests/soak.rs): steady traffic from many identities while the IdP, Redis,
 # the syslog collector and the upstream are stopped and restarted in turn; then every answer,

@@ -110,3 +110,31 @@ pub fn canonical_path(raw: &str) -> Result<(Vec<String>, String), String> {
         .map(|path| (path.segments, path.path))
         .map_err(|refused| refused.to_string())
 }
+
+/// Streams `chunks` to their end through a watermarked export body (a CSV when `csv`, else
+/// JSON), or unchanged when `marked` is false: the bytes delivered. What `benches/watermark.rs`
+/// compares — the cost of marking and hashing an export as it streams.
+pub async fn stream_export(chunks: Vec<bytes::Bytes>, marked: bool, csv: bool) -> u64 {
+    use crate::watermark::{Format, Mark, Watermarked};
+    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = chunks
+        .into_iter()
+        .map(|chunk| Ok(hyper::body::Frame::data(chunk)))
+        .collect();
+    let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let collected = if marked {
+        let mark = Mark::new(
+            "EXP-bench",
+            "carol",
+            "2026-12-06T00:00:00Z",
+            "r-1",
+            "_export",
+        );
+        let format = if csv { Format::Csv } else { Format::Json };
+        Watermarked::new(inner, mark, format, Box::new(|_| {}))
+            .collect()
+            .await
+    } else {
+        inner.collect().await
+    };
+    collected.map_or(0, |body| body.to_bytes().len() as u64)
+}
