@@ -110,8 +110,8 @@ pub(crate) struct Watermarked<B> {
     marked: bool,
     /// The last byte delivered, to end a CSV with a line break before its trailer.
     last_byte: Option<u8>,
-    /// The CSV trailer was sent.
-    trailer_sent: bool,
+    /// The CSV trailer, once sent.
+    trailer: Option<Bytes>,
     delivered: digest::Context,
     unmarked: digest::Context,
     bytes: u64,
@@ -127,7 +127,7 @@ impl<B> Watermarked<B> {
             json: JsonState::Start,
             marked: false,
             last_byte: None,
-            trailer_sent: false,
+            trailer: None,
             delivered: digest::Context::new(&digest::SHA256),
             unmarked: digest::Context::new(&digest::SHA256),
             bytes: 0,
@@ -178,8 +178,13 @@ impl<B> Watermarked<B> {
         }
     }
 
+    /// Counts bytes delivered. Only a JSON answer is hashed a second time as delivered: a CSV's
+    /// delivered bytes are the upstream's and then the trailer, hashed at the end from the
+    /// upstream's hash (and an unmarked answer's are the upstream's).
     fn deliver(&mut self, data: &Bytes) {
-        self.delivered.update(data);
+        if self.format == Format::Json {
+            self.delivered.update(data);
+        }
         self.bytes += data.len() as u64;
         if let Some(last) = data.last() {
             self.last_byte = Some(*last);
@@ -189,6 +194,15 @@ impl<B> Watermarked<B> {
     fn end(&mut self, complete: bool) {
         if let Some(on_end) = self.on_end.take() {
             let hex = |context: &digest::Context| hex::encode(context.clone().finish());
+            let delivered = match (self.format, &self.trailer) {
+                (Format::Json, _) => hex(&self.delivered),
+                (_, Some(trailer)) => {
+                    let mut with_trailer = self.unmarked.clone();
+                    with_trailer.update(trailer);
+                    hex(&with_trailer)
+                }
+                (_, None) => hex(&self.unmarked),
+            };
             on_end(ExportDelivery {
                 id: self.mark.id.clone(),
                 watermark: if self.marked {
@@ -196,7 +210,7 @@ impl<B> Watermarked<B> {
                 } else {
                     "none"
                 },
-                sha256: hex(&self.delivered),
+                sha256: delivered,
                 sha256_unmarked: hex(&self.unmarked),
                 bytes: self.bytes,
                 complete,
@@ -236,8 +250,7 @@ where
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {
-                if this.format == Format::Csv && !this.trailer_sent {
-                    this.trailer_sent = true;
+                if this.format == Format::Csv && this.trailer.is_none() {
                     this.marked = true;
                     let mut trailer = BytesMut::with_capacity(this.mark.csv_line.len() + 1);
                     if this.last_byte.is_some_and(|b| b != b'\n') {
@@ -246,6 +259,7 @@ where
                     trailer.extend_from_slice(&this.mark.csv_line);
                     let trailer = trailer.freeze();
                     this.deliver(&trailer);
+                    this.trailer = Some(trailer.clone());
                     return Poll::Ready(Some(Ok(Frame::data(trailer))));
                 }
                 this.end(true);
