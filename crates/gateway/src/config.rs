@@ -56,12 +56,27 @@ pub struct Config {
 pub struct ApprovalsConfig {
     /// Seconds an export request waits for an approver, and an approval for its export
     /// (default 86400: a working day and a night).
+    #[serde(default = "default_approvals_ttl")]
     pub ttl_s: u64,
+    /// Where each new export request is posted as JSON (the approvers' chat or ticketing hook).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// A file holding the webhook's `Authorization` header value.
+    #[serde(default)]
+    pub webhook_auth_header_file: Option<PathBuf>,
+}
+
+fn default_approvals_ttl() -> u64 {
+    86_400
 }
 
 impl Default for ApprovalsConfig {
     fn default() -> Self {
-        Self { ttl_s: 86_400 }
+        Self {
+            ttl_s: default_approvals_ttl(),
+            webhook: None,
+            webhook_auth_header_file: None,
+        }
     }
 }
 
@@ -369,6 +384,9 @@ impl Config {
         if let Some(session) = &mut self.session {
             session.resolve_paths(base);
         }
+        if let Some(file) = &mut self.approvals.webhook_auth_header_file {
+            resolve(file);
+        }
         if let Some(token) = &mut self.admin.token_file {
             resolve(token);
         }
@@ -415,6 +433,20 @@ impl Config {
             problems.push(format!(
                 "approvals.ttl_s: {} is outside 1..=604800 seconds",
                 self.approvals.ttl_s
+            ));
+        }
+        if let Some(webhook) = &self.approvals.webhook
+            && !matches!(
+                webhook
+                    .parse::<http::Uri>()
+                    .ok()
+                    .as_ref()
+                    .and_then(http::Uri::scheme_str),
+                Some("http" | "https")
+            )
+        {
+            problems.push(format!(
+                "approvals.webhook: `{webhook}` is not an http(s) URL"
             ));
         }
         if let Some(session) = &self.session {

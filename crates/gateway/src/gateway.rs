@@ -43,6 +43,8 @@ pub struct Gateway {
     pub(crate) sessions: Option<Arc<invoiceguard_session::Sessions>>,
     /// How long an export request waits for its approval, and an approval for its export.
     pub(crate) approvals_ttl: Duration,
+    /// Where new export requests are posted, when configured.
+    pub(crate) approvals_webhook: Option<crate::approval_webhook::Webhook>,
 }
 
 /// The gateway could not start.
@@ -63,7 +65,7 @@ pub enum StartError {
     /// The admin token cannot be read.
     #[error("{0}")]
     Admin(String),
-    /// The session configuration cannot be used (its client secret cannot be read).
+    /// The session configuration (its client secret) or the approvers' webhook cannot be used.
     #[error("{0}")]
     Session(String),
     /// `authn.api_key_header` is not a header name (`check` reports it first).
@@ -115,6 +117,16 @@ impl Gateway {
         Ok(Self {
             sessions,
             approvals_ttl: Duration::from_secs(config.approvals.ttl_s),
+            approvals_webhook: match &config.approvals.webhook {
+                Some(url) => Some(
+                    crate::approval_webhook::Webhook::new(
+                        url,
+                        config.approvals.webhook_auth_header_file.clone(),
+                    )
+                    .map_err(StartError::Session)?,
+                ),
+                None => None,
+            },
             authn,
             policies,
             upstream,

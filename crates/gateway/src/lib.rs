@@ -12,7 +12,8 @@
 //! - the gateway's own endpoints (`/.invoiceguard/…`, never forwarded): `own/` (one file per
 //!   endpoint: login, callback, session, logout, back-channel logout, export approvals), and
 //!   `browser.rs` (a browser's session on a routed request: resumed, CSRF-checked, or sent to
-//!   log in); `approvals.rs` (four eyes on exports: requests, approvals, spending one);
+//!   log in); `approvals.rs` (four eyes on exports: requests, approvals, spending one) and
+//!   `approval_webhook.rs` (new requests posted to the approvers' hook);
 //! - what the phases use: `canonical_path.rs` (the one reading of a request line and its headers),
 //!   `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
 //!   fields in form bodies), `reservation.rs` (an export's held rows), `revocation.rs` (who is
@@ -28,6 +29,7 @@
 
 mod admin;
 mod admin_token;
+mod approval_webhook;
 mod approvals;
 mod audit_trail;
 #[cfg(feature = "bench")]

@@ -171,10 +171,61 @@ async fn a_bulk_export_waits_for_another_persons_approval_and_passes_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_approves_their_own_export_and_approvals_expire() {
-    let world = World::start_with("\n[approvals]\nttl_s = 2\n", None, "").await;
+    // The approvers' hook: a collector standing in for a chat or ticketing webhook.
+    let hook = invoiceguard_testkit::HttpCollector::start().unwrap();
+    let secret_dir = invoiceguard_testkit::TempDir::new("hook").unwrap();
+    let secret = secret_dir.path().join("hook.secret");
+    std::fs::write(&secret, "Bearer hook-s3cret\n").unwrap();
+    let world = World::start_with(
+        &format!(
+            "\n[approvals]\nttl_s = 2\nwebhook = \"{}\"\nwebhook_auth_header_file = {secret:?}\n",
+            hook.url()
+        ),
+        None,
+        "",
+    )
+    .await;
     // Ivy is an accountant and an approver: she may approve exports, never her own.
     let ivy = world.token("ivy").await;
-    let id = requested(&export(&world, &ivy, "limit=700").await);
+    let id = {
+        let mut request = request(
+            "GET",
+            &world.url("/invoices/export?limit=700"),
+            Some(&ivy),
+            None,
+        );
+        request.headers_mut().insert(
+            "x-export-reason",
+            "quarter close, ticket FIN-123".parse().unwrap(),
+        );
+        requested(&send(request).await.unwrap())
+    };
+    // The approvers are told, with the reason given.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let told = loop {
+        let found = hook
+            .bodies()
+            .into_iter()
+            .filter_map(|body| serde_json::from_str::<Value>(&body).ok())
+            .find(|body| body["id"] == id.as_str());
+        if let Some(body) = found {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhook was not called"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(told["event"], "export_request");
+    assert_eq!(told["requester"], "ivy");
+    assert_eq!(told["rows"], 700);
+    assert_eq!(told["reason"], "quarter close, ticket FIN-123");
+    assert!(
+        hook.authorizations()
+            .iter()
+            .any(|a| a == "Bearer hook-s3cret")
+    );
     let own = approvals(&world, "POST", &format!("/{id}/approve"), &ivy).await;
     assert_problem(&own, 403);
     let event = world.gateway.audit_event(own.header("x-request-id"));

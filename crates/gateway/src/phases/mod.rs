@@ -107,7 +107,12 @@ async fn spend_approval(
 /// Records an export request for another person to approve: the refusal, with its id.
 async fn request_approval(gateway: &Gateway, ctx: &RequestContext<'_>) -> GatewayError {
     match gateway.approvals().request(ctx).await {
-        Ok(request) => GatewayError::ApprovalRequired(Some(request.id)),
+        Ok(request) => {
+            if let Some(webhook) = &gateway.approvals_webhook {
+                webhook.notify(&request);
+            }
+            GatewayError::ApprovalRequired(Some(request.id))
+        }
         Err(error) => error,
     }
 }
