@@ -47,7 +47,12 @@ pub fn check(
         Some(_) => Err("a state-changing request from another site (Sec-Fetch-Site)"),
         None if origin.is_some() => Ok(()),
         None => match header(CSRF_HEADER) {
-            Some(token) if same(token.as_bytes(), session_token.as_bytes()) => Ok(()),
+            Some(token)
+                if !session_token.is_empty()
+                    && same(token.as_bytes(), session_token.as_bytes()) =>
+            {
+                Ok(())
+            }
             Some(_) => Err("a CSRF token that is not the session's"),
             None => Err("a state-changing request without Origin, Fetch Metadata or CSRF token"),
         },
@@ -105,6 +110,9 @@ mod tests {
         assert!(verdict(Method::PUT, &[("x-csrf-token", "tok")]).is_ok());
         assert!(verdict(Method::PUT, &[("x-csrf-token", "tak")]).is_err());
         assert!(verdict(Method::PUT, &[]).is_err());
+        // Without a session token (a logout), no token matches, not even an empty one.
+        let empty = request(&[("x-csrf-token", "")]);
+        assert!(check(&Method::POST, &empty, OWN, &[], "").is_err());
     }
 
     #[test]

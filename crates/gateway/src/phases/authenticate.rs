@@ -1,10 +1,10 @@
 //! The authenticate phase: who is asking — a bearer token (JWT, or introspected), an API key or a
-//! client certificate (`invoiceguard-authn`), or else a browser session (`browser.rs`) — behind brute-force counters per source address and
-//! per subject, then the revocation list (a leaver blocked on every replica). A failure counts
-//! against a subject only when it proves the subject (a verified token that failed a later check,
-//! an API key's account), so naming someone in a forged token locks out nobody but its sender; a
-//! subject past its limit is refused once its credential has shown who it is. A token is read
-//! once: a cached one not at all.
+//! client certificate (`invoiceguard-authn`), or else a browser session (`browser.rs`) — behind
+//! brute-force counters per source address and per subject, then the revocation list (a leaver
+//! blocked on every replica). A failure counts against a subject only when it proves the subject
+//! (a verified token that failed a later check, an API key's account), so naming someone in a
+//! forged token locks out nobody but its sender; a subject past its limit is refused once its
+//! credential has shown who it is. A token is read once: a cached one not at all.
 
 use std::time::Duration;
 
