@@ -136,6 +136,59 @@ pub struct DecisionRecord {
     pub detail: Option<String>,
     /// Shadow mode: what the candidate policy set would have decided, only where it differs.
     pub shadow: Option<ShadowRecord>,
+    /// What Cedar decided on, when it decided (a route's request): enough to decide the same
+    /// request again with another policy set (`invoiceguard policy replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<DecisionInputs>,
+}
+
+/// The version of [`DecisionInputs`] this build writes; a replay reports events of another
+/// version (or without inputs) as not replayable rather than guess.
+pub const DECISION_INPUTS_VERSION: u32 = 1;
+
+/// The inputs of one Cedar decision, as recorded in its event (redacted as the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DecisionInputs {
+    /// [`DECISION_INPUTS_VERSION`].
+    pub version: u32,
+    /// The time the decision was made at (Unix seconds): the login's age and the hour follow.
+    pub now_unix: u64,
+    /// `user` or `service_account`.
+    pub principal_type: String,
+    /// The principal's id.
+    pub principal: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Whether the login was multi-factor.
+    pub mfa: bool,
+    /// The login's context class.
+    pub acr: Option<String>,
+    /// When the person logged in (Unix seconds).
+    pub auth_time: Option<u64>,
+    /// The client's address.
+    pub source_ip: String,
+    /// The resource's facts: creator, amount, currency, status, company.
+    pub creator: Option<String>,
+    /// The resource's amount.
+    pub amount: Option<i64>,
+    /// The resource's currency.
+    pub currency: Option<String>,
+    /// The resource's status.
+    pub status: Option<String>,
+    /// The resource's company.
+    pub company: Option<String>,
+    /// Rows an export asked for.
+    pub export_rows_requested: u64,
+    /// Whether the export quota held them.
+    pub export_within_limits: bool,
+    /// Whether another person's approval was used.
+    pub export_approved: bool,
+    /// A stated break-glass reason.
+    pub break_glass_reason: Option<String>,
+    /// Whether a user's token was held to its scopes.
+    pub scopes_enforced: bool,
 }
 
 /// A shadow policy set's different decision.
@@ -224,6 +277,7 @@ impl AuditEvent {
                 policy_version: String::new(),
                 detail: Some(detail),
                 shadow: None,
+                inputs: None,
             },
             outcome: Outcome {
                 status: 0,

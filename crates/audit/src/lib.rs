@@ -20,8 +20,8 @@ mod verify;
 pub use chain::{Chain, GENESIS};
 pub use config::AuditConfig;
 pub use event::{
-    Actor, AuditEvent, DecisionRecord, ExportDelivery, Outcome, RequestRecord, ResourceRecord,
-    ShadowRecord, Source, now_rfc3339,
+    Actor, AuditEvent, DECISION_INPUTS_VERSION, DecisionInputs, DecisionRecord, ExportDelivery,
+    Outcome, RequestRecord, ResourceRecord, ShadowRecord, Source, now_rfc3339,
 };
 pub use log::{AuditError, AuditLog};
 pub use ocsf::{OCSF_VERSION, to_ocsf};

@@ -169,6 +169,27 @@ impl Redactor {
         if let Some(detail) = event.decision.detail.as_mut() {
             visit("decision.detail", detail);
         }
+        // A decision's inputs repeat some of the fields above: redacted by the same rules.
+        if let Some(inputs) = event.decision.inputs.as_mut() {
+            visit("actor.id", &mut inputs.principal);
+            if let Some(creator) = inputs.creator.as_mut() {
+                visit("actor.id", creator);
+            }
+            visit("source.ip", &mut inputs.source_ip);
+            if let Some(reason) = inputs.break_glass_reason.as_mut() {
+                visit("break_glass_reason", reason);
+            }
+            for text in [
+                &mut inputs.company,
+                &mut inputs.status,
+                &mut inputs.currency,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                self.scrub(text);
+            }
+        }
     }
 
     /// Replaces every match of a pattern in `value`.

@@ -40,6 +40,7 @@ fn event(i: u64) -> AuditEvent {
             policy_version: "v".into(),
             detail: None,
             shadow: None,
+            inputs: None,
         },
         outcome: Outcome {
             status: 200,

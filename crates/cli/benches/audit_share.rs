@@ -97,6 +97,7 @@ fn event(i: usize) -> AuditEvent {
             policy_version: "43abdaa7f1a1".into(),
             detail: None,
             shadow: None,
+            inputs: None,
         },
         outcome: Outcome {
             status: 200,

@@ -7,7 +7,8 @@
 //!   decision cases (`DIR/tests/*.toml`); `policy explain METHOD PATH --user … --roles …` shows
 //!   the decision for a hypothetical request and the policies that make it; `policy keygen`,
 //!   `policy sign DIR --key KEY` sign a folder for `[policy] signed_by`; `policy diff OLD NEW`
-//!   says what changed.
+//!   says what changed; `policy replay --candidate DIR TRAIL...` decides the trail's requests
+//!   again with a candidate set.
 //! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
 //!   block or unblock a subject on every replica, through the admin listener.
 //! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
@@ -20,6 +21,7 @@
 mod evidence;
 mod export;
 mod query;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -190,6 +192,10 @@ enum PolicyCommand {
     },
     /// What the policies decide for a hypothetical request, and which policies decide it.
     Explain(Box<ExplainArgs>),
+    /// Decide every recorded authorization of the trails again with a candidate policy folder:
+    /// the decisions that would change (allow→deny, deny→allow), grouped by policy, action,
+    /// roles and principal. Exit 0 when nothing changes, 1 when something does.
+    Replay(replay::ReplayArgs),
 }
 
 /// A hypothetical request for `policy explain`.
@@ -278,6 +284,9 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { dir },
         } => policy_test(&dir),
+        Command::Policy {
+            command: PolicyCommand::Replay(args),
+        } => replay::replay(&args),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => policy_explain(*args),

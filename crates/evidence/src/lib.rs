@@ -13,6 +13,7 @@
 mod html;
 mod matrix;
 mod pack;
+pub mod replay;
 mod sections;
 mod tally;
 mod trail;

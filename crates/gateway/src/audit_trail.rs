@@ -91,6 +91,7 @@ fn event(
     ended: &Ended<'_>,
 ) -> AuditEvent {
     let error = ended.error;
+    let inputs = decision.as_ref().and_then(|_| decision_inputs(ctx));
     // A gateway-owned endpoint that answered did what it is for (a login, a logout).
     let own_done = ctx.own.is_some() && error.is_none();
     let decided = decision.is_some();
@@ -192,6 +193,7 @@ fn event(
             policy_version: ended.policy_version.to_owned(),
             detail,
             shadow,
+            inputs,
         },
         outcome: Outcome {
             status: ended.status,
@@ -206,6 +208,39 @@ fn event(
         category,
         prev_hash: String::new(),
     }
+}
+
+/// What Cedar decided a route's request on, for a replay with another policy set (none for the
+/// gateway's own endpoints, whose acts have no route).
+fn decision_inputs(ctx: &RequestContext<'_>) -> Option<invoiceguard_audit::DecisionInputs> {
+    ctx.route.as_ref()?;
+    let principal = ctx.principal.as_ref()?;
+    Some(invoiceguard_audit::DecisionInputs {
+        version: invoiceguard_audit::DECISION_INPUTS_VERSION,
+        now_unix: ctx.now_unix,
+        principal_type: match principal.kind {
+            PrincipalKind::User => "user",
+            PrincipalKind::ServiceAccount => "service_account",
+        }
+        .to_owned(),
+        principal: principal.id.clone(),
+        roles: principal.roles.clone(),
+        scopes: principal.scopes.clone(),
+        mfa: principal.mfa,
+        acr: principal.acr.clone(),
+        auth_time: principal.auth_time,
+        source_ip: ctx.connection.peer.ip().to_string(),
+        creator: ctx.resource.creator.clone(),
+        amount: ctx.resource.amount,
+        currency: ctx.resource.currency.clone(),
+        status: ctx.resource.status.clone(),
+        company: ctx.resource.company.clone(),
+        export_rows_requested: ctx.export.rows_requested,
+        export_within_limits: ctx.export.within_limits,
+        export_approved: ctx.export.approved,
+        break_glass_reason: ctx.break_glass.clone(),
+        scopes_enforced: ctx.scopes_enforced,
+    })
 }
 
 /// The event's severity: critical for break-glass, error for the gateway's or upstream's
@@ -397,6 +432,7 @@ pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent
             policy_version: policy_version.to_owned(),
             detail: act.detail,
             shadow: None,
+            inputs: None,
         },
         outcome: Outcome {
             status: act.status,
@@ -456,6 +492,7 @@ pub(crate) fn malformed_event(
             policy_version: policy_version.to_owned(),
             detail: Some(detail.to_owned()),
             shadow: None,
+            inputs: None,
         },
         outcome: Outcome {
             status,

@@ -71,6 +71,8 @@ pub(crate) struct RequestContext<'r> {
     pub(crate) reservation: Option<HeldExport>,
     /// authorize: the enforced decision.
     pub(crate) decision: Option<Decision>,
+    /// authorize: whether a user's token was held to its scopes (`authn.enforce_user_scopes`).
+    pub(crate) scopes_enforced: bool,
     /// authorize: a shadow policy set's decision, when it differs.
     pub(crate) shadow: Option<ShadowRecord>,
     /// settle: the rows an export returned.
@@ -150,6 +152,7 @@ impl<'r> RequestContext<'r> {
             export: ExportFacts::default(),
             reservation: None,
             decision: None,
+            scopes_enforced: false,
             shadow: None,
             export_rows: None,
             export_definition: None,

@@ -34,6 +34,7 @@ fn event(request_id: &str) -> AuditEvent {
             policy_version: "v".to_owned(),
             detail: Some("missing_token".to_owned()),
             shadow: None,
+            inputs: None,
         },
         outcome: Outcome {
             status: 401,

@@ -891,3 +891,89 @@ async fn only_a_signed_policy_set_loads_and_every_reload_is_on_the_trail() {
     let diff = policy_cli(&["diff".as_ref(), before.as_os_str(), policies.as_os_str()]);
     assert!(diff.contains("policy changed: role.invoicing"), "{diff}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_set_is_replayed_over_the_recorded_traffic() {
+    let world = World::start().await;
+    let (alice, bob, carol) = (
+        world.token("alice").await,
+        world.token("bob").await,
+        world.token("carol").await,
+    );
+    for (token, method, path) in [
+        (&alice, "GET", "/invoices"),
+        (&alice, "GET", "/invoices/INV-1"),
+        (&bob, "GET", "/invoices"),
+        (&carol, "GET", "/invoices"),
+        (&alice, "PUT", "/settings"),
+    ] {
+        let body = (method == "PUT").then(|| json!({"company": "X"}));
+        send(request(method, &world.url(path), Some(token), body))
+            .await
+            .unwrap();
+    }
+    let dir = invoiceguard_testkit::TempDir::new("replay").unwrap();
+    let replay = |candidate: &Path, format: &str| {
+        run(std::process::Command::new(BINARY)
+            .args(["policy", "replay", "--format", format, "--candidate"])
+            .arg(candidate)
+            .arg(&world.gateway.spool))
+    };
+    // The set in force, replayed: nothing changes (exit 0).
+    let baseline = invoiceguard_testkit::repo_root().join("policies");
+    let (same, out) = replay(&baseline, "table");
+    assert!(same, "{out}");
+    assert!(
+        out.contains("5 decision(s) replayed, 5 unchanged, 0 changed"),
+        "{out}"
+    );
+
+    // A candidate that takes invoice reading from approvers, and lets invoicing staff change
+    // settings: exactly those decisions change, grouped, with the policy that decides now.
+    let candidate = policy_copy(dir.path());
+    let roles = std::fs::read_to_string(candidate.join("prohibitions.cedar")).unwrap();
+    std::fs::write(
+        candidate.join("prohibitions.cedar"),
+        format!(
+            "{roles}\n@id(\"candidate.approvers-do-not-list\")\nforbid (principal in Role::\"approver\", action == Action::\"invoice:list\", resource);\n"
+        ),
+    )
+    .unwrap();
+    let (same, out) = replay(&candidate, "json");
+    assert!(!same, "a change is exit 1: {out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["replayed"], 5);
+    assert_eq!(report["unchanged"], 4);
+    let changes = report["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{report}");
+    assert_eq!(changes[0]["change"], "allow→deny");
+    assert_eq!(changes[0]["action"], "invoice:list");
+    assert_eq!(changes[0]["principal"], "bob");
+    assert_eq!(
+        changes[0]["policies"],
+        json!(["candidate.approvers-do-not-list"])
+    );
+    assert_eq!(changes[0]["recorded_policies"], json!(["role.approver"]));
+    assert_eq!(changes[0]["count"], 1);
+    // Events written before decisions carried their inputs are counted, never guessed.
+    let old = dir.path().join("old.jsonl");
+    let mut event: Value = serde_json::from_str(
+        world
+            .gateway
+            .audit_text()
+            .lines()
+            .find(|l| l.contains("\"invoice:list\""))
+            .unwrap(),
+    )
+    .unwrap();
+    event["decision"].as_object_mut().unwrap().remove("inputs");
+    std::fs::write(&old, format!("{event}\n")).unwrap();
+    let (_, out) = run(std::process::Command::new(BINARY)
+        .args(["policy", "replay", "--candidate"])
+        .arg(&candidate)
+        .arg(&old));
+    assert!(
+        out.contains("0 decision(s) replayed") && out.contains("1 event(s) not replayable"),
+        "{out}"
+    );
+}

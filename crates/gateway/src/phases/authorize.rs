@@ -49,6 +49,7 @@ pub(super) fn phase(gateway: &Gateway, ctx: &mut RequestContext<'_>) -> Result<(
     let step_up = decision.step_up.filter(|_| user);
     let approval_required = decision.approval_required && user;
     ctx.decision = Some(decision);
+    ctx.scopes_enforced = facts.user_scopes_enforced;
     ctx.shadow = shadow;
     ctx.resource = facts.resource;
     ctx.export = facts.export;
