@@ -28,6 +28,10 @@ pub(crate) struct EvidenceArgs {
     /// The folder the pack is written to: evidence.html, evidence.json, csv/.
     #[arg(long, default_value = "evidence")]
     out: PathBuf,
+    /// A candidate policy folder: the pack adds what it would have decided differently over
+    /// the period (as `policy replay` does).
+    #[arg(long, value_name = "DIR")]
+    replay_candidate: Option<PathBuf>,
 }
 
 /// Builds and writes the pack.
@@ -72,8 +76,25 @@ pub(crate) fn evidence(args: &EvidenceArgs) -> ExitCode {
     } else {
         args.trails.clone()
     };
+    let candidate = match &args.replay_candidate {
+        Some(dir) => match PolicyEngine::load(&invoiceguard_policy::PolicyConfig {
+            dir: dir.clone(),
+            ..invoiceguard_policy::PolicyConfig::default()
+        }) {
+            Ok(engine) => Some(engine),
+            Err(problems) => {
+                eprintln!(
+                    "invoiceguard: the candidate `{}` does not load:\n{problems}",
+                    dir.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let setup = setup(&args.config, &config);
     let inputs = Inputs {
+        candidate: candidate.as_ref(),
         setup: &setup,
         engine: &engine,
         trails: &trails,

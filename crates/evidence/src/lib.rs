@@ -114,6 +114,9 @@ pub struct Inputs<'a> {
     pub from: Option<Bound>,
     /// Events before this time.
     pub to: Option<Bound>,
+    /// A candidate policy set: the pack then says what it would have decided differently over
+    /// the period (a replay of the trail's decisions).
+    pub candidate: Option<&'a PolicyEngine>,
 }
 
 /// Builds the pack: one pass over the trails, the policies asked, the trails verified.
@@ -145,7 +148,16 @@ pub fn build(inputs: &Inputs<'_>) -> std::io::Result<Pack> {
         first_event: tally.first.clone(),
         last_event: tally.last.clone(),
     };
-    let sections = sections::all(inputs.setup, inputs.engine, &tally, &trails);
+    let mut sections = sections::all(inputs.setup, inputs.engine, &tally, &trails);
+    if let Some(candidate) = inputs.candidate {
+        let report = replay::replay(
+            candidate,
+            inputs.trails,
+            inputs.from.clone(),
+            inputs.to.clone(),
+        )?;
+        sections.push(sections::replay(&report));
+    }
     Ok(Pack {
         generated_at: invoiceguard_audit::now_rfc3339(),
         period,

@@ -941,3 +941,51 @@ fn backup(trails: &Trails) -> Section {
     s.attention = true;
     s
 }
+
+/// A candidate policy set replayed over the period's decisions (`policy replay`).
+pub(crate) fn replay(report: &crate::replay::Replay) -> Section {
+    let mut s = section(
+        "policy_change",
+        "Change management of the access rules",
+        "a change to the rules is tested before it goes live",
+        "What a candidate policy set would have decided differently over the period's real traffic: every authorization the trail recorded (with its inputs), decided again with the candidate.",
+        &format!(
+            "the trail (decision.inputs), replayed with candidate set {}",
+            report.candidate_version
+        ),
+    );
+    let changed = report.replayed - report.unchanged;
+    s.findings.push(format!(
+        "{} decision(s) replayed: {} unchanged, {changed} changed; {} event(s) not replayable (recorded without inputs).",
+        report.replayed, report.unchanged, report.not_replayable
+    ));
+    s.attention = changed > 0;
+    let mut table = Table::new(
+        "policy_change_impact",
+        "Decisions that would change",
+        &[
+            "change",
+            "count",
+            "action",
+            "principal",
+            "roles",
+            "decided now by",
+            "decided then by",
+            "examples",
+        ],
+    );
+    for group in &report.changes {
+        table.row(vec![
+            group.change.to_owned(),
+            group.count.to_string(),
+            group.action.clone(),
+            group.principal.clone(),
+            group.roles.join(", "),
+            group.policies.join(", "),
+            group.recorded_policies.join(", "),
+            group.examples.join("; "),
+        ]);
+    }
+    s.tables = vec![table];
+    s
+}

@@ -315,6 +315,7 @@ fn pack_of(trails: &[PathBuf], from: Option<&str>, to: Option<&str>) -> Pack {
         chain: &Chain::plain(),
         from: from.map(|f| f.parse().unwrap()),
         to: to.map(|t| t.parse().unwrap()),
+        candidate: None,
     })
     .unwrap()
 }
@@ -738,6 +739,7 @@ fn the_session_section_shows_the_settings_and_each_sessions_life_cycle() {
         chain: &Chain::plain(),
         from: None,
         to: None,
+        candidate: None,
     })
     .unwrap();
     let settings = rows(table(&pack, "session_settings"));

@@ -976,4 +976,28 @@ async fn a_candidate_set_is_replayed_over_the_recorded_traffic() {
         out.contains("0 decision(s) replayed") && out.contains("1 event(s) not replayable"),
         "{out}"
     );
+
+    // The evidence pack carries the same replay as a section of its own.
+    let pack = dir.path().join("pack");
+    let (ok, out) = run(std::process::Command::new(BINARY)
+        .args(["evidence", "--config"])
+        .arg(world.gateway.config_file())
+        .arg("--replay-candidate")
+        .arg(&candidate)
+        .arg("--out")
+        .arg(&pack));
+    assert!(ok, "{out}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(pack.join("evidence.json")).unwrap())
+            .unwrap();
+    let section = json["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "policy_change")
+        .cloned();
+    assert!(section.is_some(), "no replay section");
+    let rows = section.unwrap()["tables"][0]["rows"].clone();
+    assert_eq!(rows[0][0], "allow→deny", "{rows}");
+    assert_eq!(rows[0][3], "bob", "{rows}");
 }
