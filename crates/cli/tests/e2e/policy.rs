@@ -900,6 +900,7 @@ async fn a_candidate_set_is_replayed_over_the_recorded_traffic() {
         world.token("bob").await,
         world.token("carol").await,
     );
+    // A walk: reads, a refused settings change, and two invoices approved by bob (300 and 40).
     for (token, method, path) in [
         (&alice, "GET", "/invoices"),
         (&alice, "GET", "/invoices/INV-1"),
@@ -911,6 +912,28 @@ async fn a_candidate_set_is_replayed_over_the_recorded_traffic() {
         send(request(method, &world.url(path), Some(token), body))
             .await
             .unwrap();
+    }
+    let mut approvals = Vec::new();
+    for amount in [300.0, 40.0] {
+        let created = send(request(
+            "POST",
+            &world.url("/invoices"),
+            Some(&alice),
+            Some(json!({"partner_id": "P-1", "amount": amount, "currency": "EUR"})),
+        ))
+        .await
+        .unwrap();
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let submit = format!("/invoices/{id}/submit");
+        send(request("POST", &world.url(&submit), Some(&alice), None))
+            .await
+            .unwrap();
+        let approve = format!("/invoices/{id}/approve");
+        let approved = send(request("POST", &world.url(&approve), Some(&bob), None))
+            .await
+            .unwrap();
+        assert_eq!(approved.status, 200, "{:?}", approved.body);
+        approvals.push(approved.header("x-request-id").to_owned());
     }
     let dir = invoiceguard_testkit::TempDir::new("replay").unwrap();
     let replay = |candidate: &Path, format: &str| {
@@ -924,37 +947,37 @@ async fn a_candidate_set_is_replayed_over_the_recorded_traffic() {
     let (same, out) = replay(&baseline, "table");
     assert!(same, "{out}");
     assert!(
-        out.contains("5 decision(s) replayed, 5 unchanged, 0 changed"),
+        out.contains("11 decision(s) replayed, 11 unchanged, 0 changed"),
         "{out}"
     );
 
-    // A candidate that takes invoice reading from approvers, and lets invoicing staff change
-    // settings: exactly those decisions change, grouped, with the policy that decides now.
+    // A candidate that tightens approvals: bob may approve up to 100 (entities.toml). Exactly
+    // the approval of 300 flips, decided now by the approval limit; the one of 40 does not.
     let candidate = policy_copy(dir.path());
-    let roles = std::fs::read_to_string(candidate.join("prohibitions.cedar")).unwrap();
+    let entities = std::fs::read_to_string(candidate.join("entities.toml")).unwrap();
     std::fs::write(
-        candidate.join("prohibitions.cedar"),
-        format!(
-            "{roles}\n@id(\"candidate.approvers-do-not-list\")\nforbid (principal in Role::\"approver\", action == Action::\"invoice:list\", resource);\n"
+        candidate.join("entities.toml"),
+        entities.replace(
+            "[users.bob]\napproval_limit = 50000",
+            "[users.bob]\napproval_limit = 100",
         ),
     )
     .unwrap();
     let (same, out) = replay(&candidate, "json");
     assert!(!same, "a change is exit 1: {out}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["replayed"], 5);
-    assert_eq!(report["unchanged"], 4);
+    assert_eq!(report["replayed"], 11);
+    assert_eq!(report["unchanged"], 10);
     let changes = report["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{report}");
     assert_eq!(changes[0]["change"], "allow→deny");
-    assert_eq!(changes[0]["action"], "invoice:list");
+    assert_eq!(changes[0]["action"], "invoice:approve");
     assert_eq!(changes[0]["principal"], "bob");
-    assert_eq!(
-        changes[0]["policies"],
-        json!(["candidate.approvers-do-not-list"])
-    );
+    assert_eq!(changes[0]["policies"], json!(["limits.approval-limit"]));
     assert_eq!(changes[0]["recorded_policies"], json!(["role.approver"]));
     assert_eq!(changes[0]["count"], 1);
+    let example = changes[0]["examples"][0].as_str().unwrap();
+    assert!(example.contains(&approvals[0]), "{example}");
     // Events written before decisions carried their inputs are counted, never guessed.
     let old = dir.path().join("old.jsonl");
     let mut event: Value = serde_json::from_str(
@@ -999,5 +1022,6 @@ async fn a_candidate_set_is_replayed_over_the_recorded_traffic() {
     assert!(section.is_some(), "no replay section");
     let rows = section.unwrap()["tables"][0]["rows"].clone();
     assert_eq!(rows[0][0], "allow→deny", "{rows}");
+    assert_eq!(rows[0][2], "invoice:approve", "{rows}");
     assert_eq!(rows[0][3], "bob", "{rows}");
 }
