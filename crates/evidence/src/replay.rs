@@ -56,6 +56,10 @@ pub struct ChangeGroup {
     pub examples: Vec<String>,
 }
 
+/// What groups changed decisions: the direction, the deciding policies, the action, the roles
+/// and the principal.
+type GroupKey = (String, Vec<String>, String, Vec<String>, String);
+
 /// Replays every decided request of `trails` (within `from`..`to`) with `candidate`.
 pub fn replay(
     candidate: &PolicyEngine,
@@ -72,8 +76,7 @@ pub fn replay(
         candidate_version: candidate.version().to_owned(),
         ..Replay::default()
     };
-    let mut groups: BTreeMap<(String, Vec<String>, String, Vec<String>, String), ChangeGroup> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, ChangeGroup> = BTreeMap::new();
     query::scan(trails, &filter, |line, view| {
         // Only requests Cedar decided: a route's, with its decision's reason one of Cedar's.
         let decided = view.action.is_some()

@@ -555,6 +555,7 @@ fn the_chain_is_verified_and_a_changed_event_found() {
         chain: &Chain::plain(),
         from: None,
         to: None,
+        candidate: None,
     };
     let pack = build(&inputs).unwrap();
     let chain = rows(table(&pack, "chain_verification"));
