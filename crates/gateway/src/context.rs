@@ -124,6 +124,7 @@ impl<'r> RequestContext<'r> {
         while !raw_path.is_char_boundary(end) {
             end -= 1;
         }
+        let navigation = is_navigation(head);
         Self {
             request_id: crate::trace::random_uuid(),
             trace: TraceContext::from_headers(&head.headers),
@@ -158,11 +159,12 @@ impl<'r> RequestContext<'r> {
             export_definition: None,
             export_reason: None,
             approval: None,
-            navigation: is_navigation(head),
-            return_to: head
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+            navigation,
+            // Only a navigation is ever sent to log in and back: no copy for other requests.
+            return_to: match head.uri.path_and_query() {
+                Some(target) if navigation => target.as_str().to_owned(),
+                _ => String::new(),
+            },
             session: None,
             own: None,
         }

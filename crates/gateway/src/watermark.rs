@@ -32,8 +32,18 @@ pub(crate) enum Format {
 }
 
 impl Format {
-    /// The format of an answer, by its `Content-Type`.
-    pub(crate) fn of(content_type: Option<&str>) -> Self {
+    /// The format of an answer, by its headers: a compressed (or otherwise encoded) body is never
+    /// marked — bytes inserted into gzip would break the file — only traced by its hash.
+    pub(crate) fn of(headers: &http::HeaderMap) -> Self {
+        let encoded = headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return Self::None;
+        }
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let media = content_type
             .unwrap_or_default()
             .split(';')
@@ -396,9 +406,37 @@ mod tests {
 
     #[test]
     fn formats_follow_the_content_type() {
-        assert_eq!(Format::of(Some("text/csv; charset=utf-8")), Format::Csv);
-        assert_eq!(Format::of(Some("application/json")), Format::Json);
-        assert_eq!(Format::of(Some("application/problem+json")), Format::Json);
-        assert_eq!(Format::of(None), Format::None);
+        let of = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, http::HeaderValue::from_static(value));
+            }
+            Format::of(&headers)
+        };
+        assert_eq!(
+            of(&[("content-type", "text/csv; charset=utf-8")]),
+            Format::Csv
+        );
+        assert_eq!(of(&[("content-type", "application/json")]), Format::Json);
+        assert_eq!(
+            of(&[("content-type", "application/problem+json")]),
+            Format::Json
+        );
+        assert_eq!(of(&[]), Format::None);
+        // A compressed body is traced by its hash, never marked.
+        for coding in ["gzip", "br", "deflate"] {
+            assert_eq!(
+                of(&[("content-type", "text/csv"), ("content-encoding", coding)]),
+                Format::None,
+                "{coding}"
+            );
+        }
+        assert_eq!(
+            of(&[
+                ("content-type", "text/csv"),
+                ("content-encoding", "identity")
+            ]),
+            Format::Csv
+        );
     }
 }

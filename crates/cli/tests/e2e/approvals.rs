@@ -105,6 +105,20 @@ async fn a_bulk_export_waits_for_another_persons_approval_and_passes_once() {
             "{who}"
         );
     }
+    // An id that names no export request (another shape, a store key's syntax): 404.
+    for bad in [
+        "/AR-0000",
+        "/approvals:pending",
+        "/grant-00/approve",
+        "/AR-%2A",
+    ] {
+        let method = if bad.ends_with("approve") {
+            "POST"
+        } else {
+            "GET"
+        };
+        assert_problem(&approvals(&world, method, bad, &bob).await, 404);
+    }
     // An approver whose login is not fresh is asked to log in again (RFC 9470).
     let stale = world
         .idp

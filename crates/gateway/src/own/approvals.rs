@@ -40,6 +40,15 @@ pub(super) async fn endpoint<B>(
         (&Method::POST, [id, "reject"]) => ("export:reject_request", Some(*id)),
         _ => return Err(GatewayError::NoRoute),
     };
+    // An export request's id is `AR-` and 18 hex digits or dashes; anything else names none
+    // (and never reaches the store as a key).
+    if id.is_some_and(|id| {
+        id.len() > 32
+            || !id.starts_with("AR-")
+            || !id[3..].bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    }) {
+        return Err(GatewayError::NotFound);
+    }
     ctx.own = Some(OwnAct {
         action: act,
         detail: None,

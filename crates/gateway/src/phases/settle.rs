@@ -45,7 +45,8 @@ pub(super) async fn phase(
     ctx.export_rows = settled.export_rows;
     let watermark = route.export.as_ref().and_then(|e| e.watermark.as_ref());
     let response = match watermark {
-        Some(spec) if response.status().is_success() => {
+        // A HEAD answer has no body to mark.
+        Some(spec) if response.status().is_success() && ctx.method != http::Method::HEAD => {
             watermarked(gateway, response, &spec.json_member, ctx)?
         }
         _ => response,
@@ -69,12 +70,7 @@ fn watermarked(
     let principal = ctx.principal()?;
     let mark = Mark::new(&id, &principal.id, &ctx.time, &ctx.request_id, json_member);
     let (mut parts, body) = response.into_parts();
-    let format = Format::of(
-        parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let format = Format::of(&parts.headers);
     // The mark changes the length: the answer is streamed.
     parts.headers.remove(http::header::CONTENT_LENGTH);
     if let Ok(value) = http::HeaderValue::from_str(&id) {
