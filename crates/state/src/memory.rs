@@ -40,6 +40,8 @@ pub struct MemoryStore {
     changes: Arc<Notify>,
     /// Sessions, logins in progress, identifiers used once.
     pub(crate) records: crate::records::MemoryRecords,
+    /// Lifecycle marks, grants, roles seen.
+    pub(crate) tables: crate::tables::MemoryTables,
 }
 
 impl MemoryStore {
@@ -56,7 +58,13 @@ impl MemoryStore {
             limits: Mutex::new(HashMap::new()),
             changes: Arc::new(Notify::new()),
             records: crate::records::MemoryRecords::default(),
+            tables: crate::tables::MemoryTables::default(),
         }
+    }
+
+    /// How long ownership records (and roles seen) are kept.
+    pub(crate) fn retention(&self) -> Duration {
+        self.retention
     }
 
     pub(crate) fn changes(&self) -> Arc<Notify> {

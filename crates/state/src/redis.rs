@@ -258,6 +258,25 @@ fn is_unreachable(error: &redis::RedisError) -> bool {
         || error.is_unrecoverable_error()
 }
 
+/// Swaps the roles last seen for a subject (a hash: `roles`, `at`). KEYS: the subject's hash.
+/// ARGV: roles, the token's issue time, seconds to keep. Returns the roles before when this call
+/// changed them; nothing when they are the same, seen first, or the token is older than the last
+/// one seen (its roles are not news).
+const ROLES_SEEN: &str = r"
+local current = redis.call('HMGET', KEYS[1], 'roles', 'at')
+local at = tonumber(ARGV[2])
+if current[1] == ARGV[1] then
+  if (tonumber(current[2]) or 0) < at then redis.call('HSET', KEYS[1], 'at', ARGV[2]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return false
+end
+if current[1] and (tonumber(current[2]) or 0) > at then return false end
+redis.call('HSET', KEYS[1], 'roles', ARGV[1], 'at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if current[1] then return current[1] end
+return false
+";
+
 /// Facts in Redis.
 pub struct RedisStore {
     topology: Arc<Topology>,
@@ -271,6 +290,7 @@ pub struct RedisStore {
     limit: Script,
     index_add: Script,
     index_take: Script,
+    roles_seen: Script,
 }
 
 fn now_ms() -> u64 {
@@ -392,6 +412,7 @@ impl RedisStore {
             limit: Script::new(LIMIT),
             index_add: Script::new(INDEX_ADD),
             index_take: Script::new(INDEX_TAKE),
+            roles_seen: Script::new(ROLES_SEEN),
         };
         match pubsub_client {
             Some(client) => store.listen_for_revocations(client),
@@ -720,6 +741,63 @@ impl RedisStore {
     pub(crate) async fn index_take(&self, index: &str) -> Result<Vec<String>, StateError> {
         let mut invocation = self.index_take.prepare_invoke();
         invocation.key(self.record_key(RecordKind::Index, index));
+        self.call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+}
+
+impl RedisStore {
+    /// Writes a table's field, then announces it like a revocation.
+    pub(crate) async fn table_put(
+        &self,
+        table: crate::Table,
+        field: &str,
+        value: &str,
+    ) -> Result<(), StateError> {
+        let key = self.key(&["table", table.name()]);
+        self.call(|mut c| async move { c.hset::<_, _, _, ()>(key, field, value).await })
+            .await?;
+        self.announce(field).await;
+        Ok(())
+    }
+
+    /// Removes a table's field: whether this call removed it (of two replicas removing the same
+    /// field at once, one does).
+    pub(crate) async fn table_remove(
+        &self,
+        table: crate::Table,
+        field: &str,
+    ) -> Result<bool, StateError> {
+        let key = self.key(&["table", table.name()]);
+        let removed: u64 = self
+            .call(|mut c| async move { c.hdel(key, field).await })
+            .await?;
+        if removed > 0 {
+            self.announce(field).await;
+        }
+        Ok(removed > 0)
+    }
+
+    pub(crate) async fn table_all(
+        &self,
+        table: crate::Table,
+    ) -> Result<HashMap<String, String>, StateError> {
+        let key = self.key(&["table", table.name()]);
+        self.call(|mut c| async move { c.hgetall(key).await }).await
+    }
+
+    pub(crate) async fn roles_seen(
+        &self,
+        subject: &str,
+        roles: &str,
+        at: u64,
+    ) -> Result<Option<String>, StateError> {
+        let mut invocation = self.roles_seen.prepare_invoke();
+        invocation
+            .key(self.key(&["seen", subject]))
+            .arg(roles)
+            .arg(at)
+            .arg(self.retention.as_secs().max(1));
         self.call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await
     }

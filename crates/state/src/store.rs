@@ -12,6 +12,7 @@ use crate::facts::{DAY, ExportLimits, Reservation, ReserveOutcome, StateError};
 use crate::memory::MemoryStore;
 use crate::records::RecordKind;
 use crate::redis::RedisStore;
+use crate::tables::Table;
 
 /// The configured backend.
 enum Backend {
@@ -305,6 +306,68 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(store) => Ok(store.records.index_take(index)),
             Backend::Redis(store) => self.counted(Box::pin(store.index_take(index)).await),
+        }
+    }
+
+    /// Writes a field of a table every replica keeps whole, and tells every replica (they are
+    /// notified like a revocation).
+    pub async fn table_put(
+        &self,
+        table: Table,
+        field: &str,
+        value: &str,
+    ) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                store.tables.put(table, field, value);
+                store.changes().notify_waiters();
+                Ok(())
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.table_put(table, field, value)).await)
+            }
+        }
+    }
+
+    /// Removes a field: whether this call removed it (once across replicas).
+    pub async fn table_remove(&self, table: Table, field: &str) -> Result<bool, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                let removed = store.tables.remove(table, field);
+                store.changes().notify_waiters();
+                Ok(removed)
+            }
+            Backend::Redis(store) => self.counted(Box::pin(store.table_remove(table, field)).await),
+        }
+    }
+
+    /// A whole table.
+    pub async fn table_all(&self, table: Table) -> Result<HashMap<String, String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.tables.all(table)),
+            Backend::Redis(store) => self.counted(Box::pin(store.table_all(table)).await),
+        }
+    }
+
+    /// Notes `roles` (one string, as the caller writes them) as the subject's, seen in a token
+    /// issued at `at` (Unix seconds): the roles before when this changed them — once across
+    /// replicas, since the swap is atomic; `None` when they are the same, seen for the first
+    /// time, or the token is older than the last one seen.
+    pub async fn roles_seen(
+        &self,
+        subject: &str,
+        roles: &str,
+        at: u64,
+    ) -> Result<Option<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => {
+                Ok(store
+                    .tables
+                    .roles_seen(subject, roles, at, store.retention()))
+            }
+            Backend::Redis(store) => {
+                self.counted(Box::pin(store.roles_seen(subject, roles, at)).await)
+            }
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use invoiceguard_state::{ExportLimits, RecordKind, ReserveOutcome, StateConfig, StateStore};
+use invoiceguard_state::{
+    ExportLimits, RecordKind, ReserveOutcome, StateConfig, StateStore, Table,
+};
 use invoiceguard_testkit::Redis;
 
 const LIMITS: ExportLimits = ExportLimits {
@@ -118,8 +120,50 @@ async fn keeps_records(store: &StateStore) {
     );
 }
 
+/// Tables every replica keeps whole, announced when they change; roles seen, swapped once.
+async fn keeps_tables(store: &StateStore) {
+    let changes = store.revocation_changes();
+    let announced = changes.notified();
+    tokio::pin!(announced);
+    announced.as_mut().enable();
+    store
+        .table_put(Table::Grants, "g1", "{\"role\":\"approver\"}")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), announced)
+        .await
+        .expect("a table change is announced like a revocation");
+    store
+        .table_put(Table::Lifecycle, "ann", "{}")
+        .await
+        .unwrap();
+    let grants = store.table_all(Table::Grants).await.unwrap();
+    assert_eq!(
+        grants.get("g1").map(String::as_str),
+        Some("{\"role\":\"approver\"}")
+    );
+    assert_eq!(grants.len(), 1, "tables are apart");
+    assert!(store.table_remove(Table::Grants, "g1").await.unwrap());
+    assert!(
+        !store.table_remove(Table::Grants, "g1").await.unwrap(),
+        "removed once"
+    );
+    assert!(store.table_all(Table::Grants).await.unwrap().is_empty());
+    // Roles seen: first sight is no change; a change is told once; an older token is not news.
+    let seen = |roles: &'static str, at: u64| store.roles_seen("ann", roles, at);
+    assert_eq!(seen("invoicing", 100).await.unwrap(), None);
+    assert_eq!(seen("invoicing", 110).await.unwrap(), None);
+    assert_eq!(
+        seen("approver invoicing", 120).await.unwrap().as_deref(),
+        Some("invoicing")
+    );
+    assert_eq!(seen("approver invoicing", 120).await.unwrap(), None);
+    assert_eq!(seen("invoicing", 105).await.unwrap(), None);
+}
+
 async fn behaves(store: &StateStore) {
     keeps_records(store).await;
+    keeps_tables(store).await;
     store.ping().await.unwrap();
     // Ownership.
     assert_eq!(store.owner("INV-1").await.unwrap(), None);
