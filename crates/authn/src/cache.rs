@@ -106,6 +106,8 @@ mod tests {
             auth_time: None,
             mfa: true,
             method: AuthMethod::Jwt,
+            issued_at: None,
+            email: None,
         };
         Cached {
             principal: Arc::new(principal),

@@ -69,6 +69,10 @@ pub enum AuthnError {
     /// The subject is revoked (a leaver, a compromised integration).
     #[error("credentials are revoked")]
     Revoked,
+    /// The IdP reported a security event about the subject (a credential change, sessions
+    /// revoked, a compromise) after this token was issued: a fresh login is required.
+    #[error("the identity provider ended this login (a security event); log in again")]
+    EndedByIdp,
     /// A client certificate chained to the client CA but matches no integration account.
     #[error("client certificate is not an integration account")]
     UnknownClientCertificate,
@@ -145,6 +149,7 @@ impl AuthnError {
                     | Self::Expired
                     | Self::NotYetValid
                     | Self::DeviceChanged
+                    | Self::EndedByIdp
                     | Self::LoginFailed(_)
             ))
     }
@@ -180,6 +185,7 @@ impl AuthnError {
             Self::Inactive => "inactive_token",
             Self::BadApiKey => "bad_api_key",
             Self::Revoked => "revoked",
+            Self::EndedByIdp => "ended_by_security_event",
             Self::UnknownClientCertificate => "unknown_client_certificate",
             Self::KeysUnavailable(_) => "keys_unavailable",
             Self::IntrospectionUnavailable(_) => "introspection_unavailable",

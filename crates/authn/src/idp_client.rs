@@ -111,6 +111,58 @@ impl IdpClient {
     }
 }
 
+impl IdpClient {
+    /// Sends `body` as JSON (or nothing) with `method`, a bearer token when given, and returns
+    /// the status and the answer's JSON (`null` for an empty body). Any status is returned: the
+    /// caller reads it (a stream API answers 201, 204, 404, 409).
+    pub(crate) async fn send_json(
+        &self,
+        method: http::Method,
+        url: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(http::StatusCode, serde_json::Value), String> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = request
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| format!("cannot build a request for `{url}`: {e}"))?;
+        let fetch = async {
+            let response = self
+                .form_client
+                .request(request)
+                .await
+                .map_err(|e| format!("`{url}` did not answer: {e}"))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read `{url}`: {e}"))?
+                .to_bytes();
+            let value = if body.iter().all(u8::is_ascii_whitespace) {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| format!("`{url}` answered {status} with no JSON: {e}"))?
+            };
+            Ok((status, value))
+        };
+        tokio::time::timeout(self.timeout, fetch)
+            .await
+            .map_err(|_| format!("`{url}` did not answer within {:?}", self.timeout))?
+    }
+}
+
 /// A successful answer's body as JSON (at most [`MAX_DOCUMENT_BYTES`]), and its
 /// `Cache-Control: max-age`.
 async fn read_json<T: serde::de::DeserializeOwned>(

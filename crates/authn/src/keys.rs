@@ -65,6 +65,9 @@ pub struct LoginEndpoints {
 /// The cached key set of one issuer.
 pub(crate) struct KeyStore {
     issuer: String,
+    /// The discovery document's name under `/.well-known/`: `openid-configuration` for an
+    /// IdP, `ssf-configuration` for a Shared Signals transmitter.
+    discovery: &'static str,
     client: IdpClient,
     keys: RwLock<Option<Arc<KeySet>>>,
     /// Serializes fetches (one at a time, shared by everyone waiting), and holds when they
@@ -94,6 +97,7 @@ impl KeyStore {
     ) -> Self {
         Self {
             issuer,
+            discovery: "openid-configuration",
             client,
             keys: RwLock::new(None),
             fetches: tokio::sync::Mutex::new(Fetches::default()),
@@ -104,6 +108,12 @@ impl KeyStore {
             introspection_endpoint: RwLock::new(None),
             login_endpoints: RwLock::new(None),
         }
+    }
+
+    /// The same, for keys named by another discovery document (`ssf-configuration`).
+    pub(crate) fn with_discovery(mut self, name: &'static str) -> Self {
+        self.discovery = name;
+        self
     }
 
     /// The issuer these keys belong to.
@@ -201,8 +211,9 @@ impl KeyStore {
 
     async fn fetch_keys(&self) -> Result<usize, String> {
         let discovery_url = format!(
-            "{}/.well-known/openid-configuration",
-            self.issuer.trim_end_matches('/')
+            "{}/.well-known/{}",
+            self.issuer.trim_end_matches('/'),
+            self.discovery
         );
         let discovery: Discovery = self.client.get_json(&discovery_url).await?;
         if discovery.issuer != self.issuer {

@@ -5,7 +5,8 @@
 //! certificates, remembers verified tokens until they expire, and turns a caller into a
 //! [`Principal`]: an interactive user with roles and MFA facts, or an integration account with
 //! scopes. For browser logins it is also an OpenID Connect relying party (`oidc.rs`): it exchanges
-//! an authorization code, validates the ID token and back-channel logout tokens.
+//! an authorization code, validates the ID token and back-channel logout tokens. And it receives
+//! the IdP's security events (`security_events.rs`: OpenID Shared Signals, CAEP and RISC).
 
 mod authenticator;
 mod cache;
@@ -20,6 +21,7 @@ mod keys;
 mod oidc;
 mod principal;
 mod roles;
+mod security_events;
 mod token;
 
 pub use authenticator::{Authenticator, Credentials, CredentialsReloaded};
@@ -31,3 +33,7 @@ pub use error::AuthnError;
 pub use keys::LoginEndpoints;
 pub use oidc::{IdTokenExpectations, Login, Logout};
 pub use principal::{AuthMethod, Principal, PrincipalKind};
+pub use security_events::{
+    Delivery, EVENTS_REQUESTED, POLL_METHOD, PUSH_METHOD, SecurityEvent, SetError, Stream, Subject,
+    Transmitter, TransmitterSettings, VERIFICATION_EVENT,
+};

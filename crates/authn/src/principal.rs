@@ -70,6 +70,10 @@ pub struct Principal {
     pub mfa: bool,
     /// How the caller authenticated to the gateway.
     pub method: AuthMethod,
+    /// When the token was issued (`iat`, Unix seconds), or the browser session started.
+    pub issued_at: Option<u64>,
+    /// The `email` claim, when the token carries one (a security event may name a person by it).
+    pub email: Option<String>,
 }
 
 impl Principal {
@@ -129,6 +133,12 @@ impl Principal {
                     .ok_or_else(|| AuthnError::BadClaim("auth_time".to_owned()))?,
             ),
         };
+        let issued_at = claims.get("iat").and_then(Value::as_u64);
+        let email = claims
+            .get("email")
+            .and_then(Value::as_str)
+            .filter(|email| is_safe_name(email, true))
+            .map(str::to_ascii_lowercase);
         let mfa = amr.iter().any(|method| config.mfa_amr.contains(method))
             || acr.as_ref().is_some_and(|acr| config.mfa_acr.contains(acr));
         Ok(Self {
@@ -142,6 +152,8 @@ impl Principal {
             auth_time,
             mfa,
             method,
+            issued_at,
+            email,
         })
     }
 
@@ -158,6 +170,8 @@ impl Principal {
             auth_time: None,
             mfa: false,
             method,
+            issued_at: None,
+            email: None,
         }
     }
 

@@ -200,6 +200,8 @@ fn principal(inputs: &DecisionInputs) -> Principal {
         auth_time: inputs.auth_time,
         mfa: inputs.mfa,
         method: AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     }
 }
 

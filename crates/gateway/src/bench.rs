@@ -39,6 +39,8 @@ pub async fn serve_proxy_only(
         auth_time: None,
         mfa: false,
         method: AuthMethod::ApiKey,
+        issued_at: None,
+        email: None,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -84,6 +84,8 @@ fn alice_reads() -> (Principal, RequestFacts, Vec<String>) {
         auth_time: Some(1_799_999_940),
         mfa: true,
         method: AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     };
     let facts = RequestFacts {
         source_ip: "192.0.2.10".parse().unwrap(),

@@ -323,6 +323,8 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
         auth_time: Some(NOW - case.auth_age_s),
         mfa: case.mfa && kind == PrincipalKind::User,
         method: AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     };
     let facts = RequestFacts {
         source_ip: std::net::IpAddr::from([192, 0, 2, 10]),

@@ -40,6 +40,8 @@ fn user(id: &str, roles: &[&str], mfa: bool) -> Principal {
         auth_time: Some(NOW - 60),
         mfa,
         method: AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     }
 }
 
@@ -55,6 +57,8 @@ fn service(id: &str, scopes: &[&str]) -> Principal {
         auth_time: None,
         mfa: false,
         method: AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     }
 }
 

@@ -70,6 +70,8 @@ impl Session {
             auth_time: self.auth_time,
             mfa: self.mfa,
             method: AuthMethod::Session,
+            issued_at: Some(self.created),
+            email: None,
         }
     }
 

@@ -15,6 +15,8 @@ fn alice() -> Principal {
         auth_time: None,
         mfa: true,
         method: invoiceguard_authn::AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     }
 }
 

@@ -66,6 +66,8 @@ fn grid(engine: &PolicyEngine) -> Vec<(Principal, RouteMatch<'_>, RequestFacts, 
                     auth_time: Some(now - age),
                     mfa,
                     method: AuthMethod::Jwt,
+                    issued_at: None,
+                    email: None,
                 };
                 let facts = RequestFacts {
                     source_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
@@ -358,6 +360,8 @@ proptest::proptest! {
             auth_time: Some(now - age),
             mfa,
             method: AuthMethod::Jwt,
+            issued_at: None,
+            email: None,
         };
         let facts = RequestFacts {
             source_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
