@@ -218,6 +218,7 @@ fn facts(inputs: &DecisionInputs) -> RequestFacts {
             currency: inputs.currency.clone(),
             status: inputs.status.clone(),
             company: inputs.company.clone(),
+            ..ResourceFacts::default()
         },
         export: ExportFacts {
             rows_requested: inputs.export_rows_requested,

@@ -11,7 +11,8 @@
 //! auth_age_s = 60                 # seconds since the login, default 60
 //! request = "POST /invoices/INV-1/approve"   # or "ACTION on TYPE ID" for an act without a route,
 //!                                 # e.g. "export:approve_request on ExportRequest AR-1"
-//! resource = { creator = "grace", amount = 900 }   # facts, optional
+//! resource = { creator = "grace", amount = 900 }   # facts, optional; a role grant's are
+//!                                 # { grantee = "dave", role = "approver", roles_after = [...] }
 //! export = { rows = 100, within_limits = true, approved = false }   # optional
 //! break_glass_reason = "INC-42: restore settings"  # optional
 //! expect = "deny"                 # allow, deny, step_up or approval_required
@@ -73,6 +74,11 @@ struct CaseResource {
     currency: Option<String>,
     status: Option<String>,
     company: Option<String>,
+    /// A role grant's grantee, role, and the grantee's roles with it.
+    grantee: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    roles_after: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -335,6 +341,9 @@ fn decide(engine: &PolicyEngine, case: &Case) -> Result<Decided, String> {
             currency: case.resource.currency.clone(),
             status: case.resource.status.clone(),
             company: case.resource.company.clone(),
+            grantee: case.resource.grantee.clone(),
+            role: case.resource.role.clone(),
+            roles_after: case.resource.roles_after.clone(),
         },
         break_glass_reason: case.break_glass_reason.clone(),
         user_scopes_enforced: case.principal.scopes.is_some(),

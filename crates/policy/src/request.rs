@@ -50,6 +50,12 @@ pub struct ResourceFacts {
     pub status: Option<String>,
     /// The company (legal entity) issuing it.
     pub company: Option<String>,
+    /// For a role grant: who would receive the role.
+    pub grantee: Option<String>,
+    /// For a role grant: the role granted.
+    pub role: Option<String>,
+    /// For a role grant: the grantee's roles with it added (as last seen, and granted).
+    pub roles_after: Vec<String>,
 }
 
 /// Facts about an export request.
@@ -333,11 +339,14 @@ impl Inputs {
             + self.action.len()
             + self.resource_type.len()
             + self.resource_id.len()
+            + facts.roles_after.iter().map(String::len).sum::<usize>()
             + [
                 &facts.creator,
                 &facts.currency,
                 &facts.status,
                 &facts.company,
+                &facts.grantee,
+                &facts.role,
             ]
             .into_iter()
             .flatten()
@@ -455,6 +464,27 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
                 RestrictedExpression::new_string(value.clone()),
             );
         }
+    }
+    if let (Some(grantee), Some(role)) = (&facts.grantee, &facts.role) {
+        let roles_after = facts
+            .roles_after
+            .iter()
+            .map(|role| Ok(RestrictedExpression::new_entity_uid(prepared.uid("Role", role)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        resource_attrs.extend([
+            (
+                "grantee".to_owned(),
+                RestrictedExpression::new_entity_uid(prepared.uid("User", grantee)?),
+            ),
+            (
+                "role".to_owned(),
+                RestrictedExpression::new_entity_uid(prepared.uid("Role", role)?),
+            ),
+            (
+                "roles_after".to_owned(),
+                RestrictedExpression::new_set(roles_after),
+            ),
+        ]);
     }
     let resource_entity =
         Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;
