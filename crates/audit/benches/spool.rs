@@ -31,6 +31,7 @@ fn event(i: u64) -> AuditEvent {
             amr: vec!["pwd".into(), "otp".into()],
             acr: Some("urn:invoiceguard:acr:mfa".into()),
             mfa: true,
+            grants: Vec::new(),
         }),
         source: Source {
             ip: "10.1.2.3".into(),
@@ -69,6 +70,7 @@ fn event(i: u64) -> AuditEvent {
         },
         severity: "info",
         category: "authorization",
+        lifecycle: None,
         prev_hash: String::new(),
     }
 }

@@ -52,12 +52,73 @@ pub struct AuditEvent {
     /// What the event is about, for the SIEM's first filter: `authentication` (credentials
     /// refused), `break-glass`, `revocation` (an admin operation), `export`, `administration`
     /// (settings, users and roles), `integration` (a service account's call) or `authorization`
-    /// (every other decision).
+    /// (every other decision), `lifecycle` (joiners, movers, leavers: a security event from the
+    /// IdP, a role grant, a role change seen).
     pub category: &'static str,
+    /// For a `lifecycle` event: whom it is about and what the gateway did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleRecord>,
     /// The hash of the previous event's line (SHA-256, or HMAC-SHA256 with `[audit]
     /// hmac_key_file`), 64 zeros for the first: the chain `invoiceguard audit verify` checks. Set
     /// when the event is written.
     pub prev_hash: String,
+}
+
+/// A time-limited grant whose role counted for a request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GrantUse {
+    /// The grant's id.
+    pub id: String,
+    /// The role it grants.
+    pub role: String,
+    /// Until when (Unix seconds).
+    pub until_unix: u64,
+    /// The ticket it was granted under.
+    pub ticket: String,
+}
+
+/// What a `lifecycle` event is about: a security event from the IdP (Shared Signals), a role
+/// grant given, lifted or expired, or a change of a subject's roles seen in their token.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LifecycleRecord {
+    /// The subject (a user's `sub`), or what the event named when it names nobody the gateway
+    /// knows.
+    pub subject: String,
+    /// `ssf` (a security event), `grant` or `roles_changed`.
+    pub source: &'static str,
+    /// A security event's type URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// A security event's `jti`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// A security event's transmitter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transmitter: Option<String>,
+    /// The subject's roles before (a role change, a grant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_before: Option<Vec<String>>,
+    /// The subject's roles after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_after: Option<Vec<String>>,
+    /// A grant's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// A grant's role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A grant's end (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_unix: Option<u64>,
+    /// The ticket a grant was asked under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// The reason a grant states, or a security event's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the gateway did, in order (`revoked`, `sessions_ended:2`, `logins_before:…`,
+    /// `step_up_required`, `lifted`, `granted`, `expired`, `nothing`).
+    pub acted: Vec<String>,
 }
 
 /// The authenticated caller.
@@ -83,6 +144,9 @@ pub struct Actor {
     pub acr: Option<String>,
     /// Whether the login was multi-factor.
     pub mfa: bool,
+    /// The time-limited grants whose roles counted for this request (with their tickets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantUse>,
 }
 
 /// Where a request came from.
@@ -290,6 +354,7 @@ impl AuditEvent {
             },
             severity,
             category: "audit",
+            lifecycle: None,
             prev_hash: String::new(),
         }
     }

@@ -21,7 +21,8 @@ pub use chain::{Chain, GENESIS};
 pub use config::AuditConfig;
 pub use event::{
     Actor, AuditEvent, DECISION_INPUTS_VERSION, DecisionInputs, DecisionRecord, ExportDelivery,
-    Outcome, RequestRecord, ResourceRecord, ShadowRecord, Source, now_rfc3339,
+    GrantUse, LifecycleRecord, Outcome, RequestRecord, ResourceRecord, ShadowRecord, Source,
+    now_rfc3339,
 };
 pub use log::{AuditError, AuditLog};
 pub use ocsf::{OCSF_VERSION, to_ocsf};

@@ -53,6 +53,7 @@ fn event(i: u64) -> AuditEvent {
         },
         severity: "info",
         category: "authorization",
+        lifecycle: None,
         prev_hash: String::new(),
     }
 }

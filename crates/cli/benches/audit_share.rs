@@ -72,6 +72,7 @@ fn event(i: usize) -> AuditEvent {
             amr: vec!["pwd".into(), "otp".into()],
             acr: Some("urn:invoiceguard:acr:mfa".into()),
             mfa: true,
+            grants: Vec::new(),
         }),
         source: Source {
             ip: "127.0.0.1".into(),
@@ -110,6 +111,7 @@ fn event(i: usize) -> AuditEvent {
         },
         severity: "info",
         category: "authorization",
+        lifecycle: None,
         prev_hash: String::new(),
     }
 }

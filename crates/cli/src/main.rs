@@ -11,6 +11,8 @@
 //!   again with a candidate set.
 //! - `invoiceguard revoke --subject ID [--for SECONDS] [--reason TEXT]`, `--list`, `--lift ID`
 //!   block or unblock a subject on every replica, through the admin listener.
+//! - `invoiceguard grant --subject ID --role ROLE --until TIME --ticket T --reason TEXT`, `--list`,
+//!   `--lift ID` give, list and lift time-limited role grants, through the admin listener.
 //! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
 //! - `invoiceguard audit query PATH...` finds events, or answers an auditor's named questions.
 //! - `invoiceguard evidence --from … --to … --out DIR` writes the evidence pack for a period.
@@ -18,8 +20,10 @@
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
+mod admin;
 mod evidence;
 mod export;
+mod grant;
 mod query;
 mod replay;
 
@@ -71,6 +75,10 @@ enum Command {
     /// Block a user, an integration account or an API key's account on every replica (or list
     /// or lift revocations), through a running gateway's admin listener.
     Revoke(RevokeArgs),
+    /// Grant a role to a person until a set time, under a ticket (or list or lift grants),
+    /// through a running gateway's admin listener; the granter's own access token decides
+    /// whether they may (policies/grants.cedar).
+    Grant(grant::GrantArgs),
     /// The evidence pack for auditors: one section per control of the access baseline (role
     /// matrix, decision cases, MFA coverage, admins and break-glass, lockouts, revocations,
     /// exports, integration accounts, the trail verified), as HTML, JSON and CSV.
@@ -291,6 +299,7 @@ fn main() -> ExitCode {
             command: PolicyCommand::Explain(args),
         } => policy_explain(*args),
         Command::Revoke(args) => revoke(&args),
+        Command::Grant(args) => grant::grant(&args),
         Command::Evidence(args) => evidence::evidence(&args),
         Command::Export {
             command: ExportCommand::Trace(args),
@@ -553,19 +562,6 @@ fn revoke(args: &RevokeArgs) -> ExitCode {
 
 /// Calls the admin listener named by the configuration.
 fn revoke_call(args: &RevokeArgs) -> anyhow::Result<String> {
-    use anyhow::Context;
-    use http_body_util::BodyExt;
-    let config = Config::load(&args.config)?;
-    let address = config
-        .admin
-        .address
-        .context("the configuration has no `admin.address`: the admin listener is off")?;
-    let token_file = config
-        .admin
-        .token_file
-        .context("the configuration has no `admin.token_file`: revocations are disabled")?;
-    let token = std::fs::read_to_string(&token_file)
-        .with_context(|| format!("cannot read `{}`", token_file.display()))?;
     let (method, path, body) = if let Some(subject) = &args.subject {
         let until = match args.for_s {
             Some(seconds) => {
@@ -584,60 +580,26 @@ fn revoke_call(args: &RevokeArgs) -> anyhow::Result<String> {
             body.to_string(),
         )
     } else if let Some(subject) = &args.lift {
-        let encoded: String = subject
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
         (
             http::Method::DELETE,
-            format!("/revocations/{encoded}"),
+            format!("/revocations/{}", admin::encode_segment(subject)),
             String::new(),
         )
     } else {
         (http::Method::GET, "/revocations".to_owned(), String::new())
     };
-    let request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{address}{path}"))
-        .header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", token.trim()),
-        )
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let response =
-            tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
-                .await
-                .context("the admin listener did not answer within 10 s")?
-                .with_context(|| format!("cannot reach the admin listener at {address}"))?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        let text = String::from_utf8_lossy(&body).into_owned();
-        if let Some(subject) = &args.lift {
-            anyhow::ensure!(
-                status != http::StatusCode::NOT_FOUND,
-                "`{subject}` is not revoked: nothing lifted"
-            );
-        }
+    let (status, text) = admin::call(&args.config, method, &path, body, None)?;
+    if let Some(subject) = &args.lift {
         anyhow::ensure!(
-            status.is_success(),
-            "the admin listener answered {status}: {text}"
+            status != http::StatusCode::NOT_FOUND,
+            "`{subject}` is not revoked: nothing lifted"
         );
-        Ok(text)
-    })
+    }
+    anyhow::ensure!(
+        status.is_success(),
+        "the admin listener answered {status}: {text}"
+    );
+    Ok(text)
 }
 
 fn apikey_hash() -> ExitCode {

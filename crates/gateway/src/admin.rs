@@ -1,7 +1,8 @@
 //! The admin listener, on its own address: `/healthz` (the process answers), `/readyz`
 //! (policies loaded, IdP keys fetched, state store reachable, audit spool taking events),
-//! `/metrics` (Prometheus text format) and the revocation endpoints
-//! (`GET`/`POST /revocations`, `DELETE /revocations/{subject}`), which need the admin bearer token.
+//! `/metrics` (Prometheus text format), the revocation endpoints (`GET`/`POST /revocations`,
+//! `DELETE /revocations/{subject}`) and the grant endpoints (`GET`/`POST /grants`,
+//! `DELETE /grants/{id}`: `admin_grants.rs`), which need the admin bearer token.
 //! Every request to the revocation endpoints is an audit event, allowed or refused (a missing or
 //! wrong token included) — except lifting a subject that is not revoked, which changes nothing
 //! and is answered 404.
@@ -38,7 +39,7 @@ struct RevokeRequest {
     reason: Option<String>,
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -48,7 +49,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+pub(crate) fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
     json_response(
         status,
         &json!({"title": status.canonical_reason(), "status": status.as_u16(), "detail": detail}),
@@ -173,6 +174,29 @@ async fn handle(
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
+        }
+        _ if path == "/grants" || path.starts_with("/grants/") => {
+            if let Some((refused, why)) = refusal(&request, token) {
+                let mut act = AdminAct {
+                    method: method.as_str(),
+                    path: &path,
+                    peer,
+                    action: "grant:other",
+                    subject: None,
+                    authenticated: false,
+                    status: refused.status().as_u16(),
+                    detail: Some(why.to_owned()),
+                };
+                act.action = match method {
+                    Method::GET => "grant:list",
+                    Method::POST => "grant:create",
+                    Method::DELETE => "grant:lift",
+                    _ => "grant:other",
+                };
+                gateway.record_admin(act);
+                return refused;
+            }
+            crate::admin_grants::handle(gateway, request, peer).await
         }
         _ if path == "/revocations" || path.starts_with("/revocations/") => {
             let mut act = AdminAct {

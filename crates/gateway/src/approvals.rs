@@ -108,11 +108,7 @@ fn unavailable(error: StateError) -> GatewayError {
     GatewayError::FactUnavailable(format!("export approvals: {error}"))
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::trace::now_unix;
 
 /// The store's view of export requests.
 pub(crate) struct Approvals<'s> {

@@ -145,8 +145,14 @@ fn event(
         Some(own) => own.action,
         None => route.map_or("", |route| route.action.as_str()),
     };
-    let actor = ctx.principal.as_deref().map(actor);
-    let category = category(ctx, action, actor.as_ref(), error);
+    let mut actor = ctx.principal.as_deref().map(actor);
+    if let Some(actor) = &mut actor {
+        actor.grants.clone_from(&ctx.grants);
+    }
+    let category = match ctx.lifecycle {
+        Some(_) => "lifecycle",
+        None => category(ctx, action, actor.as_ref(), error),
+    };
     AuditEvent {
         event_id: crate::trace::random_uuid(),
         seq: 0,
@@ -206,6 +212,7 @@ fn event(
         },
         severity: severity(ctx, category, error),
         category,
+        lifecycle: ctx.lifecycle.clone(),
         prev_hash: String::new(),
     }
 }
@@ -314,7 +321,7 @@ fn category(
 }
 
 /// The actor of an event: the principal as the SIEM sees it.
-fn actor(principal: &Principal) -> Actor {
+pub(crate) fn actor(principal: &Principal) -> Actor {
     Actor {
         kind: match principal.kind {
             PrincipalKind::User => "user",
@@ -328,6 +335,7 @@ fn actor(principal: &Principal) -> Actor {
         amr: principal.amr.clone(),
         acr: principal.acr.clone(),
         mfa: principal.mfa,
+        grants: Vec::new(),
     }
 }
 
@@ -354,7 +362,7 @@ pub(crate) struct AdminAct<'a> {
     pub(crate) path: &'a str,
     pub(crate) peer: SocketAddr,
     /// `revocation:create`, `revocation:lift`, `revocation:list`, or `revocation:other` for a
-    /// method the endpoints do not take.
+    /// method the endpoints do not take; `grant:…` for a grant call refused for its admin token.
     pub(crate) action: &'static str,
     /// The subject revoked or lifted.
     pub(crate) subject: Option<String>,
@@ -400,6 +408,7 @@ pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent
             amr: Vec::new(),
             acr: None,
             mfa: false,
+            grants: Vec::new(),
         }),
         source: Source {
             ip: act.peer.ip().to_string(),
@@ -410,10 +419,11 @@ pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent
             method: act.method.to_owned(),
             path: act.path.chars().take(MAX_RECORDED_PATH).collect(),
             route: Some(
-                if act.path.starts_with("/revocations/") {
-                    "/revocations/{subject}"
-                } else {
-                    "/revocations"
+                match act.path {
+                    path if path.starts_with("/revocations/") => "/revocations/{subject}",
+                    path if path.starts_with("/grants/") => "/grants/{id}",
+                    path if path.starts_with("/grants") => "/grants",
+                    _ => "/revocations",
                 }
                 .to_owned(),
             ),
@@ -448,7 +458,12 @@ pub(crate) fn admin_event(act: AdminAct<'_>, policy_version: &str) -> AuditEvent
             export_delivery: None,
         },
         severity,
-        category: "revocation",
+        category: if act.action.starts_with("grant:") {
+            "lifecycle"
+        } else {
+            "revocation"
+        },
+        lifecycle: None,
         prev_hash: String::new(),
     }
 }
@@ -505,6 +520,7 @@ pub(crate) fn malformed_event(
         },
         severity: "warning",
         category: "authorization",
+        lifecycle: None,
         prev_hash: String::new(),
     }
 }

@@ -45,6 +45,9 @@ pub struct Config {
     /// Four eyes on exports: how long requests and approvals live.
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// The IdP's security events (OpenID Shared Signals: CAEP and RISC); off when absent.
+    #[serde(default)]
+    pub ssf: Option<crate::ssf::SsfConfig>,
     /// The file this configuration was read from (its credentials are reloaded from it).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -387,6 +390,9 @@ impl Config {
         if let Some(file) = &mut self.approvals.webhook_auth_header_file {
             resolve(file);
         }
+        if let Some(ssf) = &mut self.ssf {
+            ssf.resolve_paths(base);
+        }
         if let Some(token) = &mut self.admin.token_file {
             resolve(token);
         }
@@ -448,6 +454,9 @@ impl Config {
             problems.push(format!(
                 "approvals.webhook: `{webhook}` is not an http(s) URL"
             ));
+        }
+        if let Some(ssf) = &self.ssf {
+            problems.extend(ssf.validate());
         }
         if let Some(session) = &self.session {
             problems.extend(session.validate());
@@ -619,6 +628,11 @@ impl Config {
             add("upstream.client_cert.key_file", Some(&client.key_file));
         }
         add("admin.token_file", self.admin.token_file.as_ref());
+        if let Some(ssf) = &self.ssf {
+            for (key, file) in ssf.files() {
+                add(key, Some(&file));
+            }
+        }
         // The roles file, the state store's, the sinks' and the audit key: their sections'
         // `validate` reads them.
         files

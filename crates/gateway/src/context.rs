@@ -92,6 +92,10 @@ pub(crate) struct RequestContext<'r> {
     pub(crate) session: Option<SessionSeen>,
     /// A gateway-owned endpoint (`/.invoiceguard/…`) answered the request.
     pub(crate) own: Option<OwnAct>,
+    /// The time-limited grants whose roles counted for this request.
+    pub(crate) grants: Vec<invoiceguard_audit::GrantUse>,
+    /// What a lifecycle act (a pushed security event) did.
+    pub(crate) lifecycle: Option<invoiceguard_audit::LifecycleRecord>,
 }
 
 /// The session a request was authenticated by, as the audit event records it.
@@ -167,6 +171,8 @@ impl<'r> RequestContext<'r> {
             },
             session: None,
             own: None,
+            grants: Vec::new(),
+            lifecycle: None,
         }
     }
 

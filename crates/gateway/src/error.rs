@@ -104,6 +104,9 @@ pub enum GatewayError {
     /// A request authenticated by the session cookie came from another site or origin (CSRF).
     #[error("cross-site request refused: {0}")]
     CrossSite(&'static str),
+    /// A pushed security event was refused (RFC 8935 section 2.4: its `err` code).
+    #[error("security event refused: {0}")]
+    SetRefused(invoiceguard_authn::SetError),
 }
 
 /// Where a browser is sent to log in, the cookies set on the way, and why.
@@ -142,6 +145,9 @@ impl GatewayError {
                 StatusCode::FORBIDDEN
             }
             Self::LoginRequired(_) => StatusCode::FOUND,
+            Self::SetRefused(e) if e.code == "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SetRefused(e) if e.code == "authentication_failed" => StatusCode::UNAUTHORIZED,
+            Self::SetRefused(_) => StatusCode::BAD_REQUEST,
             Self::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             Self::FactUnavailable(_) | Self::AuditUnavailable(_) | Self::PolicyUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -173,6 +179,8 @@ impl GatewayError {
             | Self::StepUpRequired(_) => Side::Client,
             Self::Unauthenticated(e) if e.is_unavailable() => Side::Upstream,
             Self::Unauthenticated(_) => Side::Client,
+            Self::SetRefused(e) if e.code == "unavailable" => Side::Internal,
+            Self::SetRefused(_) => Side::Client,
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout | Self::FactUnavailable(_) => {
                 Side::Upstream
             }
@@ -209,6 +217,9 @@ impl GatewayError {
             Self::LoginRequired(_) => "unauthenticated",
             Self::CrossSite(_) => "cross_site",
             Self::ApprovalRequired(_) => "approval_required",
+            Self::SetRefused(e) if e.code == "unavailable" => "unavailable",
+            Self::SetRefused(e) if e.code == "authentication_failed" => "unauthenticated",
+            Self::SetRefused(_) => "bad_request",
         }
     }
 
@@ -242,6 +253,7 @@ impl GatewayError {
                 "another person's approval required: export request {id}"
             )),
             Self::ApprovalRequired(None) => Some("another person's approval required".to_owned()),
+            Self::SetRefused(error) => Some(error.to_string()),
             Self::StepUpRequired(step_up) => Some(match (step_up.mfa, step_up.max_age_s) {
                 (true, Some(age)) => format!("mfa and a login within {age}s required"),
                 (true, None) => "mfa required".to_owned(),
@@ -337,6 +349,7 @@ impl GatewayError {
                 "cross-site-request",
                 "this request did not come from the invoicing application's own pages".to_owned(),
             ),
+            Self::SetRefused(error) => ("security-event-refused", error.to_string()),
         }
     }
 
@@ -356,6 +369,11 @@ impl GatewayError {
             "detail": detail,
             "request_id": request_id,
         });
+        if let Self::SetRefused(error) = self {
+            // RFC 8935 section 2.4's error members, beside the problem's.
+            body["err"] = serde_json::json!(error.code);
+            body["description"] = serde_json::json!(error.description);
+        }
         if let Self::ApprovalRequired(Some(id)) = self {
             body["approval_request"] = serde_json::json!(id);
             body["approval_url"] = serde_json::json!(format!("/.invoiceguard/approvals/{id}"));

@@ -45,6 +45,10 @@ pub struct Gateway {
     pub(crate) approvals_ttl: Duration,
     /// Where new export requests are posted, when configured.
     pub(crate) approvals_webhook: Option<crate::approval_webhook::Webhook>,
+    /// What security events asked of subjects, and the role grants in force.
+    pub(crate) lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The IdP's security events, when `[ssf]` is configured.
+    pub(crate) ssf: Option<crate::ssf::Receiver>,
 }
 
 /// The gateway could not start.
@@ -65,7 +69,8 @@ pub enum StartError {
     /// The admin token cannot be read.
     #[error("{0}")]
     Admin(String),
-    /// The session configuration (its client secret) or the approvers' webhook cannot be used.
+    /// The session configuration (its client secret), the approvers' webhook or the security
+    /// event receiver cannot be used.
     #[error("{0}")]
     Session(String),
     /// `authn.api_key_header` is not a header name (`check` reports it first).
@@ -91,6 +96,20 @@ impl Gateway {
         let revocations = Arc::new(Revocations::default());
         revocations.refresh(&state).await;
         revocations.spawn_sync(state.clone());
+        let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
+        lifecycle.refresh(&state).await;
+        lifecycle.spawn_sync(state.clone(), audit.clone());
+        let ssf = match &config.ssf {
+            Some(ssf) => Some(
+                crate::ssf::Receiver::new(
+                    ssf,
+                    config.authn.leeway_s,
+                    Duration::from_millis(config.authn.idp_timeout_ms),
+                )
+                .map_err(StartError::Session)?,
+            ),
+            None => None,
+        };
         let authn = Authenticator::start(config.authn.clone()).await?;
         authn.spawn_refresh();
         let sessions = match &config.session {
@@ -116,6 +135,8 @@ impl Gateway {
         };
         Ok(Self {
             sessions,
+            lifecycle,
+            ssf,
             approvals_ttl: Duration::from_secs(config.approvals.ttl_s),
             approvals_webhook: match &config.approvals.webhook {
                 Some(url) => Some(
@@ -201,6 +222,7 @@ impl Gateway {
             "idp_keys": idp_keys,
             "audit": {"spool": self.audit.dir(), "writable": self.audit.is_writable(), "last_seq": self.audit.last_seq()},
             "state": {"backend": self.state.backend(), "reachable": state.is_ok(), "revocations_loaded": revocations_loaded, "errors_total": self.state.errors()},
+            "ssf": self.ssf.as_ref().map(crate::ssf::Receiver::report),
         });
         (ready, report)
     }

@@ -14,6 +14,10 @@
 //!   `browser.rs` (a browser's session on a routed request: resumed, CSRF-checked, or sent to
 //!   log in); `approvals.rs` (four eyes on exports: requests, approvals, spending one) and
 //!   `approval_webhook.rs` (new requests posted to the approvers' hook);
+//! - joiners, movers and leavers: `ssf.rs` (the IdP's security events — Shared Signals, CAEP,
+//!   RISC — received and acted on), `lifecycle.rs` (what they asked of a subject, time-limited
+//!   role grants, role changes seen), `admin_grants.rs` (grants given, listed and lifted at the
+//!   admin listener);
 //! - what the phases use: `canonical_path.rs` (the one reading of a request line and its headers),
 //!   `body.rs` (the request body's size and time limits), `form_override.rs` (method-override
 //!   fields in form bodies), `reservation.rs` (an export's held rows), `revocation.rs` (who is
@@ -28,6 +32,7 @@
 //!   `config.rs`.
 
 mod admin;
+mod admin_grants;
 mod admin_token;
 mod approval_webhook;
 mod approvals;
@@ -48,6 +53,7 @@ pub mod fuzzing;
 mod gateway;
 mod head_guard;
 mod headers;
+mod lifecycle;
 mod own;
 mod phases;
 mod reload;
@@ -56,6 +62,7 @@ mod reservation;
 mod revocation;
 pub mod runtime;
 mod server;
+mod ssf;
 mod tls;
 mod trace;
 mod upstream;
@@ -71,4 +78,5 @@ pub use context::Connection;
 pub use error::{GatewayError, LoginRedirect, Throttle};
 pub use gateway::{Gateway, StartError};
 pub use server::{ServeError, serve};
+pub use ssf::SsfConfig;
 pub use watermark::find_mark;

@@ -266,6 +266,7 @@ fn tls_acceptor(
 /// request comes to try, and the events kept in memory are written then.
 fn start_background(gateway: &Arc<Gateway>, config: &Config) {
     gateway.audit.start_sinks();
+    crate::ssf::spawn(gateway);
     if let Some(file) = &config.source {
         crate::credentials::spawn_watch(gateway, file.clone());
     }

@@ -135,6 +135,13 @@ fn random_bytes(out: &mut [u8]) -> bool {
     })
 }
 
+/// The time now, Unix seconds.
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A random (version 4) UUID, from the same generator as the trace ids (`Uuid::new_v4` asks the
 /// kernel, a system call, for every id).
 pub(crate) fn random_uuid() -> String {

@@ -469,7 +469,11 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
         let roles_after = facts
             .roles_after
             .iter()
-            .map(|role| Ok(RestrictedExpression::new_entity_uid(prepared.uid("Role", role)?)))
+            .map(|role| {
+                Ok(RestrictedExpression::new_entity_uid(
+                    prepared.uid("Role", role)?,
+                ))
+            })
             .collect::<Result<Vec<_>, String>>()?;
         resource_attrs.extend([
             (

@@ -313,6 +313,11 @@ impl Sessions {
         self.end_index(&subject_index(subject)).await
     }
 
+    /// Ends the sessions started by one IdP session (`sid` at `issuer`): how many were live.
+    pub async fn end_idp_session(&self, issuer: &str, sid: &str) -> Result<usize, AuthnError> {
+        self.end_index(&sid_index(issuer, sid)).await
+    }
+
     async fn end_index(&self, index: &str) -> Result<usize, AuthnError> {
         let hashes = self.state.index_take(index).await.map_err(unavailable)?;
         let mut ended = 0;

@@ -22,6 +22,8 @@ pub enum RecordKind {
     /// An index naming records: the sessions of one subject or IdP session (`sid`), the pending
     /// export requests.
     Index,
+    /// A subject by its email address (a security event may name a person by it).
+    Email,
 }
 
 impl RecordKind {
@@ -33,6 +35,7 @@ impl RecordKind {
             Self::Used => "used",
             Self::Approval => "approval",
             Self::Index => "index",
+            Self::Email => "email",
         }
     }
 }

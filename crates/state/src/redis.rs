@@ -786,6 +786,12 @@ impl RedisStore {
         self.call(|mut c| async move { c.hgetall(key).await }).await
     }
 
+    pub(crate) async fn roles_of(&self, subject: &str) -> Result<Option<String>, StateError> {
+        let key = self.key(&["seen", subject]);
+        self.call(|mut c| async move { c.hget(key, "roles").await })
+            .await
+    }
+
     pub(crate) async fn roles_seen(
         &self,
         subject: &str,

@@ -349,6 +349,14 @@ impl StateStore {
         }
     }
 
+    /// The roles last seen for a subject (as `roles_seen` was given them), if any.
+    pub async fn roles_of(&self, subject: &str) -> Result<Option<String>, StateError> {
+        match &self.backend {
+            Backend::Memory(store) => Ok(store.tables.roles_of(subject)),
+            Backend::Redis(store) => self.counted(Box::pin(store.roles_of(subject)).await),
+        }
+    }
+
     /// Notes `roles` (one string, as the caller writes them) as the subject's, seen in a token
     /// issued at `at` (Unix seconds): the roles before when this changed them — once across
     /// replicas, since the swap is atomic; `None` when they are the same, seen for the first

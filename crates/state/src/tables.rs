@@ -88,6 +88,14 @@ impl MemoryTables {
     }
 }
 
+impl MemoryTables {
+    /// The roles last seen for a subject.
+    pub(crate) fn roles_of(&self, subject: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(subject).map(|(roles, _, _)| roles.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,6 +159,11 @@ async fn keeps_tables(store: &StateStore) {
     );
     assert_eq!(seen("approver invoicing", 120).await.unwrap(), None);
     assert_eq!(seen("invoicing", 105).await.unwrap(), None);
+    assert_eq!(
+        store.roles_of("ann").await.unwrap().as_deref(),
+        Some("approver invoicing")
+    );
+    assert_eq!(store.roles_of("nobody").await.unwrap(), None);
 }
 
 async fn behaves(store: &StateStore) {

@@ -47,6 +47,7 @@ fn event(request_id: &str) -> AuditEvent {
         },
         severity: "warning",
         category: "authorization",
+        lifecycle: None,
         prev_hash: String::new(),
     }
 }

@@ -90,6 +90,32 @@ fn classification() {
             403,
             Side::Client,
         ),
+        (
+            GatewayError::SetRefused(invoiceguard_authn::SetError::invalid("x")),
+            400,
+            Side::Client,
+        ),
+        (
+            GatewayError::SetRefused(invoiceguard_authn::SetError {
+                code: "authentication_failed",
+                description: "x".into(),
+            }),
+            401,
+            Side::Client,
+        ),
+        (
+            GatewayError::SetRefused(invoiceguard_authn::SetError {
+                code: "unavailable",
+                description: "x".into(),
+            }),
+            503,
+            Side::Internal,
+        ),
+        (
+            GatewayError::Unauthenticated(invoiceguard_authn::AuthnError::EndedByIdp),
+            401,
+            Side::Client,
+        ),
     ];
     // The audit reasons the documented schema allows: every error's must be one of them.
     let schema: serde_json::Value = serde_json::from_str(
@@ -133,7 +159,8 @@ fn classification() {
             | GatewayError::Internal(_)
             | GatewayError::LoginRequired(_)
             | GatewayError::ApprovalRequired(_)
-            | GatewayError::CrossSite(_) => {}
+            | GatewayError::CrossSite(_)
+            | GatewayError::SetRefused(_) => {}
         }
         assert_eq!(error.status().as_u16(), *status, "{error}");
         assert_eq!(error.side(), *side, "{error}");
@@ -170,6 +197,16 @@ fn a_login_redirect_sends_the_browser_with_its_cookies_and_nothing_cached() {
             .starts_with("__Host-invoiceguard-login=s;")
     );
     assert_eq!(redirect.headers()[header::CACHE_CONTROL], "no-store");
+}
+
+#[test]
+fn a_refused_security_event_names_its_rfc_8935_error() {
+    let refused = GatewayError::SetRefused(invoiceguard_authn::SetError {
+        code: "invalid_audience",
+        description: "token audience is not this API".into(),
+    })
+    .to_response("r1", &[]);
+    assert_eq!(refused.status(), 400);
 }
 
 #[test]

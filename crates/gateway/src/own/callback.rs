@@ -38,7 +38,10 @@ pub(super) async fn endpoint<B>(
             ctx.now_unix,
         )
         .await?;
-    ctx.principal = Some(Arc::new(started.session.principal()));
+    let principal = Arc::new(started.session.principal());
+    // A login shows the person's roles as the IdP has them now (a mover's change is seen here).
+    crate::lifecycle::note_roles(&gateway.state, &gateway.audit, &principal).await;
+    ctx.principal = Some(principal);
     ctx.session = Some(SessionSeen {
         hash: started.hash.clone(),
         device_changed_from: None,

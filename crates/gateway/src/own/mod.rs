@@ -11,8 +11,10 @@
 //! | `/.invoiceguard/logged-out` | GET | `logout.rs` | where the IdP sends the browser back: "logged out" |
 //! | `/.invoiceguard/backchannel-logout` | POST | `backchannel.rs` | the IdP ends sessions (Back-Channel Logout 1.0) |
 //! | `/.invoiceguard/approvals…` | GET, POST | `approvals.rs` | export requests, approved or rejected by another person (four eyes) |
+//! | `/.invoiceguard/ssf/events` | POST | `ssf.rs` | the IdP's security events, pushed (Shared Signals, RFC 8935) |
 //!
-//! Without a `[session]` section the session endpoints answer 403, as a path no route names.
+//! Without a `[session]` section the session endpoints answer 403, as a path no route names;
+//! without `[ssf]`, the push endpoint too.
 
 mod approvals;
 mod backchannel;
@@ -20,6 +22,7 @@ mod callback;
 pub(crate) mod login;
 mod logout;
 mod session_info;
+mod ssf;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -46,6 +49,16 @@ pub(crate) async fn handle<B: ClientBody>(
         let endpoint: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
             Box::pin(approvals::endpoint(gateway, &request, ctx));
         return endpoint.await;
+    }
+    if endpoint == crate::ssf::PUSH_PATH {
+        return match (request.method(), gateway.ssf.as_ref()) {
+            (&Method::POST, Some(receiver)) => {
+                let endpoint: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+                    Box::pin(ssf::endpoint(gateway, receiver, request, ctx));
+                endpoint.await
+            }
+            _ => Err(GatewayError::NoRoute),
+        };
     }
     let Some(sessions) = gateway.sessions.as_deref() else {
         return Err(GatewayError::NoRoute);

@@ -1,7 +1,9 @@
 //! The authenticate phase: who is asking — a bearer token (JWT, or introspected), an API key or a
 //! client certificate (`invoiceguard-authn`), or else a browser session (`browser.rs`) — behind
 //! brute-force counters per source address and per subject, then the revocation list (a leaver
-//! blocked on every replica). A failure counts against a subject only when it proves the subject
+//! blocked on every replica), then what the IdP's security events asked of the subject and the
+//! role grants in force (`../lifecycle.rs`); a token verified now has its roles compared with the
+//! last ones seen (a mover). A failure counts against a subject only when it proves the subject
 //! (a verified token that failed a later check, an API key's account), so naming someone in a
 //! forged token locks out nobody but its sender; a subject past its limit is refused once its
 //! credential has shown who it is. A token is read once: a cached one not at all.
@@ -30,13 +32,16 @@ pub(super) async fn phase(
                 .await?;
         let locked = counters.check(&counters.subject(&principal.id)).await;
         let revoked = gateway.revocations.check(&principal.id, ctx.now_unix);
-        return locked.and(revoked);
+        locked.and(revoked)?;
+        return lifecycle(gateway, principal, ctx);
     }
     let credentials = offered.credentials;
     // A token verified before is found in the cache, without decoding it again.
+    let mut fresh = false;
     let authenticated = match gateway.authn.cached(&credentials) {
         Some(principal) => Ok(principal),
         None => {
+            fresh = true;
             gateway
                 .authn
                 .authenticate(credentials)
@@ -64,10 +69,29 @@ pub(super) async fn phase(
     };
     // A subject locked out by failures that proved it is refused, even with a valid credential;
     // naming someone in a forged token proves nothing and counts only against its sender.
+    // A token verified now may show the subject's roles changed at the IdP (a mover); a cached
+    // one was compared when it was verified.
+    if fresh {
+        crate::lifecycle::note_roles(&gateway.state, &gateway.audit, &principal).await;
+    }
     let locked = counters.check(&counters.subject(&principal.id)).await;
     let revoked = gateway.revocations.check(&principal.id, ctx.now_unix);
-    ctx.principal = Some(principal);
-    locked.and(revoked)
+    ctx.principal = Some(principal.clone());
+    locked.and(revoked)?;
+    lifecycle(gateway, principal, ctx)
+}
+
+/// What the IdP's security events asked of the subject (a fresh login, a step-up) and the role
+/// grants in force, applied to the principal (`lifecycle.rs`): in memory, no state lookup.
+fn lifecycle(
+    gateway: &Gateway,
+    principal: std::sync::Arc<invoiceguard_authn::Principal>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<(), GatewayError> {
+    let applied = gateway.lifecycle.apply(principal, ctx.now_unix)?;
+    ctx.principal = Some(applied.principal);
+    ctx.grants = applied.grants;
+    Ok(())
 }
 
 /// The brute-force counters a request is checked against: its source address's, and its
