@@ -30,6 +30,11 @@
 //   GET  /__test/stats   → {jwks_fetches}
 //   POST /__test/web-client {gateways: [URL, ...]}  the web client's gateway origins instead of
 //                        --gateway's (the provider is rebuilt) → {client_id}
+//   POST /__test/users/{name} {roles}  the user's roles at the IdP from now on (a mover)
+//   POST /__test/ssf/emit, GET /__test/ssf/errors  security events (ssf.mjs)
+//
+// It is also a Shared Signals transmitter (ssf.mjs): CAEP and RISC events about its users,
+// pushed to or polled by the gateway's stream.
 import { generateKeyPairSync, createPublicKey, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -39,6 +44,8 @@ import { parseArgs } from 'node:util';
 
 import { CompactSign, importJWK } from 'jose';
 import Provider, { errors } from 'oidc-provider';
+
+import { transmitter } from './ssf.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -181,6 +188,7 @@ function buildProvider() {
         roles: user.roles,
         groups: user.groups ?? [],
         name: user.name,
+        email: `${token.accountId}@example.test`,
         amr,
         acr: amr.length > 1 ? ACR_MFA : ACR_PWD,
         auth_time: Math.floor(Date.now() / 1000) - authAge,
@@ -325,8 +333,21 @@ async function interaction(req, res) {
   await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
 }
 
+const ssf = transmitter({ issuer, directory, readJson, reply });
+
 async function testEndpoint(req, res) {
-  if (req.method === 'POST' && req.url === '/__test/sign') {
+  const userRoles = req.url.match(/^\/__test\/users\/([^/]+)$/);
+  if (await ssf.handleTest(req, res)) {
+    // answered
+  } else if (req.method === 'POST' && userRoles) {
+    const user = directory.users[decodeURIComponent(userRoles[1])];
+    if (!user) {
+      reply(res, 404, { error: 'no such user' });
+      return;
+    }
+    user.roles = (await readJson(req)).roles;
+    reply(res, 200, { roles: user.roles });
+  } else if (req.method === 'POST' && req.url === '/__test/sign') {
     reply(res, 200, { token: await sign(await readJson(req)) });
   } else if (req.method === 'POST' && req.url === '/__test/rotate') {
     const { retire } = await readJson(req);
@@ -351,6 +372,10 @@ createServer((req, res) => {
   if (req.url.startsWith('/jwks')) jwksFetches += 1;
   if (args['test-endpoints'] && req.url.startsWith('/__test/')) {
     testEndpoint(req, res).catch((error) => reply(res, 500, { error: String(error) }));
+    return;
+  }
+  if (req.url.startsWith('/.well-known/ssf-configuration') || req.url.startsWith('/ssf/')) {
+    ssf.handle(req, res).catch((error) => reply(res, 500, { error: String(error) }));
     return;
   }
   if (req.url.startsWith('/interaction/')) {

@@ -282,6 +282,46 @@ impl Idp {
         Ok((text("web_client_secret")?, text("test_otp")?))
     }
 
+    /// The bearer token and the audience of the gateway as a receiver of the IdP's security
+    /// events (tests/idp/users.json).
+    pub fn ssf_receiver() -> anyhow::Result<(String, String)> {
+        let users: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            repo_root().join("tests/idp/users.json"),
+        )?)?;
+        let text = |key: &str| {
+            users[key]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("tests/idp/users.json has no `{key}`"))
+        };
+        Ok((text("ssf_receiver_token")?, text("ssf_receiver_audience")?))
+    }
+
+    /// Sends a security event to every stream of the IdP's Shared Signals transmitter
+    /// (tests/idp/ssf.mjs: `event`, `user` or `subject`, `payload`, and for bad tokens `aud`,
+    /// `sign_with: "foreign"`, `typ`, `resend: jti`): the token's `jti` and each delivery's
+    /// `status` and `body` (`queued` for a polled stream).
+    pub async fn ssf_emit(&self, event: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.test_endpoint("POST", "ssf/emit", event).await
+    }
+
+    /// The errors receivers reported on polled events (`setErrs`).
+    pub async fn ssf_errors(&self) -> anyhow::Result<serde_json::Value> {
+        self.test_endpoint("GET", "ssf/errors", serde_json::Value::Null)
+            .await
+    }
+
+    /// Gives a user other roles at the IdP, for the tokens issued from now on (a mover).
+    pub async fn set_roles(&self, user: &str, roles: &[&str]) -> anyhow::Result<()> {
+        self.test_endpoint(
+            "POST",
+            &format!("users/{user}"),
+            serde_json::json!({ "roles": roles }),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn test_endpoint(
         &self,
         method: &str,

@@ -25,6 +25,7 @@ mod deploy;
 mod evidence;
 mod faults;
 mod identity;
+mod lifecycle;
 mod operations;
 mod policy;
 mod query;
