@@ -30,7 +30,7 @@ fn ssf_section(idp: &Idp, dir: &Path, delivery: &str) -> String {
 
 /// Waits until the gateway's stream is set up and verified by the transmitter's verification
 /// event (its readiness report says).
-async fn wait_verified(gateway: &GatewayProcess) {
+pub(crate) async fn wait_verified(gateway: &GatewayProcess) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let report = get(&format!("{}/readyz", gateway.admin_url), None)

@@ -50,6 +50,8 @@ impl SessionWorld {
                 redis.url()
             )
         });
+        // `{issuer}` in the extra lines is the IdP's (an `[ssf]` section's transmitter).
+        let session_extra = session_extra.replace("{issuer}", &idp.issuer);
         let text = format!(
             "{}{state}\n[admin]\naddress = \"127.0.0.1:{{admin_port}}\"\ntoken_file = {admin_token:?}\n\n\
              [session]\nclient_id = \"{WEB_CLIENT_ID}\"\nclient_secret_file = {secret_file:?}\n\
@@ -730,4 +732,74 @@ async fn the_idps_logout_and_a_revocation_end_sessions_on_every_replica_within_a
     let limited = navigate(0).await.unwrap();
     assert_eq!(limited.status, 429, "{statuses:?}");
     assert!(!limited.header("retry-after").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_by_the_idps_security_event_ends_on_every_replica() {
+    let files = TempDir::new("sessions-ssf").unwrap();
+    let (token, audience) = Idp::ssf_receiver().unwrap();
+    let token_file = files.path().join("ssf-token");
+    std::fs::write(&token_file, token).unwrap();
+    let ssf = format!(
+        "\n[ssf]\ntransmitter = \"{{issuer}}\"\naudience = \"{audience}\"\n\
+         push_url = \"https://localhost:{{port}}/.invoiceguard/ssf/events\"\n\
+         bearer_token_file = {token_file:?}\n"
+    );
+    let world = SessionWorld::start(2, &ssf).await;
+    for gateway in &world.gateways {
+        super::lifecycle::wait_verified(gateway).await;
+    }
+    let browser = Browser::start().await.unwrap();
+    world.log_in(&browser, "alice", "/invoices").await;
+    let id = session_cookie(&browser).await.unwrap().value;
+    assert_eq!(get_with_session(&world, 1, "/invoices", &id).await, 200);
+
+    // The IdP revokes alice's sessions (CAEP session-revoked, pushed to each replica's stream):
+    // the browser session ends on both replicas within a second.
+    let started = Instant::now();
+    let sent = world
+        .idp
+        .ssf_emit(
+            serde_json::json!({"event": "session-revoked", "subject": {"format": "complex",
+            "user": {"format": "iss_sub", "iss": world.idp.issuer, "sub": "alice"}}}),
+        )
+        .await
+        .unwrap();
+    for delivery in sent["deliveries"].as_array().unwrap() {
+        assert_eq!(delivery["status"], 202, "{delivery}");
+    }
+    while get_with_session(&world, 1, "/invoices", &id).await != 401
+        || get_with_session(&world, 0, "/invoices", &id).await != 401
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the session still served after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ended: u64 = world
+        .gateways
+        .iter()
+        .flat_map(GatewayProcess::audit_events)
+        .filter(|e| e["action"] == "ssf:session-revoked")
+        .flat_map(|e| {
+            e["lifecycle"]["acted"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|acted| {
+            acted
+                .as_str()
+                .and_then(|a| a.strip_prefix("sessions_ended:"))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum();
+    assert_eq!(ended, 1, "the one session ended once");
+
+    // A new login is a new session, let in.
+    world.log_in(&browser, "alice", "/invoices").await;
+    let again = session_cookie(&browser).await.unwrap().value;
+    assert_ne!(again, id);
+    assert_eq!(get_with_session(&world, 1, "/invoices", &again).await, 200);
 }
