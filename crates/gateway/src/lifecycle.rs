@@ -25,6 +25,11 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// How often expired grants are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
+/// How long a mark that only refuses older logins is kept: longer than any token or session
+/// lives (a session's absolute timeout is at most 7 days), so nothing it refuses is still valid
+/// when it goes.
+const MARK_KEEP_S: u64 = 8 * 86_400;
+
 /// What security events asked of one subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Mark {
@@ -245,9 +250,28 @@ impl Lifecycle {
         });
     }
 
+    /// Marks that refuse only logins long past: removed, so the table does not grow for good.
+    fn stale_marks(&self, now_unix: u64) -> Vec<String> {
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        view.marks
+            .iter()
+            .filter(|(_, mark)| {
+                !mark.disabled_by_idp
+                    && !mark.purged
+                    && mark.logins_before.max(mark.mfa_before).unwrap_or(0) + MARK_KEEP_S < now_unix
+            })
+            .map(|(subject, _)| subject.clone())
+            .collect()
+    }
+
     /// Removes the grants past their end from the store; records those this replica removed.
     async fn sweep(&self, state: &StateStore, audit: &AuditLog) {
         let now = crate::trace::now_unix();
+        for subject in self.stale_marks(now) {
+            if let Err(error) = state.table_remove(Table::Lifecycle, &subject).await {
+                tracing::warn!(%error, "a stale lifecycle mark not removed yet");
+            }
+        }
         let expired: Vec<Grant> = self
             .grants()
             .into_iter()
@@ -427,6 +451,28 @@ mod tests {
             }
         }
         lifecycle
+    }
+
+    #[test]
+    fn marks_that_refuse_only_long_past_logins_go_and_a_disabled_account_stays() {
+        let old = Mark {
+            logins_before: Some(100),
+            ..Mark::default()
+        };
+        let disabled = Mark {
+            logins_before: Some(100),
+            disabled_by_idp: true,
+            ..Mark::default()
+        };
+        let recent = Mark {
+            mfa_before: Some(100 + MARK_KEEP_S),
+            ..Mark::default()
+        };
+        let lifecycle = with(
+            &[("old", old), ("disabled", disabled), ("recent", recent)],
+            Vec::new(),
+        );
+        assert_eq!(lifecycle.stale_marks(101 + MARK_KEEP_S), ["old"]);
     }
 
     #[test]

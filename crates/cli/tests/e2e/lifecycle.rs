@@ -56,6 +56,25 @@ async fn status(gateway: &GatewayProcess, token: &str) -> u16 {
         .status
 }
 
+/// The request ids a Sigma rule of `deploy/siem/rules` fires on in a gateway's trail.
+fn fired(gateway: &GatewayProcess, rule: &str) -> std::collections::BTreeSet<String> {
+    super::siem::run_rules(gateway)[rule]["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The request ids of a trail's events that `pick` picks.
+fn ids(events: &[Value], pick: impl Fn(&Value) -> bool) -> std::collections::BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| pick(e))
+        .map(|e| e["request_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Every event of both replicas.
 fn all_events(gateways: &[&GatewayProcess]) -> Vec<Value> {
     gateways.iter().flat_map(|g| g.audit_events()).collect()
@@ -398,6 +417,24 @@ async fn security_events_require_a_fresh_login_or_a_step_up_and_bad_ones_are_ref
         );
         assert_eq!(refusal["severity"], "high");
     }
+
+    // The SIEM rule fires on every event acted on (6) and every refusal (5), on nothing else.
+    let events = gateway.audit_events();
+    let acted = ids(&events, |e| {
+        e["lifecycle"]["source"] == "ssf"
+            && e["decision"]["effect"] == "allow"
+            && e["action"] != "ssf:verification"
+    });
+    assert_eq!(acted.len(), 6, "{acted:?}");
+    let refused = ids(&events, |e| {
+        e["action"] == "ssf:push" && e["decision"]["effect"] == "deny"
+    });
+    let matched = fired(&gateway, "idp-security-event.yml");
+    assert_eq!(matched, acted.union(&refused).cloned().collect());
+    assert!(
+        ids(&events, |e| e["action"] == "invoice:list").is_disjoint(&matched),
+        "fired on ordinary work"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,6 +684,20 @@ async fn a_grant_counts_until_its_end_on_every_replica_and_the_policies_decide_w
     );
     let anonymous = get(&format!("{}/grants", a.admin_url), None).await.unwrap();
     assert_eq!(anonymous.status, 401);
+    // The admin token alone grants nothing: the granter is a person.
+    let tokenless = send(
+        Request::post(format!("{}/grants", a.admin_url))
+            .header("authorization", "Bearer s3cret-admin-token-for-tests")
+            .body(Full::new(Bytes::from(
+                json!({"subject": "erin", "role": "approver", "until_unix": 4_000_000_000_u64,
+                    "ticket": "FIN-129", "reason": "x"})
+                .to_string(),
+            )))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tokenless.status, 401, "{:?}", tokenless.body);
     let creates: Vec<Value> = a
         .audit_events()
         .into_iter()
@@ -721,6 +772,16 @@ async fn a_grant_counts_until_its_end_on_every_replica_and_the_policies_decide_w
     assert!(ok, "{out}");
     let (_, listed) = world.grant(None, &["--list"]);
     assert!(!listed.contains("FIN-128"), "{listed}");
+
+    // The SIEM rule fires on every grant call that reached the gateway (given twice, refused
+    // four times, lifted once: the command without a granter's token never sent its call), not
+    // on a listing nor ordinary work.
+    let events = a.audit_events();
+    let calls = ids(&events, |e| {
+        e["action"] == "grant:create" || e["action"] == "grant:lift"
+    });
+    assert_eq!(calls.len(), 7, "{calls:?}");
+    assert_eq!(fired(a, "role-grant.yml"), calls);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,4 +816,18 @@ async fn a_role_change_at_the_idp_is_recorded_once_across_replicas() {
         json!(["auditor", "invoicing"])
     );
     assert_eq!(event["actor"]["id"], "erin");
+    let gateway = if a
+        .audit_events()
+        .iter()
+        .any(|e| e["action"] == "identity:roles_changed")
+    {
+        a
+    } else {
+        b
+    };
+    let matched = fired(gateway, "role-grant.yml");
+    assert_eq!(
+        matched,
+        std::collections::BTreeSet::from([event["request_id"].as_str().unwrap().to_owned()])
+    );
 }

@@ -255,7 +255,7 @@ async fn each_rule_fires_on_its_scenario_and_not_on_ordinary_work() {
     let rules = results.as_object().unwrap();
     assert_eq!(
         rules.len(),
-        12,
+        14,
         "{}",
         rules.keys().cloned().collect::<Vec<_>>().join(" ")
     );

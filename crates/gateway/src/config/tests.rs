@@ -168,3 +168,36 @@ fn the_session_section_is_checked_key_by_key() {
         );
     }
 }
+
+#[test]
+fn the_security_event_receiver_is_checked_key_by_key() {
+    let text = format!(
+        "{MINIMAL}[ssf]\ntransmitter = \"idp.example\"\naudience = \" \"\ndelivery = \"carrier-pigeon\"\n\
+         poll_interval_ms = 5\nmax_event_age_s = 10\nbearer_token_file = \"missing-token\"\n"
+    );
+    let error = Config::load(&write("ssf", &text)).unwrap_err().to_string();
+    for key in [
+        "ssf.transmitter",
+        "ssf.audience",
+        "ssf.delivery",
+        "ssf.poll_interval_ms",
+        "ssf.max_event_age_s",
+        "ssf.bearer_token_file",
+    ] {
+        assert!(error.contains(key), "{key} missing from {error}");
+    }
+    let push =
+        format!("{MINIMAL}[ssf]\ntransmitter = \"https://idp.example\"\naudience = \"urn:gw\"\n");
+    let error = Config::load(&write("ssf-push", &push))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("ssf.push_url"), "{error}");
+    let good = format!(
+        "{MINIMAL}[ssf]\ntransmitter = \"https://idp.example\"\naudience = \"urn:gw\"\n\
+         push_url = \"https://gw.example/.invoiceguard/ssf/events\"\n"
+    );
+    let config = Config::load(&write("ssf-good", &good)).unwrap();
+    let ssf = config.ssf.unwrap();
+    assert_eq!(ssf.delivery, "push");
+    assert_eq!(ssf.max_event_age_s, 86_400);
+}
