@@ -98,6 +98,8 @@ fuzz_target!(|input: Input| {
         auth_time: input.login_age_s.map(|age| NOW - u64::from(age)),
         mfa: input.mfa,
         method: AuthMethod::Jwt,
+        issued_at: None,
+        email: None,
     };
     let creator = input.creator.map(|mine| {
         if mine {
@@ -115,6 +117,7 @@ fuzz_target!(|input: Input| {
             currency: Some("EUR".to_owned()),
             status: input.status.clone(),
             company: None,
+            ..ResourceFacts::default()
         },
         export: ExportFacts {
             rows_requested: u64::from(input.rows),
