@@ -143,6 +143,39 @@ pub struct View<'a> {
     /// What the event is about.
     #[serde(borrow)]
     pub category: Cow<'a, str>,
+    /// A lifecycle event's subject and what was done.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleView>,
+}
+
+/// A lifecycle event's record (a security event from the IdP, a grant, a role change seen).
+#[derive(Debug, Default, Deserialize)]
+pub struct LifecycleView {
+    /// Whom it is about.
+    #[serde(default)]
+    pub subject: String,
+    /// `ssf`, `grant` or `roles_changed`.
+    #[serde(default)]
+    pub source: String,
+    /// A security event's type URI.
+    pub event_type: Option<String>,
+    /// A security event's transmitter.
+    pub transmitter: Option<String>,
+    /// Roles before and after.
+    pub roles_before: Option<Vec<String>>,
+    /// Roles after.
+    pub roles_after: Option<Vec<String>>,
+    /// A grant's role.
+    pub role: Option<String>,
+    /// A grant's end.
+    pub until_unix: Option<u64>,
+    /// A grant's ticket.
+    pub ticket: Option<String>,
+    /// A grant's or an event's reason.
+    pub reason: Option<String>,
+    /// What the gateway did.
+    #[serde(default)]
+    pub acted: Vec<String>,
 }
 
 /// The caller.

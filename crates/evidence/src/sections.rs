@@ -530,8 +530,8 @@ fn leavers(tally: &Tally) -> Section {
         "leavers",
         "Joiner/Mover/Leaver process",
         "admission, transfer, and discharge with SLA",
-        "Every revocation in the period (a leaver blocked on every replica), the subject's last allowed request before it, and anything allowed after it (there should be nothing).",
-        "the trail (revocation events of the admin listener, and the revoked subjects' requests)",
+        "Every revocation in the period — by an admin, or by the IdP's security event (a leaver blocked on every replica) — the subject's last allowed request before it, and anything allowed after it (there should be nothing); the IdP's other security events and what the gateway did; every time-limited grant with its ticket (given, refused, lifted, expired); every role change seen at the IdP.",
+        "the trail (revocation events of the admin listener, lifecycle events: security events, grants, role changes; and the revoked subjects' requests)",
     );
     let mut table = Table::new(
         "revocations",
@@ -567,8 +567,52 @@ fn leavers(tally: &Tally) -> Section {
         "{} subject(s) revoked; {leaked} request(s) allowed after a revocation took effect.",
         table.rows.len()
     ));
-    s.attention = leaked > 0;
-    s.tables = vec![table];
+    let mut events = Table::new(
+        "security_events",
+        "The IdP's security events (Shared Signals)",
+        &["time", "event", "subject", "done"],
+    );
+    events.rows.clone_from(&tally.security_events);
+    let mut grants = Table::new(
+        "grants",
+        "Time-limited role grants",
+        &[
+            "time",
+            "act",
+            "granter",
+            "subject",
+            "role",
+            "until (Unix)",
+            "ticket",
+            "reason",
+            "effect",
+            "policies",
+        ],
+    );
+    grants.rows.clone_from(&tally.grants);
+    let mut changes = Table::new(
+        "role_changes",
+        "Role changes seen at the IdP",
+        &["time", "subject", "roles before", "roles after"],
+    );
+    changes.rows.clone_from(&tally.role_changes);
+    let given = tally
+        .grants
+        .iter()
+        .filter(|row| row[1] == "grant:create" && row[8] == "allow")
+        .count();
+    let refused = tally
+        .grants
+        .iter()
+        .filter(|row| row[1] == "grant:create" && row[8] == "deny")
+        .count();
+    s.findings.push(format!(
+        "{} security event(s) from the IdP; {given} grant(s) given, {refused} refused by the policies; {} role change(s) seen.",
+        events.rows.len(),
+        changes.rows.len()
+    ));
+    s.attention = leaked > 0 || refused > 0;
+    s.tables = vec![table, events, grants, changes];
     s
 }
 

@@ -95,6 +95,13 @@ pub(crate) struct Tally {
     pub(crate) admins: BTreeMap<String, Span>,
     /// Browser sessions' life cycle.
     pub(crate) sessions: Sessions,
+    /// Time-limited grants given, refused, lifted and expired: time, act, granter, subject,
+    /// role, until, ticket, reason, effect, deciding policies.
+    pub(crate) grants: Vec<Vec<String>>,
+    /// Role changes seen at the IdP: time, subject, before, after.
+    pub(crate) role_changes: Vec<Vec<String>>,
+    /// The IdP's security events acted on or refused: time, event, subject, what was done.
+    pub(crate) security_events: Vec<Vec<String>>,
 }
 
 /// What the trail shows of browser sessions.
@@ -193,6 +200,7 @@ impl Tally {
                 .add(time);
         }
         self.count_revocation(event, actor.as_deref(), denied);
+        self.count_lifecycle(event, actor.as_deref());
     }
 
     /// Events by category, and requests and denials by hour.
@@ -352,13 +360,98 @@ impl Tally {
         }
     }
 
-    /// Revocations, lifts, and what a revoked subject did after.
+    /// Joiners and movers: grants, role changes, and the IdP's security events.
+    fn count_lifecycle(&mut self, event: &View<'_>, actor: Option<&str>) {
+        let Some(record) = event.lifecycle.as_ref() else {
+            if matches!(event.action.as_deref(), Some("ssf:push")) {
+                self.security_events.push(vec![
+                    event.time.to_string(),
+                    "refused".to_owned(),
+                    String::new(),
+                    event.decision.detail.as_deref().unwrap_or("").to_owned(),
+                ]);
+            }
+            return;
+        };
+        let time = event.time.to_string();
+        let action = event.action.as_deref().unwrap_or("").to_owned();
+        let list = |roles: &Option<Vec<String>>| roles.as_deref().unwrap_or_default().join(" ");
+        match record.source.as_str() {
+            "grant" => self.grants.push(vec![
+                time,
+                action,
+                actor.unwrap_or("").to_owned(),
+                record.subject.clone(),
+                record.role.clone().unwrap_or_default(),
+                record.until_unix.map(|u| u.to_string()).unwrap_or_default(),
+                record.ticket.clone().unwrap_or_default(),
+                record.reason.clone().unwrap_or_default(),
+                event.decision.effect.to_string(),
+                event.decision.policies.join(" "),
+            ]),
+            "roles_changed" => self.role_changes.push(vec![
+                time,
+                record.subject.clone(),
+                list(&record.roles_before),
+                list(&record.roles_after),
+            ]),
+            _ if action != "ssf:verification" => self.security_events.push(vec![
+                time,
+                action,
+                record.subject.clone(),
+                record.acted.join(", "),
+            ]),
+            _ => {}
+        }
+    }
+
+    /// Revocations (by an admin, or by the IdP's security event), lifts, and what a revoked
+    /// subject did after.
     fn count_revocation(&mut self, event: &View<'_>, actor: Option<&str>, denied: bool) {
         let time = event.time.as_ref();
         let action = event.action.as_deref().unwrap_or("");
         let succeeded = (200..300).contains(&event.outcome.status);
         let subject = event.resource.as_ref().map(|r| r.id.to_string());
+        let acted = |what: &str| {
+            event
+                .lifecycle
+                .as_ref()
+                .is_some_and(|record| record.acted.iter().any(|a| a == what))
+        };
+        let by_idp =
+            matches!(action, "ssf:account-disabled" | "ssf:account-purged") && acted("revoked");
+        let lifted_by_idp = action == "ssf:account-enabled" && acted("lifted");
         match (action, subject) {
+            (_, Some(subject)) if by_idp => {
+                let record = event.lifecycle.as_ref();
+                let last_allowed_before = self
+                    .people
+                    .get(&subject)
+                    .and_then(|p| p.last_allowed.clone());
+                let reason = record.and_then(|r| r.reason.clone()).unwrap_or_default();
+                self.leavers.insert(
+                    subject,
+                    Leaver {
+                        revoked_at: time.to_owned(),
+                        by: format!(
+                            "the IdP ({})",
+                            record
+                                .and_then(|r| r.transmitter.clone())
+                                .unwrap_or_default()
+                        ),
+                        detail: format!("{action}: {reason}"),
+                        last_allowed_before,
+                        ..Leaver::default()
+                    },
+                );
+            }
+            (_, Some(subject)) if lifted_by_idp => {
+                if let Some(leaver) = self.leavers.get_mut(&subject)
+                    && leaver.lifted_at.is_none()
+                {
+                    leaver.lifted_at = Some(time.to_owned());
+                }
+            }
             ("revocation:create", Some(subject)) if succeeded => {
                 let last_allowed_before = self
                     .people
@@ -390,7 +483,7 @@ impl Tally {
             _ => {}
         }
         if let Some(actor) = actor
-            && event.category != "revocation"
+            && !matches!(event.category.as_ref(), "revocation" | "lifecycle")
             && let Some(leaver) = self.leavers.get_mut(actor)
             && leaver.lifted_at.is_none()
         {

@@ -783,3 +783,120 @@ fn the_session_section_shows_the_settings_and_each_sessions_life_cycle() {
             .starts_with("Browser sessions are not configured")
     );
 }
+
+#[test]
+fn the_leavers_section_shows_the_idps_events_grants_and_role_changes() {
+    let dir = Dir::new("lifecycle");
+    let admin: &[&str] = &["admin"];
+    let invoicing: &[&str] = &["invoicing"];
+    let lifecycle = |mut event: Value, record: Value| {
+        event["category"] = json!("lifecycle");
+        event["lifecycle"] = record;
+        event
+    };
+    let mut events = vec![
+        event(
+            "2026-12-01T08:00:00Z",
+            Some(("alice", "user", true, invoicing)),
+            "invoice:read",
+            ("Invoice", "INV-1"),
+            "allow",
+            200,
+        ),
+        lifecycle(
+            event(
+                "2026-12-01T09:00:00Z",
+                None,
+                "ssf:account-disabled",
+                ("Subject", "alice"),
+                "allow",
+                202,
+            ),
+            json!({"subject": "alice", "source": "ssf", "transmitter": "https://idp",
+                "event_type": "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+                "reason": "left the company", "acted": ["revoked", "sessions_ended:1"]}),
+        ),
+        event(
+            "2026-12-01T09:00:01Z",
+            Some(("alice", "user", true, invoicing)),
+            "invoice:read",
+            ("Invoice", "INV-1"),
+            "deny",
+            401,
+        ),
+        lifecycle(
+            event(
+                "2026-12-01T10:00:00Z",
+                Some(("dave", "user", true, admin)),
+                "grant:create",
+                ("Subject", "bob"),
+                "allow",
+                201,
+            ),
+            json!({"subject": "bob", "source": "grant", "role": "approver", "until_unix": 1_796_000_000_u64,
+                "ticket": "FIN-123", "reason": "cover", "acted": ["granted"]}),
+        ),
+        lifecycle(
+            event(
+                "2026-12-01T10:01:00Z",
+                Some(("dave", "user", true, admin)),
+                "grant:create",
+                ("Subject", "dave"),
+                "deny",
+                403,
+            ),
+            json!({"subject": "dave", "source": "grant", "role": "auditor", "ticket": "FIN-124",
+                "reason": "self", "acted": ["refused"]}),
+        ),
+        lifecycle(
+            event(
+                "2026-12-01T11:00:00Z",
+                Some(("erin", "user", true, invoicing)),
+                "identity:roles_changed",
+                ("Subject", "erin"),
+                "allow",
+                0,
+            ),
+            json!({"subject": "erin", "source": "roles_changed", "roles_before": ["auditor"],
+                "roles_after": ["auditor", "invoicing"], "acted": ["recorded"]}),
+        ),
+    ];
+    let trail = dir.0.join("trail.jsonl");
+    write_trail(&trail, &mut events);
+    let pack = pack_of(&[trail], None, None);
+    let revocations = rows(table(&pack, "revocations"));
+    assert_eq!(revocations[0][0], "alice");
+    assert_eq!(revocations[0][2], "the IdP (https://idp)");
+    assert_eq!(revocations[0][3], "ssf:account-disabled: left the company");
+    assert_eq!(revocations[0][5], "0", "nothing allowed after");
+    assert_eq!(revocations[0][7], "1", "one refusal after");
+    assert_eq!(
+        rows(table(&pack, "security_events")),
+        [[
+            "2026-12-01T09:00:00Z",
+            "ssf:account-disabled",
+            "alice",
+            "revoked, sessions_ended:1"
+        ]]
+    );
+    let grants = rows(table(&pack, "grants"));
+    assert_eq!(grants.len(), 2);
+    assert_eq!(grants[0][6], "FIN-123");
+    assert_eq!(grants[1][8], "deny");
+    assert_eq!(
+        rows(table(&pack, "role_changes")),
+        [[
+            "2026-12-01T11:00:00Z",
+            "erin",
+            "auditor",
+            "auditor invoicing"
+        ]]
+    );
+    let leavers = section(&pack, "leavers");
+    assert!(leavers.attention, "a refused grant asks for attention");
+    assert!(
+        leavers.findings[1].contains("1 grant(s) given, 1 refused"),
+        "{:?}",
+        leavers.findings
+    );
+}

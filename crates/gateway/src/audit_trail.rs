@@ -278,6 +278,12 @@ fn severity(
         {
             "high"
         }
+        // Joiners, movers, leavers: every security event pushed, acted on or refused (a stream's
+        // verification is routine).
+        _ if category == "lifecycle" => match ctx.own.as_ref() {
+            Some(own) if own.action == "ssf:verification" && error.is_none() => "info",
+            _ => "high",
+        },
         // A login, a logout, a browser sent to log in: the everyday acts of a session.
         None if ctx.own.is_some() => "info",
         Some(GatewayError::LoginRequired(_)) => "info",
@@ -300,6 +306,13 @@ fn category(
         .is_some_and(|session| session.device_changed_from.is_some());
     match error {
         _ if ctx.break_glass.is_some() => "break-glass",
+        _ if ctx
+            .own
+            .as_ref()
+            .is_some_and(|own| own.action.starts_with("ssf:")) =>
+        {
+            "lifecycle"
+        }
         Some(
             GatewayError::Unauthenticated(_)
             | GatewayError::LoginRequired(_)

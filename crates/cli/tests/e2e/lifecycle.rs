@@ -75,6 +75,15 @@ fn ids(events: &[Value], pick: impl Fn(&Value) -> bool) -> std::collections::BTr
         .collect()
 }
 
+/// Checks events against the documented JSON Schema.
+fn assert_valid(events: &[Value]) {
+    let schema = super::schema::audit_event_schema();
+    for event in events {
+        let problems = super::schema::violations(&schema, event);
+        assert!(problems.is_empty(), "{event}: {problems:?}");
+    }
+}
+
 /// Every event of both replicas.
 fn all_events(gateways: &[&GatewayProcess]) -> Vec<Value> {
     gateways.iter().flat_map(|g| g.audit_events()).collect()
@@ -206,6 +215,7 @@ async fn a_leaver_disabled_at_the_idp_is_refused_on_every_replica_within_a_secon
             "{event}"
         );
         assert_eq!(event["decision"]["effect"], "allow");
+        assert_eq!(event["severity"], "high");
     }
 
     // account-enabled lifts exactly what account-disabled did.
@@ -247,6 +257,7 @@ async fn a_leaver_disabled_at_the_idp_is_refused_on_every_replica_within_a_secon
             .starts_with("nothing: not disabled by the IdP"),
         "{enabled}"
     );
+    assert_valid(&all_events(&[a, b]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,6 +446,7 @@ async fn security_events_require_a_fresh_login_or_a_step_up_and_bad_ones_are_ref
         ids(&events, |e| e["action"] == "invoice:list").is_disjoint(&matched),
         "fired on ordinary work"
     );
+    assert_valid(&events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,6 +536,7 @@ async fn poll_delivery_works_with_the_push_endpoint_off() {
             .any(|e| e["action"] == "ssf:refused" && e["category"] == "lifecycle"),
         "the refusal is audited"
     );
+    assert_valid(&gateway.audit_events());
 }
 
 /// Creates and submits an invoice as grace: its id.
@@ -782,6 +795,7 @@ async fn a_grant_counts_until_its_end_on_every_replica_and_the_policies_decide_w
     });
     assert_eq!(calls.len(), 7, "{calls:?}");
     assert_eq!(fired(a, "role-grant.yml"), calls);
+    assert_valid(&all_events(&[a, b]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -830,4 +844,5 @@ async fn a_role_change_at_the_idp_is_recorded_once_across_replicas() {
         matched,
         std::collections::BTreeSet::from([event["request_id"].as_str().unwrap().to_owned()])
     );
+    assert_valid(&all_events(&[a, b]));
 }
