@@ -177,23 +177,21 @@ async fn handle(
         }
         _ if path == "/grants" || path.starts_with("/grants/") => {
             if let Some((refused, why)) = refusal(&request, token) {
-                let mut act = AdminAct {
+                gateway.record_admin(AdminAct {
                     method: method.as_str(),
                     path: &path,
                     peer,
-                    action: "grant:other",
+                    action: match method {
+                        Method::GET => "grant:list",
+                        Method::POST => "grant:create",
+                        Method::DELETE => "grant:lift",
+                        _ => "grant:other",
+                    },
                     subject: None,
                     authenticated: false,
                     status: refused.status().as_u16(),
                     detail: Some(why.to_owned()),
-                };
-                act.action = match method {
-                    Method::GET => "grant:list",
-                    Method::POST => "grant:create",
-                    Method::DELETE => "grant:lift",
-                    _ => "grant:other",
-                };
-                gateway.record_admin(act);
+                });
                 return refused;
             }
             crate::admin_grants::handle(gateway, request, peer).await

@@ -86,7 +86,16 @@ struct View {
 #[derive(Default)]
 pub(crate) struct Lifecycle {
     view: RwLock<View>,
+    /// The roles this replica last noted per subject, and when: a token showing the same roles
+    /// again is not news, so the store is not asked (it would answer "no change" anyway).
+    noted: std::sync::Mutex<HashMap<String, (Vec<String>, std::time::Instant)>>,
 }
+
+/// Subjects whose last noted roles this replica remembers (then it starts over).
+const MAX_NOTED: usize = 65_536;
+
+/// How often the same roles are noted again anyway (keeping the email address remembered).
+const NOTE_AGAIN: Duration = Duration::from_secs(86_400);
 
 /// A principal as the lifecycle tables leave it, and the grants that added a role to it.
 pub(crate) struct Applied {
@@ -340,15 +349,49 @@ pub(crate) fn record_event(
     }
 }
 
-/// Notes the roles of a principal whose token was just verified; when they differ from the
-/// last ones seen for the subject (in a token issued no earlier), records `identity:roles_changed`
-/// — once across replicas, as the store's swap is atomic. Also remembers the subject's email
-/// address, so a security event that names the person by it can be acted on. A store failure
-/// only loses the comparison (logged); it never fails the request.
-pub(crate) async fn note_roles(state: &StateStore, audit: &AuditLog, principal: &Principal) {
-    if principal.kind != PrincipalKind::User {
-        return;
+impl Lifecycle {
+    /// Whether this replica noted exactly these roles for the subject within a day (then there
+    /// is nothing to ask the store); otherwise they are noted now.
+    fn noted_already(&self, principal: &Principal) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((roles, at)) = noted.get(&principal.id)
+            && *roles == principal.roles
+            && at.elapsed() < NOTE_AGAIN
+        {
+            return true;
+        }
+        if noted.len() >= MAX_NOTED {
+            noted.clear();
+        }
+        noted.insert(
+            principal.id.clone(),
+            (principal.roles.clone(), std::time::Instant::now()),
+        );
+        false
     }
+
+    /// Notes the roles of a principal whose token was just verified; when they differ from the
+    /// last ones seen for the subject (in a token issued no earlier), records
+    /// `identity:roles_changed` — once across replicas, as the store's swap is atomic. Also
+    /// remembers the subject's email address, so a security event that names the person by it
+    /// can be acted on. The same roles this replica noted for the subject within a day are not
+    /// asked about again (with the token cache off, every request is a verification). A store
+    /// failure only loses the comparison (logged); it never fails the request.
+    pub(crate) async fn note_roles(
+        &self,
+        state: &StateStore,
+        audit: &AuditLog,
+        principal: &Principal,
+    ) {
+        if principal.kind != PrincipalKind::User || self.noted_already(principal) {
+            return;
+        }
+        note_roles(state, audit, principal).await;
+    }
+}
+
+/// See [`Lifecycle::note_roles`].
+async fn note_roles(state: &StateStore, audit: &AuditLog, principal: &Principal) {
     let at = principal.issued_at.unwrap_or_else(crate::trace::now_unix);
     let roles = principal.roles.join(" ");
     match state.roles_seen(&principal.id, &roles, at).await {
@@ -473,6 +516,18 @@ mod tests {
             Vec::new(),
         );
         assert_eq!(lifecycle.stale_marks(101 + MARK_KEEP_S), ["old"]);
+    }
+
+    #[test]
+    fn the_same_roles_noted_again_are_not_asked_about() {
+        let lifecycle = Lifecycle::default();
+        assert!(!lifecycle.noted_already(&principal(&["invoicing"], true, 100)));
+        assert!(lifecycle.noted_already(&principal(&["invoicing"], true, 101)));
+        assert!(!lifecycle.noted_already(&principal(&["approver", "invoicing"], true, 102)));
+        assert!(
+            !lifecycle.noted_already(&principal(&["invoicing"], true, 100)),
+            "an older token's roles go to the store, which knows they are not news"
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ use serde::Deserialize;
 use crate::gateway::Gateway;
 use crate::lifecycle::{Mark, record_event};
 
+/// How often a pushed stream is looked up (and created again when the transmitter lost it).
+const CHECK_STREAM: Duration = Duration::from_secs(600);
+
 /// The gateway's push endpoint, under its own prefix.
 pub(crate) const PUSH_PATH: &str = "/.invoiceguard/ssf/events";
 
@@ -185,13 +188,19 @@ impl Receiver {
             timeout,
         })?;
         let push_authorization = match &config.push_authorization_file {
-            Some(file) => Some(
-                std::fs::read_to_string(file)
+            Some(file) => {
+                let value = std::fs::read_to_string(file)
                     .map_err(|e| format!("ssf.push_authorization_file `{}`: {e}", file.display()))?
                     .trim()
-                    .to_owned(),
-            )
-            .filter(|value| !value.is_empty()),
+                    .to_owned();
+                if value.is_empty() {
+                    return Err(format!(
+                        "ssf.push_authorization_file `{}` is empty",
+                        file.display()
+                    ));
+                }
+                Some(value)
+            }
             None => None,
         };
         Ok(Self {
@@ -268,6 +277,7 @@ pub(crate) fn spawn(gateway: &Arc<Gateway>) {
     let weak = Arc::downgrade(gateway);
     tokio::spawn(async move {
         let mut stream = None;
+        let mut set_up_at = tokio::time::Instant::now();
         let mut ack: Vec<String> = Vec::new();
         let mut errors: Vec<(String, SetError)> = Vec::new();
         loop {
@@ -283,6 +293,7 @@ pub(crate) fn spawn(gateway: &Arc<Gateway>) {
                     Ok(set_up) => {
                         tracing::info!(stream = %set_up.id, delivery = %receiver.config.delivery, "security event stream set up");
                         stream = Some(set_up);
+                        set_up_at = tokio::time::Instant::now();
                         continue;
                     }
                     Err(error) => {
@@ -312,9 +323,16 @@ pub(crate) fn spawn(gateway: &Arc<Gateway>) {
                                 continue;
                             }
                         }
-                        Err(error) => tracing::warn!(%error, "security events not polled"),
+                        Err(error) => {
+                            // The stream may be gone (the transmitter restarted): set it up again.
+                            tracing::warn!(%error, "security events not polled; setting the stream up again");
+                            stream = None;
+                        }
                     }
                 }
+                // A pushed stream is looked up again now and then: one the transmitter lost is
+                // created again.
+                Some(_) if set_up_at.elapsed() > CHECK_STREAM => stream = None,
                 Some(_) => {}
             }
             drop(gateway);

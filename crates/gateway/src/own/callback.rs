@@ -40,7 +40,10 @@ pub(super) async fn endpoint<B>(
         .await?;
     let principal = Arc::new(started.session.principal());
     // A login shows the person's roles as the IdP has them now (a mover's change is seen here).
-    crate::lifecycle::note_roles(&gateway.state, &gateway.audit, &principal).await;
+    gateway
+        .lifecycle
+        .note_roles(&gateway.state, &gateway.audit, &principal)
+        .await;
     ctx.principal = Some(principal);
     ctx.session = Some(SessionSeen {
         hash: started.hash.clone(),

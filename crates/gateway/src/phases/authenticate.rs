@@ -67,13 +67,16 @@ pub(super) async fn phase(
             return Err(error.into());
         }
     };
-    // A subject locked out by failures that proved it is refused, even with a valid credential;
-    // naming someone in a forged token proves nothing and counts only against its sender.
     // A token verified now may show the subject's roles changed at the IdP (a mover); a cached
     // one was compared when it was verified.
     if fresh {
-        crate::lifecycle::note_roles(&gateway.state, &gateway.audit, &principal).await;
+        gateway
+            .lifecycle
+            .note_roles(&gateway.state, &gateway.audit, &principal)
+            .await;
     }
+    // A subject locked out by failures that proved it is refused, even with a valid credential;
+    // naming someone in a forged token proves nothing and counts only against its sender.
     let locked = counters.check(&counters.subject(&principal.id)).await;
     let revoked = gateway.revocations.check(&principal.id, ctx.now_unix);
     ctx.principal = Some(principal.clone());
