@@ -455,7 +455,7 @@ async fn poll_delivery_works_with_the_push_endpoint_off() {
     let idp = Idp::start().await.unwrap();
     let upstream = Upstream::start().unwrap();
     let text = format!(
-        "{}{}",
+        "{}{}\n[limits]\nfailed_auth_per_ip = 30\n",
         sections(&idp.issuer, &upstream.url(), ""),
         ssf_section(&idp, dir.path(), "poll")
     );
@@ -537,6 +537,28 @@ async fn poll_delivery_works_with_the_push_endpoint_off() {
         "the refusal is audited"
     );
     assert_valid(&gateway.audit_events());
+
+    // A flood of refused pushes from one address is refused before any check (429), as failed
+    // logins are: at most `failed_auth_per_ip` (30) get as far as a refusal.
+    let mut refused = 0;
+    let throttled = loop {
+        let reply = send(
+            Request::post(format!("{}/.invoiceguard/ssf/events", gateway.url))
+                .header("content-type", "application/secevent+jwt")
+                .body(Full::new(Bytes::from("not.a.token")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        if reply.status == 429 {
+            break reply;
+        }
+        assert_eq!(reply.status, 400);
+        refused += 1;
+        assert!(refused <= 30, "never throttled");
+    };
+    assert!(refused >= 29, "throttled after {refused}");
+    assert_problem(&throttled, 429);
 }
 
 /// Creates and submits an invoice as grace: its id.

@@ -3,7 +3,8 @@
 //! token (`application/secevent+jwt`); the `Authorization` header set on the stream is required
 //! when configured. 202 once the event is verified, its `jti` used once and acted on
 //! (`../ssf.rs`); 400 with RFC 8935's `err` and `description` otherwise — every push audited,
-//! accepted or refused, with what was done.
+//! accepted or refused, with what was done. Refused pushes count against their address as failed
+//! logins do (`[limits] failed_auth_per_ip`): past the limit, 429 before any check.
 
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -29,6 +30,34 @@ pub(super) async fn endpoint<B: ClientBody>(
         detail: None,
         resource: None,
     });
+    // Refused pushes count against their address like failed logins: a flood of forged events
+    // is refused (429) before any signature is checked.
+    let counter = format!("authfail:ip:{}", ctx.connection.peer.ip());
+    let window = std::time::Duration::from_secs(gateway.limits.failed_auth_window_s);
+    let limit = gateway.limits.failed_auth_per_ip;
+    if let Ok(Some(wait)) = gateway.state().limit(&counter, limit, window, false).await {
+        return Err(GatewayError::TooManyRequests(
+            wait,
+            crate::error::Throttle::Lockout,
+        ));
+    }
+    let pushed = push(gateway, receiver, request, ctx).await;
+    if let Err(GatewayError::SetRefused(refused)) = &pushed
+        && refused.code != "unavailable"
+        && let Err(error) = gateway.state().limit(&counter, limit, window, true).await
+    {
+        tracing::warn!(%error, "a refused push not counted");
+    }
+    pushed
+}
+
+/// The push itself: authorized, a token, verified and acted on.
+async fn push<B: ClientBody>(
+    gateway: &Gateway,
+    receiver: &Receiver,
+    request: Request<B>,
+    ctx: &mut RequestContext<'_>,
+) -> Result<http::Response<ResponseBody>, GatewayError> {
     if !receiver.takes_pushes() {
         return Err(GatewayError::SetRefused(SetError::invalid(
             "this gateway polls for security events; pushes are not taken",
