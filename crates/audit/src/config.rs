@@ -30,6 +30,13 @@ pub struct AuditConfig {
     /// A file holding a secret that keys the hash chain (HMAC-SHA256) and `hash` redaction; a
     /// plain SHA-256 chain when absent.
     pub hmac_key_file: Option<PathBuf>,
+    /// A file holding the key that seals new spool segments (AES-256-GCM, a data key per
+    /// segment wrapped by this one; `invoiceguard audit keygen` writes one); plaintext segments
+    /// when absent.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Files of older keys, kept to read the segments they sealed after a rotation.
+    #[serde(default)]
+    pub decryption_key_files: Vec<PathBuf>,
     /// What is masked or hashed before an event is written (`[audit.redact]`).
     #[serde(default)]
     pub redact: RedactConfig,
@@ -75,6 +82,8 @@ impl Default for AuditConfig {
             instance: None,
             stdout: false,
             hmac_key_file: None,
+            encryption_key_file: None,
+            decryption_key_files: Vec::new(),
             redact: RedactConfig::default(),
             sinks: Vec::new(),
             sensitive_actions: default_sensitive(),
@@ -149,6 +158,14 @@ impl AuditConfig {
                 )),
                 Ok(_) => {}
             }
+        }
+        if let Err(problem) = crate::at_rest::Keyring::load(
+            self.encryption_key_file.as_deref(),
+            &self.decryption_key_files,
+        ) {
+            problems.push(format!(
+                "audit.encryption_key_file / decryption_key_files: {problem}"
+            ));
         }
         problems.extend(self.redact.validate(self.hmac_key_file.is_some()));
         for (index, sink) in self.sinks.iter().enumerate() {

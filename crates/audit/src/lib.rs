@@ -4,8 +4,10 @@
 //! HMAC-keyed, which [`verify`] checks), appended to a durable spool of segment files
 //! ([`AuditLog`]), and shipped from there by each sink with its own cursor — syslog, HTTP or a
 //! file — at least once. Audit events are not logs: they are never sampled or dropped, and they
-//! never hold a token.
+//! never hold a token. At rest, segments may be sealed (AES-256-GCM, a data key per segment
+//! wrapped by a configured key: `at_rest.rs`).
 
+pub mod at_rest;
 mod chain;
 mod config;
 mod event;

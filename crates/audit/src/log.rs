@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use invoiceguard_telemetry::metrics;
 
+use crate::at_rest::{Decoded, Keyring, LineDecoder, Sealer};
 use crate::chain::{Chain, GENESIS};
 use crate::config::AuditConfig;
 use crate::event::AuditEvent;
@@ -86,6 +87,21 @@ pub enum AuditError {
     /// An event could not be encoded.
     #[error("cannot encode audit event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The encryption keys cannot be used, or an event could not be sealed.
+    #[error("audit encryption: {0}")]
+    Key(String),
+    /// The spool (or a file in it) may be read by other users.
+    #[error(
+        "`{path}` has mode {mode:o}: the audit spool must be readable by its owner only (as ssh requires of private keys); run `chmod {fix} {path}`"
+    )]
+    Exposed {
+        /// The folder or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The mode to set (`700` for a folder, `600` for a file).
+        fix: &'static str,
+    },
     /// The event could not be written now; it is kept in memory and written, in order, as soon
     /// as the spool takes events again.
     #[error(
@@ -128,6 +144,10 @@ struct Writer {
     torn: bool,
     /// Events not yet written (redacted, not yet numbered), oldest first.
     held: std::collections::VecDeque<AuditEvent>,
+    /// Seals the open segment's lines (`[audit] encryption_key_file`).
+    sealer: Option<Sealer>,
+    /// A sealed line, written in place of the plaintext one.
+    sealed: Vec<u8>,
 }
 
 /// Appends events, numbered without gaps, to the spool.
@@ -146,6 +166,8 @@ pub struct AuditLog {
     written_seq: Arc<AtomicU64>,
     chain: Chain,
     redactor: Redactor,
+    /// The keys segments are sealed with (none: plaintext segments).
+    keyring: Keyring,
     writer: Mutex<Writer>,
     syncer: Arc<Syncer>,
     /// Whether the last write succeeded.
@@ -236,6 +258,13 @@ impl AuditLog {
         };
         let chain = secret.as_deref().map_or_else(Chain::plain, Chain::keyed);
         let redactor = Redactor::new(&config.redact, secret.as_deref());
+        let keyring = Keyring::load(
+            config.encryption_key_file.as_deref(),
+            &config.decryption_key_files,
+        )
+        .map_err(AuditError::Key)?;
+        crate::at_rest::install(&keyring);
+        check_private(&dir)?;
         let existing = segments(&dir).map_err(open_error(&dir))?;
         let repair = match existing.last() {
             Some((first_seq, path)) => {
@@ -252,13 +281,39 @@ impl AuditLog {
             Some(line) => chain.hash(&line),
             None => GENESIS.to_owned(),
         };
-        // Append to the newest segment, or start the first one.
-        let (file_first_seq, file_path) = existing.last().cloned().unwrap_or_else(|| {
-            let first = last_seq + 1;
-            (first, segment_path(&dir, first))
-        });
-        let file = open_segment(&file_path).map_err(open_error(&file_path))?;
-        let file_bytes = file.metadata().map_err(open_error(&file_path))?.len();
+        // Append to the newest segment, or start the next one: a sealed spool starts a segment
+        // of its own at every start (its data key is new; a rotated key is used at once), and
+        // so does a plain one after a sealed segment. A last segment without events (only a
+        // header) is started again.
+        let (file_first_seq, file_path) = match existing.last() {
+            Some((first, path)) if *first > last_seq => {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|file| file.set_len(0))
+                    .map_err(open_error(path))?;
+                (*first, path.clone())
+            }
+            Some((first, path))
+                if keyring.current_id().is_none()
+                    && !is_sealed(path).map_err(open_error(path))? =>
+            {
+                (*first, path.clone())
+            }
+            _ => (last_seq + 1, segment_path(&dir, last_seq + 1)),
+        };
+        let mut file = open_segment(&file_path).map_err(open_error(&file_path))?;
+        let mut file_bytes = file.metadata().map_err(open_error(&file_path))?.len();
+        let sealer = match file_bytes {
+            0 => Sealer::new(&keyring, file_first_seq).map_err(AuditError::Key)?,
+            _ => None,
+        };
+        if let Some(sealer) = &sealer {
+            file.write_all(&sealer.header)
+                .map_err(open_error(&file_path))?;
+            file_bytes = sealer.header.len() as u64;
+            spool_bytes += file_bytes;
+        }
         let syncer = Arc::new(Syncer {
             files: Mutex::new(SyncFiles {
                 open: file.try_clone().map_err(open_error(&file_path))?,
@@ -288,6 +343,7 @@ impl AuditLog {
             written_seq: Arc::new(AtomicU64::new(last_seq)),
             chain,
             redactor,
+            keyring,
             writer: Mutex::new(Writer {
                 file,
                 file_path,
@@ -298,6 +354,8 @@ impl AuditLog {
                 prev_hash,
                 torn: false,
                 held: std::collections::VecDeque::new(),
+                sealer,
+                sealed: Vec::with_capacity(LINE_CAPACITY * 2),
             }),
             syncer,
             writable: AtomicBool::new(true),
@@ -505,9 +563,39 @@ impl AuditLog {
         let hash = self.chain.hash(&line);
         line.push(b'\n');
         let size = line.len() as u64;
-        if writer.file_bytes > 0 && writer.file_bytes + size > self.segment_bytes {
+        // A segment that holds no event yet (empty, or only its header) takes this one.
+        let header_bytes = writer.sealer.as_ref().map_or(0, |s| s.header.len() as u64);
+        if writer.file_bytes > header_bytes && writer.file_bytes + size > self.segment_bytes {
             self.rotate(writer, event.seq)?;
         }
+        // Sealed, the line written is the sealed one; the chain stays over the plaintext.
+        let mut sealed = std::mem::take(&mut writer.sealed);
+        if let Some(sealer) = &mut writer.sealer {
+            sealer
+                .seal(&line[..line.len() - 1], &mut sealed)
+                .map_err(AuditError::Key)?;
+        }
+        let result = self.write_line(writer, event, &line, &sealed, hash, limit);
+        writer.sealed = sealed;
+        result
+    }
+
+    /// Writes one event's line (`sealed` when the segment is sealed, else `line`).
+    fn write_line(
+        &self,
+        writer: &mut Writer,
+        event: &AuditEvent,
+        line: &[u8],
+        sealed: &[u8],
+        hash: String,
+        limit: u64,
+    ) -> Result<u64, AuditError> {
+        let written = if writer.sealer.is_some() {
+            sealed
+        } else {
+            line
+        };
+        let size = written.len() as u64;
         if writer.spool_bytes + size > limit {
             self.remove_delivered(writer, Removal::Now);
             if writer.spool_bytes + size > limit {
@@ -517,7 +605,7 @@ impl AuditLog {
                 });
             }
         }
-        if let Err(source) = writer.file.write_all(&line) {
+        if let Err(source) = writer.file.write_all(written) {
             // Part of the line may be on disk: cut it, so the next event starts a line.
             writer.torn = writer.file.set_len(writer.file_bytes).is_err();
             return Err(AuditError::Write {
@@ -542,7 +630,7 @@ impl AuditLog {
         if self.stdout {
             let mut out = std::io::stdout().lock();
             // stdout is a convenience copy; the spool is the record.
-            let _ = out.write_all(&line).and_then(|()| out.flush());
+            let _ = out.write_all(line).and_then(|()| out.flush());
         }
         Ok(event.seq)
     }
@@ -556,7 +644,11 @@ impl AuditLog {
             path: path.clone(),
             source,
         };
-        let file = open_segment(&path).map_err(write_error)?;
+        let mut file = open_segment(&path).map_err(write_error)?;
+        let sealer = Sealer::new(&self.keyring, first_seq).map_err(AuditError::Key)?;
+        if let Some(sealer) = &sealer {
+            file.write_all(&sealer.header).map_err(write_error)?;
+        }
         let for_syncer = file.try_clone().map_err(write_error)?;
         {
             let mut files = self.syncer.files.lock().unwrap_or_else(|p| p.into_inner());
@@ -568,7 +660,9 @@ impl AuditLog {
         writer.file = file;
         writer.file_path = path;
         writer.file_first_seq = first_seq;
-        writer.file_bytes = 0;
+        writer.file_bytes = sealer.as_ref().map_or(0, |s| s.header.len() as u64);
+        writer.spool_bytes += writer.file_bytes;
+        writer.sealer = sealer;
         self.remove_delivered(writer, Removal::Later);
         Ok(())
     }
@@ -655,6 +749,64 @@ fn remove_segment(path: &Path) -> bool {
             false
         }
     }
+}
+
+/// Whether a segment is sealed (its first line a header).
+fn is_sealed(path: &Path) -> std::io::Result<bool> {
+    let mut start = [0u8; 32];
+    let read = File::open(path)?.read(&mut start)?;
+    Ok(crate::at_rest::is_header(&start[..read]))
+}
+
+/// Refuses a spool that others may read: the folder must be 0700 (or stricter), and every file
+/// in it 0600 — as ssh refuses a private key others can read.
+fn check_private(dir: &Path) -> Result<(), AuditError> {
+    use std::os::unix::fs::PermissionsExt;
+    let exposed = |path: &Path, fix: &'static str| -> Result<(), AuditError> {
+        let mode = std::fs::symlink_metadata(path)
+            .map_err(|source| AuditError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 == 0 {
+            Ok(())
+        } else {
+            Err(AuditError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+                fix,
+            })
+        }
+    };
+    exposed(dir, "700")?;
+    let entries = std::fs::read_dir(dir).map_err(|source| AuditError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            exposed(&path, "600")?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a small file of the spool (created 0600): write and rename, never half of one.
+pub(crate) fn write_private(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("new");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(text)?;
+    drop(file);
+    std::fs::rename(&temporary, path)
 }
 
 /// Opens a segment for appending (created with mode 0600).
@@ -816,10 +968,8 @@ pub(crate) const HEAD_FILE: &str = "head";
 /// may name an earlier event than the segments hold, which is not a problem; never a later one.
 fn save_head(dir: &Path, (seq, hash): &(u64, String)) {
     let path = dir.join(HEAD_FILE);
-    let temporary = dir.join("head.new");
     let text = format!("{{\"last_seq\":{seq},\"head\":\"{hash}\"}}\n");
-    if let Err(error) =
-        std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &path))
+    if let Err(error) = write_private(&path, text.as_bytes())
         && let Some(held_back) = invoiceguard_telemetry::throttle("spool head file not written")
     {
         tracing::warn!(%error, file = %path.display(), held_back, "the spool's head file not written");
@@ -913,9 +1063,12 @@ fn repair_tail(dir: &Path, first_seq: u64, path: &Path) -> std::io::Result<Optio
     };
     let torn = &tail[torn_from..];
     let offset = start + torn_from as u64;
-    let whole = serde_json::from_slice::<serde_json::Value>(torn)
-        .ok()
-        .is_some_and(|event| event.get("seq").is_some() && event.get("prev_hash").is_some());
+    let whole = match LineDecoder::for_segment(path)?.line(torn) {
+        Decoded::Event(plain) => serde_json::from_slice::<serde_json::Value>(&plain)
+            .ok()
+            .is_some_and(|event| event.get("seq").is_some() && event.get("prev_hash").is_some()),
+        Decoded::Header | Decoded::Unreadable(_) => false,
+    };
     if whole {
         file.seek(SeekFrom::End(0))?;
         file.write_all(b"\n")?;
@@ -929,7 +1082,7 @@ fn repair_tail(dir: &Path, first_seq: u64, path: &Path) -> std::io::Result<Optio
         }));
     }
     let kept = dir.join(format!("torn-{first_seq:020}-{offset}.bin"));
-    let kept_in = match std::fs::write(&kept, torn) {
+    let kept_in = match write_private(&kept, torn) {
         Ok(()) => Some(kept),
         Err(error) => {
             tracing::warn!(%error, file = %kept.display(), "the torn bytes could not be kept");
@@ -956,12 +1109,16 @@ fn last_event(segments: &[(u64, PathBuf)]) -> std::io::Result<(u64, Option<Vec<u
         file.seek(SeekFrom::Start(start))?;
         let mut tail = Vec::new();
         file.take(TAIL_BYTES).read_to_end(&mut tail)?;
+        let mut decoder = LineDecoder::for_segment(path)?;
         for line in tail.split(|b| *b == b'\n').rev() {
-            if let Some(seq) = serde_json::from_slice::<serde_json::Value>(line)
+            let Decoded::Event(plain) = decoder.line(line) else {
+                continue;
+            };
+            if let Some(seq) = serde_json::from_slice::<serde_json::Value>(&plain)
                 .ok()
                 .and_then(|event| event.get("seq").and_then(serde_json::Value::as_u64))
             {
-                return Ok((seq, Some(line.to_vec())));
+                return Ok((seq, Some(plain.into_owned())));
             }
         }
     }

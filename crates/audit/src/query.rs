@@ -17,6 +17,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::at_rest::{Decoded, LineDecoder};
+
 /// Rows above this many in one export make it a bulk export (the baseline's
 /// `limits.bulk-export-fresh-mfa` threshold).
 pub const BULK_ROWS: u64 = 500;
@@ -372,10 +374,10 @@ fn named(path: &Path, error: &std::io::Error) -> std::io::Error {
     std::io::Error::new(error.kind(), format!("`{}`: {error}", path.display()))
 }
 
-/// A trail read line by line across its files.
+/// A trail read line by line across its files (a sealed segment's lines opened).
 struct Trail {
     files: std::vec::IntoIter<PathBuf>,
-    reader: Option<BufReader<std::fs::File>>,
+    reader: Option<(BufReader<std::fs::File>, PathBuf, LineDecoder)>,
 }
 
 impl Trail {
@@ -386,24 +388,37 @@ impl Trail {
         })
     }
 
-    /// The next line (without its newline); `None` at the end of the last file.
+    /// The next event's line (without its newline); `None` at the end of the last file. A
+    /// sealed line that cannot be opened (its key not given) is an error naming the file.
     fn next_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<bool> {
         loop {
-            if let Some(reader) = &mut self.reader {
+            if let Some((reader, file, decoder)) = &mut self.reader {
                 line.clear();
                 if reader.read_until(b'\n', line)? > 0 {
                     if line.last() == Some(&b'\n') {
                         line.pop();
+                    }
+                    match decoder.line(line) {
+                        Decoded::Event(Cow::Borrowed(_)) => {}
+                        Decoded::Event(Cow::Owned(plain)) => *line = plain,
+                        Decoded::Header => continue,
+                        Decoded::Unreadable(why) => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("`{}`: {why}", file.display()),
+                            ));
+                        }
                     }
                     return Ok(true);
                 }
             }
             match self.files.next() {
                 Some(file) => {
-                    self.reader = Some(BufReader::with_capacity(
+                    let reader = BufReader::with_capacity(
                         256 * 1024,
                         std::fs::File::open(&file).map_err(|error| named(&file, &error))?,
-                    ))
+                    );
+                    self.reader = Some((reader, file, LineDecoder::new()));
                 }
                 None => return Ok(false),
             }

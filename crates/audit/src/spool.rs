@@ -3,7 +3,11 @@
 //! (`<sink>.cursor`: a segment and a byte offset in it). A segment is closed once a later one
 //! exists, so a reader that reaches its end moves on to the next.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
+
+use crate::at_rest::{Decoded, LineDecoder};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -63,9 +67,10 @@ pub fn read_cursor(dir: &Path, sink: &str) -> Cursor {
 /// Saves a sink's cursor (write and rename: never half a cursor).
 pub(crate) fn save_cursor(dir: &Path, sink: &str, cursor: Cursor) {
     let path = cursor_path(dir, sink);
-    let temporary = path.with_extension("cursor.new");
-    let result = std::fs::write(&temporary, format!("{} {}", cursor.segment, cursor.offset))
-        .and_then(|()| std::fs::rename(&temporary, &path));
+    let result = crate::log::write_private(
+        &path,
+        format!("{} {}", cursor.segment, cursor.offset).as_bytes(),
+    );
     if let Err(error) = result {
         tracing::warn!(%error, cursor = %path.display(), "sink cursor not saved; events may be sent again");
     }
@@ -98,11 +103,15 @@ fn last_seq_in(path: &Path, end: u64) -> Option<u64> {
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut tail = vec![0; usize::try_from(end - start).ok()?];
     file.read_exact(&mut tail).ok()?;
+    let mut decoder = LineDecoder::for_segment(path).ok()?;
     tail.split(|b| *b == b'\n')
         .rev()
         .filter(|line| !line.is_empty())
         .find_map(|line| {
-            serde_json::from_slice::<serde_json::Value>(line)
+            let Decoded::Event(plain) = decoder.line(line) else {
+                return None;
+            };
+            serde_json::from_slice::<serde_json::Value>(&plain)
                 .ok()?
                 .get("seq")?
                 .as_u64()
@@ -168,11 +177,30 @@ pub(crate) fn read_batch(
             return Ok((Vec::new(), cursor));
         };
         let bytes = buffer.split_to(end + 1).freeze();
+        // A sealed segment's lines are opened (its header read when the batch starts past it).
+        let mut decoder = match cursor.offset {
+            0 => LineDecoder::new(),
+            _ => LineDecoder::for_segment(path)?,
+        };
         let mut lines = Vec::new();
         let mut start = 0;
         for at in memchr::memchr_iter(b'\n', &bytes[..=end]) {
             if at > start {
-                lines.push(bytes.slice(start..at));
+                match decoder.line(&bytes[start..at]) {
+                    Decoded::Event(Cow::Borrowed(_)) => lines.push(bytes.slice(start..at)),
+                    Decoded::Event(Cow::Owned(plain)) => lines.push(Bytes::from(plain)),
+                    Decoded::Header => {}
+                    Decoded::Unreadable(why) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "`{}` at byte {}: {why}",
+                                path.display(),
+                                cursor.offset + start as u64
+                            ),
+                        ));
+                    }
+                }
             }
             start = at + 1;
         }

@@ -160,14 +160,28 @@ pub fn verify(files: &[PathBuf], chain: &Chain, continues: bool) -> Verification
                 continue;
             }
         };
+        // A sealed segment's lines are opened first; the chain is over the plaintext.
+        let mut decoder = crate::at_rest::LineDecoder::new();
         for (index, line) in text.split(|b| *b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
+            let line = match decoder.line(line) {
+                crate::at_rest::Decoded::Event(plain) => plain,
+                crate::at_rest::Decoded::Header => continue,
+                crate::at_rest::Decoded::Unreadable(why) => {
+                    result.problems.push(format!(
+                        "{}:{}: cannot be opened: {why}",
+                        file.display(),
+                        index + 1
+                    ));
+                    continue;
+                }
+            };
             check_line(
                 file,
                 index + 1,
-                line,
+                &line,
                 chain,
                 continues,
                 &mut progress,

@@ -282,3 +282,108 @@ fn a_lagging_sink_is_recorded_and_so_is_its_recovery() {
     assert_eq!(spool_events(&config.spool).len(), 5);
     let _ = std::fs::remove_dir_all(config.spool.parent().unwrap());
 }
+
+#[test]
+fn a_sealed_spool_hides_its_events_reads_back_and_rotates_its_key() {
+    let mut config = config("sealed");
+    let keys = config
+        .spool
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (old_key, new_key) = (keys.join("old.key"), keys.join("new.key"));
+    std::fs::write(&old_key, crate::at_rest::generate_key().unwrap()).unwrap();
+    std::fs::write(&new_key, crate::at_rest::generate_key().unwrap()).unwrap();
+    config.encryption_key_file = Some(old_key.clone());
+    config.segment_bytes = 4096;
+    config.max_bytes = 1 << 20;
+    {
+        let log = AuditLog::open(&config).unwrap();
+        for i in 0..20 {
+            log.record(event(&format!("sealed-{i}"))).unwrap();
+        }
+    }
+    // Nothing of an event is readable in the files.
+    for (_, path) in segments(&config.spool).unwrap() {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes
+                .windows(8)
+                .any(|w| w == b"sealed-1" || w == b"/invoice"),
+            "{} holds plaintext",
+            path.display()
+        );
+    }
+    let segments_before = segments(&config.spool).unwrap().len();
+    assert!(segments_before > 1, "rotated at 4096 bytes");
+    // The key rotates: the old one only reads.
+    config.encryption_key_file = Some(new_key.clone());
+    config.decryption_key_files = vec![old_key.clone()];
+    {
+        let log = AuditLog::open(&config).unwrap();
+        assert_eq!(
+            log.last_seq(),
+            20,
+            "the sequence continues across sealed segments"
+        );
+        for i in 20..25 {
+            log.record(event(&format!("sealed-{i}"))).unwrap();
+        }
+    }
+    let all = segments(&config.spool).unwrap();
+    assert!(
+        all.len() > segments_before,
+        "the new key starts a segment of its own"
+    );
+    let ids: std::collections::BTreeSet<String> = all
+        .iter()
+        .filter_map(|(_, path)| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let header: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+            header["key_id"].as_str().map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "segments of both keys: {ids:?}");
+    let files: Vec<PathBuf> = all.into_iter().map(|(_, path)| path).collect();
+    let result = crate::verify(&files, &Chain::plain(), false);
+    assert!(result.is_intact(), "{:?}", result.problems);
+    assert_eq!(result.events, 25);
+    // A changed sealed line is found.
+    let last = files.last().unwrap();
+    let mut text = std::fs::read(last).unwrap();
+    let at = text.len() - 10;
+    text[at] = if text[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(last, text).unwrap();
+    let result = crate::verify(&files, &Chain::plain(), false);
+    assert!(
+        result
+            .problems
+            .iter()
+            .any(|p| p.contains("cannot be opened")),
+        "{:?}",
+        result.problems
+    );
+}
+
+#[test]
+fn a_spool_others_may_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let config = config("exposed");
+    drop(AuditLog::open(&config).unwrap());
+    std::fs::set_permissions(&config.spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let error = AuditLog::open(&config).err().unwrap().to_string();
+    assert!(
+        error.contains("mode 755") && error.contains("chmod 700"),
+        "{error}"
+    );
+    std::fs::set_permissions(&config.spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let segment = segments(&config.spool).unwrap()[0].1.clone();
+    std::fs::set_permissions(&segment, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = AuditLog::open(&config).err().unwrap().to_string();
+    assert!(error.contains("chmod 600"), "{error}");
+    std::fs::set_permissions(&segment, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(AuditLog::open(&config).is_ok());
+}
