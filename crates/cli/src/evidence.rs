@@ -63,6 +63,17 @@ pub(crate) fn evidence(args: &EvidenceArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The spool's keys, when it is sealed.
+    match invoiceguard_audit::at_rest::Keyring::load(
+        config.audit.encryption_key_file.as_deref(),
+        &config.audit.decryption_key_files,
+    ) {
+        Ok(keyring) => invoiceguard_audit::at_rest::install(&keyring),
+        Err(error) => {
+            eprintln!("invoiceguard: audit.encryption_key_file: {error}");
+            return ExitCode::from(2);
+        }
+    }
     let chain =
         match invoiceguard_audit::Chain::from_key_file(config.audit.hmac_key_file.as_deref()) {
             Ok(chain) => chain,

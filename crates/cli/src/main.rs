@@ -105,6 +105,9 @@ enum ExportCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// Print a new key for sealing the spool (`[audit] encryption_key_file`): base64 of 32
+    /// random bytes. Keep it in a file only the gateway's user reads.
+    Keygen,
     /// Prove audit files complete and unmodified (the hash chain and the sequence numbers), or
     /// say where they are not; files are read in the order given, a spool folder as its
     /// segments, oldest first.
@@ -115,6 +118,10 @@ enum AuditCommand {
         /// The HMAC secret the chain is keyed with (`[audit] hmac_key_file`).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// A key that sealed segments (`[audit] encryption_key_file`, or an older one);
+        /// repeatable.
+        #[arg(long = "encryption-key", value_name = "FILE")]
+        encryption_keys: Vec<PathBuf>,
         /// The first file starts mid-chain (older files were archived elsewhere).
         #[arg(long)]
         continues: bool,
@@ -309,11 +316,12 @@ fn main() -> ExitCode {
                 AuditCommand::Verify {
                     files,
                     key_file,
+                    encryption_keys,
                     continues,
                     expect_last_seq,
                     expect_head,
                 },
-        } => audit_verify(
+        } => install_keys(&encryption_keys).map_or_else(|code| code, |()| audit_verify(
             &files,
             key_file.as_deref(),
             continues,
@@ -322,10 +330,37 @@ fn main() -> ExitCode {
                 head: expect_head,
                 source: "--expect-last-seq/--expect-head".to_owned(),
             },
-        ),
+        )),
+        Command::Audit {
+            command: AuditCommand::Keygen,
+        } => match invoiceguard_audit::at_rest::generate_key() {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("invoiceguard: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Audit {
             command: AuditCommand::Query(args),
         } => query::audit_query(&args),
+    }
+}
+
+/// Adds the keys of `files` to those this process opens sealed segments with; exit code 2 and
+/// the reason when a file holds no key.
+pub(crate) fn install_keys(files: &[PathBuf]) -> Result<(), ExitCode> {
+    match invoiceguard_audit::at_rest::Keyring::load(None, files) {
+        Ok(keyring) => {
+            invoiceguard_audit::at_rest::install(&keyring);
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("invoiceguard: --encryption-key: {error}");
+            Err(ExitCode::from(2))
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub(crate) struct QueryArgs {
     /// (one per replica) are merged by time.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// A key that sealed segments (`[audit] encryption_key_file`, or an older one); repeatable.
+    #[arg(long = "encryption-key", value_name = "FILE")]
+    encryption_keys: Vec<PathBuf>,
     /// The actor's id (a user's subject, an integration account).
     #[arg(long)]
     actor: Option<String>,
@@ -246,6 +249,9 @@ impl Output {
 
 /// Runs the query and writes its answer.
 pub(crate) fn audit_query(args: &QueryArgs) -> ExitCode {
+    if let Err(code) = crate::install_keys(&args.encryption_keys) {
+        return code;
+    }
     if let Some(problem) = query::empty_period(args.from.as_ref(), args.to.as_ref()) {
         eprintln!("invoiceguard: {problem}");
         return ExitCode::from(2);
