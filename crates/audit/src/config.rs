@@ -37,6 +37,10 @@ pub struct AuditConfig {
     /// Files of older keys, kept to read the segments they sealed after a rotation.
     #[serde(default)]
     pub decryption_key_files: Vec<PathBuf>,
+    /// Delivered segments kept as signed, compressed archives instead of deleted
+    /// (`[audit.archive]`); deleted when absent.
+    #[serde(default)]
+    pub archive: Option<crate::archive::ArchiveConfig>,
     /// What is masked or hashed before an event is written (`[audit.redact]`).
     #[serde(default)]
     pub redact: RedactConfig,
@@ -84,6 +88,7 @@ impl Default for AuditConfig {
             hmac_key_file: None,
             encryption_key_file: None,
             decryption_key_files: Vec::new(),
+            archive: None,
             redact: RedactConfig::default(),
             sinks: Vec::new(),
             sensitive_actions: default_sensitive(),
@@ -166,6 +171,9 @@ impl AuditConfig {
             problems.push(format!(
                 "audit.encryption_key_file / decryption_key_files: {problem}"
             ));
+        }
+        if let Some(archive) = &self.archive {
+            problems.extend(archive.validate());
         }
         problems.extend(self.redact.validate(self.hmac_key_file.is_some()));
         for (index, sink) in self.sinks.iter().enumerate() {

@@ -5,8 +5,10 @@
 //! ([`AuditLog`]), and shipped from there by each sink with its own cursor — syslog, HTTP or a
 //! file — at least once. Audit events are not logs: they are never sampled or dropped, and they
 //! never hold a token. At rest, segments may be sealed (AES-256-GCM, a data key per segment
-//! wrapped by a configured key: `at_rest.rs`).
+//! wrapped by a configured key: `at_rest.rs`); delivered segments may be kept as signed,
+//! compressed archives instead of deleted (`archive.rs`), verified, restored and shipped again.
 
+pub mod archive;
 pub mod at_rest;
 mod chain;
 mod config;

@@ -90,6 +90,9 @@ pub enum AuditError {
     /// The encryption keys cannot be used, or an event could not be sealed.
     #[error("audit encryption: {0}")]
     Key(String),
+    /// The archive cannot be set up (its key, its folder).
+    #[error("audit archive: {0}")]
+    Archive(String),
     /// The spool (or a file in it) may be read by other users.
     #[error(
         "`{path}` has mode {mode:o}: the audit spool must be readable by its owner only (as ssh requires of private keys); run `chmod {fix} {path}`"
@@ -168,6 +171,8 @@ pub struct AuditLog {
     redactor: Redactor,
     /// The keys segments are sealed with (none: plaintext segments).
     keyring: Keyring,
+    /// Where delivered segments go instead of being deleted (`[audit.archive]`).
+    archive: Option<ArchiveHandle>,
     writer: Mutex<Writer>,
     syncer: Arc<Syncer>,
     /// Whether the last write succeeded.
@@ -178,6 +183,102 @@ pub struct AuditLog {
     spool_bytes: AtomicU64,
     /// The highest sequence number known to be on disk.
     durable: tokio::sync::watch::Sender<u64>,
+}
+
+/// The archive thread, and what it has to tell.
+struct ArchiveHandle {
+    archiver: Arc<crate::archive::Archiver>,
+    /// Segments handed to the thread.
+    queue: Mutex<std::sync::mpsc::Sender<PathBuf>>,
+    /// Segments handed over and not yet archived (not handed twice).
+    pending: Arc<Mutex<std::collections::HashSet<PathBuf>>>,
+    /// Events to record: action, severity, detail (deletions, failures).
+    notices: Arc<Mutex<Vec<(&'static str, &'static str, String)>>>,
+}
+
+impl ArchiveHandle {
+    fn start(archiver: crate::archive::Archiver) -> Self {
+        let archiver = Arc::new(archiver);
+        let (queue, segments) = std::sync::mpsc::channel::<PathBuf>();
+        let pending = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let (worker, done, told) = (archiver.clone(), pending.clone(), notices.clone());
+        let spawned = std::thread::Builder::new()
+            .name("audit-archive".to_owned())
+            .spawn(move || {
+                while let Ok(segment) = segments.recv() {
+                    archive_one(&worker, &segment, &told);
+                    done.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&segment);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the audit archive thread; delivered segments stay in the spool");
+        }
+        Self {
+            archiver,
+            queue: Mutex::new(queue),
+            pending,
+            notices,
+        }
+    }
+
+    /// Hands a delivered segment to the thread (once).
+    fn send(&self, segment: PathBuf) {
+        if self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(segment.clone())
+        {
+            let _ = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(segment);
+        }
+    }
+}
+
+/// Archives one delivered segment and removes it from the spool; then applies retention.
+fn archive_one(
+    archiver: &crate::archive::Archiver,
+    segment: &Path,
+    notices: &Mutex<Vec<(&'static str, &'static str, String)>>,
+) {
+    if !segment.exists() {
+        // Archived and removed already (at the cap, while it waited here).
+        return;
+    }
+    let mut told = Vec::new();
+    match archiver.archive(segment) {
+        Ok(manifest) => {
+            if let Some(manifest) = manifest {
+                tracing::info!(segment = %segment.display(), first_seq = manifest.first_seq, last_seq = manifest.last_seq, "delivered audit segment archived");
+            }
+            remove_segment(segment);
+            for deleted in archiver.retain() {
+                told.push(("audit:archive_deleted", "warning", deleted));
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "a delivered audit segment could not be archived; it stays in the spool");
+            told.push((
+                "audit:archive_failed",
+                "error",
+                format!(
+                    "`{}` could not be archived into `{}` (it stays in the spool): {error}",
+                    segment.display(),
+                    archiver.dir().display()
+                ),
+            ));
+        }
+    }
+    notices
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(told);
 }
 
 /// What the fsync thread was woken for.
@@ -265,6 +366,16 @@ impl AuditLog {
         .map_err(AuditError::Key)?;
         crate::at_rest::install(&keyring);
         check_private(&dir)?;
+        let archive = match &config.archive {
+            Some(archive) => {
+                let archiver =
+                    crate::archive::Archiver::new(archive, chain.clone(), config.instance())
+                        .map_err(AuditError::Archive)?;
+                check_private(&archive.dir)?;
+                Some(ArchiveHandle::start(archiver))
+            }
+            None => None,
+        };
         let existing = segments(&dir).map_err(open_error(&dir))?;
         let repair = match existing.last() {
             Some((first_seq, path)) => {
@@ -344,6 +455,7 @@ impl AuditLog {
             chain,
             redactor,
             keyring,
+            archive,
             writer: Mutex::new(Writer {
                 file,
                 file_path,
@@ -414,6 +526,7 @@ impl AuditLog {
     /// if the spool takes them now; after a failed write with nothing kept, checks that the
     /// spool's folder takes a small file again; at the cap, removes what the sinks delivered.
     pub fn recover(&self) {
+        self.record_archive_notices();
         let held = self.held() > 0;
         let failed = !self.writable.load(Ordering::Relaxed);
         let at_cap = self.spool_bytes.load(Ordering::Relaxed) + self.reserve() > self.max_bytes;
@@ -434,6 +547,19 @@ impl AuditLog {
         self.writable.store(result.is_ok(), Ordering::Relaxed);
         if result.is_ok() {
             tracing::info!("the audit spool takes events again");
+        }
+    }
+
+    /// Records what the archive thread has to tell (archives deleted by retention, a segment
+    /// that could not be archived).
+    fn record_archive_notices(&self) {
+        let Some(archive) = &self.archive else { return };
+        let notices =
+            std::mem::take(&mut *archive.notices.lock().unwrap_or_else(|p| p.into_inner()));
+        for (action, severity, detail) in notices {
+            if let Err(error) = self.record(AuditEvent::system(action, severity, detail)) {
+                tracing::error!(%error, action, "an archive event could not be recorded");
+            }
         }
     }
 
@@ -688,12 +814,30 @@ impl AuditLog {
                 break;
             }
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            match when {
-                Removal::Later => {
+            match (when, &self.archive) {
+                // Archived by its own thread (compressing takes time), then removed.
+                (Removal::Later, Some(archive)) => {
+                    writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
+                    archive.send(path);
+                }
+                (Removal::Later, None) => {
                     writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
                     later.push(path);
                 }
-                Removal::Now => {
+                (Removal::Now, Some(archive)) => {
+                    let waiting = archive
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&path);
+                    if !waiting {
+                        archive_one(&archive.archiver, &path, &archive.notices);
+                    }
+                    if !path.exists() {
+                        writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
+                    }
+                }
+                (Removal::Now, None) => {
                     if remove_segment(&path) {
                         writer.spool_bytes = writer.spool_bytes.saturating_sub(size);
                     }

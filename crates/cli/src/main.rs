@@ -321,16 +321,21 @@ fn main() -> ExitCode {
                     expect_last_seq,
                     expect_head,
                 },
-        } => install_keys(&encryption_keys).map_or_else(|code| code, |()| audit_verify(
-            &files,
-            key_file.as_deref(),
-            continues,
-            invoiceguard_audit::Anchor {
-                last_seq: expect_last_seq,
-                head: expect_head,
-                source: "--expect-last-seq/--expect-head".to_owned(),
+        } => install_keys(&encryption_keys).map_or_else(
+            |code| code,
+            |()| {
+                audit_verify(
+                    &files,
+                    key_file.as_deref(),
+                    continues,
+                    invoiceguard_audit::Anchor {
+                        last_seq: expect_last_seq,
+                        head: expect_head,
+                        source: "--expect-last-seq/--expect-head".to_owned(),
+                    },
+                )
             },
-        )),
+        ),
         Command::Audit {
             command: AuditCommand::Keygen,
         } => match invoiceguard_audit::at_rest::generate_key() {
