@@ -563,7 +563,7 @@ fn verify_selected(
 }
 
 /// What a restore did: the restore test report the evidence pack carries.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreReport {
     /// When the restore ran.
     pub restored_at: String,
@@ -592,7 +592,7 @@ pub struct RestoreReport {
 }
 
 /// One archive in a restore report.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoredArchive {
     /// The archive file.
     pub file: String,

@@ -31,7 +31,7 @@ pub use event::{
 pub use log::{AuditError, AuditLog};
 pub use ocsf::{OCSF_VERSION, to_ocsf};
 pub use redact::{Mode as RedactMode, RedactConfig, Redactor};
-pub use sinks::{Format, SinkConfig, SinkTls};
+pub use sinks::{Format, SinkConfig, SinkTls, ship_folder};
 pub use spool::{Cursor, cursor_path, read_cursor, segments};
 pub use verify::{
     Anchor, TrailCheck, Verification, cursor_problems, spool_anchor, verify, verify_trails,

@@ -19,6 +19,10 @@ pub(crate) struct EvidenceArgs {
     /// several (one per replica) are merged by time.
     #[arg(long = "trail", value_name = "PATH")]
     trails: Vec<PathBuf>,
+    /// The restore test report to include (`restore-report.json`, written by `invoiceguard
+    /// audit restore`): the control table's "restore test report".
+    #[arg(long, value_name = "FILE")]
+    restore_report: Option<PathBuf>,
     /// From this time on (2026-12-01, or RFC 3339).
     #[arg(long)]
     from: Option<Bound>,
@@ -103,7 +107,22 @@ pub(crate) fn evidence(args: &EvidenceArgs) -> ExitCode {
         },
         None => None,
     };
-    let setup = setup(&args.config, &config);
+    let mut setup = setup(&args.config, &config);
+    if let Some(file) = &args.restore_report {
+        let report = std::fs::read(file)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|error| error.to_string()));
+        match report {
+            Ok(report) => setup.restore_report = Some((file.display().to_string(), report)),
+            Err(error) => {
+                eprintln!(
+                    "invoiceguard: --restore-report `{}`: {error}",
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
     let inputs = Inputs {
         candidate: candidate.as_ref(),
         setup: &setup,
@@ -198,6 +217,20 @@ fn setup(file: &std::path::Path, config: &Config) -> Setup {
                 cors_origins: session.cors_origins.clone(),
             }),
         chain_keyed: config.audit.hmac_key_file.is_some(),
+        spool_key_id: invoiceguard_audit::at_rest::Keyring::load(
+            config.audit.encryption_key_file.as_deref(),
+            &[],
+        )
+        .ok()
+        .and_then(|keyring| keyring.current_id().map(str::to_owned)),
+        archive: config.audit.archive.as_ref().map(|archive| {
+            (
+                archive.dir.display().to_string(),
+                archive.keep_days,
+                archive.max_bytes,
+            )
+        }),
+        restore_report: None,
         sinks: config
             .audit
             .sinks

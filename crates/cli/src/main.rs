@@ -15,12 +15,15 @@
 //!   `--lift ID` give, list and lift time-limited role grants, through the admin listener.
 //! - `invoiceguard audit verify FILE|SPOOL...` proves audit files complete and unmodified.
 //! - `invoiceguard audit query PATH...` finds events, or answers an auditor's named questions.
+//! - `invoiceguard audit keygen`, `audit archive verify DIR`, `audit restore --from --to`,
+//!   `audit ship --from DIR --sink NAME`: the trail at rest — sealed, archived, restored, shipped.
 //! - `invoiceguard evidence --from … --to … --out DIR` writes the evidence pack for a period.
 //! - `invoiceguard export trace FILE TRAIL...` names the export (and the person) a file came from.
 //! - `invoiceguard apikey hash` reads an API key on standard input and prints the SHA-256 hash
 //!   that `[[authn.api_keys]]` holds in its place.
 
 mod admin;
+mod archive;
 mod evidence;
 mod export;
 mod grant;
@@ -138,6 +141,29 @@ enum AuditCommand {
     /// and time; or answer a named question (--who-logged-in, --invoice ID, --exports [--bulk],
     /// --admin-changes, --integration ACCOUNT). Several trails are merged by time.
     Query(Box<query::QueryArgs>),
+    /// Sealed archives of delivered segments.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+    /// Restore a verified range of archives into a folder as spool segments, verify it, and
+    /// write the restore test report (`restore-report.json`) there.
+    Restore(Box<archive::RestoreArgs>),
+    /// Deliver every event of a spool folder (a restored one) to a configured sink once more,
+    /// with the events' own ids (a SIEM that lost data deduplicates by them).
+    Ship(Box<archive::ShipArgs>),
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Check an archive folder: each manifest's Ed25519 signature, each file's SHA-256, the
+    /// events against their manifest, the chain from one archive to the next; gaps named.
+    Verify {
+        /// The archive folder (`[audit.archive] dir`).
+        dir: PathBuf,
+        #[command(flatten)]
+        keys: archive::Keys,
+    },
 }
 
 /// What `revoke` does.
@@ -351,6 +377,18 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Query(args),
         } => query::audit_query(&args),
+        Command::Audit {
+            command:
+                AuditCommand::Archive {
+                    command: ArchiveCommand::Verify { dir, keys },
+                },
+        } => archive::verify(&dir, &keys),
+        Command::Audit {
+            command: AuditCommand::Restore(args),
+        } => archive::restore(&args),
+        Command::Audit {
+            command: AuditCommand::Ship(args),
+        } => archive::ship(&args),
     }
 }
 

@@ -67,6 +67,12 @@ pub struct Setup {
     pub audit_fail_open: bool,
     /// Browser sessions, when `[session]` is configured.
     pub session: Option<SessionSetup>,
+    /// The id of the key new spool segments are sealed with, when they are.
+    pub spool_key_id: Option<String>,
+    /// The archive folder, its retention in days and its cap in bytes, when archives are kept.
+    pub archive: Option<(String, u64, u64)>,
+    /// The report of the last restore test (`invoiceguard audit restore`), when one is given.
+    pub restore_report: Option<(String, invoiceguard_audit::archive::RestoreReport)>,
 }
 
 /// The browser-session settings of the configuration.

@@ -308,6 +308,63 @@ impl Destination {
     }
 }
 
+/// Delivers every event of a spool folder (a restored one) to a sink once more, oldest first,
+/// with the events' own ids, so a SIEM that lost them can take them back and deduplicate: at
+/// least once — a batch that fails is sent again, up to 10 times with growing waits. Returns
+/// how many events were delivered. The folder's sinks' cursors are neither read nor written.
+pub async fn ship_folder(sink: &SinkConfig, dir: &Path) -> Result<u64, String> {
+    let mut destination = Destination::new(sink)?;
+    let mut cursor = Cursor::default();
+    let mut buffer = BytesMut::new();
+    let mut shipped = 0;
+    let mut unconfirmed = false;
+    loop {
+        let (lines, next) = read_batch(dir, cursor, destination.batch_bytes(), &mut buffer)
+            .map_err(|error| format!("cannot read `{}`: {error}", dir.display()))?;
+        if lines.is_empty() {
+            if next == cursor {
+                break;
+            }
+            cursor = next;
+            continue;
+        }
+        let mut delays = retry_delays();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match destination.send(&lines).await {
+                Ok(confirmed) => {
+                    unconfirmed |= !confirmed;
+                    break;
+                }
+                Err(error) if attempts >= 10 => {
+                    return Err(format!(
+                        "sink `{}` refused the events after {shipped} were delivered: {error}",
+                        sink.name
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, sink = %sink.name, "delivery failed; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(MAX_BACKOFF)).await;
+                }
+            }
+        }
+        shipped += lines.len() as u64;
+        cursor = next;
+    }
+    if unconfirmed {
+        // Syslog confirms nothing: a collector that closed the connection lost what was sent.
+        tokio::time::sleep(SYSLOG_SETTLE).await;
+        if destination.lost().await {
+            return Err(format!(
+                "sink `{}` closed the connection: the events may not all have arrived; ship again",
+                sink.name
+            ));
+        }
+    }
+    Ok(shipped)
+}
+
 /// Saves a sink's cursor on tokio's blocking pool (a file write and a rename, which can wait
 /// for the file system's journal).
 async fn persist_cursor(spool: &Path, sink: &str, cursor: Cursor) {
