@@ -19,6 +19,7 @@ use invoiceguard_testkit::{
 use serde_json::{Value, json};
 
 mod approvals;
+mod at_rest;
 mod attacks;
 mod audit;
 mod deploy;
