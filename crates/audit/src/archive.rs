@@ -211,8 +211,8 @@ fn span_of(bytes: &[u8], chain: &Chain) -> (Option<Span>, Vec<String>) {
     (span, problems)
 }
 
-/// Makes archives of delivered segments.
-pub(crate) struct Archiver {
+/// Makes archives of delivered segments (the spool's archive thread; public for the bench).
+pub struct Archiver {
     config: ArchiveConfig,
     key: Ed25519KeyPair,
     chain: Chain,
@@ -236,11 +236,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Archiver {
     /// The archiver of a configuration: its key read, its folder made (0700).
-    pub(crate) fn new(
-        config: &ArchiveConfig,
-        chain: Chain,
-        instance: String,
-    ) -> Result<Self, String> {
+    pub fn new(config: &ArchiveConfig, chain: Chain, instance: String) -> Result<Self, String> {
         let key = read_signing_key(&config.signing_key_file)?;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -262,7 +258,7 @@ impl Archiver {
 
     /// Archives one delivered segment: compressed, hashed, its manifest signed and written
     /// last (an archive without a manifest is not one). `None` for a segment without events.
-    pub(crate) fn archive(&self, segment: &Path) -> Result<Option<Manifest>, String> {
+    pub fn archive(&self, segment: &Path) -> Result<Option<Manifest>, String> {
         let bytes = std::fs::read(segment)
             .map_err(|error| format!("cannot read `{}`: {error}", segment.display()))?;
         let (span, problems) = span_of(&bytes, &self.chain);
@@ -768,7 +764,7 @@ mod tests {
             &dir.join("restored"),
             None,
             None,
-            &[public.clone()],
+            std::slice::from_ref(&public),
             &Chain::plain(),
         )
         .unwrap();
@@ -795,7 +791,8 @@ mod tests {
         std::fs::write(&file, bytes).unwrap();
         let second: Manifest = manifests[1].1.clone().unwrap();
         std::fs::remove_file(&manifests[1].0).unwrap();
-        let check = verify_archives(&archive.dir, &[public.clone()], &Chain::plain()).unwrap();
+        let check =
+            verify_archives(&archive.dir, std::slice::from_ref(&public), &Chain::plain()).unwrap();
         assert!(
             check
                 .problems

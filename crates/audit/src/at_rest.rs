@@ -6,9 +6,11 @@
 //! {"invoiceguard_segment":1,"cipher":"AES-256-GCM","key_id":"3f…","data_key":"…","first_seq":41}
 //! ```
 //!
-//! Every following line is one event, sealed with the data key (a random 96-bit nonce per line,
-//! the segment's first seq as associated data) and written as base64 of nonce, ciphertext and
-//! tag: still one line per event, so cursors, batches and tail reads work as before. The hash
+//! Every following line is one event, sealed with the data key (a 96-bit nonce: a random prefix
+//! per segment and a counter, never repeated under one data key; the segment's first seq as
+//! associated data) and written as nonce, ciphertext and tag, with newline and backslash bytes
+//! escaped (`\n`, `\\`): still one line per event, so cursors, batches and tail reads work as
+//! before, and sealing costs about a copy (no text encoding). The hash
 //! chain stays over the plaintext events. A new key (rotation) is used by the segments started
 //! after it; older keys stay readable as long as they are configured (`decryption_key_files`).
 //!
@@ -21,9 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use aws_lc_rs::aead::{
-    AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, RandomizedNonceKey, UnboundKey,
-};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 
 /// What starts a segment header line.
@@ -154,9 +154,13 @@ fn line_aad(first_seq: u64) -> [u8; 16] {
     aad
 }
 
-/// Seals the lines of one segment.
-pub(crate) struct Sealer {
-    key: RandomizedNonceKey,
+/// Seals the lines of one segment (the spool's writer holds one per sealed segment).
+pub struct Sealer {
+    key: LessSafeKey,
+    /// The nonce's random first four bytes, for this segment's data key.
+    prefix: [u8; 4],
+    /// The nonce's last eight: the line's number under this data key.
+    counter: u64,
     aad: [u8; 16],
     /// The segment's header line (with its newline).
     pub(crate) header: Vec<u8>,
@@ -167,16 +171,20 @@ pub(crate) struct Sealer {
 impl Sealer {
     /// A new data key for the segment whose first event is `first_seq`, wrapped by the ring's
     /// current key; `None` when the ring has none (segments are written in plain).
-    pub(crate) fn new(keyring: &Keyring, first_seq: u64) -> Result<Option<Self>, String> {
+    pub fn new(keyring: &Keyring, first_seq: u64) -> Result<Option<Self>, String> {
         let Some(kek) = &keyring.current else {
             return Ok(None);
         };
+        let random = |bytes: &mut [u8]| {
+            aws_lc_rs::rand::fill(bytes)
+                .map_err(|_| "the system's random generator failed".to_owned())
+        };
         let mut data_key = [0u8; KEY_BYTES];
-        aws_lc_rs::rand::fill(&mut data_key)
-            .map_err(|_| "the system's random generator failed".to_owned())?;
+        random(&mut data_key)?;
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce)
-            .map_err(|_| "the system's random generator failed".to_owned())?;
+        random(&mut nonce)?;
+        let mut prefix = [0u8; 4];
+        random(&mut prefix)?;
         let mut wrapped = data_key.to_vec();
         kek.key
             .seal_in_place_append_tag(
@@ -194,36 +202,71 @@ impl Sealer {
             B64.encode(sealed)
         )
         .into_bytes();
-        let key = RandomizedNonceKey::new(&AES_256_GCM, &data_key)
+        let key = UnboundKey::new(&AES_256_GCM, &data_key)
             .map_err(|_| "the data key could not be used".to_owned())?;
         Ok(Some(Self {
-            key,
+            key: LessSafeKey::new(key),
+            prefix,
+            counter: 0,
             aad: line_aad(first_seq),
             header,
             scratch: Vec::with_capacity(2048),
         }))
     }
 
-    /// Seals one event's line (without its newline) into `out` (cleared first), base64 of nonce,
-    /// ciphertext and tag, with a newline.
-    pub(crate) fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    /// Seals one event's line (without its newline) into `out` (cleared first): nonce,
+    /// ciphertext and tag, escaped, and a newline.
+    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(&self.prefix);
+        nonce[4..].copy_from_slice(&self.counter.to_be_bytes());
+        self.counter += 1;
         self.scratch.clear();
         self.scratch.extend_from_slice(plain);
-        let nonce = self
+        let tag = self
             .key
-            .seal_in_place_append_tag(Aad::from(&self.aad[..]), &mut self.scratch)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&self.aad[..]),
+                &mut self.scratch,
+            )
             .map_err(|_| "an audit event could not be sealed".to_owned())?;
         out.clear();
-        let mut raw = Vec::with_capacity(NONCE_LEN + self.scratch.len());
-        raw.extend_from_slice(nonce.as_ref());
-        raw.extend_from_slice(&self.scratch);
-        let encoded_len = base64::encoded_len(raw.len(), false).unwrap_or(0);
-        out.resize(encoded_len, 0);
-        B64.encode_slice(&raw, out)
-            .map_err(|_| "an audit event could not be encoded".to_owned())?;
+        escape(&nonce, out);
+        escape(&self.scratch, out);
+        escape(tag.as_ref(), out);
         out.push(b'\n');
         Ok(())
     }
+}
+
+/// Appends `bytes` with every newline written `\n` and every backslash `\\`.
+fn escape(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut start = 0;
+    for at in memchr::memchr2_iter(b'\n', b'\\', bytes) {
+        out.extend_from_slice(&bytes[start..at]);
+        out.extend_from_slice(if bytes[at] == b'\n' { b"\\n" } else { b"\\\\" });
+        start = at + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// The bytes of an escaped line; `None` when an escape is not one of the two.
+fn unescape(line: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut start = 0;
+    while let Some(offset) = memchr::memchr(b'\\', &line[start..]) {
+        let at = start + offset;
+        out.extend_from_slice(&line[start..at]);
+        match line.get(at + 1) {
+            Some(b'n') => out.push(b'\n'),
+            Some(b'\\') => out.push(b'\\'),
+            _ => return None,
+        }
+        start = at + 2;
+    }
+    out.extend_from_slice(&line[start..]);
+    Some(out)
 }
 
 /// Whether a line is a segment header.
@@ -351,9 +394,8 @@ fn open_header(line: &[u8]) -> Result<(LessSafeKey, [u8; 16]), String> {
 
 /// One sealed line opened.
 fn open_line(key: &LessSafeKey, aad: &[u8; 16], line: &[u8]) -> Result<Vec<u8>, String> {
-    let mut raw = B64
-        .decode(line)
-        .map_err(|_| "a sealed line that is not base64 (changed, or torn)".to_owned())?;
+    let mut raw = unescape(line)
+        .ok_or_else(|| "a sealed line with a broken escape (changed, or torn)".to_owned())?;
     if raw.len() < NONCE_LEN {
         return Err("a sealed line cut short".to_owned());
     }
@@ -425,6 +467,16 @@ mod tests {
             elsewhere.line(&line[..line.len() - 1]),
             Decoded::Unreadable(_)
         ));
+    }
+
+    #[test]
+    fn escapes_round_trip_every_byte() {
+        let bytes: Vec<u8> = (0..=255u8).chain([b'\n', b'\\', b'\\', b'n']).collect();
+        let mut out = Vec::new();
+        escape(&bytes, &mut out);
+        assert!(!out.contains(&b'\n'));
+        assert_eq!(unescape(&out).unwrap(), bytes);
+        assert!(unescape(b"a\\x").is_none());
     }
 
     #[test]

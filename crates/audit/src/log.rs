@@ -185,6 +185,9 @@ pub struct AuditLog {
     durable: tokio::sync::watch::Sender<u64>,
 }
 
+/// What the archive thread has to tell, to be recorded: action, severity, detail.
+type Notices = Mutex<Vec<(&'static str, &'static str, String)>>;
+
 /// The archive thread, and what it has to tell.
 struct ArchiveHandle {
     archiver: Arc<crate::archive::Archiver>,
@@ -192,8 +195,8 @@ struct ArchiveHandle {
     queue: Mutex<std::sync::mpsc::Sender<PathBuf>>,
     /// Segments handed over and not yet archived (not handed twice).
     pending: Arc<Mutex<std::collections::HashSet<PathBuf>>>,
-    /// Events to record: action, severity, detail (deletions, failures).
-    notices: Arc<Mutex<Vec<(&'static str, &'static str, String)>>>,
+    /// Events to record (deletions, failures).
+    notices: Arc<Notices>,
 }
 
 impl ArchiveHandle {
@@ -242,11 +245,7 @@ impl ArchiveHandle {
 }
 
 /// Archives one delivered segment and removes it from the spool; then applies retention.
-fn archive_one(
-    archiver: &crate::archive::Archiver,
-    segment: &Path,
-    notices: &Mutex<Vec<(&'static str, &'static str, String)>>,
-) {
+fn archive_one(archiver: &crate::archive::Archiver, segment: &Path, notices: &Notices) {
     if !segment.exists() {
         // Archived and removed already (at the cap, while it waited here).
         return;
