@@ -133,6 +133,16 @@ impl AuditConfig {
                 "audit.spool: `{}` is not a folder",
                 self.spool.display()
             ));
+        } else if self.spool.is_dir()
+            && let Err(error) = crate::log::check_private(&self.spool)
+        {
+            problems.push(format!("audit.spool: {error}"));
+        }
+        if let Some(archive) = &self.archive
+            && archive.dir.is_dir()
+            && let Err(error) = crate::log::check_private(&archive.dir)
+        {
+            problems.push(format!("audit.archive.dir: {error}"));
         }
         if let Some(instance) = &self.instance
             && (instance.is_empty()

@@ -397,11 +397,14 @@ impl AuditLog {
         // header) is started again.
         let (file_first_seq, file_path) = match existing.last() {
             Some((first, path)) if *first > last_seq => {
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|file| file.set_len(0))
-                    .map_err(open_error(path))?;
+                // Only a header (of a key that may have changed since): started again.
+                if std::fs::metadata(path).map_err(open_error(path))?.len() > 0 {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .and_then(|file| file.set_len(0))
+                        .map_err(open_error(path))?;
+                }
                 (*first, path.clone())
             }
             Some((first, path))
@@ -903,7 +906,7 @@ fn is_sealed(path: &Path) -> std::io::Result<bool> {
 
 /// Refuses a spool that others may read: the folder must be 0700 (or stricter), and every file
 /// in it 0600 — as ssh refuses a private key others can read.
-fn check_private(dir: &Path) -> Result<(), AuditError> {
+pub(crate) fn check_private(dir: &Path) -> Result<(), AuditError> {
     use std::os::unix::fs::PermissionsExt;
     let exposed = |path: &Path, fix: &'static str| -> Result<(), AuditError> {
         let mode = std::fs::symlink_metadata(path)

@@ -198,6 +198,10 @@ async fn while_the_spool_cannot_be_written_requests_are_refused() {
     let upstream = Upstream::start().unwrap();
     // The spool's open segment is /dev/full: every write fails with "no space left on device".
     let spool = TempDir::new("full-spool").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(spool.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     std::os::unix::fs::symlink("/dev/full", spool.path().join("00000000000000000001.jsonl"))
         .unwrap();
     let gateway = GatewayProcess::start_with_audit(

@@ -229,7 +229,8 @@ struct Owner {
 
 /// A deployment's file system, rebuilt in a temporary folder: every path its configuration
 /// names under `/etc/invoiceguard`, `/var/lib/invoiceguard` and `/run/credentials/…` created
-/// there (certificates, keys, secrets, the policies, the spool folder) with the owner and mode
+/// there (certificates, keys, secrets, the policies, the spool's parent folder: the gateway
+/// makes the spool folder itself) with the owner and mode
 /// `owner` gives it, the configuration rewritten to point there (and to listen on 127.0.0.1).
 struct Emulated {
     dir: TempDir,
@@ -272,11 +273,8 @@ impl Emulated {
                     }
                     place(&local, &Owner { mode: 0o755, ..who });
                 }
-                "audit" => {
-                    std::fs::create_dir_all(&local).unwrap();
-                    place(local.parent().unwrap(), &who);
-                    place(&local, &who);
-                }
+                // The spool's folder is the gateway's to make (0700) inside the mounted one.
+                "audit" => place(local.parent().unwrap(), &who),
                 _ => {
                     let source = match name {
                         n if n.contains("ca") && n.ends_with(".pem") => Some(&ca),

@@ -662,6 +662,7 @@ fn check_fails_wherever_serve_would_for_an_unprivileged_user() {
     let spool = root.join("spool");
     std::fs::create_dir_all(&spool).unwrap();
     std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
     let token = root.join("admin-token");
     std::fs::write(&token, "an-admin-token-for-tests\n").unwrap();
     make_readable(&token);
@@ -720,6 +721,16 @@ fn check_fails_wherever_serve_would_for_an_unprivileged_user() {
             "audit.spool",
             Box::new(|| std::os::unix::fs::chown(&spool, Some(0), Some(0)).unwrap()),
             Box::new(|| std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).unwrap()),
+        ),
+        (
+            // Readable by others: refused, as ssh refuses such a key.
+            "chmod 700",
+            Box::new(|| {
+                std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o750)).unwrap()
+            }),
+            Box::new(|| {
+                std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap()
+            }),
         ),
         (
             "audit.sinks[0].file",
