@@ -336,6 +336,14 @@ impl LineDecoder {
         Ok(decoder)
     }
 
+    /// Why the segment's lines cannot be opened (its key is not given, its header unreadable).
+    pub fn unreadable(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Unreadable(why) => Some(why),
+            Mode::Plain | Mode::Sealed { .. } => None,
+        }
+    }
+
     fn header(&mut self, line: &[u8]) {
         self.mode = match open_header(line) {
             Ok((key, aad)) => Mode::Sealed { key, aad },

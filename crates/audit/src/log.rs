@@ -1256,6 +1256,14 @@ fn last_event(segments: &[(u64, PathBuf)]) -> std::io::Result<(u64, Option<Vec<u
         let mut tail = Vec::new();
         file.take(TAIL_BYTES).read_to_end(&mut tail)?;
         let mut decoder = LineDecoder::for_segment(path)?;
+        // A sealed segment this process cannot open: numbering and chaining on from nothing
+        // would break the trail, so the spool is not opened.
+        if let Some(why) = decoder.unreadable() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("`{}`: {why}", path.display()),
+            ));
+        }
         for line in tail.split(|b| *b == b'\n').rev() {
             let Decoded::Event(plain) = decoder.line(line) else {
                 continue;

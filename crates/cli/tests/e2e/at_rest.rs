@@ -167,6 +167,27 @@ async fn the_trail_is_sealed_archived_restored_verified_and_shipped_again() {
         "without its keys: {out}"
     );
     gateway.terminate().unwrap();
+    // A gateway whose configuration lost the keys does not start over from seq 1: it refuses.
+    let keyless = keys.path().join("keyless.toml");
+    let text: String = std::fs::read_to_string(gateway.config_file())
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            !line.contains("encryption_key_file") && !line.contains("decryption_key_files")
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&keyless, text).unwrap();
+    let out = std::process::Command::new(BINARY)
+        .args(["serve", "--config"])
+        .arg(&keyless)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("is not given"),
+        "{said}"
+    );
 
     // The archives verify: signatures, hashes, the chain across them.
     let mut archive_verify: Vec<&std::ffi::OsStr> = vec![
