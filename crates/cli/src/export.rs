@@ -19,6 +19,9 @@ pub(crate) struct TraceArgs {
     /// Trails to search: spool folders or files a file sink wrote (several replicas' at once).
     #[arg(required = true)]
     trails: Vec<PathBuf>,
+    /// A key that sealed segments (`[audit] encryption_key_file`, or an older one); repeatable.
+    #[arg(long = "encryption-key", value_name = "FILE")]
+    encryption_keys: Vec<PathBuf>,
 }
 
 /// How the file was matched to its export.
@@ -33,6 +36,9 @@ fn how(found_by: &str) -> &'static str {
 }
 
 pub(crate) fn trace(args: &TraceArgs) -> ExitCode {
+    if let Err(code) = crate::install_keys(&args.encryption_keys) {
+        return code;
+    }
     let bytes = match std::fs::read(&args.file) {
         Ok(bytes) => bytes,
         Err(error) => {

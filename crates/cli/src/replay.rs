@@ -25,9 +25,15 @@ pub(crate) struct ReplayArgs {
     /// Trails: spool folders or files a file sink wrote (several replicas' at once).
     #[arg(required = true)]
     trails: Vec<PathBuf>,
+    /// A key that sealed segments (`[audit] encryption_key_file`, or an older one); repeatable.
+    #[arg(long = "encryption-key", value_name = "FILE")]
+    encryption_keys: Vec<PathBuf>,
 }
 
 pub(crate) fn replay(args: &ReplayArgs) -> ExitCode {
+    if let Err(code) = crate::install_keys(&args.encryption_keys) {
+        return code;
+    }
     if let Some(why) = invoiceguard_audit::query::empty_period(args.from.as_ref(), args.to.as_ref())
     {
         eprintln!("invoiceguard: {why}");

@@ -422,16 +422,23 @@ async fn idle_and_absolute_timeouts_end_sessions_and_a_new_device_ends_one_when_
     // Used every second, the session still ends 5 s after the login (absolute). The cookie is
     // `SameSite=Strict` here: the login still lands on the page (the callback's own page moves
     // on from the gateway's origin, so the browser sends a Strict cookie with it).
+    // The timeouts count whole seconds (rounded down): "5 s" may end 4 s after the login, and
+    // "2 s" idle 1 s after the last use. So the session is used every half second for 2.5 s from
+    // before the login (it is younger than that), then left until 5 s after the login was done.
+    let started = Instant::now();
     world.log_in(&browser, "alice", "/invoices").await;
+    let logged_in = Instant::now();
     assert!(browser.text().await.unwrap().contains("INV-1"));
     assert_eq!(session_cookie(&browser).await.unwrap().same_site, "Strict");
-    let started = Instant::now();
     let id = session_cookie(&browser).await.unwrap().value;
-    while started.elapsed() < Duration::from_secs(4) {
+    loop {
         assert_eq!(get_with_session(&world, 0, "/invoices", &id).await, 200);
-        tokio::time::sleep(Duration::from_millis(900)).await;
+        if started.elapsed() >= Duration::from_millis(2500) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(5300).saturating_sub(logged_in.elapsed())).await;
     browser.goto(&world.url("/invoices")).await.unwrap();
     // Logging in again at the IdP (prompt=login), not silently through its session.
     browser.wait_for("#username").await.unwrap();
