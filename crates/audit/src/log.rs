@@ -877,7 +877,14 @@ enum Removal {
 /// Whether the spool's folder takes a small file (a page of bytes, written and removed).
 fn probe(dir: &Path) -> std::io::Result<()> {
     let path = dir.join(".writable-probe");
-    let result = std::fs::write(&path, [0u8; 4096]);
+    // 0600 like every file of the spool: one left behind by a crash must not block the start.
+    let result = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(&[0u8; 4096]));
     let _ = std::fs::remove_file(&path);
     result
 }

@@ -171,15 +171,8 @@ pub(crate) fn ship(args: &ShipArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match invoiceguard_audit::at_rest::Keyring::load(
-        config.audit.encryption_key_file.as_deref(),
-        &config.audit.decryption_key_files,
-    ) {
-        Ok(keyring) => invoiceguard_audit::at_rest::install(&keyring),
-        Err(error) => {
-            eprintln!("invoiceguard: audit.encryption_key_file: {error}");
-            return ExitCode::from(2);
-        }
+    if let Err(code) = crate::install_config_keys(&config.audit) {
+        return code;
     }
     if let Err(code) = crate::install_keys(&args.encryption_keys) {
         return code;

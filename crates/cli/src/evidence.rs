@@ -68,15 +68,8 @@ pub(crate) fn evidence(args: &EvidenceArgs) -> ExitCode {
         }
     };
     // The spool's keys, when it is sealed.
-    match invoiceguard_audit::at_rest::Keyring::load(
-        config.audit.encryption_key_file.as_deref(),
-        &config.audit.decryption_key_files,
-    ) {
-        Ok(keyring) => invoiceguard_audit::at_rest::install(&keyring),
-        Err(error) => {
-            eprintln!("invoiceguard: audit.encryption_key_file: {error}");
-            return ExitCode::from(2);
-        }
+    if let Err(code) = crate::install_config_keys(&config.audit) {
+        return code;
     }
     let chain =
         match invoiceguard_audit::Chain::from_key_file(config.audit.hmac_key_file.as_deref()) {

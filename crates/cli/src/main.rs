@@ -392,6 +392,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Adds the spool's configured keys (`[audit] encryption_key_file`, `decryption_key_files`) to
+/// those this process opens sealed segments with; exit code 2 and the reason when one is not a key.
+pub(crate) fn install_config_keys(audit: &invoiceguard_audit::AuditConfig) -> Result<(), ExitCode> {
+    match invoiceguard_audit::at_rest::Keyring::load(
+        audit.encryption_key_file.as_deref(),
+        &audit.decryption_key_files,
+    ) {
+        Ok(keyring) => {
+            invoiceguard_audit::at_rest::install(&keyring);
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("invoiceguard: audit.encryption_key_file: {error}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// Adds the keys of `files` to those this process opens sealed segments with; exit code 2 and
 /// the reason when a file holds no key.
 pub(crate) fn install_keys(files: &[PathBuf]) -> Result<(), ExitCode> {
