@@ -16,7 +16,7 @@ use crate::introspection::Introspector;
 use crate::keys::KeyStore;
 use crate::principal::{AuthMethod, Principal};
 use crate::roles::RoleMap;
-use crate::token::{self, Expectations};
+use crate::token::{self, Checks, Jwt};
 
 /// While no key set has been loaded, discovery is retried this often.
 const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(2);
@@ -293,16 +293,20 @@ impl Authenticator {
 
     async fn verify_jwt(&self, token: &str, now: u64) -> Result<Cached, AuthnError> {
         let arrived = std::time::Instant::now();
-        let header = token::header(token)?;
-        token::check_type(&header, self.config.require_typ.as_deref())?;
-        let claimed = token::claimed(token)?;
+        let jwt = Jwt::parse(token)?;
+        token::check_type(&jwt.header, self.config.require_typ.as_deref())?;
+        let claimed = token::claimed(&jwt)?;
         let (index, (issuer, keys)) = self
             .issuers
             .iter()
             .enumerate()
             .find(|(_, (issuer, _))| issuer.issuer == claimed.issuer)
             .ok_or(AuthnError::WrongIssuer)?;
-        let kid = header.kid.clone().ok_or(AuthnError::UnknownSigningKey)?;
+        let kid = jwt
+            .header
+            .kid
+            .clone()
+            .ok_or(AuthnError::UnknownSigningKey)?;
         let key = match keys.get(&kid)? {
             Some(key) => key,
             None => {
@@ -310,12 +314,16 @@ impl Authenticator {
                 keys.get(&kid)?.ok_or(AuthnError::UnknownSigningKey)?
             }
         };
-        let expect = Expectations {
+        let checks = Checks {
             issuer: &issuer.issuer,
             audience: &issuer.audience,
+            required: &["exp", "iss", "aud", "sub"],
+            exp: true,
+            nbf: true,
+            iat: true,
             leeway_s: self.config.leeway_s,
         };
-        let claims = token::verify(token, &header, &key, &expect, now).map_err(|error| {
+        let claims = jwt.verify(&key, &checks, now).map_err(|error| {
             if token::after_signature(&error) {
                 proven(error, claimed.subject.as_deref())
             } else {

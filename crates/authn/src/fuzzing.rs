@@ -14,9 +14,9 @@ use crate::{AuthMethod, AuthnConfig, AuthnError, Principal, principal, token};
 pub fn read_unverified(authorization: &[u8]) -> Result<(String, Option<String>), AuthnError> {
     let value = HeaderValue::from_bytes(authorization).map_err(|_| AuthnError::NotBearer)?;
     let token = bearer_token(&value)?;
-    let header = token::header(token)?;
-    token::check_type(&header, Some("at+jwt"))?;
-    let claimed = token::claimed(token)?;
+    let jwt = token::Jwt::parse(token)?;
+    token::check_type(&jwt.header, Some("at+jwt"))?;
+    let claimed = token::claimed(&jwt)?;
     if let Some(subject) = &claimed.subject {
         assert!(subject.len() <= 256, "an overlong claimed subject was kept");
     }

@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self, ParsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::error::AuthnError;
@@ -31,10 +34,18 @@ struct Fetches {
     unknown_kid_started: Option<Instant>,
 }
 
-/// One verification key and the only algorithm it may be used with.
+/// One verification key, parsed once when its set was loaded, and the only algorithm it may be
+/// used with.
 pub(crate) struct SigningKey {
-    pub(crate) key: DecodingKey,
+    key: ParsedPublicKey,
     pub(crate) algorithm: Algorithm,
+}
+
+impl SigningKey {
+    /// Whether `signature` is this key's signature of `message` under its algorithm.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_sig(message, signature).is_ok()
+    }
 }
 
 /// A loaded key set: key id to key.
@@ -287,7 +298,7 @@ impl Drop for Waiting<'_> {
 
 /// Turns a published JWK into a verification key bound to one algorithm. Keys for encryption and
 /// symmetric keys are skipped (`Ok(None)`): a token may never pick its own algorithm or key type.
-fn signing_key(jwk: &Jwk) -> Result<Option<SigningKey>, String> {
+pub(crate) fn signing_key(jwk: &Jwk) -> Result<Option<SigningKey>, String> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return Ok(None);
     }
@@ -306,8 +317,65 @@ fn signing_key(jwk: &Jwk) -> Result<Option<SigningKey>, String> {
         (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
         (None, _) => return Ok(None),
     };
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let key = parsed_key(&jwk.algorithm, algorithm)?;
     Ok(Some(SigningKey { key, algorithm }))
+}
+
+/// The JWK's public key parsed for `algorithm`'s verification (RFC 7518 section 6): an RSA
+/// modulus and exponent, an EC point on the algorithm's curve, an Ed25519 point. A key of
+/// another type than its algorithm's, or on another curve, is unusable.
+fn parsed_key(
+    parameters: &AlgorithmParameters,
+    algorithm: Algorithm,
+) -> Result<ParsedPublicKey, String> {
+    let bytes = |field: &str, value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| format!("`{field}` is not base64url"))
+    };
+    let rejected = |e: aws_lc_rs::error::KeyRejected| format!("the key is rejected: {e}");
+    match (parameters, algorithm) {
+        (AlgorithmParameters::RSA(rsa), _) => {
+            let verification = match algorithm {
+                Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+                _ => return Err(format!("an RSA key for {algorithm:?}")),
+            };
+            let (n, e) = (bytes("n", &rsa.n)?, bytes("e", &rsa.e)?);
+            // Big-endian without leading zeros, as aws-lc takes them (some IdPs pad `n`).
+            let strip = |v: &[u8]| v[v.iter().take_while(|b| **b == 0).count()..].to_vec();
+            signature::RsaPublicKeyComponents {
+                n: strip(&n),
+                e: strip(&e),
+            }
+            .to_parsed_public_key(verification)
+            .map_err(rejected)
+        }
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256 | Algorithm::ES384) => {
+            let (verification, curve): (&'static signature::EcdsaVerificationAlgorithm, _) =
+                match algorithm {
+                    Algorithm::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, EllipticCurve::P256),
+                    _ => (&signature::ECDSA_P384_SHA384_FIXED, EllipticCurve::P384),
+                };
+            if ec.curve != curve {
+                return Err(format!("a {:?} key for {algorithm:?}", ec.curve));
+            }
+            let mut point = vec![4];
+            point.extend(bytes("x", &ec.x)?);
+            point.extend(bytes("y", &ec.y)?);
+            ParsedPublicKey::new(verification, point).map_err(rejected)
+        }
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA)
+            if okp.curve == EllipticCurve::Ed25519 =>
+        {
+            ParsedPublicKey::new(&signature::ED25519, bytes("x", &okp.x)?).map_err(rejected)
+        }
+        _ => Err(format!("the key's type does not fit {algorithm:?}")),
+    }
 }
 
 /// The asymmetric signature algorithms accepted; anything else (HMAC, encryption) is refused.

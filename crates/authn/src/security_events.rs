@@ -11,7 +11,6 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use jsonwebtoken::Validation;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -19,6 +18,7 @@ use crate::config::Secret;
 use crate::error::AuthnError;
 use crate::idp_client::IdpClient;
 use crate::keys::KeyStore;
+use crate::token::{Checks, Jwt};
 
 /// The SSF stream configuration's delivery method names.
 pub const PUSH_METHOD: &str = "urn:ietf:rfc:8935";
@@ -458,15 +458,16 @@ impl Transmitter {
     /// future and at most `max_age_s` old; a `jti`; exactly one event; its subject.
     pub async fn verify(&self, token: &str) -> Result<SecurityEvent, SetError> {
         let arrived = Instant::now();
-        let header = crate::token::header(token).map_err(|e| SetError::from_authn(&e))?;
-        let typ = header.typ.as_deref().unwrap_or_default();
+        let jwt = Jwt::parse(token).map_err(|e| SetError::from_authn(&e))?;
+        let typ = jwt.header.typ.as_deref().unwrap_or_default();
         let typ = typ.strip_prefix("application/").unwrap_or(typ);
         if !typ.eq_ignore_ascii_case("secevent+jwt") {
             return Err(SetError::invalid(format!(
                 "`typ` is `{typ}`, not `secevent+jwt`"
             )));
         }
-        let kid = header
+        let kid = jwt
+            .header
             .kid
             .as_deref()
             .ok_or_else(|| SetError::from_authn(&AuthnError::UnknownSigningKey))?;
@@ -483,20 +484,18 @@ impl Transmitter {
                     .ok_or_else(|| SetError::from_authn(&AuthnError::UnknownSigningKey))?
             }
         };
-        if header.alg != key.algorithm {
-            return Err(SetError::from_authn(&AuthnError::AlgorithmMismatch(
-                format!("{:?}", header.alg),
-            )));
-        }
-        let mut validation = Validation::new(key.algorithm);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["iss", "aud"]);
-        validation.validate_exp = false;
-        validation.leeway = self.leeway_s;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| SetError::from_authn(&crate::token::classify(e.kind())))?
-            .claims;
+        let checks = Checks {
+            issuer: &self.issuer,
+            audience: std::slice::from_ref(&self.audience),
+            required: &["iss", "aud"],
+            exp: false,
+            nbf: false,
+            iat: false,
+            leeway_s: self.leeway_s,
+        };
+        let claims = jwt
+            .verify(&key, &checks, crate::authenticator::now_unix())
+            .map_err(|e| SetError::from_authn(&e))?;
         let now = crate::authenticator::now_unix();
         let issued_at = claims
             .get("iat")
