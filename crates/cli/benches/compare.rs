@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use invoiceguard_testkit::{GatewayProcess, Idp, TempDir, free_port, repo_root};
+use invoiceguard_testkit::{GatewayProcess, Idp, Redis, TempDir, free_port, repo_root};
 use serde_json::json;
 
 const TOKENS: usize = 4000;
@@ -44,11 +44,30 @@ const RUN: Duration = Duration::from_secs(8);
 const ROUNDS: usize = 3;
 const PATH: &str = "/invoices/INV-1";
 
-/// One thing measured: where to send requests, and which processes to charge CPU to.
+/// One thing measured: where to send requests, which processes to charge CPU to, the answer
+/// expected (200, or the refusal a forged token gets), and from how many source addresses
+/// (127.0.0.1 alone, or one per connection: 127.0.1.1, 127.0.1.2, …).
 struct Target {
     name: &'static str,
     url: String,
     root_pid: u32,
+    expect: u16,
+    sources: u8,
+}
+
+/// A case: its name, the tokens sent (rotated), and what is measured.
+type Case<'a> = (&'static str, &'a Arc<Vec<String>>, Vec<Target>);
+
+impl Target {
+    fn new(name: &'static str, url: String, root_pid: u32) -> Self {
+        Self {
+            name,
+            url,
+            root_pid,
+            expect: 200,
+            sources: 1,
+        }
+    }
 }
 
 /// User + system CPU seconds of a process tree (live descendants, and the reaped ones the root
@@ -141,14 +160,31 @@ async fn wait_listening(port: u16) {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-async fn call(client: &HttpClient, url: &http::Uri, token: &str) -> bool {
+/// A client whose connections come from `source` (127.0.0.1 when `None`).
+fn client(idle: usize, source: Option<std::net::IpAddr>) -> HttpClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(source);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle)
+        .build(connector)
+}
+
+/// The source address of connection `i` of a target with `sources` addresses.
+fn source(sources: u8, i: usize) -> Option<std::net::IpAddr> {
+    (sources > 1).then(|| {
+        let n = u8::try_from(i % usize::from(sources)).unwrap();
+        std::net::IpAddr::from([127, 0, 1, n + 1])
+    })
+}
+
+async fn call(client: &HttpClient, url: &http::Uri, token: &str, expect: u16) -> bool {
     let request = http::Request::get(url.clone())
         .header("authorization", format!("Bearer {token}"))
         .body(Full::default())
         .unwrap();
     match client.request(request).await {
         Ok(response) => {
-            let ok = response.status() == 200;
+            let ok = response.status() == expect;
             ok && response.into_body().collect().await.is_ok()
         }
         Err(_) => false,
@@ -156,21 +192,24 @@ async fn call(client: &HttpClient, url: &http::Uri, token: &str) -> bool {
 }
 
 /// Closed loop: `CONNECTIONS` workers for `RUN`. Returns (requests/s, errors).
-async fn max_rate(url: &http::Uri, tokens: &Arc<Vec<String>>) -> (f64, usize) {
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build_http();
+async fn max_rate(target: &Target, tokens: &Arc<Vec<String>>) -> (f64, usize) {
+    let url: http::Uri = target.url.parse().unwrap();
+    let shared = client(CONNECTIONS, None);
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + RUN;
     let mut workers = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let (client, url, tokens, next) =
-            (client.clone(), url.clone(), tokens.clone(), next.clone());
+    for i in 0..CONNECTIONS {
+        let client = match source(target.sources, i) {
+            Some(address) => client(1, Some(address)),
+            None => shared.clone(),
+        };
+        let (url, tokens, next, expect) =
+            (url.clone(), tokens.clone(), next.clone(), target.expect);
         workers.push(tokio::spawn(async move {
             let (mut done, mut errors) = (0usize, 0usize);
             while Instant::now() < deadline {
                 let token = &tokens[next.fetch_add(1, Ordering::Relaxed) % tokens.len()];
-                if call(&client, &url, token).await {
+                if call(&client, &url, token, expect).await {
                     done += 1;
                 } else {
                     errors += 1;
@@ -191,10 +230,10 @@ async fn max_rate(url: &http::Uri, tokens: &Arc<Vec<String>>) -> (f64, usize) {
 /// Open loop at `rate` requests/s for `RUN`, at most `FIXED_RATE_CONNECTIONS` in flight: latency
 /// of each from its scheduled start.
 /// Returns (p50 ms, p99 ms, errors).
-async fn fixed_rate(url: &http::Uri, tokens: &Arc<Vec<String>>, rate: f64) -> (f64, f64, usize) {
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build_http();
+async fn fixed_rate(target: &Target, tokens: &Arc<Vec<String>>, rate: f64) -> (f64, f64, usize) {
+    let url: http::Uri = target.url.parse().unwrap();
+    let expect = target.expect;
+    let client = client(256, source(target.sources, 0));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * RUN.as_secs_f64()) as usize;
     let start = Instant::now();
@@ -207,7 +246,7 @@ async fn fixed_rate(url: &http::Uri, tokens: &Arc<Vec<String>>, rate: f64) -> (f
             (client.clone(), url.clone(), tokens.clone(), permits.clone());
         requests.push(tokio::spawn(async move {
             let _permit = permits.acquire().await.unwrap();
-            let ok = call(&client, &url, &tokens[i % tokens.len()]).await;
+            let ok = call(&client, &url, &tokens[i % tokens.len()], expect).await;
             (scheduled.elapsed().as_secs_f64() * 1000.0, ok)
         }));
     }
@@ -221,6 +260,38 @@ async fn fixed_rate(url: &http::Uri, tokens: &Arc<Vec<String>>, rate: f64) -> (f
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
     (at(0.50), at(0.99), errors)
+}
+
+/// The OpenSSL floor of one verification on CPU 1 (`openssl speed`), in µs: RS256 (RSA 2048)
+/// and ES256 (ECDSA P-256).
+fn openssl_floors() -> (f64, f64) {
+    let output = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "openssl",
+            "speed",
+            "-seconds",
+            "2",
+            "rsa2048",
+            "ecdsap256",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let per_second = |marker: &str| {
+        text.lines()
+            .find(|line| line.contains(marker))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let us = |verifies: f64| (1e6 / verifies * 100.0).round() / 100.0;
+    (
+        us(per_second("rsa 2048 bits")),
+        us(per_second("(nistp256)")),
+    )
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -363,31 +434,49 @@ async fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    // Many distinct tokens, as alice (invoicing, MFA), signed by the IdP's key.
+    // Many distinct tokens, as alice (invoicing, MFA), signed by the IdP's RSA key (and as many
+    // by its P-256 key, for the ES256 case).
     let idp = Arc::new(idp);
-    let mut tokens = Vec::with_capacity(TOKENS);
-    for batch in (0..TOKENS).collect::<Vec<_>>().chunks(64) {
-        let signing: Vec<_> = batch
-            .iter()
-            .map(|i| {
-                let (idp, i) = (idp.clone(), *i);
-                tokio::spawn(async move {
-                    let payload = json!({
-                        "iss": idp.issuer, "sub": "alice", "aud": "urn:invoiceguard:invoicing-api",
-                        "iat": now, "exp": now + 3600, "auth_time": now, "jti": format!("bench-{i}"),
-                        "client_id": "invoiceguard-demo", "scope": "openid invoices:read", "roles": ["invoicing"],
-                        "amr": ["pwd", "otp"], "acr": "urn:invoiceguard:acr:mfa"
-                    });
-                    idp.sign(json!({"typ": "at+jwt"}), payload, None).await.unwrap()
-                })
-            })
-            .collect();
-        for signed in signing {
-            tokens.push(signed.await.unwrap());
+    let sign_many = |kid: &'static str| {
+        let idp = idp.clone();
+        async move {
+            let mut tokens = Vec::with_capacity(TOKENS);
+            for batch in (0..TOKENS).collect::<Vec<_>>().chunks(64) {
+                let signing: Vec<_> = batch
+                    .iter()
+                    .map(|i| {
+                        let (idp, i) = (idp.clone(), *i);
+                        tokio::spawn(async move {
+                            let payload = json!({
+                                "iss": idp.issuer, "sub": "alice", "aud": "urn:invoiceguard:invoicing-api",
+                                "iat": now, "exp": now + 3600, "auth_time": now, "jti": format!("bench-{i}"),
+                                "client_id": "invoiceguard-demo", "scope": "openid invoices:read", "roles": ["invoicing"],
+                                "amr": ["pwd", "otp"], "acr": "urn:invoiceguard:acr:mfa"
+                            });
+                            idp.sign(json!({"typ": "at+jwt"}), payload, Some(kid)).await.unwrap()
+                        })
+                    })
+                    .collect();
+                for signed in signing {
+                    tokens.push(signed.await.unwrap());
+                }
+            }
+            Arc::new(tokens)
         }
-    }
-    let many = Arc::new(tokens);
+    };
+    let many = sign_many(KID).await;
+    let many_es256 = sign_many("bench-es256").await;
     let hot = Arc::new(vec![many[0].clone()]);
+    // The same tokens with a signature that does not verify (its first character changed).
+    let forged = Arc::new(
+        many.iter()
+            .map(|token| {
+                let (signed, signature) = token.rsplit_once('.').unwrap();
+                let first = if signature.starts_with('A') { 'B' } else { 'A' };
+                format!("{signed}.{first}{}", &signature[1..])
+            })
+            .collect::<Vec<_>>(),
+    );
 
     // The proxies, on CPU 1.
     let nginx_port = free_port().unwrap();
@@ -424,84 +513,161 @@ async fn main() {
     for port in [nginx_port, apache_port, proxy_port] {
         wait_listening(port).await;
     }
-    let sections = |cache: usize| {
+    // Redis for the full pipeline on the shared backend, on CPU 0 with the upstream.
+    let redis = Redis::start().await.unwrap();
+    pin(redis.pid().unwrap(), "0");
+    let sections = |cache: usize, more: &str| {
         format!(
             "[listen]\naddress = \"127.0.0.1:{{port}}\"\nworker_threads = 1\n\n[upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\n\
              [authn]\nissuer = \"{}\"\naudience = [\"urn:invoiceguard:invoicing-api\"]\nrequire_typ = \"at+jwt\"\n\
              mfa_acr = [\"urn:invoiceguard:acr:mfa\"]\ntoken_cache_entries = {cache}\n\n\
-             [[audit.sinks]]\nname = \"archive\"\nfile = \"archive.log\"\n",
+             [[audit.sinks]]\nname = \"archive\"\nfile = \"archive.log\"\n{more}",
             idp.issuer
         )
     };
-    let binary = release.join("invoiceguard");
-    // Many tokens: nothing cached, every request verified and decided. Hot token: the token and
-    // decision caches on, as in the product's defaults.
-    let full_cold = GatewayProcess::start_with_audit_and_policy(
-        &binary,
-        &sections(0),
-        None,
-        "stdout = false",
-        "decision_cache_entries = 0",
-    )
-    .await
-    .unwrap();
-    let full_hot =
-        GatewayProcess::start_with_audit(&binary, &sections(10_000), None, "stdout = false")
+    // COMPARE_GATEWAY=<binary> measures another build of the gateway (an earlier commit's, for
+    // a before-and-after in one run of this bench).
+    let binary = std::env::var_os("COMPARE_GATEWAY")
+        .map_or_else(|| release.join("invoiceguard"), PathBuf::from);
+    let start = |sections: String, decision_cache: bool| {
+        let binary = binary.clone();
+        async move {
+            let policy = if decision_cache {
+                ""
+            } else {
+                "decision_cache_entries = 0"
+            };
+            let gateway = GatewayProcess::start_with_audit_and_policy(
+                &binary,
+                &sections,
+                None,
+                "stdout = false",
+                policy,
+            )
             .await
             .unwrap();
-    for gateway in [&full_cold, &full_hot] {
-        pin(gateway.pid(), "1");
-    }
-
-    let targets = |full: &GatewayProcess| {
-        vec![
-            Target {
-                name: "direct",
-                url: format!("http://127.0.0.1:{upstream_port}{PATH}"),
-                root_pid: upstream.id(),
-            },
-            Target {
-                name: "nginx",
-                url: format!("http://127.0.0.1:{nginx_port}{PATH}"),
-                root_pid: nginx.id(),
-            },
-            Target {
-                name: "apache-mod_auth_openidc",
-                url: format!("http://127.0.0.1:{apache_port}{PATH}"),
-                root_pid: apache.id(),
-            },
-            Target {
-                name: "invoiceguard-proxy-only",
-                url: format!("http://127.0.0.1:{proxy_port}{PATH}"),
-                root_pid: proxy.id(),
-            },
-            Target {
-                name: "invoiceguard-full",
-                url: format!("{}{PATH}", full.url),
-                root_pid: full.pid(),
-            },
-        ]
+            pin(gateway.pid(), "1");
+            gateway
+        }
     };
-    // Every target answers before anything is measured.
-    for target in targets(&full_cold).iter().chain(targets(&full_hot).iter()) {
-        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-        let url: http::Uri = target.url.parse().unwrap();
-        assert!(
-            call(&client, &url, &many[0]).await,
-            "{} does not answer 200",
-            target.name
-        );
+    // Many tokens: nothing cached, every request verified and decided. Hot token: the token and
+    // decision caches on, as in the product's defaults.
+    let full_cold = start(sections(0, ""), false).await;
+    let full_hot = start(sections(10_000, ""), true).await;
+    let redis_state = format!(
+        "\n[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\n",
+        redis.port
+    );
+    let full_hot_redis = start(sections(10_000, &redis_state), true).await;
+    // Forged tokens from one address past its failure limit (the default, 30 a minute): refused
+    // before any signature check. And from many addresses each under its limit (the limit
+    // raised out of reach): every forged token's signature checked, the most a flood of
+    // addresses that are never locked can cost.
+    let full_locked = start(
+        sections(10_000, "\n[limits]\nfailed_auth_per_ip = 30\n"),
+        true,
+    )
+    .await;
+    let full_unlocked = start(sections(10_000, ""), true).await;
+
+    let direct = || {
+        Target::new(
+            "direct",
+            format!("http://127.0.0.1:{upstream_port}{PATH}"),
+            upstream.id(),
+        )
+    };
+    let nginx_target = || {
+        Target::new(
+            "nginx",
+            format!("http://127.0.0.1:{nginx_port}{PATH}"),
+            nginx.id(),
+        )
+    };
+    let apache_target = || {
+        Target::new(
+            "apache-mod_auth_openidc",
+            format!("http://127.0.0.1:{apache_port}{PATH}"),
+            apache.id(),
+        )
+    };
+    let proxy_target = || {
+        Target::new(
+            "invoiceguard-proxy-only",
+            format!("http://127.0.0.1:{proxy_port}{PATH}"),
+            proxy.id(),
+        )
+    };
+    let full = |name: &'static str, gateway: &GatewayProcess| {
+        Target::new(name, format!("{}{PATH}", gateway.url), gateway.pid())
+    };
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "many-tokens",
+            &many,
+            vec![
+                direct(),
+                nginx_target(),
+                apache_target(),
+                proxy_target(),
+                full("invoiceguard-full", &full_cold),
+            ],
+        ),
+        (
+            "many-tokens-es256",
+            &many_es256,
+            vec![nginx_target(), full("invoiceguard-full", &full_cold)],
+        ),
+        (
+            "hot-token",
+            &hot,
+            vec![
+                direct(),
+                nginx_target(),
+                apache_target(),
+                proxy_target(),
+                full("invoiceguard-full", &full_hot),
+                full("invoiceguard-full-redis", &full_hot_redis),
+            ],
+        ),
+        (
+            "forged-tokens",
+            &forged,
+            vec![
+                nginx_target(),
+                proxy_target(),
+                Target {
+                    expect: 429,
+                    ..full("invoiceguard-full-one-address-locked", &full_locked)
+                },
+                Target {
+                    expect: 401,
+                    sources: 32,
+                    ..full("invoiceguard-full-32-addresses-unlocked", &full_unlocked)
+                },
+            ],
+        ),
+    ];
+    // Every target answers as expected before anything is measured.
+    for (_, tokens, targets) in &cases {
+        for target in targets {
+            let url: http::Uri = target.url.parse().unwrap();
+            let answered = call(&client(1, None), &url, &tokens[0], target.expect).await;
+            assert!(
+                answered || target.expect == 429,
+                "{} does not answer {}",
+                target.name,
+                target.expect
+            );
+        }
     }
 
+    // COMPARE_ONLY=<case>/<target>,… narrows a run to some measurements (to look into one);
+    // the report then holds only those.
+    let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
     let mut report = Vec::new();
-    for (case, tokens, full) in [
-        ("many-tokens", &many, &full_cold),
-        ("hot-token", &hot, &full_hot),
-    ] {
-        // COMPARE_ONLY=<case>/<target>,… narrows a run to some measurements (to look into one);
-        // the report then holds only those.
-        let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
-        let list: Vec<Target> = targets(full)
+    for (case, tokens, targets) in cases {
+        let list: Vec<Target> = targets
             .into_iter()
             .filter(|t| {
                 only.is_empty()
@@ -518,9 +684,8 @@ async fn main() {
         let mut errors: HashMap<&str, usize> = HashMap::new();
         for _ in 0..ROUNDS {
             for target in &list {
-                let url: http::Uri = target.url.parse().unwrap();
                 let before = tree_cpu_seconds(target.root_pid);
-                let (rate, failed) = max_rate(&url, tokens).await;
+                let (rate, failed) = max_rate(target, tokens).await;
                 let used = tree_cpu_seconds(target.root_pid) - before;
                 rps.entry(target.name).or_default().push(rate);
                 cpu.entry(target.name)
@@ -529,7 +694,7 @@ async fn main() {
                 *errors.entry(target.name).or_default() += failed;
             }
         }
-        // One rate for all: half the slowest proxy's maximum.
+        // One rate for all: half the slowest target's maximum.
         let slowest = list
             .iter()
             .map(|t| median(rps[t.name].clone()))
@@ -537,8 +702,7 @@ async fn main() {
         let rate = (slowest * 0.5).max(100.0).round();
         let mut latency: HashMap<&str, (f64, f64, usize)> = HashMap::new();
         for target in &list {
-            let url: http::Uri = target.url.parse().unwrap();
-            latency.insert(target.name, fixed_rate(&url, tokens, rate).await);
+            latency.insert(target.name, fixed_rate(target, tokens, rate).await);
         }
         for target in &list {
             let (p50, p99, late_errors) = latency[target.name];
@@ -562,19 +726,42 @@ async fn main() {
             .and_then(|r| r[field].as_f64())
             .unwrap_or(f64::NAN)
     };
+    let ratio = |a: f64, b: f64| (a / b * 100.0).round() / 100.0;
     let mut ratios = Vec::new();
     for case in ["many-tokens", "hot-token"] {
-        let ratio = |a: f64, b: f64| (a / b * 100.0).round() / 100.0;
         ratios.push(json!({
             "case": case,
             "proxy_only_rps_vs_nginx": ratio(get(case, "invoiceguard-proxy-only", "max_rps"), get(case, "nginx", "max_rps")),
             "proxy_only_cpu_vs_nginx": ratio(get(case, "invoiceguard-proxy-only", "cpu_us_per_request"), get(case, "nginx", "cpu_us_per_request")),
+            "full_cpu_vs_nginx": ratio(get(case, "invoiceguard-full", "cpu_us_per_request"), get(case, "nginx", "cpu_us_per_request")),
             "full_rps_vs_proxy_only": ratio(get(case, "invoiceguard-full", "max_rps"), get(case, "invoiceguard-proxy-only", "max_rps")),
             "full_rps_vs_apache": ratio(get(case, "invoiceguard-full", "max_rps"), get(case, "apache-mod_auth_openidc", "max_rps")),
             "full_cpu_vs_apache": ratio(get(case, "invoiceguard-full", "cpu_us_per_request"), get(case, "apache-mod_auth_openidc", "cpu_us_per_request")),
             "full_added_p99_ms_over_direct": ((get(case, "invoiceguard-full", "p99_ms") - get(case, "direct", "p99_ms")) * 1000.0).round() / 1000.0,
         }));
     }
+    // The issue-28 goals, each as the figure its goal is stated in.
+    let floors = openssl_floors();
+    let rs256 = get("many-tokens", "invoiceguard-full", "cpu_us_per_request");
+    let es256 = get(
+        "many-tokens-es256",
+        "invoiceguard-full",
+        "cpu_us_per_request",
+    );
+    let goals = json!({
+        "hot_full_cpu_vs_nginx": ratio(get("hot-token", "invoiceguard-full", "cpu_us_per_request"), get("hot-token", "nginx", "cpu_us_per_request")),
+        "cold_rs256_full_cpu_vs_nginx": ratio(rs256, get("many-tokens", "nginx", "cpu_us_per_request")),
+        "cold_es256_full_cpu_vs_nginx": ratio(es256, get("many-tokens-es256", "nginx", "cpu_us_per_request")),
+        "openssl_verify_us": {"rs256": floors.0, "es256": floors.1},
+        "cold_es256_us": es256,
+        "cold_es256_limit_us": ((1.3 * rs256 + (floors.1 - floors.0)) * 10.0).round() / 10.0,
+        "redis_vs_memory_cpu": ratio(get("hot-token", "invoiceguard-full-redis", "cpu_us_per_request"), get("hot-token", "invoiceguard-full", "cpu_us_per_request")),
+        "redis_added_p99_ms_over_memory": ((get("hot-token", "invoiceguard-full-redis", "p99_ms") - get("hot-token", "invoiceguard-full", "p99_ms")) * 1000.0).round() / 1000.0,
+        "refusal_locked_cpu_vs_proxy_only": ratio(get("forged-tokens", "invoiceguard-full-one-address-locked", "cpu_us_per_request"), get("forged-tokens", "invoiceguard-proxy-only", "cpu_us_per_request")),
+        "refusals_per_s_one_address": get("forged-tokens", "invoiceguard-full-one-address-locked", "max_rps"),
+        "refusals_per_s_32_addresses_unlocked": get("forged-tokens", "invoiceguard-full-32-addresses-unlocked", "max_rps"),
+        "refusal_unlocked_cpu_us": get("forged-tokens", "invoiceguard-full-32-addresses-unlocked", "cpu_us_per_request"),
+    });
     let machine = json!({
         "cpu": std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines()
             .find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim(),
@@ -594,10 +781,13 @@ async fn main() {
         "pinning": "proxies on CPU 1; upstream, IdP and load generator (one thread) on CPU 0",
         "tokens_alg": "RS256 (2048), one key: Apache from its certificate, invoiceguard from the JWKS",
         "invoiceguard_full": "JWT RS256 (token and decision caches off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink, one worker thread (`listen.worker_threads = 1`, as nginx has one worker)",
+        "invoiceguard_full_redis": "the same, hot token, with the Redis backend (Redis on CPU 0)",
+        "many_tokens_es256": "the many-tokens case with ES256 (P-256) tokens from the same IdP",
+        "forged_tokens": "the many tokens with their signature changed: from 127.0.0.1 past its failure limit (30 a minute: 429 before any signature check), and from 32 addresses with the limit out of reach (401 after the signature check); proxy-only forwards them (its CPU per request the reference)",
         "apache": "mod_auth_openidc AuthType oauth20, JWT verified against the IdP's JWKS, event MPM 1x64 threads",
         "nginx": "proxy_pass with an upstream keepalive pool, 1 worker",
     });
-    let document = json!({"machine": machine, "versions": versions, "parameters": parameters, "results": report, "ratios": ratios});
+    let document = json!({"machine": machine, "versions": versions, "parameters": parameters, "results": report, "ratios": ratios, "goals": goals});
     let out = repo_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
@@ -634,11 +824,20 @@ async fn main() {
             r["full_added_p99_ms_over_direct"]
         );
     }
+    md += &format!(
+        "\nGoals (issue 28): {}\n",
+        serde_json::to_string_pretty(&goals).unwrap()
+    );
     std::fs::write(out.join("compare.md"), &md).unwrap();
     println!("{md}");
 
     drop((nginx, apache, proxy, upstream));
-    drop(full_cold);
-    drop(full_hot);
-    drop(idp);
+    drop((
+        full_cold,
+        full_hot,
+        full_hot_redis,
+        full_locked,
+        full_unlocked,
+    ));
+    drop((redis, idp));
 }

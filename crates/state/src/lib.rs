@@ -15,11 +15,13 @@
 //!
 //! Where things are: `store.rs` (the store the gateway calls, over either backend), `facts.rs`
 //! (quotas, reservations, the error), `records.rs` (sessions and
-//! other records by key), `tables.rs` (lifecycle marks, grants, roles seen), `memory.rs` and `redis.rs` (the backends), `config.rs`.
+//! other records by key), `tables.rs` (lifecycle marks, grants, roles seen), `recent.rs` (limit checks
+//! answered again for a quarter second, with Redis), `memory.rs` and `redis.rs` (the backends), `config.rs`.
 
 mod config;
 mod facts;
 mod memory;
+mod recent;
 mod records;
 mod redis;
 mod store;

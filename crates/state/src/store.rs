@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::config::StateConfig;
 use crate::facts::{DAY, ExportLimits, Reservation, ReserveOutcome, StateError};
 use crate::memory::MemoryStore;
+use crate::recent::RecentChecks;
 use crate::records::RecordKind;
 use crate::redis::RedisStore;
 use crate::tables::Table;
@@ -26,6 +27,8 @@ enum Backend {
 pub struct StateStore {
     backend: Backend,
     errors: std::sync::atomic::AtomicU64,
+    /// Recent answers of limit checks, with Redis (`recent.rs`).
+    recent: RecentChecks,
 }
 
 impl StateStore {
@@ -41,6 +44,7 @@ impl StateStore {
         Ok(Self {
             backend,
             errors: std::sync::atomic::AtomicU64::new(0),
+            recent: RecentChecks::default(),
         })
     }
 
@@ -182,7 +186,8 @@ impl StateStore {
     }
 
     /// A sliding-window limit on `key`: `Some(wait)` when it already has `limit` hits within
-    /// `window`; otherwise this hit is counted when `record`.
+    /// `window`; otherwise this hit is counted when `record`. With Redis, a check (not `record`)
+    /// may be answered from this replica's answers of the last quarter second (`recent.rs`).
     pub async fn limit(
         &self,
         key: &str,
@@ -193,7 +198,20 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(store) => Ok(store.limit(key, limit, window, record)),
             Backend::Redis(store) => {
-                self.counted(Box::pin(store.limit(key, limit, window, record)).await)
+                // A check is answered from this replica's recent answers (`recent.rs`); a hit
+                // goes to Redis and drops the key's recent answer.
+                let asked = std::time::Instant::now();
+                if !record && let Some(answer) = self.recent.get(key, limit, asked) {
+                    return Ok(answer);
+                }
+                let answer =
+                    self.counted(Box::pin(store.limit(key, limit, window, record)).await)?;
+                if record {
+                    self.recent.forget(key);
+                } else {
+                    self.recent.put(key, limit, answer, asked);
+                }
+                Ok(answer)
             }
         }
     }

@@ -91,6 +91,15 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its process id, from its pidfile.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn pidfile(&self) -> PathBuf {
         self.dir.path().join("redis.pid")
     }

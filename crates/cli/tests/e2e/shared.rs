@@ -20,6 +20,11 @@ struct Replicas {
 impl Replicas {
     /// `edit` may change the copied policy folder before the gateways start.
     async fn start(edit: impl Fn(&Path)) -> Self {
+        Self::start_with(edit, "").await
+    }
+
+    /// Like [`Replicas::start`], with more configuration (a `[limits]` section).
+    async fn start_with(edit: impl Fn(&Path), more: &str) -> Self {
         let idp = Idp::start().await.unwrap();
         let upstream = Upstream::start().unwrap();
         let redis = Redis::start().await.unwrap();
@@ -32,7 +37,10 @@ impl Replicas {
             "\n[state]\nbackend = \"redis\"\nurl = \"{}\"\n\n[admin]\naddress = \"127.0.0.1:{{admin_port}}\"\ntoken_file = {token:?}\n",
             redis.url()
         );
-        let text = format!("{}{extra}", sections(&idp.issuer, &upstream.url(), ""));
+        let text = format!(
+            "{}{extra}{more}",
+            sections(&idp.issuer, &upstream.url(), "")
+        );
         let start =
             || GatewayProcess::start_with_policies(Path::new(BINARY), &text, false, &policies, "");
         let a = start().await.unwrap();
@@ -467,6 +475,60 @@ failed_auth_window_s = 60
     // The address is cut off, whatever it sends, until the window passes.
     assert_problem(
         &get(&url(gateway, "/invoices/INV-1"), Some(&good))
+            .await
+            .unwrap(),
+        429,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockout_reached_on_one_replica_holds_on_the_other_within_a_second() {
+    let limits = "\n[limits]\nfailed_auth_per_ip = 5\nfailed_auth_window_s = 60\n";
+    let replicas = Replicas::start_with(|_| {}, limits).await;
+    let good = replicas.token("alice").await;
+    // B has just checked this address (and may answer from that for a quarter second).
+    assert_eq!(
+        get(&url(&replicas.b, "/invoices/INV-1"), Some(&good))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    for i in 0..5 {
+        let reply = get(
+            &url(&replicas.a, "/invoices/INV-1"),
+            Some(&format!("bad.token.{i}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 401, "attempt {i}");
+    }
+    let locked_at = std::time::Instant::now();
+    assert_problem(
+        &get(&url(&replicas.a, "/invoices/INV-1"), Some(&good))
+            .await
+            .unwrap(),
+        429,
+    );
+    // B refuses the address too, whatever it sends, within a second.
+    loop {
+        let reply = get(&url(&replicas.b, "/invoices/INV-1"), Some(&good))
+            .await
+            .unwrap();
+        if reply.status == 429 {
+            break;
+        }
+        assert_eq!(reply.status, 200);
+        assert!(
+            locked_at.elapsed() < Duration::from_secs(1),
+            "B still serves the locked address after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("lockout on B after {:?}", locked_at.elapsed());
+    // A failure sent to B is counted in Redis and refused at once.
+    assert_problem(
+        &get(&url(&replicas.b, "/invoices/INV-1"), Some("bad.token.9"))
             .await
             .unwrap(),
         429,
