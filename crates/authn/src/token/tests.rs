@@ -318,3 +318,46 @@ fn a_key_is_used_only_for_its_own_type_and_curve() {
         .verify(&key, &bearer(), NOW)
         .unwrap();
 }
+
+#[test]
+fn an_rsa_modulus_published_with_a_leading_zero_is_the_same_key() {
+    let pair = signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public = pair.public_key();
+    let n = public.modulus().big_endian_without_leading_zero().to_vec();
+    let e = public.exponent().big_endian_without_leading_zero().to_vec();
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256","kid":"r1"}"#),
+        b64(good().to_string().as_bytes())
+    );
+    let mut sig = vec![0; pair.public_modulus_len()];
+    pair.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    let token = format!("{input}.{}", b64(&sig));
+    let padded = [&[0u8][..], &n].concat();
+    for modulus in [n.clone(), padded] {
+        let jwk =
+            json!({"kty": "RSA", "kid": "r1", "alg": "RS256", "n": b64(&modulus), "e": b64(&e)});
+        let key = signing_key(&serde_json::from_value(jwk).unwrap())
+            .unwrap()
+            .unwrap();
+        Jwt::parse(&token)
+            .unwrap()
+            .verify(&key, &bearer(), NOW)
+            .unwrap();
+    }
+    // The same key bound to PS256 does not take a PKCS#1 v1.5 signature.
+    let jwk = json!({"kty": "RSA", "kid": "r1", "alg": "PS256", "n": b64(&n), "e": b64(&e)});
+    let pss = signing_key(&serde_json::from_value(jwk).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        Jwt::parse(&token).unwrap().verify(&pss, &bearer(), NOW),
+        Err(AuthnError::AlgorithmMismatch(_))
+    ));
+}

@@ -82,6 +82,19 @@ fn url(gateway: &GatewayProcess, path: &str) -> String {
     format!("{}{path}", gateway.url)
 }
 
+/// Five malformed tokens from this address, each refused 401 (and counted against it).
+async fn fail_five_times(gateway: &GatewayProcess) {
+    for i in 0..5 {
+        let reply = get(
+            &url(gateway, "/invoices/INV-1"),
+            Some(&format!("bad.token.{i}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 401, "attempt {i}");
+    }
+}
+
 /// Runs `invoiceguard revoke` with `gateway`'s configuration.
 fn revoke_cli(gateway: &GatewayProcess, args: &[&str]) -> (bool, String) {
     run(std::process::Command::new(BINARY)
@@ -453,15 +466,7 @@ failed_auth_window_s = 60
             .status,
         200
     );
-    for i in 0..5 {
-        let reply = get(
-            &url(gateway, "/invoices/INV-1"),
-            Some(&format!("bad.token.{i}")),
-        )
-        .await
-        .unwrap();
-        assert_eq!(reply.status, 401, "attempt {i}");
-    }
+    fail_five_times(gateway).await;
     let cut = get(&url(gateway, "/invoices/INV-1"), Some("bad.token.6"))
         .await
         .unwrap();
@@ -494,15 +499,7 @@ async fn a_lockout_reached_on_one_replica_holds_on_the_other_within_a_second() {
             .status,
         200
     );
-    for i in 0..5 {
-        let reply = get(
-            &url(&replicas.a, "/invoices/INV-1"),
-            Some(&format!("bad.token.{i}")),
-        )
-        .await
-        .unwrap();
-        assert_eq!(reply.status, 401, "attempt {i}");
-    }
+    fail_five_times(&replicas.a).await;
     let locked_at = std::time::Instant::now();
     assert_problem(
         &get(&url(&replicas.a, "/invoices/INV-1"), Some(&good))
