@@ -10,7 +10,7 @@ use cedar_policy::{
     ActionConstraint, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
     Request, RestrictedExpression, Schema,
 };
-use cedar_policy_core::ast::{self, Value};
+use cedar_policy_core::ast::{self, PartialValue, Value};
 use cedar_policy_core::entities::{NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
 use invoiceguard_authn::{Principal, PrincipalKind};
@@ -133,7 +133,7 @@ pub(crate) struct Prepared {
 
 /// An action, prepared: its entity (with all its groups as parents), and those groups.
 struct Action {
-    entity: Entity,
+    entity: ast::Entity,
     groups: HashSet<EntityUid>,
 }
 
@@ -156,7 +156,9 @@ impl Prepared {
                 .flatten()
                 .cloned()
                 .collect();
-            let entity = Entity::new_no_attrs(action.clone(), groups.clone());
+            let entity = Entity::new_no_attrs(action.clone(), groups.clone())
+                .as_ref()
+                .clone();
             actions.insert(action, Action { entity, groups });
         }
         Ok(Self { names, actions })
@@ -398,6 +400,79 @@ impl Inputs {
         Context::from_pairs(pairs.map(|(name, value)| (name.to_owned(), value)))
             .expect("the reference context")
     }
+
+    /// The principal's and the resource's entities as Cedar's public API builds them, from
+    /// expressions: what `build`'s entities of values must equal.
+    pub(crate) fn reference_entities(&self, prepared: &Prepared) -> [Entity; 2] {
+        let uid = |entity_type: &str, id: &str| prepared.uid(entity_type, id).unwrap();
+        let scopes = |scopes: &[String]| {
+            RestrictedExpression::new_set(
+                scopes.iter().cloned().map(RestrictedExpression::new_string),
+            )
+        };
+        let principal = match &self.principal {
+            PrincipalInputs::User {
+                id,
+                roles,
+                scopes: granted,
+                approval_limit,
+            } => Entity::new(
+                uid("User", id),
+                HashMap::from([
+                    (
+                        "approval_limit".to_owned(),
+                        RestrictedExpression::new_long(*approval_limit),
+                    ),
+                    ("scopes".to_owned(), scopes(granted)),
+                ]),
+                roles.iter().map(|role| uid("Role", role)).collect(),
+            ),
+            PrincipalInputs::ServiceAccount {
+                id,
+                scopes: granted,
+            } => Entity::new(
+                uid("ServiceAccount", id),
+                HashMap::from([("scopes".to_owned(), scopes(granted))]),
+                HashSet::new(),
+            ),
+        };
+        let f = &self.resource;
+        let mut attrs = HashMap::new();
+        let entity = |t: &str, id: &str| RestrictedExpression::new_entity_uid(uid(t, id));
+        if let Some(creator) = &f.creator {
+            attrs.insert("creator".to_owned(), entity("User", creator));
+        }
+        if let Some(amount) = f.amount {
+            attrs.insert("amount".to_owned(), RestrictedExpression::new_long(amount));
+        }
+        for (name, value) in [
+            ("currency", &f.currency),
+            ("status", &f.status),
+            ("company", &f.company),
+        ] {
+            if let Some(value) = value {
+                attrs.insert(
+                    name.to_owned(),
+                    RestrictedExpression::new_string(value.clone()),
+                );
+            }
+        }
+        if let (Some(grantee), Some(role)) = (&f.grantee, &f.role) {
+            let after = f.roles_after.iter().map(|role| entity("Role", role));
+            attrs.insert("grantee".to_owned(), entity("User", grantee));
+            attrs.insert("role".to_owned(), entity("Role", role));
+            attrs.insert(
+                "roles_after".to_owned(),
+                RestrictedExpression::new_set(after),
+            );
+        }
+        let resource = Entity::new(
+            uid(&self.resource_type, &self.resource_id),
+            attrs,
+            HashSet::new(),
+        );
+        [principal.unwrap(), resource.unwrap()]
+    }
 }
 
 /// Builds the request from its inputs. Its shape is the schema's by construction — typed values,
@@ -443,15 +518,14 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
     )
     .map_err(|e| e.to_string())?;
     let facts = &inputs.resource;
-    let mut resource_attrs = HashMap::new();
+    // Attributes as values: Cedar's public `Entity::new` takes expressions and evaluates each
+    // back into its value for every request (a tenth of a decision without caches).
+    let mut resource_attrs: Vec<(&'static str, Value)> = Vec::new();
     if let Some(creator) = &facts.creator {
-        resource_attrs.insert(
-            "creator".to_owned(),
-            RestrictedExpression::new_entity_uid(prepared.uid("User", creator)?),
-        );
+        resource_attrs.push(("creator", entity_value(prepared.uid("User", creator)?)));
     }
     if let Some(amount) = facts.amount {
-        resource_attrs.insert("amount".to_owned(), RestrictedExpression::new_long(amount));
+        resource_attrs.push(("amount", Value::from(amount)));
     }
     for (name, value) in [
         ("currency", &facts.currency),
@@ -459,39 +533,22 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
         ("company", &facts.company),
     ] {
         if let Some(value) = value {
-            resource_attrs.insert(
-                name.to_owned(),
-                RestrictedExpression::new_string(value.clone()),
-            );
+            resource_attrs.push((name, Value::from(value.as_str())));
         }
     }
     if let (Some(grantee), Some(role)) = (&facts.grantee, &facts.role) {
         let roles_after = facts
             .roles_after
             .iter()
-            .map(|role| {
-                Ok(RestrictedExpression::new_entity_uid(
-                    prepared.uid("Role", role)?,
-                ))
-            })
+            .map(|role| prepared.uid("Role", role).map(entity_value))
             .collect::<Result<Vec<_>, String>>()?;
         resource_attrs.extend([
-            (
-                "grantee".to_owned(),
-                RestrictedExpression::new_entity_uid(prepared.uid("User", grantee)?),
-            ),
-            (
-                "role".to_owned(),
-                RestrictedExpression::new_entity_uid(prepared.uid("Role", role)?),
-            ),
-            (
-                "roles_after".to_owned(),
-                RestrictedExpression::new_set(roles_after),
-            ),
+            ("grantee", entity_value(prepared.uid("User", grantee)?)),
+            ("role", entity_value(prepared.uid("Role", role)?)),
+            ("roles_after", Value::set(roles_after, None)),
         ]);
     }
-    let resource_entity =
-        Entity::new(resource, resource_attrs, HashSet::new()).map_err(|e| e.to_string())?;
+    let resource_entity = core_entity(resource, resource_attrs, HashSet::new());
     // Three entities: the principal (its roles as parents), the resource and the action (its
     // groups as parents). Roles and action groups have no attributes, so `in` needs nothing
     // more. Their parents are already closed (roles and the resource have none; an action's are
@@ -501,8 +558,7 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
     let entities = cedar_policy_core::entities::Entities::from_entities(
         [principal_entity, resource_entity]
             .into_iter()
-            .chain(action_entity)
-            .map(|entity| entity.as_ref().clone()),
+            .chain(action_entity),
         None::<&NoEntitiesSchema>,
         TCComputation::AssumeAlreadyComputed,
         Extensions::all_available(),
@@ -520,7 +576,7 @@ pub(crate) fn build(prepared: &Prepared, inputs: &Inputs) -> Result<CedarRequest
 fn principal_entity(
     prepared: &Prepared,
     principal: &PrincipalInputs,
-) -> Result<(EntityUid, Entity), String> {
+) -> Result<(EntityUid, ast::Entity), String> {
     match principal {
         PrincipalInputs::User {
             id,
@@ -531,38 +587,52 @@ fn principal_entity(
             let me = prepared.uid("User", id)?;
             let roles = roles
                 .iter()
-                .map(|role| prepared.uid("Role", role))
+                .map(|role| prepared.uid("Role", role).map(ast::EntityUID::from))
                 .collect::<Result<HashSet<_>, _>>()?;
-            let approval_limit = RestrictedExpression::new_long(*approval_limit);
-            let entity = Entity::new(
-                me.clone(),
-                HashMap::from([
-                    ("approval_limit".to_owned(), approval_limit),
-                    ("scopes".to_owned(), scope_set(scopes)),
-                ]),
-                roles,
-            )
-            .map_err(|e| e.to_string())?;
+            let attrs = vec![
+                ("approval_limit", Value::from(*approval_limit)),
+                ("scopes", scope_set(scopes)),
+            ];
+            let entity = core_entity(me.clone(), attrs, roles);
             Ok((me, entity))
         }
         PrincipalInputs::ServiceAccount { id, scopes } => {
             let me = prepared.uid("ServiceAccount", id)?;
-            let entity = Entity::new(
-                me.clone(),
-                HashMap::from([("scopes".to_owned(), scope_set(scopes))]),
-                HashSet::new(),
-            )
-            .map_err(|e| e.to_string())?;
+            let attrs = vec![("scopes", scope_set(scopes))];
+            let entity = core_entity(me.clone(), attrs, HashSet::new());
             Ok((me, entity))
         }
     }
 }
 
+/// An entity of Cedar's core from its uid, attribute values and parents (no tags).
+fn core_entity(
+    uid: EntityUid,
+    attrs: Vec<(&'static str, Value)>,
+    parents: HashSet<ast::EntityUID>,
+) -> ast::Entity {
+    ast::Entity::new_with_attr_partial_value(
+        uid.into(),
+        attrs
+            .into_iter()
+            .map(|(name, value)| (name.into(), PartialValue::from(value))),
+        HashSet::new(),
+        parents,
+        [],
+    )
+}
+
+/// An entity reference as an attribute value.
+fn entity_value(uid: EntityUid) -> Value {
+    Value::from(ast::EntityUID::from(uid))
+}
+
 /// A principal's scopes as a Cedar set of strings.
-fn scope_set(scopes: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(
+fn scope_set(scopes: &[String]) -> Value {
+    Value::set_of_lits(
         scopes
             .iter()
-            .map(|scope| RestrictedExpression::new_string(scope.clone())),
+            .map(|scope| ast::Literal::from(scope.as_str())),
+        None,
     )
 }

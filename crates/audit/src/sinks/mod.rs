@@ -376,6 +376,25 @@ async fn persist_cursor(spool: &Path, sink: &str, cursor: Cursor) {
     }
 }
 
+/// Reads the next batch on tokio's blocking pool: up to a megabyte read and split into lines,
+/// which on a worker thread would hold up the requests queued behind it.
+async fn read_batch_off_thread(
+    spool: &Path,
+    cursor: Cursor,
+    max_bytes: u64,
+    buffer: &mut BytesMut,
+) -> std::io::Result<(Vec<Bytes>, Cursor)> {
+    let (spool, mut owned) = (spool.to_path_buf(), std::mem::take(buffer));
+    let (result, owned) = tokio::task::spawn_blocking(move || {
+        let result = read_batch(&spool, cursor, max_bytes, &mut owned);
+        (result, owned)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    *buffer = owned;
+    result
+}
+
 /// The `seq` of a spool line (the other fields are skipped, not built).
 fn seq_of(line: &[u8]) -> Option<u64> {
     #[derive(Deserialize)]
@@ -537,14 +556,15 @@ pub(crate) async fn ship(
             }
         }
         let written_before = written.load(Ordering::SeqCst);
-        let (lines, next) = match read_batch(&spool, sent, batch_bytes, &mut buffer) {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::warn!(%error, sink = %sink.name, "cannot read the audit spool");
-                tokio::time::sleep(MAX_BACKOFF).await;
-                continue;
-            }
-        };
+        let (lines, next) =
+            match read_batch_off_thread(&spool, sent, batch_bytes, &mut buffer).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, sink = %sink.name, "cannot read the audit spool");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    continue;
+                }
+            };
         if lines.is_empty() {
             // Moved on to a later segment without events to send: save that at once when
             // nothing is pending, so the closed segment can be removed.

@@ -131,11 +131,36 @@ fn deciding_on_the_actions_policies_is_deciding_on_all() {
 /// Over the grid, the request is what Cedar's public API would build: Cedar's transitive
 /// closure over the three entities adds no ancestor (an action's groups are closed when the
 /// policies load: `deciding_on_the_actions_policies_is_deciding_on_all` and the policy tests
-/// decide through them), and the context record equals the one built from expressions.
+/// decide through them), and the context record and the principal's and resource's entities
+/// equal those built from expressions.
 #[test]
 fn requests_are_built_as_cedars_public_api_would() {
     let engine = baseline(0);
-    for case in &grid(&engine) {
+    let mut cases = grid(&engine);
+    // Every resource attribute, the grant's too, on a copy of each case.
+    let with_all: Vec<_> = cases
+        .iter()
+        .map(|(principal, route, facts, label)| {
+            let mut facts = facts.clone();
+            facts.resource = ResourceFacts {
+                currency: Some("EUR".to_owned()),
+                status: Some("draft".to_owned()),
+                company: Some("acme".to_owned()),
+                grantee: Some("p-3".to_owned()),
+                role: Some("approver".to_owned()),
+                roles_after: vec!["approver".to_owned(), "invoicing".to_owned()],
+                ..facts.resource
+            };
+            (
+                principal.clone(),
+                route.clone(),
+                facts,
+                format!("{label}, all attributes"),
+            )
+        })
+        .collect();
+    cases.extend(with_all);
+    for case in &cases {
         let inputs = inputs(&engine, case);
         let built = request::build(&engine.prepared, &inputs).unwrap();
         let closed =
@@ -156,6 +181,14 @@ fn requests_are_built_as_cedars_public_api_would() {
             assert_eq!(ours, computed, "{uid}: {}", case.3);
         }
         assert_eq!(built.entities.iter().count(), 3, "{}", case.3);
+        for reference in inputs.reference_entities(&engine.prepared) {
+            let ours = built.entities.get(&reference.uid()).unwrap();
+            assert!(
+                ours.deep_eq(&reference),
+                "{ours} != {reference}: {}",
+                case.3
+            );
+        }
         assert_eq!(
             built.request.context(),
             Some(&inputs.reference_context()),
