@@ -114,25 +114,6 @@ fn pin(pid: u32, cpu: &str) {
         .status();
 }
 
-/// Lowers every thread of the common upstream on CPU 0 to nice 10, so that the load
-/// generator, which shares that CPU, sends each request when it is due: at the same priority
-/// the upstream, answering a burst, held the generator off CPU 0 for up to 11 ms (48 waits over
-/// 1 ms in 8 s at the fixed rate, from `perf sched`), and the requests it then sent together
-/// queued at the proxy — the many-token p99 measured that, not the proxy (docs/performance.md).
-/// Redis is left as it is: it is part of the gateway under test.
-fn lower_priority(pid: u32) {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return;
-    };
-    for thread in threads.flatten() {
-        let _ = Command::new("renice")
-            .args(["-n", "10", "-p"])
-            .arg(thread.file_name())
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
 /// A process this bench started: asked to stop (SIGTERM, which nginx and Apache pass on to their
 /// workers) and waited for when dropped — also when the bench fails half-way.
 struct Running(Child);
@@ -442,7 +423,6 @@ async fn main() {
         &["--listen", &format!("127.0.0.1:{upstream_port}")],
     );
     wait_listening(upstream_port).await;
-    lower_priority(upstream.id());
     // One RSA key for everyone: mod_auth_openidc 2.4 (Debian 12) crashes on EC certificates, so
     // the comparison uses RS256 tokens, verified by Apache from the key's certificate and by
     // invoiceguard from the IdP's JWKS — the same key.
@@ -798,7 +778,7 @@ async fn main() {
     });
     let parameters = json!({
         "path": PATH, "tokens": TOKENS, "connections": CONNECTIONS, "fixed_rate_connections": FIXED_RATE_CONNECTIONS, "run_s": RUN.as_secs(), "rounds": ROUNDS,
-        "pinning": "proxies on CPU 1; upstream (nice 10), IdP and load generator (one thread) on CPU 0",
+        "pinning": "proxies on CPU 1; upstream, IdP and load generator (one thread) on CPU 0",
         "tokens_alg": "RS256 (2048), one key: Apache from its certificate, invoiceguard from the JWKS",
         "invoiceguard_full": "JWT RS256 (token and decision caches off for many-tokens, on for hot-token), Cedar baseline, memory state, audit spool + file sink, one worker thread (`listen.worker_threads = 1`, as nginx has one worker)",
         "invoiceguard_full_redis": "the same, hot token, with the Redis backend (Redis on CPU 0)",
