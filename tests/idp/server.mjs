@@ -4,7 +4,7 @@
 //
 //   node server.mjs --port 9400 [--keys keys.json] [--audience URN] [--alg ES256] [--test-endpoints]
 //                   [--gateway https://gateway.example ...]
-//   node server.mjs --keys keys.json --keys-only      (writes new keys and exits)
+//   node keys.mjs keys.json                           (writes new keys and exits: keys.mjs)
 //
 // Users get tokens through a password grant (no browser needed) that carries their roles, groups
 // and MFA facts (`amr`, `acr`, `auth_time`); integration accounts use client credentials with
@@ -35,8 +35,8 @@
 //
 // It is also a Shared Signals transmitter (ssf.mjs): CAEP and RISC events about its users,
 // pushed to or polled by the gateway's stream.
-import { generateKeyPairSync, createPublicKey, randomUUID, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createPublicKey, timingSafeEqual } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +45,7 @@ import { parseArgs } from 'node:util';
 import { CompactSign, importJWK } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
+import { newKeys, writeKeys } from './keys.mjs';
 import { transmitter } from './ssf.mjs';
 
 const { values: args } = parseArgs({
@@ -55,7 +56,6 @@ const { values: args } = parseArgs({
     audience: { type: 'string', default: 'urn:invoiceguard:invoicing-api' },
     alg: { type: 'string', default: 'ES256' },
     'test-endpoints': { type: 'boolean', default: false },
-    'keys-only': { type: 'boolean', default: false },
     gateway: { type: 'string', multiple: true, default: [] },
   },
 });
@@ -76,29 +76,12 @@ const API_SCOPES = [
 ];
 const SCOPES = ['openid', ...API_SCOPES];
 
-function newKeys() {
-  const jwk = (type, options) => generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' });
-  const kid = (alg) => `${alg.toLowerCase()}-${randomUUID()}`;
-  return [
-    { ...jwk('ec', { namedCurve: 'P-256' }), alg: 'ES256' },
-    { ...jwk('ec', { namedCurve: 'P-384' }), alg: 'ES384' },
-    { ...jwk('ed25519'), alg: 'EdDSA' },
-    { ...jwk('rsa', { modulusLength: 2048 }), alg: 'RS256' },
-    { ...jwk('rsa', { modulusLength: 2048 }), alg: 'PS256' },
-  ].map((key) => ({ ...key, kid: kid(key.alg), use: 'sig' }));
-}
-
-if (args['keys-only']) {
-  writeFileSync(args.keys, JSON.stringify({ keys: newKeys() }), { mode: 0o600 });
-  process.exit(0);
-}
-
 let jwks;
 if (args.keys && existsSync(args.keys)) {
   jwks = JSON.parse(readFileSync(args.keys, 'utf8'));
 } else {
   jwks = { keys: newKeys() };
-  if (args.keys) writeFileSync(args.keys, JSON.stringify(jwks), { mode: 0o600 });
+  if (args.keys) writeKeys(args.keys, jwks);
 }
 
 const WEB_CLIENT_ID = 'invoiceguard-web';
@@ -353,7 +336,7 @@ async function testEndpoint(req, res) {
     const { retire } = await readJson(req);
     const fresh = newKeys();
     jwks = { keys: retire ? fresh : [...fresh, ...jwks.keys] };
-    if (args.keys) writeFileSync(args.keys, JSON.stringify(jwks), { mode: 0o600 });
+    if (args.keys) writeKeys(args.keys, jwks);
     provider = buildProvider();
     reply(res, 200, { kids: fresh.map((k) => k.kid) });
   } else if (req.method === 'POST' && req.url === '/__test/web-client') {

@@ -104,13 +104,35 @@ impl Idp {
         if let Some(ca) = ca {
             node.env("NODE_EXTRA_CA_CERTS", ca);
         }
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Self::stderr_file(keys))
+            .context("cannot create the IdP's stderr file")?;
         node.arg(repo_root().join("tests/idp/server.mjs"))
             .args(["--port", &port.to_string(), "--test-endpoints", "--keys"])
             .arg(keys)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .context("cannot start node (is Node.js installed?)")
+    }
+
+    /// Where the IdP's stderr goes: beside its keys, so that a start that fails can say why.
+    fn stderr_file(keys: &Path) -> PathBuf {
+        keys.with_extension("stderr")
+    }
+
+    /// The end of what the IdP printed on stderr.
+    fn printed(&self) -> String {
+        let text = std::fs::read_to_string(Self::stderr_file(&self.keys)).unwrap_or_default();
+        let start = text
+            .char_indices()
+            .rev()
+            .nth(2000)
+            .map_or(0, |(index, _)| index);
+        text[start..].trim().to_owned()
     }
 
     /// Stops the IdP (an outage): discovery, keys and tokens stop answering.
@@ -153,7 +175,7 @@ impl Idp {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the IdP exited at start ({status})");
+                bail!("the IdP exited at start ({status}): {}", self.printed());
             }
             if let Ok(reply) = crate::client::get(&url, None).await
                 && reply.status == 200
@@ -162,7 +184,10 @@ impl Idp {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the IdP did not answer at {url} within 20 s");
+                bail!(
+                    "the IdP did not answer at {url} within 20 s: {}",
+                    self.printed()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -417,49 +442,92 @@ impl Idp {
     }
 }
 
-/// This test process's IdP keys, generated once by `server.mjs --keys-only`.
+/// This test process's IdP keys, generated once by `tests/idp/keys.mjs` (Node's own crypto, no
+/// module graph: well under a second). A child that fails or hangs (seen, rarely, on a loaded
+/// machine) is tried again, and if every try fails the error says how each one ended, with what
+/// node printed.
 fn shared_keys() -> anyhow::Result<PathBuf> {
     static KEYS: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
     let mut keys = KEYS.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     if let Some(path) = keys.as_ref() {
         return Ok(path.clone());
     }
+    remove_stale_keys();
     let path =
         std::env::temp_dir().join(format!("invoiceguard-idp-keys-{}.json", std::process::id()));
-    // Generation takes well under a second; a child that hangs (seen, rarely, on a loaded
-    // machine) is killed and tried again rather than holding the whole run.
-    let mut generated = false;
-    for _ in 0..3 {
-        let mut child = Command::new("node")
-            .arg(repo_root().join("tests/idp/server.mjs"))
-            .args(["--keys-only", "--keys"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run node (is Node.js installed?)")?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
+    let mut tries = Vec::new();
+    for _ in 0..5 {
+        match generate_keys(&path) {
+            Ok(()) => {
+                *keys = Some(path.clone());
+                return Ok(path);
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if status.is_some_and(|s| s.success()) && path.is_file() {
-            generated = true;
-            break;
+            Err(error) => tries.push(format!("{error:#}")),
         }
     }
-    if !generated {
-        bail!("the IdP could not generate keys");
+    bail!(
+        "the IdP could not generate keys ({} tries): {}",
+        tries.len(),
+        tries.join("; ")
+    )
+}
+
+/// Removes the shared keys of test processes that have ended (nothing removes a file when a
+/// process exits): private keys are not left to pile up in the temporary folder.
+fn remove_stale_keys() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("invoiceguard-idp-keys-"))
+            .and_then(|rest| rest.split('.').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
-    *keys = Some(path.clone());
-    Ok(path)
+}
+
+/// Runs `node tests/idp/keys.mjs path` once, within 30 seconds.
+fn generate_keys(path: &Path) -> anyhow::Result<()> {
+    let stderr = path.with_extension("stderr");
+    let mut child = Command::new("node")
+        .arg(repo_root().join("tests/idp/keys.mjs"))
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).context("cannot create the keys' stderr file")?)
+        .spawn()
+        .context("cannot run node (is Node.js installed?)")?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr);
+    let printed = printed.trim();
+    match status {
+        Some(status) if status.success() && path.is_file() => Ok(()),
+        Some(status) if status.success() => bail!("node exited 0 without writing {path:?}"),
+        Some(status) => bail!("node {status} after {:?}: {printed}", started.elapsed()),
+        None => bail!(
+            "node killed after {:?} without an answer: {printed}",
+            started.elapsed()
+        ),
+    }
 }
 
 /// base64url without padding (JWT segments).

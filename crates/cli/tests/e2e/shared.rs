@@ -746,7 +746,17 @@ async fn a_replica_born_in_a_redis_outage_lets_nobody_in_and_fact_free_routes_st
             .status,
         200
     );
-    assert_eq!(super::sinks::metric(a, "invoiceguard_state_up").await, 1.0);
+    // A marks Redis up again by its own probe (every 250 ms), not when another replica does:
+    // it is read until it says so, within a few probes.
+    let mut up = false;
+    for _ in 0..50 {
+        if super::sinks::metric(a, "invoiceguard_state_up").await == 1.0 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "A marked Redis up again within 5 s of its resuming");
 
     // Redis is killed (connections refused): the same.
     replicas.redis.kill().unwrap();
@@ -755,12 +765,15 @@ async fn a_replica_born_in_a_redis_outage_lets_nobody_in_and_fact_free_routes_st
     eprintln!(
         "fact-free read, median of 60: normal {normal:?}, Redis hung {hung:?}, Redis killed {killed:?}"
     );
-    // Not waiting on Redis means far under its call timeout (500 ms); the margin is wide
-    // enough for a busy machine (this is no speed test: the benches measure speed).
+    // A read that waited on Redis would take its call timeout (`state.timeout_ms`, 500 ms by
+    // default) at least; not waiting means far under it, whatever else the machine is doing
+    // (this is no speed test: the benches measure speed; a margin over the normal figure was at
+    // the mercy of the machine's load).
+    let timeout = Duration::from_millis(500);
     for (case, took) in [("hung", hung), ("killed", killed)] {
         assert!(
-            took < normal + Duration::from_millis(20),
-            "Redis {case}: {took:?} against {normal:?} normally"
+            took < timeout / 2,
+            "Redis {case}: {took:?} (normally {normal:?}): the read waited on Redis"
         );
     }
     assert_eq!(get(&read, Some(&dave)).await.unwrap().status, 401);
