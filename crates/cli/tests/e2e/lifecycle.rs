@@ -773,11 +773,22 @@ async fn a_grant_counts_until_its_end_on_every_replica_and_the_policies_decide_w
     tokio::time::sleep(Duration::from_secs(until.saturating_sub(now) + 1)).await;
     assert_problem(&approve(a, &alice, &second).await, 403);
     assert_problem(&approve(b, &alice, &second).await, 403);
+    // Each replica sweeps ended grants every second; the first to remove it records it. Read
+    // until it is there, then a little longer: a second record would be a bug.
+    let expired = || -> Vec<Value> {
+        all_events(&[a, b])
+            .into_iter()
+            .filter(|e| e["action"] == "grant:expired")
+            .collect()
+    };
+    for _ in 0..100 {
+        if !expired().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let expired: Vec<Value> = all_events(&[a, b])
-        .into_iter()
-        .filter(|e| e["action"] == "grant:expired")
-        .collect();
+    let expired = expired();
     assert_eq!(expired.len(), 1, "{expired:?}");
     assert_eq!(expired[0]["lifecycle"]["ticket"], "FIN-123");
     assert_eq!(expired[0]["lifecycle"]["acted"], json!(["expired"]));
