@@ -4,7 +4,7 @@
 //
 //   node server.mjs --port 9400 [--keys keys.json] [--audience URN] [--alg ES256] [--test-endpoints]
 //                   [--gateway https://gateway.example ...]
-//   node keys.mjs keys.json                           (writes new keys and exits: keys.mjs)
+//   (new keys alone: `node keys.mjs keys.json`, the script beside this one)
 //
 // Users get tokens through a password grant (no browser needed) that carries their roles, groups
 // and MFA facts (`amr`, `acr`, `auth_time`); integration accounts use client credentials with
